@@ -1,0 +1,38 @@
+// C glue for what Swift cannot import from FFmpeg 5.1: function-like macros,
+// macro constants built from expressions, and fields whose name changes across versions.
+#ifndef LOCKSTEP_CFFMPEG_SHIM_H
+#define LOCKSTEP_CFFMPEG_SHIM_H
+
+#include <libavformat/avformat.h>
+#include <libavcodec/avcodec.h>
+#include <libswscale/swscale.h>
+#include <libavutil/avutil.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/opt.h>
+#include <libavutil/pixdesc.h>
+#include <libavutil/display.h>
+#include <libavutil/error.h>
+
+static inline int lockstep_averror(int posixError) { return AVERROR(posixError); }
+static inline int lockstep_averror_eof(void) { return AVERROR_EOF; }
+static inline int lockstep_averror_eagain(void) { return AVERROR(EAGAIN); }
+static inline int lockstep_averror_invaliddata(void) { return AVERROR_INVALIDDATA; }
+static inline int lockstep_averror_decoder_not_found(void) { return AVERROR_DECODER_NOT_FOUND; }
+static inline int64_t lockstep_nopts_value(void) { return AV_NOPTS_VALUE; }
+static inline AVRational lockstep_time_base_q(void) { return AV_TIME_BASE_Q; }
+
+// FFmpeg 5.1 names; 6.x/7.x renamed them (duration, flags & AV_FRAME_FLAG_KEY).
+static inline int64_t lockstep_frame_duration(const AVFrame *f) { return f->pkt_duration; }
+static inline void lockstep_frame_set_duration(AVFrame *f, int64_t d) { f->pkt_duration = d; }
+
+// Rotation in degrees from the stream's display matrix side data (0 when absent).
+static inline double lockstep_stream_rotation(const AVStream *st) {
+    const uint8_t *m = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, NULL);
+    if (!m) return 0;
+    return av_display_rotation_get((const int32_t *)m);
+}
+
+// AVERROR text as a static-sized buffer helper.
+static inline void lockstep_strerror(int code, char *buf, size_t size) { av_strerror(code, buf, size); }
+
+#endif

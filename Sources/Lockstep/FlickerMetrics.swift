@@ -1,0 +1,185 @@
+import Tensor
+
+/// Temporal flicker of a frame sequence, measured as in DESIGN.md ("Flicker metrics"):
+/// - the mean luma per frame (BT.709 weights, 8-bit units) and its frame-to-frame change;
+/// - the flicker index and percent flicker of that series (IES definitions, as for lamps);
+/// - the temporal difference mean |x_t − x_{t−1}| after s×s average pooling, per scale s:
+///   flicker lives at coarse scales, motion at fine ones.
+/// Frames are fed one at a time; only the previous frame's pooled pyramid is kept.
+public final class FlickerAnalyzer {
+    /// Pooling sizes of the temporal difference.
+    public static let scales = [1, 2, 4, 8, 16, 32]
+
+    public struct FrameRecord: Sendable {
+        public var index: Int
+        public var seconds: Double
+        /// Mean luma in 8-bit units.
+        public var meanLuma: Double
+        /// Change of mean luma from the previous frame (nil for the first frame).
+        public var lumaChange: Double?
+        /// Mean |x_t − x_{t−1}| per scale in 8-bit units, in `scales` order (empty for the first frame).
+        public var temporalDifference: [Double]
+    }
+
+    public struct Summary: Sendable {
+        public var frames: Int
+        public var width: Int
+        public var height: Int
+        /// Mean |ΔY| between consecutive frames, 8-bit units.
+        public var brightnessFlicker: Double
+        /// Largest |ΔY| between consecutive frames, 8-bit units.
+        public var maxBrightnessChange: Double
+        public var meanLuma: Double
+        /// Area of the luma series above its mean over its total area (0 for a constant series).
+        public var flickerIndex: Double
+        /// 100 · (max − min) / (max + min) of the luma series.
+        public var percentFlicker: Double
+        /// Mean temporal difference per pooling scale, keyed by the scale.
+        public var temporalDifference: [Int: Double]
+    }
+
+    public private(set) var records: [FrameRecord] = []
+    private var previous: [PlanarImage] = []
+    private var width = 0, height = 0
+
+    public init() {}
+
+    /// Adds the next frame (RGB in [0, 1]) shown at `seconds`.
+    public func add(_ image: PlanarImage, seconds: Double) {
+        let pyramid = Self.pyramid(image)
+        let luma = Self.meanLuma(image) * 255
+        var record = FrameRecord(index: records.count, seconds: seconds, meanLuma: luma, lumaChange: nil, temporalDifference: [])
+        if let last = records.last, previous.count == pyramid.count {
+            record.lumaChange = luma - last.meanLuma
+            record.temporalDifference = zip(pyramid, previous).map { Self.meanAbsoluteDifference($0, $1) * 255 }
+        }
+        width = image.width
+        height = image.height
+        records.append(record)
+        previous = pyramid
+    }
+
+    public var summary: Summary {
+        let lumas = records.map(\.meanLuma)
+        let changes = records.compactMap(\.lumaChange).map(abs)
+        let mean = lumas.isEmpty ? 0 : lumas.reduce(0, +) / Double(lumas.count)
+        let total = lumas.reduce(0, +)
+        let above = lumas.reduce(0) { $0 + max($1 - mean, 0) }
+        let (lo, hi) = (lumas.min() ?? 0, lumas.max() ?? 0)
+        var tdiff: [Int: Double] = [:]
+        let withDiff = records.filter { !$0.temporalDifference.isEmpty }
+        for (k, scale) in Self.scales.enumerated() {
+            let values = withDiff.compactMap { k < $0.temporalDifference.count ? $0.temporalDifference[k] : nil }
+            if !values.isEmpty { tdiff[scale] = values.reduce(0, +) / Double(values.count) }
+        }
+        return Summary(
+            frames: records.count, width: width, height: height,
+            brightnessFlicker: changes.isEmpty ? 0 : changes.reduce(0, +) / Double(changes.count),
+            maxBrightnessChange: changes.max() ?? 0,
+            meanLuma: mean,
+            flickerIndex: total > 0 ? above / total : 0,
+            percentFlicker: hi + lo > 0 ? 100 * (hi - lo) / (hi + lo) : 0,
+            temporalDifference: tdiff)
+    }
+
+    // MARK: - Kernels
+
+    /// BT.709 luma averaged over the frame, in [0, 1].
+    static func meanLuma(_ image: PlanarImage) -> Double {
+        let n = image.planeSize
+        return image.withUnsafeBufferPointer { buffer in
+            let r = buffer.baseAddress!, g = r + n, b = g + n
+            var sums = [Double](repeating: 0, count: activeCoreCount)
+            let chunkCount = sums.count
+            sums.withUnsafeMutableBufferPointer { partial in
+                let out = partial.baseAddress!
+                parallelChunks(chunkCount, minimumChunk: 1) { range in
+                    for chunk in range {
+                        let lo = n * chunk / chunkCount, hi = n * (chunk + 1) / chunkCount
+                        var acc: Double = 0
+                        var i = lo
+                        // Accumulate rows of Float in blocks, then widen: exact enough and fast.
+                        while i < hi {
+                            let end = min(i &+ 4096, hi)
+                            var block: Float = 0
+                            var j = i
+                            while j < end {
+                                block += 0.2126 * r[j] + 0.7152 * g[j] + 0.0722 * b[j]
+                                j &+= 1
+                            }
+                            acc += Double(block)
+                            i = end
+                        }
+                        out[chunk] = acc
+                    }
+                }
+            }
+            return sums.reduce(0, +) / Double(n)
+        }
+    }
+
+    /// The frame and its 2×2 average-pooled reductions: level k is the 2^k × 2^k pooling.
+    static func pyramid(_ image: PlanarImage) -> [PlanarImage] {
+        var levels = [image]
+        for _ in 1..<scales.count {
+            let last = levels.last!
+            guard last.width >= 2, last.height >= 2 else { break }
+            levels.append(pool2(last))
+        }
+        return levels
+    }
+
+    /// 2×2 average pooling (an odd last row or column is dropped).
+    static func pool2(_ image: PlanarImage) -> PlanarImage {
+        let h = image.height / 2, w = image.width / 2, sw = image.width, sh = image.height
+        var out = PlanarImage(channels: image.channels, height: h, width: w)
+        image.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                parallelChunks(image.channels &* h, minimumChunk: 64) { rows in
+                    for row in rows {
+                        let c = row / h, y = row % h
+                        let top = s + (c &* sh &+ 2 &* y) &* sw, bottom = top + sw
+                        let o = d + (c &* h &+ y) &* w
+                        for x in 0..<w {
+                            let x2 = x &* 2
+                            o[x] = 0.25 * (top[x2] + top[x2 &+ 1] + bottom[x2] + bottom[x2 &+ 1])
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Mean |a − b| over all samples.
+    static func meanAbsoluteDifference(_ a: PlanarImage, _ b: PlanarImage) -> Double {
+        precondition(a.count == b.count)
+        let n = a.count
+        return a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in
+            let x = pa.baseAddress!, y = pb.baseAddress!
+            let chunks = max(1, min(activeCoreCount, n / 65536))
+            var sums = [Double](repeating: 0, count: chunks)
+            sums.withUnsafeMutableBufferPointer { partial in
+                let out = partial.baseAddress!
+                parallelChunks(chunks) { range in
+                    for chunk in range {
+                        let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
+                        var acc: Double = 0
+                        var i = lo
+                        while i < hi {
+                            let end = min(i &+ 4096, hi)
+                            var block: Float = 0
+                            var j = i
+                            while j < end { block += abs(x[j] - y[j]); j &+= 1 }
+                            acc += Double(block)
+                            i = end
+                        }
+                        out[chunk] = acc
+                    }
+                }
+            }
+            return sums.reduce(0, +) / Double(n)
+        } }
+    }
+}

@@ -1,0 +1,122 @@
+import CFFmpeg
+import Foundation
+import Tensor
+
+/// Single still images (png, jpg, bmp, tiff), decoded and encoded through FFmpeg's image codecs.
+public enum ImageFile {
+    /// File extensions read as frames, lower case.
+    public static let extensions: Set<String> = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+
+    /// Decodes the image at `path` into RGB in [0, 1]. `bits` is its bit depth per component.
+    public static func read(_ path: String) throws -> (image: PlanarImage, bits: Int) {
+        FFmpegLog.install()
+        try VideoReader.checkReadableFile(path)
+        let handles = DecodeHandles()
+        var options: OpaquePointer?
+        av_dict_set(&options, "pattern_type", "none", 0)  // a '%' in a file name is not a pattern
+        defer { av_dict_free(&options) }
+        var ctx: UnsafeMutablePointer<AVFormatContext>?
+        let opened = avformat_open_input(&ctx, path, av_find_input_format("image2"), &options)
+        guard opened >= 0 else {
+            throw MediaError(.notMedia, path: path, "not an image FFmpeg can read (\(FFmpegError(code: opened, operation: "open").message))")
+        }
+        handles.format = ctx
+        guard avformat_find_stream_info(ctx, nil) >= 0, ctx!.pointee.nb_streams > 0 else {
+            throw MediaError(.notMedia, path: path, "not an image FFmpeg can read")
+        }
+        let parameters = ctx!.pointee.streams[0]!.pointee.codecpar!
+        guard let codec = avcodec_find_decoder(parameters.pointee.codec_id),
+              let dec = avcodec_alloc_context3(codec) else {
+            throw MediaError(.unsupported, path: path, "no decoder for this image format")
+        }
+        handles.decoder = dec
+        guard avcodec_parameters_to_context(dec, parameters) >= 0, avcodec_open2(dec, codec, nil) >= 0 else {
+            throw MediaError(.unsupported, path: path, "cannot open the \(String(cString: codec.pointee.name)) decoder")
+        }
+        let packet = handles.packet, frame = handles.frame
+        var got = false
+        while !got {
+            let read = av_read_frame(ctx, packet)
+            _ = avcodec_send_packet(dec, read < 0 ? nil : packet)
+            av_packet_unref(packet)
+            let received = avcodec_receive_frame(dec, frame)
+            if received >= 0 { got = true; break }
+            if read < 0 && received != lockstep_averror_eagain() { break }
+        }
+        guard got, frame.pointee.width > 0, frame.pointee.height > 0 else {
+            let reason = FFmpegLog.takeLastError().map { " (\($0))" } ?? ""
+            throw MediaError(.damaged, path: path, "the image could not be decoded\(reason)")
+        }
+        let format = AVPixelFormat(rawValue: frame.pointee.format)
+        let width = Int(frame.pointee.width), height = Int(frame.pointee.height)
+        var color = ColorInfo.defaultFor(height: height)
+        color.range = Int32(AVCOL_RANGE_JPEG.rawValue)  // JPEG stills are full range
+        if frame.pointee.colorspace != AVCOL_SPC_UNSPECIFIED { color.matrix = Int32(frame.pointee.colorspace.rawValue) }
+        let bits = av_pix_fmt_desc_get(format).map { Int($0.pointee.comp.0.depth) } ?? 8
+        let converter = try PixelConverter(width: width, height: height, codedFormat: format, direction: .toFloat,
+                                           color: color, bits: bits, path: path)
+        var image = PlanarImage(channels: 3, height: height, width: width)
+        converter.toFloat(UnsafePointer(frame), into: &image)
+        return (image, bits)
+    }
+
+    /// Encodes `image` as PNG (8 bits per component, or 16 with `bits > 8`) and returns the bytes.
+    public static func pngData(_ image: PlanarImage, bits: Int = 8) throws -> Data {
+        let encoder = try PNGEncoder(width: image.width, height: image.height, bits: bits)
+        return try encoder.encode(image)
+    }
+
+    /// Writes `image` as a PNG at `path`, through a temporary name.
+    public static func writePNG(_ image: PlanarImage, to path: String, overwrite: Bool = false, bits: Int = 8) throws {
+        let target = try OutputTarget(path: path, inputs: [], overwrite: overwrite)
+        target.begin()
+        do {
+            try pngData(image, bits: bits).write(to: URL(fileURLWithPath: target.temporaryPath))
+            try target.commit()
+        } catch let error as MediaError {
+            target.discard()
+            throw error
+        } catch {
+            target.discard()
+            throw MediaError(.io, path: path, "cannot write: \(error.localizedDescription)")
+        }
+    }
+}
+
+/// FFmpeg's PNG encoder, reused frame after frame.
+final class PNGEncoder {
+    private let handles = EncodeHandles()
+    private let converter: PixelConverter
+
+    init(width: Int, height: Int, bits: Int) throws {
+        guard let codec = avcodec_find_encoder(AV_CODEC_ID_PNG), let enc = avcodec_alloc_context3(codec) else {
+            throw MediaError(.unsupported, path: "png", "this FFmpeg has no PNG encoder")
+        }
+        handles.encoder = enc
+        let format = bits > 8 ? AV_PIX_FMT_RGB48BE : AV_PIX_FMT_RGB24
+        enc.pointee.width = Int32(width)
+        enc.pointee.height = Int32(height)
+        enc.pointee.pix_fmt = format
+        enc.pointee.time_base = AVRational(num: 1, den: 25)
+        guard avcodec_open2(enc, codec, nil) >= 0 else {
+            throw MediaError(.unsupported, path: "png", "cannot open the PNG encoder")
+        }
+        converter = try PixelConverter(width: width, height: height, codedFormat: format, direction: .fromFloat,
+                                       color: .defaultFor(height: height), bits: bits, path: "png")
+        let f = handles.frame
+        f.pointee.format = format.rawValue
+        f.pointee.width = Int32(width)
+        f.pointee.height = Int32(height)
+        guard av_frame_get_buffer(f, 0) >= 0 else { throw MediaError(.io, path: "png", "out of memory") }
+    }
+
+    func encode(_ image: PlanarImage) throws -> Data {
+        let f = handles.frame, packet = handles.packet
+        try check(av_frame_make_writable(f), "make frame writable")
+        converter.fromFloat(image, into: f)
+        try check(avcodec_send_frame(handles.encoder, f), "encode png")
+        try check(avcodec_receive_packet(handles.encoder, packet), "encode png")
+        defer { av_packet_unref(packet) }
+        return Data(bytes: packet.pointee.data, count: Int(packet.pointee.size))
+    }
+}

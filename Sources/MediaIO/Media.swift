@@ -1,0 +1,33 @@
+import Foundation
+
+/// Opens inputs and outputs by path: a directory is a sequence of frames, anything else a video file.
+public enum Media {
+    /// A reader for `path`: a frame directory or a video file.
+    public static func openSource(_ path: String, frameRate: Rational = Rational(25, 1)) throws -> FrameSource {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw MediaError(.missing, path: path, "no such file or directory")
+        }
+        return isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate) : try VideoReader(path: path)
+    }
+
+    /// True when `path` names a frame directory as output: it ends in "/", is an existing
+    /// directory, or has no extension.
+    public static func isDirectoryOutput(_ path: String) -> Bool {
+        if path.hasSuffix("/") { return true }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) { return isDirectory.boolValue }
+        return URL(fileURLWithPath: path).pathExtension.isEmpty
+    }
+
+    /// A writer for `path` with the shape and timing of `info`, checked against `inputs`.
+    public static func openSink(_ path: String, info: StreamInfo, inputs: [String], overwrite: Bool,
+                                options: EncoderOptions = EncoderOptions()) throws -> FrameSink {
+        let clean = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        let target = try OutputTarget(path: clean, inputs: inputs, overwrite: overwrite)
+        if isDirectoryOutput(path) {
+            return try FrameDirectoryWriter(target: target, info: info)
+        }
+        return try VideoWriter(target: target, info: info, options: options)
+    }
+}

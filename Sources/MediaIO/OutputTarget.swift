@@ -1,0 +1,122 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The rules every output follows: never the input, never an existing path without
+/// `overwrite`, written under a temporary name in the same directory and renamed into place
+/// when complete, so a failure or Ctrl-C leaves nothing under the final name.
+public struct OutputTarget: Sendable {
+    /// Where the user asked the output to go.
+    public let finalPath: String
+    /// Where it is written until it is complete.
+    public let temporaryPath: String
+    public let overwrite: Bool
+
+    /// Checks the output path against `inputs` and the file system, and reserves a temporary name.
+    public init(path: String, inputs: [String], overwrite: Bool) throws {
+        let url = URL(fileURLWithPath: path)
+        let fm = FileManager.default
+        for input in inputs where Self.sameFile(input, path) {
+            throw MediaError(.sameAsInput, path: path, "the output is the input \(input); choose another output")
+        }
+        var isDirectory: ObjCBool = false
+        if fm.fileExists(atPath: path, isDirectory: &isDirectory) && !overwrite {
+            throw MediaError(.outputExists, path: path, "already exists (use --overwrite to replace it)")
+        }
+        let parent = url.deletingLastPathComponent().path
+        var parentIsDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: parent, isDirectory: &parentIsDirectory), parentIsDirectory.boolValue else {
+            throw MediaError(.unwritable, path: path, "cannot write here: the directory \(parent) does not exist")
+        }
+        if access(parent, W_OK) != 0 {
+            throw MediaError(.unwritable, path: path, "cannot write here: \(String(cString: strerror(errno)))")
+        }
+        let name = url.lastPathComponent
+        let ext = url.pathExtension
+        let stem = ext.isEmpty ? name : String(name.dropLast(ext.count + 1))
+        let partial = ".\(stem).lockstep-partial-\(getpid())" + (ext.isEmpty ? "" : ".\(ext)")
+        finalPath = path
+        temporaryPath = url.deletingLastPathComponent().appendingPathComponent(partial).path
+        self.overwrite = overwrite
+    }
+
+    /// Registers the temporary path for removal on SIGINT/SIGTERM.
+    public func begin() { TemporaryFiles.shared.add(temporaryPath) }
+
+    /// Moves the finished temporary file or directory to the final name.
+    public func commit() throws {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        let replacingDirectory = fm.fileExists(atPath: finalPath, isDirectory: &isDirectory) && isDirectory.boolValue
+        if replacingDirectory {
+            // rename(2) cannot replace a non-empty directory: move the old one aside first.
+            let aside = temporaryPath + ".old"
+            if rename(finalPath, aside) != 0 { throw renameError() }
+            if rename(temporaryPath, finalPath) != 0 {
+                let error = renameError()
+                _ = rename(aside, finalPath)
+                throw error
+            }
+            try? fm.removeItem(atPath: aside)
+        } else if rename(temporaryPath, finalPath) != 0 {
+            throw renameError()
+        }
+        TemporaryFiles.shared.remove(temporaryPath)
+    }
+
+    /// Removes whatever was written.
+    public func discard() {
+        try? FileManager.default.removeItem(atPath: temporaryPath)
+        TemporaryFiles.shared.remove(temporaryPath)
+    }
+
+    private func renameError() -> MediaError {
+        MediaError(.io, path: finalPath, "cannot move the finished output into place: \(String(cString: strerror(errno)))")
+    }
+
+    /// True when both paths name the same file (the same inode, or the same resolved path).
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        if stat(a, &sa) == 0 && stat(b, &sb) == 0 { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino }
+        let ra = URL(fileURLWithPath: a).standardizedFileURL.resolvingSymlinksInPath().path
+        let rb = URL(fileURLWithPath: b).standardizedFileURL.resolvingSymlinksInPath().path
+        return ra == rb
+    }
+}
+
+/// Temporary outputs in progress, removed if the process is interrupted.
+public final class TemporaryFiles: @unchecked Sendable {
+    public static let shared = TemporaryFiles()
+    private let lock = NSLock()
+    private var paths = Set<String>()
+    private var sources: [DispatchSourceSignal] = []
+
+    func add(_ path: String) { lock.lock(); paths.insert(path); lock.unlock() }
+    func remove(_ path: String) { lock.lock(); paths.remove(path); lock.unlock() }
+
+    /// Removes every registered temporary output.
+    public func removeAll() {
+        lock.lock()
+        let current = paths
+        paths.removeAll()
+        lock.unlock()
+        for path in current { try? FileManager.default.removeItem(atPath: path) }
+    }
+
+    /// On SIGINT or SIGTERM: remove the temporary outputs, print `message`, exit 130 / 143.
+    public func removeOnSignals(message: @escaping @Sendable (Int32) -> String) {
+        for signalNumber in [SIGINT, SIGTERM] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler { [weak self] in
+                self?.removeAll()
+                FileHandle.standardError.write(Data((message(signalNumber) + "\n").utf8))
+                exit(128 + signalNumber)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import CFFmpeg
+
+/// Copies the input's audio and subtitle streams into an output, packet for packet, without
+/// re-encoding (FFmpeg's doc/examples/remux.c). It reads the input with its own demuxer so the
+/// writer can interleave copied packets with video packets by time: the muxer then never has to
+/// buffer one stream while waiting for another, and memory stays bounded.
+final class StreamCopier {
+    /// Streams that the output container cannot hold, one line each.
+    private(set) var skipped: [String] = []
+
+    private var input: UnsafeMutablePointer<AVFormatContext>?
+    private var mapping: [Int32: UnsafeMutablePointer<AVStream>] = [:]
+    private let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
+    private var pending = false
+    private var done = false
+    private let path: String
+
+    init(inputPath: String, output: UnsafeMutablePointer<AVFormatContext>) throws {
+        path = inputPath
+        guard avformat_open_input(&input, inputPath, nil, nil) >= 0, let input,
+              avformat_find_stream_info(input, nil) >= 0 else {
+            throw MediaError(.notMedia, path: inputPath, "cannot reopen the input to copy its audio")
+        }
+        for i in 0..<Int(input.pointee.nb_streams) {
+            let stream = input.pointee.streams[i]!
+            let parameters = stream.pointee.codecpar!
+            let type = parameters.pointee.codec_type
+            guard type == AVMEDIA_TYPE_AUDIO || type == AVMEDIA_TYPE_SUBTITLE else {
+                stream.pointee.discard = AVDISCARD_ALL
+                continue
+            }
+            let codecName = String(cString: avcodec_get_name(parameters.pointee.codec_id))
+            if avformat_query_codec(output.pointee.oformat, parameters.pointee.codec_id, FF_COMPLIANCE_NORMAL) != 1 {
+                skipped.append("stream \(i) (\(codecName)) cannot be stored in the \(String(cString: output.pointee.oformat.pointee.name)) container; it is left out")
+                stream.pointee.discard = AVDISCARD_ALL
+                continue
+            }
+            guard let out = avformat_new_stream(output, nil),
+                  avcodec_parameters_copy(out.pointee.codecpar, parameters) >= 0 else {
+                throw MediaError(.io, path: inputPath, "cannot copy stream \(i) (\(codecName))")
+            }
+            out.pointee.codecpar.pointee.codec_tag = 0
+            out.pointee.time_base = stream.pointee.time_base
+            out.pointee.disposition = stream.pointee.disposition
+            av_dict_copy(&out.pointee.metadata, stream.pointee.metadata, 0)
+            mapping[Int32(i)] = out
+        }
+        if mapping.isEmpty { done = true }
+    }
+
+    deinit {
+        var p: UnsafeMutablePointer<AVPacket>? = packet
+        av_packet_free(&p)
+        if input != nil { avformat_close_input(&input) }
+    }
+
+    /// Writes copied packets whose time is at most `until` seconds (all of them when nil).
+    func copy(until: Double?, into output: UnsafeMutablePointer<AVFormatContext>) throws {
+        while !done {
+            if !pending {
+                let read = av_read_frame(input, packet)
+                if read < 0 { done = true; return }  // end of input (damage is the reader's to report)
+                guard mapping[packet.pointee.stream_index] != nil else { av_packet_unref(packet); continue }
+                pending = true
+            }
+            let inStream = input!.pointee.streams[Int(packet.pointee.stream_index)]!
+            let outStream = mapping[packet.pointee.stream_index]!
+            let stamp = packet.pointee.dts != lockstep_nopts_value() ? packet.pointee.dts : packet.pointee.pts
+            if let until, stamp != lockstep_nopts_value(),
+               Double(stamp) * Rational(inStream.pointee.time_base).value > until {
+                return
+            }
+            pending = false
+            av_packet_rescale_ts(packet, inStream.pointee.time_base, outStream.pointee.time_base)
+            packet.pointee.stream_index = outStream.pointee.index
+            packet.pointee.pos = -1
+            let written = av_interleaved_write_frame(output, packet)
+            if written < 0 { throw FFmpegError(code: written, operation: "write copied stream") }
+        }
+    }
+}

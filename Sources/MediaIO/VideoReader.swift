@@ -1,0 +1,247 @@
+import CFFmpeg
+import Foundation
+import Tensor
+
+/// Demuxes and decodes the best video stream of a file, one frame at a time, as planar float
+/// RGB with presentation timestamps. Follows FFmpeg's doc/examples/demux_decode.c: read, send,
+/// receive, and drain at the end.
+///
+/// Damage (a truncated file, corrupt packets, decode errors) does not stop decoding: every frame
+/// that can be decoded is returned, and `next()` throws `MediaError(.damaged)` at the end.
+public final class VideoReader: FrameSource {
+    public let path: String
+    public private(set) var info: StreamInfo
+
+    private let handles: DecodeHandles
+    private var format: UnsafeMutablePointer<AVFormatContext>? { handles.format }
+    private var decoder: UnsafeMutablePointer<AVCodecContext>? { handles.decoder }
+    private var packet: UnsafeMutablePointer<AVPacket> { handles.packet }
+    private var frame: UnsafeMutablePointer<AVFrame> { handles.frame }
+    private let streamIndex: Int32
+    private var converter: PixelConverter?
+    private let quarterTurns: Int
+    private let frameDuration: Int64
+
+    private var demuxerDone = false
+    private var finished = false
+    private var decodedCount = 0
+    private var lastPts: Int64 = Int64.min
+    private var damage = FFmpegLog.Collector()
+    private var damageNotes: [String] = []
+
+    public init(path: String) throws {
+        self.path = path
+        FFmpegLog.install()
+        try Self.checkReadableFile(path)
+
+        let handles = DecodeHandles()
+        self.handles = handles
+        var ctx: UnsafeMutablePointer<AVFormatContext>?
+        let openCode = avformat_open_input(&ctx, path, nil, nil)
+        if openCode < 0 {
+            let reason = FFmpegError(code: openCode, operation: "open").message
+            throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (\(reason))")
+        }
+        // From here on, `handles` frees what was opened, also when init throws.
+        handles.format = ctx
+        if avformat_find_stream_info(ctx, nil) < 0 {
+            throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (no stream information)")
+        }
+        var codec: UnsafePointer<AVCodec>?
+        let best = av_find_best_stream(ctx, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)
+        if best == lockstep_averror_decoder_not_found() {
+            let id = Self.firstVideoCodecID(ctx!)
+            throw MediaError(.unsupported, path: path, "unsupported video codec '\(String(cString: avcodec_get_name(id)))': no decoder in this FFmpeg")
+        }
+        guard best >= 0, let codec else {
+            throw MediaError(.notMedia, path: path, "not a video: it has no video stream")
+        }
+        streamIndex = best
+        let stream = ctx!.pointee.streams[Int(best)]!
+        for i in 0..<Int(ctx!.pointee.nb_streams) where i != Int(best) {
+            ctx!.pointee.streams[i]!.pointee.discard = AVDISCARD_ALL
+        }
+
+        guard let dec = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
+        handles.decoder = dec
+        try check(avcodec_parameters_to_context(dec, stream.pointee.codecpar), "read codec parameters")
+        dec.pointee.pkt_timebase = stream.pointee.time_base
+        dec.pointee.thread_count = 0  // one per core: decoding is single-threaded otherwise
+        dec.pointee.thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE
+        let openDecoder = avcodec_open2(dec, codec, nil)
+        if openDecoder < 0 {
+            throw MediaError(.unsupported, path: path, "cannot open the \(String(cString: codec.pointee.name)) decoder: \(FFmpegError(code: openDecoder, operation: "open").message)")
+        }
+        let codedWidth = Int(dec.pointee.width), codedHeight = Int(dec.pointee.height)
+        guard codedWidth > 0, codedHeight > 0 else {
+            throw MediaError(.notMedia, path: path, "the video stream has no frame size")
+        }
+
+        // Rotation metadata: frames are turned upright here, so everything downstream sees
+        // what a player shows. Only multiples of 90° exist in practice; others are refused.
+        let clockwise = -lockstep_stream_rotation(stream)
+        let normalized = (clockwise.truncatingRemainder(dividingBy: 360) + 360).truncatingRemainder(dividingBy: 360)
+        let turns = Int((normalized / 90).rounded())
+        guard abs(normalized - Double(turns) * 90) < 1 else {
+            throw MediaError(.unsupported, path: path, "rotation of \(Int(normalized))° is not supported (only multiples of 90°)")
+        }
+        quarterTurns = turns % 4
+        let swapped = quarterTurns % 2 == 1
+
+        let timeBase = Rational(stream.pointee.time_base)
+        var rate = Rational(stream.pointee.avg_frame_rate)
+        if !rate.isValid { rate = Rational(stream.pointee.r_frame_rate) }
+        if !rate.isValid { rate = Rational(25, 1) }
+        frameDuration = max(1, av_rescale_q(1, AVRational(num: rate.denominator, den: rate.numerator), stream.pointee.time_base))
+        var sar = Rational(stream.pointee.sample_aspect_ratio)
+        if !sar.isValid { sar = Rational(dec.pointee.sample_aspect_ratio) }
+        if !sar.isValid { sar = Rational(1, 1) }
+        if swapped { sar = Rational(sar.denominator, sar.numerator) }
+        let bits = av_pix_fmt_desc_get(dec.pointee.pix_fmt).map { Int($0.pointee.comp.0.depth) } ?? 8
+        var color = ColorInfo.defaultFor(height: codedHeight)
+        if dec.pointee.colorspace != AVCOL_SPC_UNSPECIFIED { color.matrix = Int32(dec.pointee.colorspace.rawValue) }
+        if dec.pointee.color_range != AVCOL_RANGE_UNSPECIFIED { color.range = Int32(dec.pointee.color_range.rawValue) }
+        if dec.pointee.color_primaries != AVCOL_PRI_UNSPECIFIED { color.primaries = Int32(dec.pointee.color_primaries.rawValue) }
+        if dec.pointee.color_trc != AVCOL_TRC_UNSPECIFIED { color.transfer = Int32(dec.pointee.color_trc.rawValue) }
+        let declared = stream.pointee.nb_frames > 0 ? Int(stream.pointee.nb_frames) : nil
+
+        info = StreamInfo(
+            width: swapped ? codedHeight : codedWidth, height: swapped ? codedWidth : codedHeight,
+            timeBase: timeBase, frameRate: rate, sampleAspectRatio: sar, declaredFrameCount: declared,
+            codecName: String(cString: codec.pointee.name), bitsPerComponent: bits,
+            pixelFormat: av_get_pix_fmt_name(dec.pointee.pix_fmt).map { String(cString: $0) }, color: color,
+            sourceFile: path)
+    }
+
+    public func next() throws -> VideoFrame? {
+        if finished { return nil }
+        return try FFmpegLog.collecting(into: damage) { try decodeNext() }
+    }
+
+    private func decodeNext() throws -> VideoFrame? {
+        while true {
+            let received = avcodec_receive_frame(decoder, frame)
+            if received >= 0 {
+                defer { av_frame_unref(frame) }
+                if frame.pointee.decode_error_flags != 0 || frame.pointee.flags & AV_FRAME_FLAG_CORRUPT != 0 {
+                    note("frame \(decodedCount) decoded with errors")
+                }
+                return try convertCurrentFrame()
+            }
+            if received == lockstep_averror_eof() {
+                finished = true
+                try reportDamage()
+                return nil
+            }
+            if received != lockstep_averror_eagain() {
+                note(FFmpegError(code: received, operation: "decode").description)
+                // The decoder cannot continue from this state; drain what it has.
+                if demuxerDone { finished = true; try reportDamage(); return nil }
+            }
+            try feedDecoder()
+        }
+    }
+
+    /// Reads packets until one of the video stream is sent to the decoder, or flushes it at the end.
+    private func feedDecoder() throws {
+        if demuxerDone { return }
+        while true {
+            let read = av_read_frame(format, packet)
+            if read < 0 {
+                if read != lockstep_averror_eof() { note(FFmpegError(code: read, operation: "read").description) }
+                demuxerDone = true
+                _ = avcodec_send_packet(decoder, nil)
+                return
+            }
+            defer { av_packet_unref(packet) }
+            guard packet.pointee.stream_index == streamIndex else { continue }
+            if packet.pointee.flags & AV_PKT_FLAG_CORRUPT != 0 { note("corrupt packet at byte \(packet.pointee.pos)") }
+            let sent = avcodec_send_packet(decoder, packet)
+            if sent < 0 && sent != lockstep_averror_eagain() {
+                note(FFmpegError(code: sent, operation: "decode").description)
+            }
+            return
+        }
+    }
+
+    private func convertCurrentFrame() throws -> VideoFrame {
+        let f = frame.pointee
+        let format = AVPixelFormat(rawValue: f.format)
+        let codedW = Int(f.width), codedH = Int(f.height)
+        let expectedW = quarterTurns % 2 == 1 ? info.height : info.width
+        let expectedH = quarterTurns % 2 == 1 ? info.width : info.height
+        guard codedW == expectedW, codedH == expectedH else {
+            throw MediaError(.unsupported, path: path, "frame size changes mid-stream (\(expectedW)×\(expectedH) to \(codedW)×\(codedH) at frame \(decodedCount))")
+        }
+        if converter == nil || converter!.codedFormat != format {
+            converter = try PixelConverter(width: codedW, height: codedH, codedFormat: format, direction: .toFloat, color: info.color, bits: info.bitsPerComponent, path: path)
+        }
+        var image = PlanarImage(channels: 3, height: codedH, width: codedW)
+        converter!.toFloat(UnsafePointer(frame), into: &image)
+        if quarterTurns != 0 { image = image.rotatedClockwise(quarterTurns: quarterTurns) }
+
+        // Timestamps: the decoder's best guess, made strictly increasing so that muxers accept them.
+        var pts = f.best_effort_timestamp
+        if pts == lockstep_nopts_value() {
+            pts = lastPts == Int64.min ? 0 : lastPts + frameDuration
+        }
+        if lastPts != Int64.min && pts <= lastPts { pts = lastPts + 1 }
+        lastPts = pts
+        var duration = lockstep_frame_duration(frame)
+        if duration <= 0 { duration = frameDuration }
+        let result = VideoFrame(image: image, pts: pts, duration: duration, index: decodedCount)
+        decodedCount += 1
+        return result
+    }
+
+    private func note(_ text: String) {
+        if damageNotes.count < 8 { damageNotes.append(text) }
+    }
+
+    private func reportDamage() throws {
+        var reasons = damageNotes
+        if damage.count > 0, let last = damage.last { reasons.append("FFmpeg: \(last)") }
+        if let declared = info.declaredFrameCount, decodedCount < declared {
+            reasons.insert("truncated: \(decodedCount) of \(declared) frames decoded", at: 0)
+        }
+        guard !reasons.isEmpty else { return }
+        let summary = reasons.first!
+        throw MediaError(.damaged, path: path, "damaged video: \(summary) (\(decodedCount) frames decoded)")
+    }
+
+    static func checkReadableFile(_ path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw MediaError(.missing, path: path, "no such file or directory")
+        }
+        if isDirectory.boolValue { throw MediaError(.notMedia, path: path, "is a directory, not a video file") }
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            throw MediaError(.missing, path: path, "permission denied")
+        }
+    }
+
+    private static func firstVideoCodecID(_ ctx: UnsafeMutablePointer<AVFormatContext>) -> AVCodecID {
+        for i in 0..<Int(ctx.pointee.nb_streams) {
+            let par = ctx.pointee.streams[i]!.pointee.codecpar!
+            if par.pointee.codec_type == AVMEDIA_TYPE_VIDEO { return par.pointee.codec_id }
+        }
+        return AV_CODEC_ID_NONE
+    }
+}
+
+/// Owns a demuxer, a decoder and their packet and frame, and frees them together.
+final class DecodeHandles {
+    var format: UnsafeMutablePointer<AVFormatContext>?
+    var decoder: UnsafeMutablePointer<AVCodecContext>?
+    let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
+    let frame: UnsafeMutablePointer<AVFrame> = av_frame_alloc()
+
+    deinit {
+        var f: UnsafeMutablePointer<AVFrame>? = frame
+        av_frame_free(&f)
+        var p: UnsafeMutablePointer<AVPacket>? = packet
+        av_packet_free(&p)
+        if decoder != nil { avcodec_free_context(&decoder) }
+        if format != nil { avformat_close_input(&format) }
+    }
+}

@@ -1,0 +1,318 @@
+import CFFmpeg
+import Foundation
+import Tensor
+
+/// How the video is encoded. Unset values take the container's sensible default
+/// (H.264 via libx264 at CRF 18, preset medium, where the container allows H.264).
+public struct EncoderOptions: Sendable {
+    public var codec: String?
+    public var crf: Int?
+    public var preset: String?
+
+    public init(codec: String? = nil, crf: Int? = nil, preset: String? = nil) {
+        self.codec = codec
+        self.crf = crf
+        self.preset = preset
+    }
+}
+
+/// Encodes frames and muxes them into a file whose container follows the extension, copying
+/// the input's audio and subtitle streams. Follows FFmpeg's doc/examples/transcode.c: timestamps
+/// rescaled at every time-base boundary, packet durations set, flush in order, then the trailer.
+public final class VideoWriter: FrameSink {
+    public var path: String { target.finalPath }
+    /// The encoder actually used, e.g. "libx264".
+    public let encoderName: String
+    /// Streams of the input that could not be copied into this container, one line each.
+    public private(set) var warnings: [String] = []
+
+    private let target: OutputTarget
+    private let info: StreamInfo
+    private let handles = EncodeHandles()
+    private var output: UnsafeMutablePointer<AVFormatContext> { handles.output! }
+    private var encoder: UnsafeMutablePointer<AVCodecContext> { handles.encoder! }
+    private let videoStream: UnsafeMutablePointer<AVStream>
+    private let converter: PixelConverter
+    private let encoderTimeBase: AVRational
+    private var copier: StreamCopier?
+    private var durations: [Int64: Int64] = [:]
+    private var lastEncoderPts = Int64.min
+    private var framesWritten = 0
+    private var closed = false
+
+    /// Opens the encoder and writes the container header under a temporary name.
+    public init(target: OutputTarget, info: StreamInfo, options: EncoderOptions = EncoderOptions()) throws {
+        FFmpegLog.install()
+        self.target = target
+        self.info = info
+        let path = target.finalPath
+        guard let outputFormat = av_guess_format(nil, path, nil) else {
+            let ext = URL(fileURLWithPath: path).pathExtension
+            throw MediaError(.invalidArgument, path: path, ext.isEmpty
+                ? "no container: give the output a file extension such as .mp4 or .mkv, or write to a directory that does not exist yet"
+                : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
+        }
+        let codec = try Self.chooseEncoder(options.codec, format: outputFormat, path: path)
+        encoderName = String(cString: codec.pointee.name)
+
+        var oc: UnsafeMutablePointer<AVFormatContext>?
+        try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: path)
+        handles.output = oc
+
+        guard let enc = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
+        handles.encoder = enc
+        let pixelFormat = try Self.choosePixelFormat(codec, info: info, path: path)
+        enc.pointee.width = Int32(info.width)
+        enc.pointee.height = Int32(info.height)
+        enc.pointee.pix_fmt = pixelFormat
+        enc.pointee.sample_aspect_ratio = info.sampleAspectRatio.av
+        enc.pointee.framerate = info.frameRate.av
+        enc.pointee.thread_count = 0
+        // Codecs of the MPEG family only store whole frame rates as their time base.
+        let constantRateOnly = [AV_CODEC_ID_MPEG1VIDEO, AV_CODEC_ID_MPEG2VIDEO, AV_CODEC_ID_MPEG4, AV_CODEC_ID_MSMPEG4V3, AV_CODEC_ID_H263].contains(codec.pointee.id)
+        encoderTimeBase = constantRateOnly ? AVRational(num: info.frameRate.denominator, den: info.frameRate.numerator) : info.timeBase.av
+        enc.pointee.time_base = encoderTimeBase
+        let isYUV = PixelConverter.isYUV(pixelFormat)
+        enc.pointee.colorspace = isYUV ? AVColorSpace(rawValue: UInt32(info.color.matrix)) : AVCOL_SPC_RGB
+        // MJPEG is full-range YUV by definition.
+        let fullRange = PixelConverter.isJPEGFormat(pixelFormat) || !isYUV || codec.pointee.id == AV_CODEC_ID_MJPEG
+        enc.pointee.color_range = fullRange ? AVCOL_RANGE_JPEG : AVColorRange(rawValue: UInt32(info.color.range))
+        enc.pointee.color_primaries = AVColorPrimaries(rawValue: UInt32(info.color.primaries))
+        enc.pointee.color_trc = AVColorTransferCharacteristic(rawValue: UInt32(info.color.transfer))
+        if outputFormat.pointee.flags & AVFMT_GLOBALHEADER != 0 {
+            enc.pointee.flags |= AV_CODEC_FLAG_GLOBAL_HEADER
+        }
+        try Self.openEncoder(enc, codec, options: options, path: path)
+
+        var encodedColor = info.color
+        encodedColor.range = Int32(enc.pointee.color_range.rawValue)
+        converter = try PixelConverter(width: info.width, height: info.height, codedFormat: pixelFormat,
+                                       direction: .fromFloat, color: encodedColor, bits: info.bitsPerComponent, path: path)
+
+        guard let stream = avformat_new_stream(oc, nil) else { throw MediaError(.io, path: path, "out of memory") }
+        videoStream = stream
+        try checkOutput(avcodec_parameters_from_context(stream.pointee.codecpar, enc), "copy encoder parameters", path: path)
+        stream.pointee.time_base = encoderTimeBase
+        stream.pointee.avg_frame_rate = info.frameRate.av
+        stream.pointee.sample_aspect_ratio = info.sampleAspectRatio.av
+
+        if let source = info.sourceFile {
+            let copier = try StreamCopier(inputPath: source, output: oc!)
+            warnings = copier.skipped
+            self.copier = copier
+        }
+
+        target.begin()
+        if outputFormat.pointee.flags & AVFMT_NOFILE == 0 {
+            let opened = avio_open(&oc!.pointee.pb, target.temporaryPath, AVIO_FLAG_WRITE)
+            if opened < 0 {
+                target.discard()
+                throw MediaError(.unwritable, path: path, "cannot create the output: \(FFmpegError(code: opened, operation: "open").message)")
+            }
+        }
+        do {
+            try check(avformat_write_header(oc, nil), "write header")
+        } catch let error as FFmpegError {
+            abort()
+            throw error.forOutput(path)
+        }
+
+        let f = handles.frame
+        f.pointee.format = pixelFormat.rawValue
+        f.pointee.width = Int32(info.width)
+        f.pointee.height = Int32(info.height)
+        try checkOutput(av_frame_get_buffer(f, 0), "allocate frame", path: path)
+    }
+
+    deinit { if !closed { abort() } }
+
+    public func write(_ frame: VideoFrame) throws {
+        guard frame.image.width == info.width, frame.image.height == info.height, frame.image.channels == 3 else {
+            throw MediaError(.sizeMismatch, path: path, "frame \(frame.index) is \(frame.image.width)×\(frame.image.height), the output is \(info.width)×\(info.height)")
+        }
+        let f = handles.frame
+        try checkOutput(av_frame_make_writable(f), "make frame writable", path: path)
+        converter.fromFloat(frame.image, into: f)
+        var pts = av_rescale_q(frame.pts, info.timeBase.av, encoderTimeBase)
+        if lastEncoderPts != Int64.min && pts <= lastEncoderPts { pts = lastEncoderPts + 1 }
+        lastEncoderPts = pts
+        f.pointee.pts = pts
+        let duration = max(1, av_rescale_q(frame.duration, info.timeBase.av, encoderTimeBase))
+        lockstep_frame_set_duration(f, duration)
+        durations[pts] = duration
+        try send(f)
+        framesWritten += 1
+    }
+
+    /// Drains the encoder, copies the rest of the other streams, writes the trailer, and moves
+    /// the file to its final name.
+    public func finish() throws {
+        guard !closed else { return }
+        do {
+            try send(nil)
+            try copier?.copy(until: nil, into: output)
+            try check(av_write_trailer(output), "write trailer")
+            try closeFile()
+            closed = true
+            try target.commit()
+        } catch let error as FFmpegError {
+            abort()
+            throw error.forOutput(path)
+        } catch {
+            abort()
+            throw error
+        }
+    }
+
+    public func abort() {
+        guard !closed else { return }
+        closed = true
+        if let pb = handles.output?.pointee.pb { _ = pb; avio_closep(&handles.output!.pointee.pb) }
+        target.discard()
+    }
+
+    private func closeFile() throws {
+        guard let oc = handles.output, oc.pointee.pb != nil else { return }
+        try checkWriteError()
+        // avio_closep flushes the last buffer: a full disk can show up only here.
+        try check(avio_closep(&oc.pointee.pb), "close")
+    }
+
+    private func checkWriteError() throws {
+        if let pb = output.pointee.pb, pb.pointee.error < 0 {
+            throw FFmpegError(code: pb.pointee.error, operation: "write")
+        }
+    }
+
+    private func send(_ frame: UnsafeMutablePointer<AVFrame>?) throws {
+        do {
+            try check(avcodec_send_frame(encoder, frame), "encode")
+            let packet = handles.packet
+            while true {
+                let received = avcodec_receive_packet(encoder, packet)
+                if received == lockstep_averror_eagain() || received == lockstep_averror_eof() { return }
+                try check(received, "encode")
+                packet.pointee.duration = durations.removeValue(forKey: packet.pointee.pts) ?? packet.pointee.duration
+                packet.pointee.stream_index = videoStream.pointee.index
+                av_packet_rescale_ts(packet, encoderTimeBase, videoStream.pointee.time_base)
+                // Interleave the copied streams up to this packet's time, so the muxer's buffer stays small.
+                if let copier, packet.pointee.dts != lockstep_nopts_value() {
+                    let until = Double(packet.pointee.dts) * Rational(videoStream.pointee.time_base).value
+                    try copier.copy(until: until, into: output)
+                }
+                try check(av_interleaved_write_frame(output, packet), "write")
+                try checkWriteError()
+            }
+        } catch let error as FFmpegError {
+            throw error.forOutput(path)
+        }
+    }
+
+    // MARK: - Choices
+
+    static func chooseEncoder(_ name: String?, format: UnsafePointer<AVOutputFormat>, path: String) throws -> UnsafePointer<AVCodec> {
+        let container = String(cString: format.pointee.name)
+        if let name {
+            var codec = avcodec_find_encoder_by_name(name)
+            if codec == nil, let descriptor = avcodec_descriptor_get_by_name(name) {
+                codec = avcodec_find_encoder(descriptor.pointee.id)
+            }
+            guard let codec, codec.pointee.type == AVMEDIA_TYPE_VIDEO else {
+                throw MediaError(.invalidArgument, path: path, "unknown video codec '\(name)' (try libx264, ffv1, libvpx-vp9, mpeg4)")
+            }
+            if avformat_query_codec(format, codec.pointee.id, FF_COMPLIANCE_NORMAL) == 0 {
+                throw MediaError(.invalidArgument, path: path, "the \(container) container cannot hold \(name) video")
+            }
+            return codec
+        }
+        if avformat_query_codec(format, AV_CODEC_ID_H264, FF_COMPLIANCE_NORMAL) == 1,
+           let x264 = avcodec_find_encoder_by_name("libx264") {
+            return x264
+        }
+        guard let codec = avcodec_find_encoder(format.pointee.video_codec) else {
+            throw MediaError(.unsupported, path: path, "no video encoder for the \(container) container in this FFmpeg")
+        }
+        return codec
+    }
+
+    /// The input's own pixel format when the encoder takes it (a pass-through keeps its chroma);
+    /// otherwise 4:2:0 for lossy codecs where the size allows (what players expect), 4:4:4 for odd
+    /// sizes (libx264 refuses odd sizes in 4:2:0), planar RGB for lossless codecs (bit-exact round trip).
+    static func choosePixelFormat(_ codec: UnsafePointer<AVCodec>, info: StreamInfo, path: String) throws -> AVPixelFormat {
+        var supported: [AVPixelFormat] = []
+        if var p = codec.pointee.pix_fmts {
+            while p.pointee != AV_PIX_FMT_NONE { supported.append(p.pointee); p += 1 }
+        }
+        if supported.isEmpty { return AV_PIX_FMT_YUV420P }
+        let descriptor = avcodec_descriptor_get(codec.pointee.id)
+        let props = descriptor?.pointee.props ?? 0
+        let losslessOnly = props & AV_CODEC_PROP_LOSSLESS != 0 && props & AV_CODEC_PROP_LOSSY == 0
+        let even = info.width % 2 == 0 && info.height % 2 == 0
+        if !losslessOnly, let name = info.pixelFormat {
+            let source = av_get_pix_fmt(name)
+            let subsampled = av_pix_fmt_desc_get(source).map { $0.pointee.log2_chroma_w > 0 || $0.pointee.log2_chroma_h > 0 } ?? true
+            if supported.contains(source) && PixelConverter.isYUV(source) && (even || !subsampled) { return source }
+        }
+        let preferred: AVPixelFormat = losslessOnly
+            ? (info.bitsPerComponent > 8 ? AV_PIX_FMT_GBRP16LE : AV_PIX_FMT_GBRP)
+            : (even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P)
+        if supported.contains(preferred) { return preferred }
+        var candidates = supported + [AV_PIX_FMT_NONE]
+        return avcodec_find_best_pix_fmt_of_list(&candidates, preferred, 0, nil)
+    }
+
+    static func openEncoder(_ enc: UnsafeMutablePointer<AVCodecContext>, _ codec: UnsafePointer<AVCodec>, options: EncoderOptions, path: String) throws {
+        var dict: OpaquePointer?
+        defer { av_dict_free(&dict) }
+        let name = String(cString: codec.pointee.name)
+        let hasOption = { (option: String) -> Bool in
+            guard let cls = codec.pointee.priv_class else { return false }
+            var clsPointer: UnsafePointer<AVClass>? = cls
+            return withUnsafeMutablePointer(to: &clsPointer) { av_opt_find(UnsafeMutableRawPointer($0), option, nil, 0, AV_OPT_SEARCH_FAKE_OBJ) != nil }
+        }
+        if let crf = options.crf ?? (hasOption("crf") ? (name == "libx264" || name == "libx265" ? 18 : 31) : nil) {
+            guard hasOption("crf") else {
+                throw MediaError(.invalidArgument, path: path, "the \(name) encoder has no CRF setting; leave out --crf")
+            }
+            av_dict_set(&dict, "crf", String(crf), 0)
+            if name.hasPrefix("libvpx") { av_dict_set(&dict, "b", "0", 0) }
+        }
+        if let preset = options.preset ?? (hasOption("preset") && name.hasPrefix("libx26") ? "medium" : nil) {
+            guard hasOption("preset") else {
+                throw MediaError(.invalidArgument, path: path, "the \(name) encoder has no presets; leave out --preset")
+            }
+            av_dict_set(&dict, "preset", preset, 0)
+        }
+        if name.hasPrefix("libvpx") {
+            av_dict_set(&dict, "row-mt", "1", 0)
+            av_dict_set(&dict, "deadline", "good", 0)
+            av_dict_set(&dict, "cpu-used", "4", 0)
+        }
+        let opened = avcodec_open2(enc, codec, &dict)
+        if opened < 0 {
+            let detail = FFmpegLog.takeLastError() ?? FFmpegError(code: opened, operation: "open").message
+            throw MediaError(.invalidArgument, path: path, "cannot open the \(name) encoder for \(enc.pointee.width)×\(enc.pointee.height): \(detail)")
+        }
+    }
+}
+
+/// Owns a muxer, an encoder and their packet and frame.
+final class EncodeHandles {
+    var output: UnsafeMutablePointer<AVFormatContext>?
+    var encoder: UnsafeMutablePointer<AVCodecContext>?
+    let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
+    let frame: UnsafeMutablePointer<AVFrame> = av_frame_alloc()
+
+    deinit {
+        var f: UnsafeMutablePointer<AVFrame>? = frame
+        av_frame_free(&f)
+        var p: UnsafeMutablePointer<AVPacket>? = packet
+        av_packet_free(&p)
+        if encoder != nil { avcodec_free_context(&encoder) }
+        if let oc = output {
+            if oc.pointee.pb != nil { avio_closep(&oc.pointee.pb) }
+            avformat_free_context(oc)
+        }
+    }
+}
+

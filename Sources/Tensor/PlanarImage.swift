@@ -1,0 +1,86 @@
+/// A planar float image or feature map: `channels` planes of `height × width` Float32 values,
+/// row-major, planes stored one after another. Images hold RGB in [0, 1], planes in R, G, B order.
+///
+/// A value type with copy-on-write storage, so frames can be handed between pipeline stages
+/// without copying their pixels.
+public struct PlanarImage: @unchecked Sendable {
+    public let channels: Int
+    public let height: Int
+    public let width: Int
+    private var storage: Storage
+
+    /// A zero-filled image.
+    public init(channels: Int, height: Int, width: Int) {
+        precondition(channels > 0 && height > 0 && width > 0, "PlanarImage dimensions must be positive")
+        self.channels = channels
+        self.height = height
+        self.width = width
+        self.storage = Storage(count: channels * height * width)
+    }
+
+    /// An image whose values are `values`, planes first.
+    public init(channels: Int, height: Int, width: Int, values: [Float]) {
+        precondition(values.count == channels * height * width, "value count does not match the shape")
+        self.init(channels: channels, height: height, width: width)
+        values.withUnsafeBufferPointer { src in
+            storage.pointer.update(from: src.baseAddress!, count: src.count)
+        }
+    }
+
+    public var planeSize: Int { height &* width }
+    public var count: Int { channels &* height &* width }
+
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.pointer, count: count))
+    }
+
+    public mutating func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        if !isKnownUniquelyReferenced(&storage) {
+            let copy = Storage(count: count)
+            copy.pointer.update(from: storage.pointer, count: count)
+            storage = copy
+        }
+        return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
+    }
+
+    /// Reads one value; for tests and small tools, not for hot loops.
+    public subscript(channel: Int, y: Int, x: Int) -> Float {
+        get {
+            precondition(channel < channels && y < height && x < width)
+            return storage.pointer[(channel * height + y) * width + x]
+        }
+        set {
+            precondition(channel < channels && y < height && x < width)
+            let index = (channel * height + y) * width + x
+            withUnsafeMutableBufferPointer { $0[index] = newValue }
+        }
+    }
+
+    /// All values, planes first.
+    public var values: [Float] { withUnsafeBufferPointer { Array($0) } }
+
+    /// True when both images have the same shape and bit-identical values.
+    public func isIdentical(to other: PlanarImage) -> Bool {
+        guard channels == other.channels, height == other.height, width == other.width else { return false }
+        return withUnsafeBufferPointer { a in other.withUnsafeBufferPointer { b in
+            memcmp(a.baseAddress!, b.baseAddress!, count * MemoryLayout<Float>.stride) == 0
+        } }
+    }
+
+    private final class Storage {
+        let pointer: UnsafeMutablePointer<Float>
+        init(count: Int) {
+            // 64-byte alignment keeps SIMD loads on cache-line boundaries.
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
+            raw.initializeMemory(as: Float.self, repeating: 0, count: count)
+            pointer = raw.assumingMemoryBound(to: Float.self)
+        }
+        deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

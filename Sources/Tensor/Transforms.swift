@@ -1,0 +1,31 @@
+extension PlanarImage {
+    /// The image turned clockwise by `quarterTurns` × 90°, exactly (a permutation of samples).
+    public func rotatedClockwise(quarterTurns: Int) -> PlanarImage {
+        let turns = ((quarterTurns % 4) + 4) % 4
+        if turns == 0 { return self }
+        let (outH, outW) = turns == 2 ? (height, width) : (width, height)
+        var out = PlanarImage(channels: channels, height: outH, width: outW)
+        let h = height, w = width
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                for c in 0..<channels {
+                    let sp = s + c &* h &* w, dp = d + c &* h &* w
+                    for y in 0..<h {
+                        let row = sp + y &* w
+                        for x in 0..<w {
+                            let index: Int
+                            switch turns {
+                            case 1: index = x &* outW &+ (h &- 1 &- y)          // (y, x) → (x, h-1-y)
+                            case 2: index = (h &- 1 &- y) &* outW &+ (w &- 1 &- x)
+                            default: index = (w &- 1 &- x) &* outW &+ y          // (y, x) → (w-1-x, y)
+                            }
+                            dp[index] = row[x]
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+import Lockstep
+import MediaIO
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pass a video through Lockstep's reader and writer unchanged.",
+        discussion: """
+        Video to frames, frames to video, or video to video with another codec. Timestamps, \
+        audio and subtitles are kept. This is the pipeline every edit runs, with the identity \
+        as the edit: its speed is the floor of every other command.
+        """)
+
+    @Argument(help: ArgumentHelp("A video file or a directory of frames.", valueName: "INPUT"))
+    var input: String
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var report: ReportOptions
+
+    func run() throws {
+        let source = try Media.openSource(input, frameRate: output.frameRate)
+        let sink = try Media.openSink(output.output, info: source.info, inputs: [input],
+                                      overwrite: output.overwrite, options: output.encoder)
+        if let writer = sink as? VideoWriter, !report.quiet {
+            for warning in writer.warnings { FileHandle.standardError.write(Data("lockstep: warning: \(input): \(warning)\n".utf8)) }
+        }
+        let progress = ProgressView(label: "convert", quiet: report.quiet)
+        let last: JobProgress
+        do {
+            last = try StreamingProcessor.run(source: source, sink: sink, process: { _ in },
+                                       progress: progress.update)
+        } catch {
+            progress.clear()
+            throw error
+        }
+        progress.finish(last)
+        if report.json {
+            let object: [String: Any] = [
+                "input": input, "output": output.output, "frames": last.framesDone,
+                "seconds": last.elapsedSeconds, "fps": last.framesPerSecond,
+                "encoder": (sink as? VideoWriter)?.encoderName ?? "png",
+            ]
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+}

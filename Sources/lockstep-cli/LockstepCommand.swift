@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import Lockstep
+import MediaIO
+
+@main
+struct LockstepCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lockstep",
+        abstract: "Temporally consistent video editing, and flicker measurement.",
+        version: LockstepVersion.string,
+        subcommands: [Flicker.self, Convert.self])
+
+    /// Errors in the input or output get one line naming the file and the problem; usage
+    /// errors get ArgumentParser's message. Interrupted jobs remove their partial output.
+    static func main() {
+        TemporaryFiles.shared.removeOnSignals { signal in
+            "lockstep: interrupted (\(signal == SIGINT ? "Ctrl-C" : "SIGTERM")); partial output removed"
+        }
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as MediaError {
+            fail(error.description)
+        } catch is Cancelled {
+            fail("cancelled")
+        } catch let error as FFmpegError {
+            fail("FFmpeg: \(error.description)")
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    static func fail(_ message: String) -> Never {
+        TemporaryFiles.shared.removeAll()
+        FileHandle.standardError.write(Data("lockstep: error: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
+}
+
+/// Options of every command that writes a video or a directory of frames.
+struct OutputOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: ArgumentHelp("Output: a video file (container from the extension) or a directory of PNG frames.", valueName: "OUTPUT"))
+    var output: String
+
+    @Option(help: ArgumentHelp("Video encoder (libx264, libx265, libvpx-vp9, ffv1 for lossless, mpeg4, …). Default: H.264 where the container allows it.", valueName: "NAME"))
+    var codec: String?
+
+    @Option(help: ArgumentHelp("Constant rate factor: lower is better quality (libx264 default 18).", valueName: "N"))
+    var crf: Int?
+
+    @Option(help: ArgumentHelp("Encoder speed preset, e.g. ultrafast … veryslow (libx264 default medium).", valueName: "NAME"))
+    var preset: String?
+
+    @Option(help: ArgumentHelp("Frame rate given to a directory of frames (default 25).", valueName: "FPS"))
+    var fps: Double = 25
+
+    @Flag(help: "Replace OUTPUT if it exists.")
+    var overwrite = false
+
+    var encoder: EncoderOptions { EncoderOptions(codec: codec, crf: crf, preset: preset) }
+
+    var frameRate: Rational {
+        let denominator: Int32 = 1001
+        return fps.rounded() == fps ? Rational(Int32(fps), 1) : Rational(Int32((fps * Double(denominator)).rounded()), denominator)
+    }
+
+    func validate() throws {
+        guard fps > 0 && fps <= 1000 else { throw ValidationError("--fps must be between 0 and 1000") }
+        if let crf, crf < 0 || crf > 63 { throw ValidationError("--crf must be between 0 and 63") }
+    }
+}
+
+/// Options of every command that reports.
+struct ReportOptions: ParsableArguments {
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    @Flag(help: "Print the result as one JSON object on stdout.")
+    var json = false
+}

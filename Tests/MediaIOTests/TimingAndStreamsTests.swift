@@ -1,0 +1,88 @@
+import Foundation
+import MediaIO
+import Tensor
+import Testing
+import TestSupport
+
+/// Pass-through of a file through the reader and writer, as `lockstep convert` does.
+func passThrough(_ input: String, to output: String, codec: String? = nil) throws {
+    let source = try Media.openSource(input)
+    let sink = try Media.openSink(output, info: source.info, inputs: [input], overwrite: false, options: EncoderOptions(codec: codec))
+    while let frame = try source.next() { try sink.write(frame) }
+    try sink.finish()
+}
+
+@Suite struct TimingAndStreamsTests {
+    /// Irregular timestamps (variable frame rate) survive a pass-through into mp4 and mkv.
+    @Test(arguments: ["mp4", "mkv"])
+    func variableFrameRateTimestampsArePreserved(ext: String) throws {
+        let dir = TemporaryDirectory()
+        let pts: [Int64] = [0, 40, 70, 150, 160, 230, 400, 433, 466, 600]  // milliseconds
+        let frames = pts.indices.map { SyntheticClip.movingPattern(t: $0, width: 64, height: 48) }
+        let input = try SyntheticClip.write(frames, to: dir.file("vfr.mkv"), codec: "ffv1", pts: pts)
+        let output = dir.file("out.\(ext)")
+        try passThrough(input, to: output)
+        let (info, decoded) = try SyntheticClip.readAll(output)
+        #expect(decoded.count == pts.count)
+        let seconds = decoded.map { Double($0.pts) * info.timeBase.value }
+        for (got, want) in zip(seconds, pts.map { Double($0) / 1000 }) {
+            #expect(abs(got - want) < 0.0011, "timestamp \(got) s, expected \(want) s")
+        }
+    }
+
+    /// A real H.264 + AAC file made by FFmpeg's lavfi sources keeps its frame count, its frame
+    /// timing and its audio packets, byte for byte. (Matroska cannot store AAC's negative
+    /// priming timestamp, so its muxer shifts every stream by the same 23 ms: intervals are compared.)
+    @Test(arguments: ["mkv", "mp4"])
+    func audioAndTimestampsSurvivePassThrough(ext: String) throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("av.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=2", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", input])
+        let output = dir.file("out.\(ext)")
+        try passThrough(input, to: output)
+
+        let (inInfo, inFrames) = try SyntheticClip.readAll(input)
+        let (outInfo, outFrames) = try SyntheticClip.readAll(output)
+        #expect(inFrames.count == 48 && outFrames.count == 48)
+        let inStart = Double(inFrames[0].pts) * inInfo.timeBase.value
+        let outStart = Double(outFrames[0].pts) * outInfo.timeBase.value
+        for (a, b) in zip(inFrames, outFrames) {
+            let want = Double(a.pts) * inInfo.timeBase.value - inStart
+            let got = Double(b.pts) * outInfo.timeBase.value - outStart
+            #expect(abs(want - got) < 0.001, "frame \(a.index): \(got) s, expected \(want) s")
+        }
+        let inAudio = try PacketProbe.packets(input, kind: .audio)
+        let outAudio = try PacketProbe.packets(output, kind: .audio)
+        #expect(!inAudio.isEmpty)
+        #expect(inAudio.map(\.checksum) == outAudio.map(\.checksum))
+        #expect(inAudio.map(\.size) == outAudio.map(\.size))
+    }
+
+    /// A lossless pass-through of a lossless file is bit-exact, frame for frame.
+    @Test func losslessPassThroughIsBitExact() throws {
+        let dir = TemporaryDirectory()
+        let frames = (0..<6).map { SyntheticClip.movingPattern(t: $0, width: 64, height: 48) }
+        let input = try SyntheticClip.write(frames, to: dir.file("in.mkv"), codec: "ffv1")
+        let output = dir.file("out.mkv")
+        try passThrough(input, to: output, codec: "ffv1")
+        let (_, decoded) = try SyntheticClip.readAll(output)
+        #expect(decoded.count == 6)
+        for (a, b) in zip(frames, decoded) { #expect(a.isIdentical(to: b.image)) }
+    }
+
+    /// A video tagged with a 90° rotation is read upright, as a player shows it.
+    @Test func rotationMetadataIsApplied() throws {
+        let dir = TemporaryDirectory()
+        let plain = dir.file("plain.mp4"), rotated = dir.file("rotated.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-c:v", "libx264", "-pix_fmt", "yuv444p", "-qp", "0", plain])
+        try ffmpeg(["-i", plain, "-c", "copy", "-metadata:s:v:0", "rotate=90", rotated])
+        let (info, frames) = try SyntheticClip.readAll(rotated)
+        let (_, upright) = try SyntheticClip.readAll(plain)
+        #expect(info.width == 48 && info.height == 64)
+        // FFmpeg's own decoder (ffmpeg -i rotated.mp4 frame.png) shows this tag turned left,
+        // a quarter turn counter-clockwise: the reader must agree.
+        let expected = upright[0].image.rotatedClockwise(quarterTurns: 3)
+        #expect(psnr(expected, frames[0].image) > 60)
+    }
+}

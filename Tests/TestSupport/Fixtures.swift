@@ -1,0 +1,111 @@
+import Foundation
+import MediaIO
+import Tensor
+
+/// A temporary directory, removed when the value is released.
+public final class TemporaryDirectory {
+    public let path: String
+
+    public init() {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-tests-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        path = base.path
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
+
+    /// Names in the directory, hidden ones included, sorted.
+    public var contents: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
+}
+
+/// Synthetic clips made at test time: smooth moving patterns with values on the 8-bit grid,
+/// so lossless paths can be checked bit for bit.
+public enum SyntheticClip {
+    /// Frame `t` of a colourful pattern drifting by (1, 0.5) pixels per frame.
+    public static func movingPattern(t: Int, width: Int, height: Int) -> PlanarImage {
+        var values = [Float](repeating: 0, count: 3 * width * height)
+        for c in 0..<3 {
+            for y in 0..<height {
+                for x in 0..<width {
+                    let u = Double(x) - Double(t), v = Double(y) - 0.5 * Double(t)
+                    let value = 0.5 + 0.3 * sin(0.21 * u + 1.7 * Double(c)) * cos(0.17 * v - 0.9 * Double(c))
+                        + 0.15 * sin(0.05 * (u + v))
+                    values[(c * height + y) * width + x] = quantized(value)
+                }
+            }
+        }
+        return PlanarImage(channels: 3, height: height, width: width, values: values)
+    }
+
+    /// A flat grey frame at the 8-bit level `level`.
+    public static func flat(level: Int, width: Int, height: Int) -> PlanarImage {
+        PlanarImage(channels: 3, height: height, width: width,
+                    values: [Float](repeating: Float(level) / 255, count: 3 * width * height))
+    }
+
+    /// `value` clamped to [0, 1] and rounded to the nearest multiple of 1/255.
+    public static func quantized(_ value: Double) -> Float {
+        Float((min(max(value, 0), 1) * 255).rounded()) / 255
+    }
+
+    /// Writes `frames` to `path` at `fps` (timestamps `pts` in a 1/1000 time base when given),
+    /// in `pixelFormat` when the encoder takes it.
+    @discardableResult
+    public static func write(_ frames: [PlanarImage], to path: String, codec: String? = nil, crf: Int? = nil,
+                             fps: Int32 = 25, pts: [Int64]? = nil, pixelFormat: String? = nil) throws -> String {
+        let first = frames[0]
+        let timeBase = pts == nil ? Rational(1, fps) : Rational(1, 1000)
+        let info = StreamInfo(width: first.width, height: first.height, timeBase: timeBase, frameRate: Rational(fps, 1),
+                              pixelFormat: pixelFormat)
+        let sink = try Media.openSink(path, info: info, inputs: [], overwrite: true, options: EncoderOptions(codec: codec, crf: crf))
+        for (i, image) in frames.enumerated() {
+            let stamp = pts?[i] ?? Int64(i)
+            let next = pts.map { i + 1 < $0.count ? $0[i + 1] : $0[i] + 40 } ?? stamp + 1
+            try sink.write(VideoFrame(image: image, pts: stamp, duration: next - stamp, index: i))
+        }
+        try sink.finish()
+        return path
+    }
+
+    /// Every frame of the video or frame directory at `path`.
+    public static func readAll(_ path: String) throws -> (info: StreamInfo, frames: [VideoFrame]) {
+        let source = try Media.openSource(path)
+        var frames: [VideoFrame] = []
+        while let frame = try source.next() { frames.append(frame) }
+        return (source.info, frames)
+    }
+}
+
+/// PSNR in dB between two images with values in [0, 1].
+public func psnr(_ a: PlanarImage, _ b: PlanarImage) -> Double {
+    let x = a.values, y = b.values
+    precondition(x.count == y.count)
+    var sum = 0.0
+    for i in 0..<x.count { let d = Double(x[i] - y[i]); sum += d * d }
+    let mse = sum / Double(x.count)
+    return mse == 0 ? .infinity : 10 * log10(1 / mse)
+}
+
+/// Runs the `ffmpeg` command-line tool (for fixtures made from lavfi sources); throws on failure.
+public func ffmpeg(_ arguments: [String]) throws {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"] + arguments
+    let errors = Pipe()
+    process.standardError = errors
+    try process.run()
+    let message = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    if process.terminationStatus != 0 {
+        throw NSError(domain: "ffmpeg", code: Int(process.terminationStatus),
+                      userInfo: [NSLocalizedDescriptionKey: String(decoding: message, as: UTF8.self)])
+    }
+}
+
+/// Cuts `path` to its first `fraction` of bytes, as an interrupted download would.
+public func truncate(_ path: String, keeping fraction: Double) throws {
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    try data.prefix(Int(Double(data.count) * fraction)).write(to: URL(fileURLWithPath: path))
+}
