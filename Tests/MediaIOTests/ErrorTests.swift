@@ -1,0 +1,184 @@
+import Foundation
+import MediaIO
+import Tensor
+import Testing
+import TestSupport
+
+/// Bad input gets a `MediaError` naming the file and the problem, and nothing is left behind.
+@Suite struct ErrorTests {
+    static let frames = (0..<8).map { SyntheticClip.movingPattern(t: $0, width: 64, height: 48) }
+
+    func expectError(_ kind: MediaError.Kind, naming path: String, _ body: () throws -> Void) {
+        do {
+            try body()
+            Issue.record("expected a \(kind) error for \(path)")
+        } catch let error as MediaError {
+            #expect(error.kind == kind, "\(error)")
+            #expect(error.description.hasPrefix(path), "\(error)")
+            #expect(!error.description.contains("\n"))
+        } catch {
+            Issue.record("unexpected error \(error)")
+        }
+    }
+
+    @Test func missingFile() {
+        let path = "/nonexistent/clip.mp4"
+        expectError(.missing, naming: path) { _ = try Media.openSource(path) }
+    }
+
+    @Test func directoryWithoutFrames() throws {
+        let dir = TemporaryDirectory()
+        try "notes".write(toFile: dir.file("readme.txt"), atomically: true, encoding: .utf8)
+        expectError(.notMedia, naming: dir.path) { _ = try Media.openSource(dir.path) }
+    }
+
+    @Test func textFileNamedMP4() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("fake.mp4")
+        try "this is not a video\n".write(toFile: path, atomically: true, encoding: .utf8)
+        expectError(.notMedia, naming: path) { _ = try Media.openSource(path) }
+    }
+
+    /// A cut-off file decodes what is there, then reports the damage.
+    @Test(arguments: ["mp4", "mkv"])
+    func truncatedVideo(ext: String) throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("cut.\(ext)")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-g", "25", "-movflags", "+faststart", path])
+        try truncate(path, keeping: 0.5)
+        let source = try Media.openSource(path)
+        var decoded = 0
+        do {
+            while try source.next() != nil { decoded += 1 }
+            Issue.record("truncated \(ext) read as complete (\(decoded) frames)")
+        } catch let error as MediaError {
+            #expect(error.kind == .damaged, "\(error)")
+            #expect(error.description.hasPrefix(path))
+        }
+        #expect(decoded > 10 && decoded < 100, "decoded \(decoded) of 100 frames")
+    }
+
+    /// A file cut before its index (an mp4 whose moov atom is at the end) cannot be opened.
+    @Test func truncatedBeforeIndex() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("cut.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2", "-c:v", "libx264", path])
+        try truncate(path, keeping: 0.5)
+        expectError(.notMedia, naming: path) { _ = try Media.openSource(path) }
+    }
+
+    @Test func unknownCodecAndContainer() throws {
+        let dir = TemporaryDirectory()
+        let info = StreamInfo(width: 64, height: 48, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
+        let badCodec = dir.file("a.mp4"), badContainer = dir.file("a.xyz")
+        expectError(.invalidArgument, naming: badCodec) {
+            _ = try Media.openSink(badCodec, info: info, inputs: [], overwrite: false, options: EncoderOptions(codec: "nosuchcodec"))
+        }
+        expectError(.invalidArgument, naming: badContainer) {
+            _ = try Media.openSink(badContainer, info: info, inputs: [], overwrite: false)
+        }
+        #expect(dir.contents.isEmpty)
+    }
+
+    @Test func unwritableOutputDirectory() throws {
+        let info = StreamInfo(width: 64, height: 48, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
+        let missingParent = "/nonexistent-dir/out.mp4"
+        expectError(.unwritable, naming: missingParent) {
+            _ = try Media.openSink(missingParent, info: info, inputs: [], overwrite: false)
+        }
+        let procfs = "/proc/lockstep-out.mp4"  // not writable, even for root
+        do {
+            let sink = try Media.openSink(procfs, info: info, inputs: [], overwrite: false)
+            sink.abort()
+            Issue.record("writing under /proc succeeded")
+        } catch let error as MediaError {
+            #expect(error.kind == .unwritable, "\(error)")
+        }
+    }
+
+    @Test func existingOutputAndOutputAsInput() throws {
+        let dir = TemporaryDirectory()
+        let input = try SyntheticClip.write(Self.frames, to: dir.file("in.mkv"), codec: "ffv1")
+        let before = try Data(contentsOf: URL(fileURLWithPath: input))
+        let info = try Media.openSource(input).info
+        expectError(.sameAsInput, naming: input) {
+            _ = try Media.openSink(input, info: info, inputs: [input], overwrite: true)
+        }
+        let existing = dir.file("taken.mp4")
+        try "keep me".write(toFile: existing, atomically: true, encoding: .utf8)
+        expectError(.outputExists, naming: existing) {
+            _ = try Media.openSink(existing, info: info, inputs: [input], overwrite: false)
+        }
+        #expect(try String(contentsOfFile: existing, encoding: .utf8) == "keep me")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: input)) == before)
+    }
+
+    /// Frames of different sizes in a directory: the error names the first file that differs.
+    @Test func frameDirectoryWithMixedSizes() throws {
+        let dir = TemporaryDirectory()
+        let folder = dir.file("frames")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+        try ImageFile.writePNG(SyntheticClip.flat(level: 10, width: 16, height: 8), to: folder + "/1.png")
+        try ImageFile.writePNG(SyntheticClip.flat(level: 10, width: 16, height: 8), to: folder + "/2.png")
+        try ImageFile.writePNG(SyntheticClip.flat(level: 10, width: 8, height: 8), to: folder + "/3.png")
+        let source = try Media.openSource(folder)
+        expectError(.sizeMismatch, naming: folder + "/3.png") { while try source.next() != nil {} }
+    }
+
+    /// A full disk is reported as such, and the partial file is removed.
+    @Test(.enabled(if: TemporaryMount.available, "needs root to mount a small tmpfs"))
+    func fullDisk() throws {
+        let mount = try TemporaryMount(kilobytes: 256)
+        let noisy = (0..<30).map { t -> PlanarImage in
+            var image = PlanarImage(channels: 3, height: 240, width: 320)
+            var seed = UInt64(t + 1)
+            image.withUnsafeMutableBufferPointer { buffer in
+                for i in buffer.indices {
+                    seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                    buffer[i] = Float(seed >> 56) / 255
+                }
+            }
+            return image
+        }
+        let path = mount.path + "/out.mkv"
+        do {
+            try SyntheticClip.write(noisy, to: path, codec: "ffv1")
+            Issue.record("writing 7 MB into 256 KB succeeded")
+        } catch let error as MediaError {
+            #expect(error.kind == .diskFull, "\(error)")
+            #expect(error.description.hasPrefix(path))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mount.path).isEmpty)
+    }
+}
+
+/// A small tmpfs for the full-disk test, unmounted when released.
+final class TemporaryMount {
+    let path: String
+    private let holder = TemporaryDirectory()
+
+    static let available: Bool = {
+        guard getuid() == 0 else { return false }
+        return (try? TemporaryMount(kilobytes: 16)) != nil
+    }()
+
+    init(kilobytes: Int) throws {
+        path = holder.file("mnt")
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        let status = run(["mount", "-t", "tmpfs", "-o", "size=\(kilobytes)k", "tmpfs", path])
+        if status != 0 { throw NSError(domain: "mount", code: Int(status)) }
+    }
+
+    deinit { _ = run(["umount", path]) }
+}
+
+private func run(_ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return -1 }
+    process.waitUntilExit()
+    return process.terminationStatus
+}
