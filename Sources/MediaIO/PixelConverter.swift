@@ -16,6 +16,8 @@ final class PixelConverter {
     let codedFormat: AVPixelFormat
     let direction: Direction
     private let context: OpaquePointer
+    /// The one-pass path for 8-bit 4:2:0 and 4:4:4 YUV; swscale handles everything else.
+    private let yuv: YUVConversion?
     private let wide: Bool
     private let planes: UnsafeMutableRawPointer
     private let planeStride: Int
@@ -38,6 +40,7 @@ final class PixelConverter {
             throw MediaError(.unsupported, path: path, "cannot convert pixel format \(name) to RGB")
         }
         context = ctx
+        yuv = YUVConversion(format: codedFormat, color: color)
         if Self.isYUV(codedFormat) {
             let coefficients = sws_getCoefficients(Self.swsColorspace(color.matrix))
             let codedFull: Int32 = color.range == Int32(AVCOL_RANGE_JPEG.rawValue) || Self.isJPEGFormat(codedFormat) ? 1 : 0
@@ -65,6 +68,7 @@ final class PixelConverter {
     /// Converts a decoded frame into `image` (3 × height × width, R, G, B planes).
     func toFloat(_ frame: UnsafePointer<AVFrame>, into image: inout PlanarImage) {
         precondition(direction == .toFloat)
+        if let yuv { return yuv.toFloat(frame, into: &image) }
         var dst: [UnsafeMutablePointer<UInt8>?] = [planePointer(0), planePointer(1), planePointer(2), nil]
         var dstStride: [Int32] = [Int32(planeStride), Int32(planeStride), Int32(planeStride), 0]
         withUnsafeBytes(of: frame.pointee.data) { srcData in
@@ -97,6 +101,7 @@ final class PixelConverter {
     /// Converts `image` into `frame`, whose buffers are already allocated in `codedFormat`.
     func fromFloat(_ image: PlanarImage, into frame: UnsafeMutablePointer<AVFrame>) {
         precondition(direction == .fromFloat)
+        if let yuv { return yuv.fromFloat(image, into: frame) }
         let w = width, h = height, stride = planeStride, wide = self.wide
         let targets = [planePointer(2), planePointer(0), planePointer(1)]  // R, G, B
         image.withUnsafeBufferPointer { buffer in

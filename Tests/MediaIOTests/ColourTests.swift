@@ -1,0 +1,32 @@
+import Foundation
+import MediaIO
+import Tensor
+import Testing
+import TestSupport
+
+/// Decoded colours agree with FFmpeg's own YUV→RGB conversion (`ffmpeg -i clip -pix_fmt rgb24
+/// frame.png`, read back exactly through the PNG path), for the matrices and ranges in use.
+@Suite struct ColourTests {
+    /// Measured here: 45.7, 48.6, 47.7 and 60.6 dB for the 8-bit cases (one-pass conversion),
+    /// 38.6–40.2 dB for 10-bit (swscale). Decoding BT.601 as BT.709 gave 30.5 dB, and full range
+    /// as BT.709 limited 27.9 dB: the floors catch a wrong matrix or range.
+    @Test(arguments: [
+        ("untagged BT.601, 4:2:0", ["-pix_fmt", "yuv420p"], 40.0),
+        ("BT.709, 4:2:0", ["-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"], 40.0),
+        ("full range, 4:2:0", ["-pix_fmt", "yuvj420p"], 40.0),
+        ("BT.709, 4:4:4", ["-pix_fmt", "yuv444p", "-colorspace", "bt709"], 40.0),
+        ("10-bit 4:2:0", ["-pix_fmt", "yuv420p10le"], 36.0),
+    ])
+    func matchesFFmpegConversion(name: String, options: [String], floor: Double) throws {
+        let dir = TemporaryDirectory()
+        let clip = dir.file("clip.mkv"), reference = dir.file("ref.png")
+        // A smooth colour field: sharp chroma edges would measure the chroma filters, not the matrix.
+        try ffmpeg(["-f", "lavfi", "-i", "gradients=size=160x120:n=4:speed=0.05:duration=0.2:rate=10:seed=7", "-frames:v", "1",
+                    "-c:v", "libx264", "-qp", "0"] + options + [clip])
+        try ffmpeg(["-i", clip, "-frames:v", "1", "-sws_flags", "accurate_rnd+full_chroma_int+bicubic", "-pix_fmt", "rgb24", reference])
+        let ours = try SyntheticClip.readAll(clip).frames[0].image
+        let theirs = try ImageFile.read(reference).image
+        let quality = psnr(ours, theirs)
+        #expect(quality > floor, "\(name): \(quality) dB")
+    }
+}
