@@ -16,7 +16,12 @@ let package = Package(
             pkgConfig: "libavformat libavcodec libswscale libavutil",
             providers: [.apt(["libavformat-dev", "libavcodec-dev", "libswscale-dev", "libavutil-dev"])]
         ),
-        .target(name: "Tensor"),
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(name: "Tensor", dependencies: ["CBLAS"]),
         .target(name: "MediaIO", dependencies: ["CFFmpeg", "Tensor"]),
         .target(name: "Lockstep", dependencies: ["Tensor", "MediaIO"]),
         .executableTarget(
@@ -24,6 +29,7 @@ let package = Package(
             dependencies: ["Lockstep", "MediaIO", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .target(name: "TestSupport", dependencies: ["Tensor", "MediaIO"], path: "Tests/TestSupport"),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "TestSupport"]),
         .testTarget(name: "MediaIOTests", dependencies: ["MediaIO", "Tensor", "TestSupport"]),
         .testTarget(name: "LockstepTests", dependencies: ["Lockstep", "MediaIO", "Tensor", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "MediaIO", "Tensor"]),

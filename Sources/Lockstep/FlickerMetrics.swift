@@ -132,7 +132,7 @@ public final class FlickerAnalyzer {
     /// 2×2 average pooling (an odd last row or column is dropped).
     static func pool2(_ image: PlanarImage) -> PlanarImage {
         let h = image.height / 2, w = image.width / 2, sw = image.width, sh = image.height
-        var out = PlanarImage(channels: image.channels, height: h, width: w)
+        var out = PlanarImage(uninitializedChannels: image.channels, height: h, width: w)
         image.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 let s = src.baseAddress!, d = dst.baseAddress!

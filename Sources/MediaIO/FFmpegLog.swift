@@ -9,10 +9,11 @@ public enum FFmpegLog {
     nonisolated(unsafe) private static var verbose = false
     nonisolated(unsafe) private static var installed = false
 
-    /// Installs the capturing callback once. With `verbose`, FFmpeg's warnings and errors also go to stderr.
-    public static func install(verbose: Bool = false) {
+    /// Installs the capturing callback once. With LOCKSTEP_FFMPEG_LOG=1 in the environment,
+    /// FFmpeg's warnings and errors also go to stderr, for diagnosing an odd file.
+    public static func install() {
         lock.lock(); defer { lock.unlock() }
-        Self.verbose = verbose
+        verbose = ProcessInfo.processInfo.environment["LOCKSTEP_FFMPEG_LOG"] == "1"
         guard !installed else { return }
         installed = true
         av_log_set_level(verbose ? AV_LOG_WARNING : AV_LOG_ERROR)

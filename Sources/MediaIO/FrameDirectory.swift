@@ -77,9 +77,13 @@ public final class FrameDirectoryWriter: FrameSink {
         let name = String(format: "%05d.png", count)
         let file = (target.temporaryPath as NSString).appendingPathComponent(name)
         let data = try encoder.encode(frame.image)
-        guard FileManager.default.createFile(atPath: file, contents: data) else {
-            let reason = errno == ENOSPC ? "disk full" : String(cString: strerror(errno))
-            throw MediaError(errno == ENOSPC ? .diskFull : .io, path: target.finalPath, "cannot write \(name): \(reason)")
+        do {
+            try data.write(to: URL(fileURLWithPath: file))
+        } catch {
+            if (error as NSError).code == NSFileWriteOutOfSpaceError {
+                throw MediaError(.diskFull, path: target.finalPath, "disk full while writing \(name)")
+            }
+            throw MediaError(.io, path: target.finalPath, "cannot write \(name): \(error.localizedDescription)")
         }
         count += 1
     }

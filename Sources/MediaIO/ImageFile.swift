@@ -55,7 +55,7 @@ public enum ImageFile {
         let bits = av_pix_fmt_desc_get(format).map { Int($0.pointee.comp.0.depth) } ?? 8
         let converter = try PixelConverter(width: width, height: height, codedFormat: format, direction: .toFloat,
                                            color: color, bits: bits, path: path)
-        var image = PlanarImage(channels: 3, height: height, width: width)
+        var image = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         converter.toFloat(UnsafePointer(frame), into: &image)
         return (image, bits)
     }

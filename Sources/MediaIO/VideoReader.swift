@@ -176,7 +176,7 @@ public final class VideoReader: FrameSource {
         if converter == nil || converter!.codedFormat != format {
             converter = try PixelConverter(width: codedW, height: codedH, codedFormat: format, direction: .toFloat, color: info.color, bits: info.bitsPerComponent, path: path)
         }
-        var image = PlanarImage(channels: 3, height: codedH, width: codedW)
+        var image = PlanarImage(uninitializedChannels: 3, height: codedH, width: codedW)
         converter!.toFloat(UnsafePointer(frame), into: &image)
         if quarterTurns != 0 { image = image.rotatedClockwise(quarterTurns: quarterTurns) }
 

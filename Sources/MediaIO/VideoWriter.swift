@@ -167,7 +167,7 @@ public final class VideoWriter: FrameSink {
     public func abort() {
         guard !closed else { return }
         closed = true
-        if let pb = handles.output?.pointee.pb { _ = pb; avio_closep(&handles.output!.pointee.pb) }
+        if let oc = handles.output, oc.pointee.pb != nil { avio_closep(&oc.pointee.pb) }
         target.discard()
     }
 
@@ -282,6 +282,12 @@ public final class VideoWriter: FrameSink {
                 throw MediaError(.invalidArgument, path: path, "the \(name) encoder has no presets; leave out --preset")
             }
             av_dict_set(&dict, "preset", preset, 0)
+        }
+        let lossy = (avcodec_descriptor_get(codec.pointee.id)?.pointee.props ?? 0) & AV_CODEC_PROP_LOSSY != 0
+        if !hasOption("crf") && lossy && codec.pointee.capabilities & AV_CODEC_CAP_EXPERIMENTAL == 0 {
+            // MPEG-2, MPEG-4 Part 2, MJPEG, Theora: constant quantiser 3 instead of their 200 kb/s default.
+            enc.pointee.flags |= AV_CODEC_FLAG_QSCALE
+            enc.pointee.global_quality = 3 * FF_QP2LAMBDA
         }
         if name.hasPrefix("libvpx") {
             av_dict_set(&dict, "row-mt", "1", 0)

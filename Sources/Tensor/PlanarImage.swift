@@ -11,6 +11,13 @@ public struct PlanarImage: @unchecked Sendable {
 
     /// A zero-filled image.
     public init(channels: Int, height: Int, width: Int) {
+        self.init(uninitializedChannels: channels, height: height, width: width)
+        storage.pointer.initialize(repeating: 0, count: count)
+    }
+
+    /// An image whose values are whatever its recycled buffer held: for producers that write
+    /// every value (decoders, kernels), saving a pass over memory.
+    public init(uninitializedChannels channels: Int, height: Int, width: Int) {
         precondition(channels > 0 && height > 0 && width > 0, "PlanarImage dimensions must be positive")
         self.channels = channels
         self.height = height
@@ -37,6 +44,7 @@ public struct PlanarImage: @unchecked Sendable {
     public mutating func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
         if !isKnownUniquelyReferenced(&storage) {
             let copy = Storage(count: count)
+            // Copy-on-write: `copy` is fully overwritten below.
             copy.pointer.update(from: storage.pointer, count: count)
             storage = copy
         }
@@ -69,18 +77,51 @@ public struct PlanarImage: @unchecked Sendable {
 
     private final class Storage {
         let pointer: UnsafeMutablePointer<Float>
+        let count: Int
         init(count: Int) {
-            // 64-byte alignment keeps SIMD loads on cache-line boundaries.
-            let raw = UnsafeMutableRawPointer.allocate(byteCount: count * MemoryLayout<Float>.stride, alignment: 64)
-            raw.initializeMemory(as: Float.self, repeating: 0, count: count)
-            pointer = raw.assumingMemoryBound(to: Float.self)
+            self.count = count
+            pointer = BufferPool.shared.take(count: count)
         }
-        deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+        deinit { BufferPool.shared.give(pointer, count: count) }
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+/// Recycles the buffers of released images. A video pipeline allocates and frees images of the
+/// same few sizes every frame; without recycling, every frame's buffer is fresh memory from the
+/// kernel (page faults on every frame), and malloc's per-thread arenas kept up to twice the
+/// working set alive. At most `limit` free buffers of each size are kept.
+final class BufferPool: @unchecked Sendable {
+    static let shared = BufferPool()
+    private let lock = NSLock()
+    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
+    private let limit = 6
+    /// Buffers smaller than this are left to malloc, which handles them well.
+    private let minimumCount = 16384
+
+    func take(count: Int) -> UnsafeMutablePointer<Float> {
+        if count >= minimumCount {
+            lock.lock()
+            let recycled = free[count]?.popLast()
+            lock.unlock()
+            if let recycled { return recycled }
+        }
+        // 64-byte alignment keeps SIMD loads on cache-line boundaries.
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
+        return raw.bindMemory(to: Float.self, capacity: count)
+    }
+
+    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+        if count >= minimumCount {
+            lock.lock()
+            if free[count, default: []].count < limit {
+                free[count, default: []].append(pointer)
+                lock.unlock()
+                return
+            }
+            lock.unlock()
+        }
+        UnsafeMutableRawPointer(pointer).deallocate()
+    }
+}
+
+import Foundation

@@ -4,7 +4,7 @@ extension PlanarImage {
         let turns = ((quarterTurns % 4) + 4) % 4
         if turns == 0 { return self }
         let (outH, outW) = turns == 2 ? (height, width) : (width, height)
-        var out = PlanarImage(channels: channels, height: outH, width: outW)
+        var out = PlanarImage(uninitializedChannels: channels, height: outH, width: outW)
         let h = height, w = width
         withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in

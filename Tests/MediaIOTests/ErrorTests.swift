@@ -141,15 +141,17 @@ import TestSupport
             }
             return image
         }
-        let path = mount.path + "/out.mkv"
-        do {
-            try SyntheticClip.write(noisy, to: path, codec: "ffv1")
-            Issue.record("writing 7 MB into 256 KB succeeded")
-        } catch let error as MediaError {
-            #expect(error.kind == .diskFull, "\(error)")
-            #expect(error.description.hasPrefix(path))
+        for name in ["out.mkv", "frames"] {  // a video file, and a directory of PNG frames
+            let path = mount.path + "/" + name
+            do {
+                try SyntheticClip.write(noisy, to: path, codec: name == "frames" ? nil : "ffv1")
+                Issue.record("writing 7 MB into 256 KB succeeded")
+            } catch let error as MediaError {
+                #expect(error.kind == .diskFull, "\(error)")
+                #expect(error.description.hasPrefix(path))
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: mount.path).isEmpty)
         }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: mount.path).isEmpty)
     }
 }
 

@@ -1,0 +1,26 @@
+import Tensor
+import Testing
+
+@Suite struct PlanarImageTests {
+    /// Four quarter turns are the identity; one turn moves the top-left sample to the top right.
+    @Test func rotationIsAnExactPermutation() {
+        let image = PlanarImage(channels: 2, height: 3, width: 5, values: (0..<30).map(Float.init))
+        #expect(image.rotatedClockwise(quarterTurns: 4).isIdentical(to: image))
+        let once = image.rotatedClockwise(quarterTurns: 1)
+        #expect(once.height == 5 && once.width == 3)
+        #expect(once[0, 0, 2] == image[0, 0, 0])
+        #expect(once.rotatedClockwise(quarterTurns: 3).isIdentical(to: image))
+        #expect(image.rotatedClockwise(quarterTurns: 2)[1, 2, 4] == image[1, 0, 0])
+    }
+
+    /// Writing to a copy leaves the original alone, also when buffers are recycled.
+    @Test func copyOnWriteAndRecycledBuffers() {
+        var a = PlanarImage(channels: 3, height: 128, width: 128)
+        let b = a
+        a[0, 0, 0] = 1
+        #expect(b[0, 0, 0] == 0 && a[0, 0, 0] == 1)
+        do { _ = PlanarImage(channels: 3, height: 128, width: 128, values: [Float](repeating: 7, count: 3 * 128 * 128)) }
+        let fresh = PlanarImage(channels: 3, height: 128, width: 128)
+        #expect(fresh.values.allSatisfy { $0 == 0 }, "a recycled buffer must come back zeroed")
+    }
+}
