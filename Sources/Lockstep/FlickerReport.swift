@@ -89,7 +89,9 @@ public struct FlickerReport {
             var lo = all.min() ?? 0, hi = all.max() ?? 1
             if hi - lo < 1e-6 { lo -= 1; hi += 1 }
             let pad = (hi - lo) * 0.08
+            let nonNegative = lo >= 0
             lo -= pad; hi += pad
+            if nonNegative { lo = max(lo, 0) }  // differences are never negative: keep 0 as the floor
             func y(_ v: Double) -> Double { top + panelHeight * (1 - (v - lo) / (hi - lo)) }
             svg += "<rect x=\"\(margin.left)\" y=\"\(top)\" width=\"\(plotWidth)\" height=\"\(panelHeight)\" fill=\"none\" stroke=\"#888\"/>\n"
             svg += "<text x=\"\(margin.left)\" y=\"\(top - 8)\" font-weight=\"bold\">\(escape(title))</text>\n"
