@@ -86,3 +86,37 @@ func passThrough(_ input: String, to output: String, codec: String? = nil) throw
         #expect(psnr(expected, frames[0].image) > 60)
     }
 }
+
+@Suite struct SubtitleAndAspectTests {
+    /// Subtitles are copied packet for packet where the container takes them, and left out with
+    /// a warning where it does not (SubRip cannot go into MP4).
+    @Test func subtitlesAreCopied() throws {
+        let dir = TemporaryDirectory()
+        let srt = dir.file("subs.srt"), input = dir.file("in.mkv")
+        try "1\n00:00:00,000 --> 00:00:00,500\nHello\n\n2\n00:00:00,600 --> 00:00:01,000\nWorld\n"
+            .write(toFile: srt, atomically: true, encoding: .utf8)
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-i", srt,
+                    "-c:v", "libx264", "-c:s", "srt", input])
+        let mkv = dir.file("out.mkv")
+        try passThrough(input, to: mkv)
+        let before = try PacketProbe.packets(input, kind: .subtitle)
+        #expect(before.count == 2)
+        #expect(try PacketProbe.packets(mkv, kind: .subtitle) == before)
+
+        let source = try Media.openSource(input)
+        let writer = try VideoWriter(target: try OutputTarget(path: dir.file("out.mp4"), inputs: [input], overwrite: false),
+                                     info: source.info)
+        writer.abort()
+        #expect(writer.warnings.count == 1 && writer.warnings[0].contains("subrip"), "\(writer.warnings)")
+    }
+
+    /// Non-square pixels: the sample aspect ratio is kept.
+    @Test func sampleAspectRatioIsKept() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("anamorphic.mp4"), output = dir.file("out.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10:duration=0.5", "-vf", "setsar=4/3", "-c:v", "libx264", input])
+        #expect(try Media.openSource(input).info.sampleAspectRatio == Rational(4, 3))
+        try passThrough(input, to: output)
+        #expect(try Media.openSource(output).info.sampleAspectRatio == Rational(4, 3))
+    }
+}
