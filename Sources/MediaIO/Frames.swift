@@ -53,6 +53,8 @@ public struct StreamInfo: Sendable {
     public var color: ColorInfo
     /// The input file, when the source is a single file (audio and subtitles are copied from it).
     public var sourceFile: String?
+    /// Set when only some frames of the input are read: audio is then copied for their time span only.
+    public var segment: FrameRange?
 
     public init(width: Int, height: Int, timeBase: Rational, frameRate: Rational,
                 sampleAspectRatio: Rational = Rational(1, 1), declaredFrameCount: Int? = nil,

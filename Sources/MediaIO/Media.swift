@@ -2,13 +2,20 @@ import Foundation
 
 /// Opens inputs and outputs by path: a directory is a sequence of frames, anything else a video file.
 public enum Media {
-    /// A reader for `path`: a frame directory or a video file.
-    public static func openSource(_ path: String, frameRate: Rational = Rational(25, 1)) throws -> FrameSource {
+    /// A reader for `path`: a frame directory or a video file, limited to `frames` when given.
+    public static func openSource(_ path: String, frameRate: Rational = Rational(25, 1), frames: FrameRange? = nil) throws -> FrameSource {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw MediaError(.missing, path: path, "no such file or directory")
         }
-        return isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate) : try VideoReader(path: path)
+        let source: FrameSource = isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate) : try VideoReader(path: path)
+        if let frames, frames != FrameRange() {
+            if let total = source.info.declaredFrameCount, frames.start >= total {
+                throw MediaError(.invalidArgument, path: path, "frames \(frames) are outside the video, which has \(total) frames")
+            }
+            return FrameRangeSource(source, range: frames)
+        }
+        return source
     }
 
     /// True when `path` names a frame directory as output: it ends in "/", is an existing

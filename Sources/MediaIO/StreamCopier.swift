@@ -54,6 +54,9 @@ final class StreamCopier {
         if input != nil { avformat_close_input(&input) }
     }
 
+    /// Packets before this time (seconds) are dropped: for a segment of the input.
+    var startSeconds: Double?
+
     /// Writes copied packets whose time is at most `until` seconds (all of them when nil).
     func copy(until: Double?, into output: UnsafeMutablePointer<AVFormatContext>) throws {
         while !done {
@@ -71,6 +74,11 @@ final class StreamCopier {
                 return
             }
             pending = false
+            if let startSeconds, stamp != lockstep_nopts_value(),
+               Double(stamp) * Rational(inStream.pointee.time_base).value < startSeconds {
+                av_packet_unref(packet)
+                continue
+            }
             av_packet_rescale_ts(packet, inStream.pointee.time_base, outStream.pointee.time_base)
             packet.pointee.stream_index = outStream.pointee.index
             packet.pointee.pos = -1

@@ -37,7 +37,8 @@ public final class VideoWriter: FrameSink {
     private var copier: StreamCopier?
     private var durations: [Int64: Int64] = [:]
     private var lastEncoderPts = Int64.min
-    private var framesWritten = 0
+    /// End of the last frame written, in seconds: where a segment's copied audio stops.
+    private var endSeconds = 0.0
     private var closed = false
 
     /// Opens the encoder and writes the container header under a temporary name.
@@ -140,8 +141,11 @@ public final class VideoWriter: FrameSink {
         let duration = max(1, av_rescale_q(frame.duration, info.timeBase.av, encoderTimeBase))
         lockstep_frame_set_duration(f, duration)
         durations[pts] = duration
+        if info.segment != nil, let copier, copier.startSeconds == nil {
+            copier.startSeconds = Double(frame.pts) * info.timeBase.value
+        }
+        endSeconds = Double(frame.pts + frame.duration) * info.timeBase.value
         try send(f)
-        framesWritten += 1
     }
 
     /// Drains the encoder, copies the rest of the other streams, writes the trailer, and moves
@@ -150,7 +154,8 @@ public final class VideoWriter: FrameSink {
         guard !closed else { return }
         do {
             try send(nil)
-            try copier?.copy(until: nil, into: output)
+            // A whole input keeps all its audio; a segment keeps the audio of its own time span.
+            try copier?.copy(until: info.segment == nil ? nil : endSeconds.nextDown, into: output)
             try check(av_write_trailer(output), "write trailer")
             try closeFile()
             closed = true

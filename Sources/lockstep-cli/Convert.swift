@@ -16,10 +16,11 @@ struct Convert: ParsableCommand {
     var input: String
 
     @OptionGroup var output: OutputOptions
+    @OptionGroup var segment: SegmentOptions
     @OptionGroup var report: ReportOptions
 
     func run() throws {
-        let source = try Media.openSource(input, frameRate: output.frameRate)
+        let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input],
                                       overwrite: output.overwrite, options: output.encoder)
         if let writer = sink as? VideoWriter, !report.quiet {

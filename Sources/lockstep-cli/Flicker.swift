@@ -20,6 +20,7 @@ struct Flicker: ParsableCommand {
     @Flag(help: "Replace the --csv or --plot file if it exists.")
     var overwrite = false
 
+    @OptionGroup var segment: SegmentOptions
     @OptionGroup var report: ReportOptions
 
     func validate() throws {
@@ -32,7 +33,7 @@ struct Flicker: ParsableCommand {
         // Check the report files before the long part, so a bad path fails at once.
         let csvTarget = try csv.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
         let plotTarget = try plot.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
-        let source = try Media.openSource(input)
+        let source = try Media.openSource(input, frames: segment.range)
         let progress = ProgressView(label: "flicker", quiet: report.quiet)
         let analyzer = FlickerAnalyzer()
         let timeBase = source.info.timeBase.value

@@ -71,6 +71,20 @@ struct OutputOptions: ParsableArguments {
     }
 }
 
+/// Which frames of the input to process.
+struct SegmentOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Only frames START to END−1 (from 0, in decode order); either may be left out, as in 100: or :50. Segments cut at the same indices concatenate into the whole.", valueName: "START:END"))
+    var frames: String?
+
+    var range: FrameRange? { frames.flatMap(FrameRange.init) }
+
+    func validate() throws {
+        if let frames, FrameRange(frames) == nil {
+            throw ValidationError("--frames takes START:END with 0 ≤ START < END, e.g. 0:100 or 100:")
+        }
+    }
+}
+
 /// Options of every command that reports.
 struct ReportOptions: ParsableArguments {
     @Flag(help: "No progress on stderr.")
