@@ -89,32 +89,12 @@ public final class FlickerAnalyzer {
         let n = image.planeSize
         return image.withUnsafeBufferPointer { buffer in
             let r = buffer.baseAddress!, g = r + n, b = g + n
-            var sums = [Double](repeating: 0, count: activeCoreCount)
-            let chunkCount = sums.count
-            sums.withUnsafeMutableBufferPointer { partial in
-                let out = partial.baseAddress!
-                parallelChunks(chunkCount, minimumChunk: 1) { range in
-                    for chunk in range {
-                        let lo = n * chunk / chunkCount, hi = n * (chunk + 1) / chunkCount
-                        var acc: Double = 0
-                        var i = lo
-                        // Short Float blocks widened to Double: fast, and exact to ~1e-6 of the mean.
-                        while i < hi {
-                            let end = min(i &+ 256, hi)
-                            var block: Float = 0
-                            var j = i
-                            while j < end {
-                                block += 0.2126 * r[j] + 0.7152 * g[j] + 0.0722 * b[j]
-                                j &+= 1
-                            }
-                            acc += Double(block)
-                            i = end
-                        }
-                        out[chunk] = acc
-                    }
-                }
-            }
-            return sums.reduce(0, +) / Double(n)
+            return parallelSum(n) { lo, hi in
+                var block: Float = 0
+                var j = lo
+                while j < hi { block += 0.2126 * r[j] + 0.7152 * g[j] + 0.0722 * b[j]; j &+= 1 }
+                return block
+            } / Double(n)
         }
     }
 
@@ -158,28 +138,12 @@ public final class FlickerAnalyzer {
         let n = a.count
         return a.withUnsafeBufferPointer { pa in b.withUnsafeBufferPointer { pb in
             let x = pa.baseAddress!, y = pb.baseAddress!
-            let chunks = max(1, min(activeCoreCount, n / 65536))
-            var sums = [Double](repeating: 0, count: chunks)
-            sums.withUnsafeMutableBufferPointer { partial in
-                let out = partial.baseAddress!
-                parallelChunks(chunks) { range in
-                    for chunk in range {
-                        let lo = n * chunk / chunks, hi = n * (chunk + 1) / chunks
-                        var acc: Double = 0
-                        var i = lo
-                        while i < hi {
-                            let end = min(i &+ 256, hi)
-                            var block: Float = 0
-                            var j = i
-                            while j < end { block += abs(x[j] - y[j]); j &+= 1 }
-                            acc += Double(block)
-                            i = end
-                        }
-                        out[chunk] = acc
-                    }
-                }
-            }
-            return sums.reduce(0, +) / Double(n)
+            return parallelSum(n) { lo, hi in
+                var block: Float = 0
+                var j = lo
+                while j < hi { block += abs(x[j] - y[j]); j &+= 1 }
+                return block
+            } / Double(n)
         } }
     }
 }

@@ -11,7 +11,7 @@ public enum ImageFile {
     public static func read(_ path: String) throws -> (image: PlanarImage, bits: Int) {
         FFmpegLog.install()
         try VideoReader.checkReadableFile(path)
-        let handles = DecodeHandles()
+        let handles = CodecHandles()
         var options: OpaquePointer?
         av_dict_set(&options, "pattern_type", "none", 0)  // a '%' in a file name is not a pattern
         defer { av_dict_free(&options) }
@@ -29,7 +29,7 @@ public enum ImageFile {
               let dec = avcodec_alloc_context3(codec) else {
             throw MediaError(.unsupported, path: path, "no decoder for this image format")
         }
-        handles.decoder = dec
+        handles.codec = dec
         guard avcodec_parameters_to_context(dec, parameters) >= 0, avcodec_open2(dec, codec, nil) >= 0 else {
             throw MediaError(.unsupported, path: path, "cannot open the \(String(cString: codec.pointee.name)) decoder")
         }
@@ -69,30 +69,20 @@ public enum ImageFile {
     /// Writes `image` as a PNG at `path`, through a temporary name.
     public static func writePNG(_ image: PlanarImage, to path: String, overwrite: Bool = false, bits: Int = 8) throws {
         let target = try OutputTarget(path: path, inputs: [], overwrite: overwrite)
-        target.begin()
-        do {
-            try pngData(image, bits: bits).write(to: URL(fileURLWithPath: target.temporaryPath))
-            try target.commit()
-        } catch let error as MediaError {
-            target.discard()
-            throw error
-        } catch {
-            target.discard()
-            throw MediaError(.io, path: path, "cannot write: \(error.localizedDescription)")
-        }
+        try target.write(try pngData(image, bits: bits))
     }
 }
 
 /// FFmpeg's PNG encoder, reused frame after frame.
 final class PNGEncoder {
-    private let handles = EncodeHandles()
+    private let handles = CodecHandles()
     private let converter: PixelConverter
 
     init(width: Int, height: Int, bits: Int) throws {
         guard let codec = avcodec_find_encoder(AV_CODEC_ID_PNG), let enc = avcodec_alloc_context3(codec) else {
             throw MediaError(.unsupported, path: "png", "this FFmpeg has no PNG encoder")
         }
-        handles.encoder = enc
+        handles.codec = enc
         let format = bits > 8 ? AV_PIX_FMT_RGB48BE : AV_PIX_FMT_RGB24
         enc.pointee.width = Int32(width)
         enc.pointee.height = Int32(height)
@@ -114,8 +104,8 @@ final class PNGEncoder {
         let f = handles.frame, packet = handles.packet
         try check(av_frame_make_writable(f), "make frame writable")
         converter.fromFloat(image, into: f)
-        try check(avcodec_send_frame(handles.encoder, f), "encode png")
-        try check(avcodec_receive_packet(handles.encoder, packet), "encode png")
+        try check(avcodec_send_frame(handles.codec, f), "encode png")
+        try check(avcodec_receive_packet(handles.codec, packet), "encode png")
         defer { av_packet_unref(packet) }
         return Data(bytes: packet.pointee.data, count: Int(packet.pointee.size))
     }

@@ -66,6 +66,22 @@ public struct OutputTarget: Sendable {
         TemporaryFiles.shared.remove(temporaryPath)
     }
 
+    /// Writes a whole small file (an image, a report) under the temporary name, then commits it.
+    public func write(_ data: Data) throws {
+        begin()
+        do {
+            try data.write(to: URL(fileURLWithPath: temporaryPath))
+            try commit()
+        } catch let error as MediaError {
+            discard()
+            throw error
+        } catch {
+            discard()
+            let full = (error as NSError).code == NSFileWriteOutOfSpaceError
+            throw MediaError(full ? .diskFull : .io, path: finalPath, full ? "disk full while writing" : "cannot write: \(error.localizedDescription)")
+        }
+    }
+
     /// Removes whatever was written.
     public func discard() {
         try? FileManager.default.removeItem(atPath: temporaryPath)

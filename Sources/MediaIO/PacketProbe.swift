@@ -14,7 +14,7 @@ public enum PacketProbe {
 
     /// Packets of every stream of `kind`, in file order.
     public static func packets(_ path: String, kind: Kind) throws -> [Packet] {
-        let handles = DecodeHandles()
+        let handles = CodecHandles()
         var ctx: UnsafeMutablePointer<AVFormatContext>?
         let opened = avformat_open_input(&ctx, path, nil, nil)
         guard opened >= 0 else { throw FFmpegError(code: opened, operation: "open").forInput(path) }

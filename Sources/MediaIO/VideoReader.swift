@@ -12,9 +12,9 @@ public final class VideoReader: FrameSource {
     public let path: String
     public private(set) var info: StreamInfo
 
-    private let handles: DecodeHandles
+    private let handles: CodecHandles
     private var format: UnsafeMutablePointer<AVFormatContext>? { handles.format }
-    private var decoder: UnsafeMutablePointer<AVCodecContext>? { handles.decoder }
+    private var decoder: UnsafeMutablePointer<AVCodecContext>? { handles.codec }
     private var packet: UnsafeMutablePointer<AVPacket> { handles.packet }
     private var frame: UnsafeMutablePointer<AVFrame> { handles.frame }
     private let streamIndex: Int32
@@ -34,7 +34,7 @@ public final class VideoReader: FrameSource {
         FFmpegLog.install()
         try Self.checkReadableFile(path)
 
-        let handles = DecodeHandles()
+        let handles = CodecHandles()
         self.handles = handles
         var ctx: UnsafeMutablePointer<AVFormatContext>?
         let openCode = avformat_open_input(&ctx, path, nil, nil)
@@ -63,7 +63,7 @@ public final class VideoReader: FrameSource {
         }
 
         guard let dec = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
-        handles.decoder = dec
+        handles.codec = dec
         try check(avcodec_parameters_to_context(dec, stream.pointee.codecpar), "read codec parameters")
         dec.pointee.pkt_timebase = stream.pointee.time_base
         dec.pointee.thread_count = 0  // one per core: decoding is single-threaded otherwise
@@ -229,19 +229,3 @@ public final class VideoReader: FrameSource {
     }
 }
 
-/// Owns a demuxer, a decoder and their packet and frame, and frees them together.
-final class DecodeHandles {
-    var format: UnsafeMutablePointer<AVFormatContext>?
-    var decoder: UnsafeMutablePointer<AVCodecContext>?
-    let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
-    let frame: UnsafeMutablePointer<AVFrame> = av_frame_alloc()
-
-    deinit {
-        var f: UnsafeMutablePointer<AVFrame>? = frame
-        av_frame_free(&f)
-        var p: UnsafeMutablePointer<AVPacket>? = packet
-        av_packet_free(&p)
-        if decoder != nil { avcodec_free_context(&decoder) }
-        if format != nil { avformat_close_input(&format) }
-    }
-}

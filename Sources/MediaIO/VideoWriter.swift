@@ -28,9 +28,9 @@ public final class VideoWriter: FrameSink {
 
     private let target: OutputTarget
     private let info: StreamInfo
-    private let handles = EncodeHandles()
-    private var output: UnsafeMutablePointer<AVFormatContext> { handles.output! }
-    private var encoder: UnsafeMutablePointer<AVCodecContext> { handles.encoder! }
+    private let handles = CodecHandles()
+    private var output: UnsafeMutablePointer<AVFormatContext> { handles.format! }
+    private var encoder: UnsafeMutablePointer<AVCodecContext> { handles.codec! }
     private let videoStream: UnsafeMutablePointer<AVStream>
     private let converter: PixelConverter
     private let encoderTimeBase: AVRational
@@ -58,10 +58,10 @@ public final class VideoWriter: FrameSink {
 
         var oc: UnsafeMutablePointer<AVFormatContext>?
         try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: path)
-        handles.output = oc
+        handles.format = oc
 
         guard let enc = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
-        handles.encoder = enc
+        handles.codec = enc
         let pixelFormat = try Self.choosePixelFormat(codec, info: info, path: path)
         enc.pointee.width = Int32(info.width)
         enc.pointee.height = Int32(info.height)
@@ -172,12 +172,12 @@ public final class VideoWriter: FrameSink {
     public func abort() {
         guard !closed else { return }
         closed = true
-        if let oc = handles.output, oc.pointee.pb != nil { avio_closep(&oc.pointee.pb) }
+        if let oc = handles.format, oc.pointee.pb != nil { avio_closep(&oc.pointee.pb) }
         target.discard()
     }
 
     private func closeFile() throws {
-        guard let oc = handles.output, oc.pointee.pb != nil else { return }
+        guard let oc = handles.format, oc.pointee.pb != nil else { return }
         try checkWriteError()
         // avio_closep flushes the last buffer: a full disk can show up only here.
         try check(avio_closep(&oc.pointee.pb), "close")
@@ -303,26 +303,6 @@ public final class VideoWriter: FrameSink {
         if opened < 0 {
             let detail = FFmpegLog.takeLastError() ?? FFmpegError(code: opened, operation: "open").message
             throw MediaError(.invalidArgument, path: path, "cannot open the \(name) encoder for \(enc.pointee.width)×\(enc.pointee.height): \(detail)")
-        }
-    }
-}
-
-/// Owns a muxer, an encoder and their packet and frame.
-final class EncodeHandles {
-    var output: UnsafeMutablePointer<AVFormatContext>?
-    var encoder: UnsafeMutablePointer<AVCodecContext>?
-    let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
-    let frame: UnsafeMutablePointer<AVFrame> = av_frame_alloc()
-
-    deinit {
-        var f: UnsafeMutablePointer<AVFrame>? = frame
-        av_frame_free(&f)
-        var p: UnsafeMutablePointer<AVPacket>? = packet
-        av_packet_free(&p)
-        if encoder != nil { avcodec_free_context(&encoder) }
-        if let oc = output {
-            if oc.pointee.pb != nil { avio_closep(&oc.pointee.pb) }
-            avformat_free_context(oc)
         }
     }
 }

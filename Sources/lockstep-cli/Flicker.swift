@@ -48,23 +48,9 @@ struct Flicker: ParsableCommand {
         }
         progress.finish(last)
         let result = FlickerReport(input: input, analyzer: analyzer)
-        if let csvTarget { try writeText(result.csv, to: csvTarget) }
-        if let plotTarget { try writeText(result.svg, to: plotTarget) }
+        if let csvTarget { try csvTarget.write(Data(result.csv.utf8)) }
+        if let plotTarget { try plotTarget.write(Data(result.svg.utf8)) }
         print(report.json ? result.json : result.table, terminator: "")
     }
 }
 
-/// Writes a small text file through the output rules (temporary name, then rename).
-func writeText(_ text: String, to target: OutputTarget) throws {
-    target.begin()
-    do {
-        try Data(text.utf8).write(to: URL(fileURLWithPath: target.temporaryPath))
-        try target.commit()
-    } catch let error as MediaError {
-        target.discard()
-        throw error
-    } catch {
-        target.discard()
-        throw MediaError(.io, path: target.finalPath, "cannot write: \(error.localizedDescription)")
-    }
-}
