@@ -104,32 +104,9 @@ public final class FlickerAnalyzer {
         for _ in 1..<scales.count {
             let last = levels.last!
             guard last.width >= 2, last.height >= 2 else { break }
-            levels.append(pool2(last))
+            levels.append(last.averagePooled2())
         }
         return levels
-    }
-
-    /// 2×2 average pooling (an odd last row or column is dropped).
-    static func pool2(_ image: PlanarImage) -> PlanarImage {
-        let h = image.height / 2, w = image.width / 2, sw = image.width, sh = image.height
-        var out = PlanarImage(uninitializedChannels: image.channels, height: h, width: w)
-        image.withUnsafeBufferPointer { src in
-            out.withUnsafeMutableBufferPointer { dst in
-                let s = src.baseAddress!, d = dst.baseAddress!
-                parallelChunks(image.channels &* h, minimumChunk: 64) { rows in
-                    for row in rows {
-                        let c = row / h, y = row % h
-                        let top = s + (c &* sh &+ 2 &* y) &* sw, bottom = top + sw
-                        let o = d + (c &* h &+ y) &* w
-                        for x in 0..<w {
-                            let x2 = x &* 2
-                            o[x] = 0.25 * (top[x2] + top[x2 &+ 1] + bottom[x2] + bottom[x2 &+ 1])
-                        }
-                    }
-                }
-            }
-        }
-        return out
     }
 
     /// Mean |a − b| over all samples.

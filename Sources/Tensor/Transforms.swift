@@ -29,3 +29,29 @@ extension PlanarImage {
         return out
     }
 }
+
+extension PlanarImage {
+    /// 2×2 average pooling; an odd last row or column is dropped. Output sample X averages input
+    /// samples 2X and 2X+1, so it sits at 2X + ½ in input coordinates.
+    public func averagePooled2() -> PlanarImage {
+        let h = height / 2, w = width / 2, sw = width, sh = height
+        var out = PlanarImage(uninitializedChannels: channels, height: h, width: w)
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                parallelChunks(channels &* h, minimumChunk: 64) { rows in
+                    for row in rows {
+                        let c = row / h, y = row % h
+                        let top = s + (c &* sh &+ 2 &* y) &* sw, bottom = top + sw
+                        let o = d + (c &* h &+ y) &* w
+                        for x in 0..<w {
+                            let x2 = x &* 2
+                            o[x] = 0.25 * (top[x2] + top[x2 &+ 1] + bottom[x2] + bottom[x2 &+ 1])
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

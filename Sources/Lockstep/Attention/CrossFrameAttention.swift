@@ -1,0 +1,309 @@
+import Foundation
+import Tensor
+
+/// Where each position of a frame comes from in the reference: a sub-pixel position per query
+/// position (in reference feature-grid samples), and how much to trust it, in [0, 1].
+public struct CorrespondenceField: Sendable {
+    public let width: Int
+    public let height: Int
+    public var x: [Float]
+    public var y: [Float]
+    public var confidence: [Float]
+
+    init(width: Int, height: Int) {
+        self.width = width
+        self.height = height
+        x = [Float](repeating: 0, count: width * height)
+        y = x
+        confidence = x
+    }
+
+    /// The field at a fractional query position (bilinear; clamped at the borders).
+    func sample(_ px: Float, _ py: Float) -> (x: Float, y: Float) {
+        let fx = min(max(px, 0), Float(width - 1)), fy = min(max(py, 0), Float(height - 1))
+        let x0 = Int(fx), y0 = Int(fy)
+        let x1 = min(x0 + 1, width - 1), y1 = min(y0 + 1, height - 1)
+        let ax = fx - Float(x0), ay = fy - Float(y0)
+        func lerp(_ v: [Float]) -> Float {
+            let top = v[y0 * width + x0] * (1 - ax) + v[y0 * width + x1] * ax
+            let bottom = v[y1 * width + x0] * (1 - ax) + v[y1 * width + x1] * ax
+            return top * (1 - ay) + bottom * ay
+        }
+        return (lerp(x), lerp(y))
+    }
+}
+
+/// Cross-frame attention with a fixed reference (AF-LDM): queries from the current frame's
+/// features, keys from the reference's, computed once and cached. The values are the reference
+/// positions, so the attention output is a correspondence:
+///
+///   out(p) = Σ_q softmax_q(⟨Q(p), K(q)⟩ / τ) · q
+///
+/// Exact attention over all positions is O(N²); it runs coarse to fine instead. At the coarsest
+/// level every query attends to every key (a matrix product through BLAS); the peak's
+/// neighbourhood gives the position, and the whole softmax's peak weight says how unique the
+/// match is. Each finer level attends within a (2r+1)² window around the coarser answer, so large
+/// motions are found globally and refined locally; at the finest level, Gauss–Newton steps on
+/// the features take the answer below the grid. Queries and keys are unit-length 3×3
+/// neighbourhood descriptors, so ⟨Q, K⟩ is a correlation in [−1, 1] and τ sets how sharply it selects.
+public struct CrossFrameAttention: Sendable {
+    public struct Configuration: Sendable {
+        /// Pyramid levels, finest included.
+        public var levels = 4
+        /// Window radius of the refinement levels, in samples of each level.
+        public var windowRadius = 3
+        /// Softmax temperature on correlations.
+        public var temperature: Float = 0.02
+        /// Forward–backward disagreement (feature-grid samples) at which confidence falls to e^-½.
+        public var consistencyScale: Float = 0.75
+
+        public init() {}
+    }
+
+    public let configuration: Configuration
+    /// The reference's features at every level: the cached keys.
+    public let reference: FeaturePyramid
+
+    public init(reference features: PlanarImage, configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+        reference = FeaturePyramid(features, levels: configuration.levels)
+    }
+
+    /// Where each position of the frame with `features` comes from in the reference, with a
+    /// confidence that combines the match's uniqueness and a forward–backward check.
+    public func correspondence(for features: PlanarImage) -> CorrespondenceField {
+        let frame = FeaturePyramid(features, levels: configuration.levels)
+        var forward = Self.search(queries: frame, keys: reference, configuration)
+        let backward = Self.search(queries: reference, keys: frame, configuration)
+        let scale = 2 * configuration.consistencyScale * configuration.consistencyScale
+        for i in 0..<forward.x.count {
+            let px = Float(i % forward.width), py = Float(i / forward.width)
+            let back = backward.sample(forward.x[i], forward.y[i])
+            let dx = back.x - px, dy = back.y - py
+            forward.confidence[i] *= exp(-(dx * dx + dy * dy) / scale)
+        }
+        return forward
+    }
+
+    /// The correspondence with confidence from uniqueness alone (no backward search).
+    public func correspondenceWithoutConsistencyCheck(for features: PlanarImage) -> CorrespondenceField {
+        Self.search(queries: FeaturePyramid(features, levels: configuration.levels), keys: reference, configuration)
+    }
+
+    /// Coarse-to-fine attention from `queries` into `keys`; confidence is the uniqueness alone.
+    static func search(queries: FeaturePyramid, keys: FeaturePyramid, _ configuration: Configuration) -> CorrespondenceField {
+        let depth = min(queries.levels.count, keys.levels.count)
+        var field = globalLevel(queries.levels[depth - 1], keys.levels[depth - 1], configuration)
+        var level = depth - 2
+        while level >= 0 {
+            // Sub-sample accuracy matters only for the finest level's answer.
+            field = refine(queries.levels[level], keys.levels[level], coarse: field, configuration, refineSubpixel: level == 0)
+            level -= 1
+        }
+        return field
+    }
+
+    // MARK: Global attention at the coarsest level
+
+    static func globalLevel(_ q: FeatureLevel, _ k: FeatureLevel, _ configuration: Configuration) -> CorrespondenceField {
+        var field = CorrespondenceField(width: q.width, height: q.height)
+        let nq = q.count, nk = k.count, c = q.descriptorLength
+        let inverseTau = 1 / configuration.temperature
+        let block = 256
+        var scores = [Float](repeating: 0, count: block * nk)
+        q.channelMajor.withUnsafeBufferPointer { qp in
+            k.channelMajor.withUnsafeBufferPointer { kp in
+                scores.withUnsafeMutableBufferPointer { sp in
+                    var start = 0
+                    while start < nq {
+                        let m = min(block, nq - start)
+                        // scores[i, j] = ⟨Q(start + i), K(j)⟩
+                        multiplyTransposedA(qp.baseAddress! + start, kp.baseAddress!, into: sp.baseAddress!,
+                                            m: m, n: nk, k: c, lda: nq, ldb: nk)
+                        let s = sp.baseAddress!
+                        let fieldStart = start
+                        field.x.withUnsafeMutableBufferPointer { fx in
+                        field.y.withUnsafeMutableBufferPointer { fy in
+                        field.confidence.withUnsafeMutableBufferPointer { fc in
+                            parallelChunks(m, minimumChunk: 16) { rows in
+                                for i in rows {
+                                    let row = s + i &* nk
+                                    var best = 0
+                                    var peak = row[0]
+                                    for j in 1..<nk where row[j] > peak { peak = row[j]; best = j }
+                                    var total: Float = 0
+                                    for j in 0..<nk { total += exp((row[j] - peak) * inverseTau) }
+                                    let (x, y, _) = softArgmax(row, width: k.width, height: k.height, center: best,
+                                                               radius: 1, peak: peak, inverseTau: inverseTau)
+                                    let (_, _, near) = softArgmax(row, width: k.width, height: k.height, center: best,
+                                                                  radius: 2, peak: peak, inverseTau: inverseTau)
+                                    fx[fieldStart &+ i] = x
+                                    fy[fieldStart &+ i] = y
+                                    // Uniqueness: the share of the whole softmax that falls within two
+                                    // samples of the peak (smooth features make neighbours alike).
+                                    fc[fieldStart &+ i] = near / total
+                                }
+                            }
+                        } } }
+                        start += m
+                    }
+                }
+            }
+        }
+        return field
+    }
+
+    /// The softmax-weighted mean position over the (2r+1)² keys around `center`, from a full
+    /// row of scores (key j at x = j mod width, y = j / width), and the unnormalised weight there.
+    @inline(__always)
+    static func softArgmax(_ row: UnsafePointer<Float>, width: Int, height: Int, center: Int, radius: Int,
+                           peak: Float, inverseTau: Float) -> (Float, Float, Float) {
+        let cx = center % width, cy = center / width
+        var sw: Float = 0, sx: Float = 0, sy: Float = 0
+        for y in max(cy - radius, 0)...min(cy + radius, height - 1) {
+            for x in max(cx - radius, 0)...min(cx + radius, width - 1) {
+                let w = exp((row[y &* width &+ x] - peak) * inverseTau)
+                sw += w; sx += w * Float(x); sy += w * Float(y)
+            }
+        }
+        return (sx / sw, sy / sw, sw)
+    }
+
+    // MARK: Sub-sample refinement
+
+    /// Gauss–Newton steps on Σ_c (Q_c − K_c(x, y))², with K sampled by Catmull–Rom interpolation
+    /// and its gradient by central differences of half a sample. The softmax's weighted mean is
+    /// biased towards grid points unless the score surface is exactly Gaussian around its peak;
+    /// for band-limited features these steps converge to the true sub-sample match (median error
+    /// 0.02–0.03 samples on exact sub-pixel shifts, against 0.15–0.3 for the softmax mean alone).
+    @inline(__always)
+    static func lucasKanade(query: UnsafePointer<Float>, keys: UnsafePointer<Float>, width: Int, height: Int, channels c: Int,
+                            x startX: Float, y startY: Float, scratch: inout [Float]) -> (Float, Float) {
+        var x = startX, y = startY
+        let limitX = Float(width - 2), limitY = Float(height - 2)
+        return scratch.withUnsafeMutableBufferPointer { buffer in
+            let center = buffer.baseAddress!, left = center + c, right = left + c, up = right + c, down = up + c
+            for _ in 0..<3 {
+                guard x > 1, x < limitX, y > 1, y < limitY else { break }
+                sampleCubic(keys, width: width, channels: c, x: x, y: y, into: center)
+                sampleCubic(keys, width: width, channels: c, x: x - 0.5, y: y, into: left)
+                sampleCubic(keys, width: width, channels: c, x: x + 0.5, y: y, into: right)
+                sampleCubic(keys, width: width, channels: c, x: x, y: y - 0.5, into: up)
+                sampleCubic(keys, width: width, channels: c, x: x, y: y + 0.5, into: down)
+                var axx: Float = 0, axy: Float = 0, ayy: Float = 0, bx: Float = 0, by: Float = 0
+                for ch in 0..<c {
+                    let gx = right[ch] - left[ch], gy = down[ch] - up[ch]
+                    let residual = query[ch] - center[ch]
+                    axx += gx * gx; axy += gx * gy; ayy += gy * gy
+                    bx += gx * residual; by += gy * residual
+                }
+                let det = axx * ayy - axy * axy
+                guard det > 1e-12 * max(axx * ayy, 1e-30) else { break }
+                let dx = (ayy * bx - axy * by) / det, dy = (axx * by - axy * bx) / det
+                // A step longer than a sample means the linearisation does not hold here.
+                guard abs(dx) <= 1, abs(dy) <= 1 else { break }
+                x += dx; y += dy
+                if dx * dx + dy * dy < 1e-6 { break }
+            }
+            // Never leave the cell the attention chose by more than a sample.
+            return (min(max(x, startX - 1), startX + 1), min(max(y, startY - 1), startY + 1))
+        }
+    }
+
+    /// Catmull–Rom interpolation of position-major features at (x, y); needs 1 ≤ x ≤ width − 3.
+    @inline(__always)
+    static func sampleCubic(_ keys: UnsafePointer<Float>, width: Int, channels c: Int, x: Float, y: Float,
+                            into out: UnsafeMutablePointer<Float>) {
+        let ix = Int(x.rounded(.down)), iy = Int(y.rounded(.down))
+        let wx = catmullRom(x - Float(ix)), wy = catmullRom(y - Float(iy))
+        for ch in 0..<c { out[ch] = 0 }
+        for j in 0..<4 {
+            let rowWeight = wy[j]
+            let row = keys + ((iy &- 1 &+ j) &* width &+ ix &- 1) &* c
+            for i in 0..<4 {
+                let weight = rowWeight * wx[i]
+                let tap = row + i &* c
+                for ch in 0..<c { out[ch] += weight * tap[ch] }
+            }
+        }
+    }
+
+    @inline(__always)
+    static func catmullRom(_ t: Float) -> SIMD4<Float> {
+        let t2 = t * t, t3 = t2 * t
+        return SIMD4(0.5 * (-t3 + 2 * t2 - t), 0.5 * (3 * t3 - 5 * t2 + 2), 0.5 * (-3 * t3 + 4 * t2 + t), 0.5 * (t3 - t2))
+    }
+
+    // MARK: Windowed refinement
+
+    static func refine(_ q: FeatureLevel, _ k: FeatureLevel, coarse: CorrespondenceField,
+                       _ configuration: Configuration, refineSubpixel: Bool = false) -> CorrespondenceField {
+        var field = CorrespondenceField(width: q.width, height: q.height)
+        let c = q.descriptorLength, pointChannels = q.channels, r = configuration.windowRadius, side = 2 * r + 1
+        let inverseTau = 1 / configuration.temperature
+        let kw = k.width, kh = k.height, qw = q.width
+        q.positionMajor.withUnsafeBufferPointer { qp in
+        k.positionMajor.withUnsafeBufferPointer { kp in
+        q.pointFeatures.withUnsafeBufferPointer { qPoints in
+        k.pointFeatures.withUnsafeBufferPointer { kPoints in
+        field.x.withUnsafeMutableBufferPointer { fx in
+        field.y.withUnsafeMutableBufferPointer { fy in
+        field.confidence.withUnsafeMutableBufferPointer { fc in
+            parallelChunks(q.height, minimumChunk: 2) { rows in
+                var scores = [Float](repeating: 0, count: side * side)
+                var scratch = [Float](repeating: 0, count: 5 * pointChannels)
+                for py in rows {
+                    for px in 0..<qw {
+                        let i = py &* qw &+ px
+                        // This query sits at ((px − ½)/2, (py − ½)/2) on the coarse grid; the coarse
+                        // answer maps back as 2X + ½.
+                        let guess = coarse.sample((Float(px) - 0.5) / 2, (Float(py) - 0.5) / 2)
+                        let gx = 2 * guess.x + 0.5, gy = 2 * guess.y + 0.5
+                        // Window centre, kept inside the key grid so the window is always whole.
+                        let cx = min(max(Int(gx.rounded()), r), max(kw - 1 - r, r))
+                        let cy = min(max(Int(gy.rounded()), r), max(kh - 1 - r, r))
+                        let query = qp.baseAddress! + i &* c
+                        var peak = -Float.infinity
+                        var n = 0
+                        for wy in (cy - r)...(cy + r) {
+                            for wx in (cx - r)...(cx + r) {
+                                var dot: Float = 0
+                                if wx >= 0 && wx < kw && wy >= 0 && wy < kh {
+                                    let key = kp.baseAddress! + (wy &* kw &+ wx) &* c
+                                    for ch in 0..<c { dot += query[ch] * key[ch] }
+                                } else {
+                                    dot = -1
+                                }
+                                scores[n] = dot
+                                if dot > peak { peak = dot }
+                                n &+= 1
+                            }
+                        }
+                        // The attention output: the softmax-weighted mean of the window's positions.
+                        var sw: Float = 0, sx: Float = 0, sy: Float = 0
+                        n = 0
+                        for wy in (cy - r)...(cy + r) {
+                            for wx in (cx - r)...(cx + r) {
+                                let weight = exp((scores[n] - peak) * inverseTau)
+                                sw += weight; sx += weight * Float(wx); sy += weight * Float(wy)
+                                n &+= 1
+                            }
+                        }
+                        var x = sx / sw, y = sy / sw
+                        if refineSubpixel {
+                            (x, y) = lucasKanade(query: qPoints.baseAddress! + i &* pointChannels, keys: kPoints.baseAddress!,
+                                                 width: kw, height: kh, channels: pointChannels, x: x, y: y, scratch: &scratch)
+                        }
+                        fx[i] = x
+                        fy[i] = y
+                        // Uniqueness carries down from the global level.
+                        let coarseIndex = min(max((py - 1) / 2, 0), coarse.height - 1) * coarse.width
+                            + min(max((px - 1) / 2, 0), coarse.width - 1)
+                        fc[i] = coarse.confidence[coarseIndex]
+                    }
+                }
+            }
+        } } } } } } }
+        return field
+    }
+}

@@ -1,0 +1,93 @@
+import Tensor
+
+/// Features for matching, one level of a pyramid. Each position is described by its 3×3
+/// neighbourhood of feature vectors (C·9 values, unit length): single positions of smooth
+/// features are too alike to match reliably; their neighbourhoods are not. The descriptors are
+/// stored position-major for windowed dot products and channel-major (descriptor values ×
+/// positions) for the matrix product of global attention. The unit-length C-vector of each
+/// position alone is kept too, for sub-sample refinement.
+public struct FeatureLevel: Sendable {
+    public let channels: Int
+    public let height: Int
+    public let width: Int
+    /// Values per descriptor: channels × 9.
+    public var descriptorLength: Int { channels * 9 }
+    /// (y·width + x)·descriptorLength + d
+    let positionMajor: [Float]
+    /// d·(height·width) + y·width + x
+    let channelMajor: [Float]
+    /// (y·width + x)·channels + c: each position's own features, unit length.
+    let pointFeatures: [Float]
+
+    public var count: Int { height * width }
+
+    /// Removes each channel's mean, so dot products are correlations and flat regions score
+    /// near 0, then builds the normalised descriptors (edges mirrored).
+    public init(_ features: PlanarImage) {
+        channels = features.channels
+        height = features.height
+        width = features.width
+        let n = features.planeSize, c = features.channels, w = width, h = height
+        var planar = features.values
+        for ch in 0..<c {
+            var mean: Double = 0
+            for i in 0..<n { mean += Double(planar[ch * n + i]) }
+            let m = Float(mean / Double(n))
+            for i in 0..<n { planar[ch * n + i] -= m }
+        }
+        let length = c * 9
+        var descriptors = [Float](repeating: 0, count: n * length)
+        var points = [Float](repeating: 0, count: n * c)
+        planar.withUnsafeBufferPointer { src in
+        descriptors.withUnsafeMutableBufferPointer { dst in
+        points.withUnsafeMutableBufferPointer { pts in
+            let s = src.baseAddress!, d = dst.baseAddress!, pp = pts.baseAddress!
+            parallelChunks(h, minimumChunk: 4) { rows in
+                for y in rows {
+                    for x in 0..<w {
+                        let i = y &* w &+ x
+                        let out = d + i &* length
+                        var k = 0
+                        for dy in -1...1 {
+                            let yy = min(max(y + dy, 0), h - 1)
+                            for dx in -1...1 {
+                                let xx = min(max(x + dx, 0), w - 1)
+                                for ch in 0..<c { out[k] = s[ch &* n &+ yy &* w &+ xx]; k &+= 1 }
+                            }
+                        }
+                        var norm: Float = 0
+                        for j in 0..<length { norm += out[j] * out[j] }
+                        let scale = 1 / max(norm.squareRoot(), 1e-6)
+                        for j in 0..<length { out[j] *= scale }
+                        var pointNorm: Float = 0
+                        for ch in 0..<c { let v = s[ch &* n &+ i]; pointNorm += v * v }
+                        let pointScale = 1 / max(pointNorm.squareRoot(), 1e-6)
+                        for ch in 0..<c { pp[i &* c &+ ch] = s[ch &* n &+ i] * pointScale }
+                    }
+                }
+            }
+        } } }
+        var transposed = [Float](repeating: 0, count: n * length)
+        for i in 0..<n { for j in 0..<length { transposed[j &* n &+ i] = descriptors[i &* length &+ j] } }
+        positionMajor = descriptors
+        channelMajor = transposed
+        pointFeatures = points
+    }
+}
+
+/// A feature map and its 2×2-pooled reductions, finest first. Coarse levels only steer the
+/// search; the finest level decides the sub-pixel result. Sample X of level l+1 pools samples
+/// 2X and 2X+1 of level l, so it sits at 2X + ½ in level-l coordinates.
+public struct FeaturePyramid: Sendable {
+    public let levels: [FeatureLevel]
+
+    /// Up to `levels` levels, stopping before a level would be smaller than `minimumSide`.
+    public init(_ features: PlanarImage, levels: Int, minimumSide: Int = 6) {
+        var maps = [features]
+        while maps.count < levels, let last = maps.last, min(last.width, last.height) / 2 >= minimumSide {
+            maps.append(last.averagePooled2())
+        }
+        self.levels = maps.map(FeatureLevel.init)
+    }
+
+}
