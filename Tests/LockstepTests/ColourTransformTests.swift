@@ -1,0 +1,52 @@
+import Foundation
+import Lockstep
+import Tensor
+import Testing
+import TestSupport
+
+@Suite struct ColourTransformTests {
+    /// A grade like the evaluation's (tone curve, saturation, warm tint): smooth in colour.
+    static func grade(_ image: PlanarImage) -> PlanarImage {
+        var out = image
+        out.withUnsafeMutableBufferPointer { p in
+            let n = image.planeSize
+            for i in 0..<n {
+                let (r, g, b) = (p[i], p[n + i], p[2 * n + i])
+                let y = 0.299 * r + 0.587 * g + 0.114 * b
+                func curve(_ v: Float) -> Float { min(max(v * v * (3 - 2 * v), 0), 1) }
+                let sat: Float = 1.3
+                p[i] = curve(min(max(y + sat * (r - y) + 0.04, 0), 1))
+                p[n + i] = curve(min(max(y + sat * (g - y) + 0.01, 0), 1))
+                p[2 * n + i] = curve(min(max(y + sat * (b - y) - 0.03, 0), 1))
+            }
+        }
+        return out
+    }
+
+    static func add(_ a: PlanarImage, _ b: PlanarImage) -> PlanarImage {
+        PlanarImage(channels: a.channels, height: a.height, width: a.width, values: zip(a.values, b.values).map(+))
+    }
+
+    /// Learned on one frame, the grade is reproduced on another frame with other content.
+    @Test func learnsAColourFunctionAndAppliesItElsewhere() {
+        let key = SyntheticClip.movingPattern(t: 0, width: 160, height: 120)
+        let other = SyntheticClip.movingPattern(t: 37, width: 160, height: 120)
+        let transform = ColourTransform(original: key, edited: Self.grade(key))
+        let predicted = Self.add(other, transform.delta(for: other))
+        let quality = psnr(predicted, Self.grade(other))
+        #expect(quality > 38, "PSNR \(quality) dB")
+        // Without the transform, the frame is far from its graded self.
+        #expect(psnr(other, Self.grade(other)) < 25)
+    }
+
+    /// Colours the examples never showed get the nearest learned behaviour, smoothly and within
+    /// the range of what was learned: no wild extrapolation.
+    @Test func unseenColoursStayBounded() {
+        let dark = SyntheticClip.flat(level: 40, width: 16, height: 16)
+        var brighter = dark
+        brighter.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] += 0.1 } }
+        let transform = ColourTransform(original: dark, edited: brighter)
+        let delta = transform.delta(for: SyntheticClip.flat(level: 250, width: 4, height: 4))
+        for v in delta.values { #expect(abs(v - 0.1) < 1e-4) }
+    }
+}
