@@ -18,6 +18,15 @@ public struct CorrespondenceField: Sendable {
         confidence = x
     }
 
+    public init(width: Int, height: Int, x: [Float], y: [Float], confidence: [Float]) {
+        precondition(x.count == width * height && y.count == x.count && confidence.count == x.count)
+        self.width = width
+        self.height = height
+        self.x = x
+        self.y = y
+        self.confidence = confidence
+    }
+
     /// The field at a fractional query position (bilinear; clamped at the borders).
     func sample(_ px: Float, _ py: Float) -> (x: Float, y: Float) {
         let fx = min(max(px, 0), Float(width - 1)), fy = min(max(py, 0), Float(height - 1))
@@ -215,7 +224,7 @@ public struct CrossFrameAttention: Sendable {
     static func sampleCubic(_ keys: UnsafePointer<Float>, width: Int, channels c: Int, x: Float, y: Float,
                             into out: UnsafeMutablePointer<Float>) {
         let ix = Int(x.rounded(.down)), iy = Int(y.rounded(.down))
-        let wx = catmullRom(x - Float(ix)), wy = catmullRom(y - Float(iy))
+        let wx = catmullRomWeights(x - Float(ix)), wy = catmullRomWeights(y - Float(iy))
         for ch in 0..<c { out[ch] = 0 }
         for j in 0..<4 {
             let rowWeight = wy[j]
@@ -226,12 +235,6 @@ public struct CrossFrameAttention: Sendable {
                 for ch in 0..<c { out[ch] += weight * tap[ch] }
             }
         }
-    }
-
-    @inline(__always)
-    static func catmullRom(_ t: Float) -> SIMD4<Float> {
-        let t2 = t * t, t3 = t2 * t
-        return SIMD4(0.5 * (-t3 + 2 * t2 - t), 0.5 * (3 * t3 - 5 * t2 + 2), 0.5 * (-3 * t3 + 4 * t2 + t), 0.5 * (t3 - t2))
     }
 
     // MARK: Windowed refinement
