@@ -1,0 +1,119 @@
+import Foundation
+import Tensor
+
+/// What the propagator needs of the latent: features on a grid `factor` times coarser than the
+/// image, whose sample 0 sits at pixel `origin`.
+public protocol FeatureEncoder: Sendable {
+    var factor: Int { get }
+    var origin: Float { get }
+    func features(_ image: PlanarImage) -> PlanarImage
+}
+
+/// A keyframe: the frame as it is in the video, and as the user edited it.
+public struct Keyframe: Sendable {
+    public var index: Int
+    public var original: PlanarImage
+    public var edited: PlanarImage
+
+    public init(index: Int, original: PlanarImage, edited: PlanarImage) {
+        self.index = index
+        self.original = original
+        self.edited = edited
+    }
+}
+
+/// Propagates the edits made on keyframes to any frame (DESIGN.md, "Editors: edit").
+///
+/// The edit δ = edited − original is split in two, as a linear latent direction is in Asyrrp:
+/// - the part that is a function of colour alone (`ColourTransform`, fitted on every keyframe),
+///   applied to each frame's own colours: exact under any motion, and it cannot flicker;
+/// - the rest, the edit's structure (strokes, texture, local changes), carried from the
+///   references by the cross-frame attention's correspondence at full resolution and blended by
+///   its confidence. Content that matches no reference keeps the colour part alone, so it looks
+///   edited too, with no hole or seam.
+/// out = frame + s · (colour(frame) + confidence · carried residual); s = `strength`, so 0 leaves
+/// the video unchanged and negative values invert the edit.
+public final class EditPropagator: @unchecked Sendable {
+    public let strength: Float
+    let encoder: FeatureEncoder
+    let colour: ColourTransform
+    let attention: CrossFrameAttention
+    /// The residual edits of all keyframes side by side, as the attention's references are.
+    let residuals: PlanarImage
+    let width: Int, height: Int
+
+    /// Columns of zero features between references, so no refinement window spans two.
+    static let gap = 8
+
+    public init(keyframes: [Keyframe], encoder: FeatureEncoder, strength: Float = 1,
+                configuration: CrossFrameAttention.Configuration = .init()) {
+        precondition(!keyframes.isEmpty)
+        let first = keyframes[0].original
+        width = first.width
+        height = first.height
+        self.strength = strength
+        self.encoder = encoder
+        // Colour part, from all keyframes together.
+        let originals = Self.sideBySide(keyframes.map(\.original), gap: 0)
+        let editedAll = Self.sideBySide(keyframes.map(\.edited), gap: 0)
+        let colour = ColourTransform(original: originals, edited: editedAll)
+        self.colour = colour
+        // Structure part: what the colour function does not explain.
+        let residualImages = keyframes.map { key -> PlanarImage in
+            let colourDelta = colour.delta(for: key.original)
+            let values = zip(zip(key.edited.values, key.original.values), colourDelta.values).map { ($0.0 - $0.1) - $1 }
+            return PlanarImage(channels: 3, height: key.original.height, width: key.original.width, values: values)
+        }
+        residuals = Self.sideBySide(residualImages, gap: Self.gap * encoder.factor)
+        let features = keyframes.map { encoder.features($0.original) }
+        attention = CrossFrameAttention(reference: Self.sideBySide(features, gap: Self.gap), configuration: configuration)
+    }
+
+    /// The edited frame.
+    public func apply(to frame: PlanarImage) -> PlanarImage {
+        precondition(frame.width == width && frame.height == height)
+        if strength == 0 { return frame }
+        let field = attention.correspondence(for: encoder.features(frame))
+        let (carried, confidence) = Transport.carry(residuals, along: field, factor: encoder.factor, origin: encoder.origin)
+        let colourDelta = colour.delta(for: frame)
+        var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
+        let n = width * height, s = strength
+        frame.withUnsafeBufferPointer { f in carried.withUnsafeBufferPointer { r in
+        colourDelta.withUnsafeBufferPointer { cd in confidence.withUnsafeBufferPointer { cf in
+        out.withUnsafeMutableBufferPointer { o in
+            let fp = f.baseAddress!, rp = r.baseAddress!, cp = cd.baseAddress!, wp = cf.baseAddress!, op = o.baseAddress!
+            parallelChunks(3 &* n, minimumChunk: 65536) { range in
+                for i in range {
+                    let trust = wp[i % n]
+                    let v = fp[i] + s * (cp[i] + trust * rp[i])
+                    op[i] = v > 0 ? (v < 1 ? v : 1) : 0
+                }
+            }
+        } } } } }
+        return out
+    }
+
+    /// Images placed left to right with `gap` zero columns between them (all of one height).
+    static func sideBySide(_ images: [PlanarImage], gap: Int) -> PlanarImage {
+        if images.count == 1 { return images[0] }
+        let h = images[0].height, c = images[0].channels
+        let total = images.map(\.width).reduce(0, +) + gap * (images.count - 1)
+        var out = PlanarImage(channels: c, height: h, width: total)
+        var x0 = 0
+        out.withUnsafeMutableBufferPointer { dst in
+            for image in images {
+                image.withUnsafeBufferPointer { src in
+                    for ch in 0..<c {
+                        for y in 0..<h {
+                            for x in 0..<image.width {
+                                dst[(ch * h + y) * total + x0 + x] = src[(ch * h + y) * image.width + x]
+                            }
+                        }
+                    }
+                }
+                x0 += image.width + gap
+            }
+        }
+        return out
+    }
+}
