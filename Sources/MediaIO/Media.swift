@@ -37,4 +37,26 @@ public enum Media {
         }
         return try VideoWriter(target: target, info: info, options: options)
     }
+
+    /// The frames at `indices` (decode order, from 0) of the video or frame directory at `path`,
+    /// read in one pass that stops after the last of them. An index past the end is an error that
+    /// names the video's length.
+    public static func readFrames(_ path: String, indices: Set<Int>) throws -> [Int: VideoFrame] {
+        guard let last = indices.max() else { return [:] }
+        let source = try openSource(path)
+        if let total = source.info.declaredFrameCount, last >= total, let bad = indices.sorted().first(where: { $0 >= total }) {
+            throw MediaError(.invalidArgument, path: path, "frame \(bad) is outside the video, which has \(total) frames (0 to \(total - 1))")
+        }
+        var found: [Int: VideoFrame] = [:]
+        var count = 0
+        while let frame = try source.next() {
+            count = frame.index + 1
+            if indices.contains(frame.index) { found[frame.index] = frame }
+            if frame.index >= last { break }
+        }
+        if let bad = indices.sorted().first(where: { found[$0] == nil }) {
+            throw MediaError(.invalidArgument, path: path, "frame \(bad) is outside the video, which has \(count) frames (0 to \(count - 1))")
+        }
+        return found
+    }
 }

@@ -60,3 +60,20 @@ import TestSupport
         #expect(indices == [3, 4])
     }
 }
+
+@Suite struct ReadFramesTests {
+    @Test func readsChosenFramesAndRefusesIndicesPastTheEnd() throws {
+        let dir = TemporaryDirectory()
+        let frames = (0..<6).map { SyntheticClip.flat(level: 20 * $0, width: 16, height: 16) }
+        let input = try SyntheticClip.write(frames, to: dir.file("in.mkv"), codec: "ffv1")
+        let chosen = try Media.readFrames(input, indices: [1, 4])
+        #expect(chosen.keys.sorted() == [1, 4])
+        #expect(chosen[4]!.image.isIdentical(to: frames[4]))
+        do {
+            _ = try Media.readFrames(input, indices: [2, 9])
+            Issue.record("index 9 of 6 frames was accepted")
+        } catch let error as MediaError {
+            #expect(error.description == "\(input): frame 9 is outside the video, which has 6 frames (0 to 5)")
+        }
+    }
+}
