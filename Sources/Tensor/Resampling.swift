@@ -211,9 +211,9 @@ extension PlanarImage {
                                     combineRows(output, count: outputWidth, sources: pointers, weights: wt, taps: taps)
                                 } else if step == 1 {
                                     // One pass per phase into `scratch`, then interleave.
+                                    for t in 0..<taps { pointers[t] = UnsafePointer(ext + t) }
                                     for r in 0..<min(phases, outputWidth) {
                                         let n = (outputWidth - r + phases - 1) / phases
-                                        for t in 0..<taps { pointers[t] = UnsafePointer(ext + t) }
                                         combineRows(scratch, count: n, sources: pointers, weights: wt + r &* taps, taps: taps)
                                         var q = 0
                                         while q < n { output[q &* phases &+ r] = scratch[q]; q &+= 1 }

@@ -13,7 +13,8 @@ struct Equivariance: ParsableCommand {
             decoded image, D(T_{Δ/k} z) against T_Δ D(z), for integer and 1/8-pixel shifts along x and y (worst \
             case, border cropped); scale equivariance, D(down₂(E(x))) against down₂(D(E(x))); and reconstruction \
             PSNR of D(E(x)) alone and with the detail residual added back. The naive encoder is a k×k box average \
-            with stride k, decoded bilinearly. In --json, an exact (infinite) PSNR is written as 999.
+            with stride k, decoded bilinearly. In --json, reconstruction_psnr is D(E(x)) alone and \
+            reconstruction_with_residual_psnr adds the residual back; an exact (infinite) PSNR is written as 999.
             """)
 
     @Argument(help: ArgumentHelp("An image, or a video or directory of frames (its first frame is measured). Default: samples/astronaut.png.",
