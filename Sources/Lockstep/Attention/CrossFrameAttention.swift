@@ -127,8 +127,8 @@ public struct CrossFrameAttention: Sendable {
                     while start < nq {
                         let m = min(block, nq - start)
                         // scores[i, j] = ⟨Q(start + i), K(j)⟩
-                        multiplyTransposedA(qp.baseAddress! + start, kp.baseAddress!, into: sp.baseAddress!,
-                                            m: m, n: nk, k: c, lda: nq, ldb: nk)
+                        gemm(m: m, n: nk, k: c, alpha: 1, a: qp.baseAddress! + start, lda: nq, transposeA: true,
+                             b: kp.baseAddress!, ldb: nk, transposeB: false, beta: 0, c: sp.baseAddress!, ldc: nk)
                         let s = sp.baseAddress!
                         let fieldStart = start
                         field.x.withUnsafeMutableBufferPointer { fx in

@@ -117,3 +117,9 @@ public final class EditPropagator: @unchecked Sendable {
         return out
     }
 }
+
+/// The alias-free latent is what the attention matches on: its colour and oriented-energy
+/// channels, band-limited, so the correspondence moves exactly with sub-pixel motion.
+extension AliasFreeCodec: FeatureEncoder {
+    public func features(_ image: PlanarImage) -> PlanarImage { encode(image) }
+}
