@@ -112,3 +112,69 @@ import TestSupport
         #expect(dir.contents == ["long.mp4"])
     }
 }
+
+/// `lockstep edit` as a user runs it.
+@Suite struct EditCLITests {
+    @Test func keyframeOfTheWrongSizeIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(SyntheticClip.flat(level: 100, width: 32, height: 32), to: key)
+        let r = try CLITests.run(["edit", input, "-o", dir.file("out.mp4"), "--keyframe", "0=\(key)"])
+        #expect(r.status == 1)
+        #expect(r.stderr == "lockstep: error: \(key): is 32×32, but frame 0 of \(input) is 64×48\n")
+        #expect(!dir.contents.contains("out.mp4"))
+    }
+
+    @Test func keyframeIndexOutsideTheVideoIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(SyntheticClip.flat(level: 100, width: 64, height: 48), to: key)
+        let r = try CLITests.run(["edit", input, "-o", dir.file("out.mp4"), "--keyframe", "25=\(key)"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("frame 25 is outside the video, which has 10 frames"))
+    }
+
+    /// The keyframe itself comes out as edited, and --strength 0 leaves the video as it was.
+    @Test func keyframeComesOutEditedAndStrengthZeroIsTheIdentity() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let original = try SyntheticClip.readAll(input).frames
+        var edited = original[3].image
+        edited.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = min(p[i] * 1.2 + 0.05, 1) } }
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(edited, to: key)
+        let keyImage = try ImageFile.read(key).image
+        let r = try CLITests.run(["edit", input, "-o", dir.file("out.mkv"), "--codec", "ffv1", "--keyframe", "3=\(key)", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try SyntheticClip.readAll(dir.file("out.mkv")).frames
+        #expect(out.count == 10)
+        #expect(psnr(out[3].image, keyImage) > 40)
+        let zero = try CLITests.run(["edit", input, "-o", dir.file("same.mkv"), "--codec", "ffv1", "--keyframe", "3=\(key)",
+                                     "--strength", "0", "--quiet"])
+        #expect(zero.status == 0, "\(zero.stderr)")
+        for (a, b) in zip(original, try SyntheticClip.readAll(dir.file("same.mkv")).frames) { #expect(a.image.isIdentical(to: b.image)) }
+    }
+
+    /// Two segments edited with the whole video's keyframe equal the whole run, frame for frame.
+    @Test func segmentsEqualTheWholeRun() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        var edited = try SyntheticClip.readAll(input).frames[6].image
+        edited.withUnsafeMutableBufferPointer { p in for i in 0..<(p.count / 3) { p[i] = min(p[i] + 0.2, 1) } }
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(edited, to: key)
+        func run(_ name: String, _ extra: [String]) throws -> [VideoFrame] {
+            let r = try CLITests.run(["edit", input, "-o", dir.file(name), "--codec", "ffv1", "--keyframe", "6=\(key)", "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return try SyntheticClip.readAll(dir.file(name)).frames
+        }
+        let whole = try run("whole.mkv", []), first = try run("a.mkv", ["--frames", "0:4"]), second = try run("b.mkv", ["--frames", "4:"])
+        #expect(whole.count == 10 && first.count + second.count == 10)
+        for (a, b) in zip(whole, first + second) {
+            #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
+            #expect(a.pts == b.pts)
+        }
+    }
+}

@@ -31,7 +31,7 @@ func texture(channels: Int, width: Int, height: Int, dx: Double = 0, dy: Double 
 
 @Suite struct AttentionTests {
     /// The coarse-to-fine attention at one level equals a direct computation in Double:
-    /// normalised 3×3 descriptors, the arg-max key, the softmax-weighted mean over its 3×3 neighbourhood,
+    /// normalised 3×3 descriptors, the motion prior, the arg-max key, the softmax-weighted mean over its 3×3 neighbourhood,
     /// and the share of the softmax within two samples of the peak.
     @Test func globalLevelMatchesBruteForce() {
         let q = texture(channels: 5, width: 9, height: 7, seed: 3), k = texture(channels: 5, width: 11, height: 8, seed: 4)
@@ -59,12 +59,18 @@ func texture(channels: Int, width: Int, height: Int, dx: Double = 0, dy: Double 
         }
         let qn = normalised(q), kn = normalised(k)
         for (i, query) in qn.enumerated() {
-            let scores = kn.map { key in zip(query, key).map(*).reduce(0, +) }
+            // Correlation, less the motion prior λ·d² from the query's own place on the key grid.
+            let qx = Double(i % q.width) * Double(k.width) / Double(q.width)
+            let qy = Double(i / q.width) * Double(k.height) / Double(q.height)
+            let scores = kn.enumerated().map { j, key in
+                zip(query, key).map(*).reduce(0, +) - 1e-3 * (pow(Double(j % k.width) - qx, 2) + pow(Double(j / k.width) - qy, 2))
+            }
             let best = scores.indices.max { scores[$0] < scores[$1] }!
             let (bx, by) = (best % k.width, best / k.width)
             var sw = 0.0, sx = 0.0, sy = 0.0
-            for y in max(by - 1, 0)...min(by + 1, k.height - 1) {
-                for x in max(bx - 1, 0)...min(bx + 1, k.width - 1) {
+            let rx = min(1, bx, k.width - 1 - bx), ry = min(1, by, k.height - 1 - by)  // symmetric at edges
+            for y in (by - ry)...(by + ry) {
+                for x in (bx - rx)...(bx + rx) {
                     let w = exp((scores[y * k.width + x] - scores[best]) / 0.1)
                     sw += w; sx += w * Double(x); sy += w * Double(y)
                 }

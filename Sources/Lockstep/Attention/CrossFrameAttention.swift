@@ -63,6 +63,9 @@ public struct CrossFrameAttention: Sendable {
         public var windowRadius = 3
         /// Softmax temperature on correlations.
         public var temperature: Float = 0.02
+        /// λ of the motion prior: score penalty per squared sample of distance from the expected
+        /// place (the same place at the coarsest level, the coarser answer below).
+        public var motionPrior: Float = 1e-3
         /// Forward–backward disagreement (feature-grid samples) at which confidence falls to e^-½.
         public var consistencyScale: Float = 0.75
 
@@ -117,7 +120,9 @@ public struct CrossFrameAttention: Sendable {
     static func globalLevel(_ q: FeatureLevel, _ k: FeatureLevel, _ configuration: Configuration) -> CorrespondenceField {
         var field = CorrespondenceField(width: q.width, height: q.height)
         let nq = q.count, nk = k.count, c = q.descriptorLength
-        let inverseTau = 1 / configuration.temperature
+        let inverseTau = 1 / configuration.temperature, prior = configuration.motionPrior
+        let q0Width = q.width
+        let scaleX = Float(k.width) / Float(q.width), scaleY = Float(k.height) / Float(q.height)
         let block = 256
         var scores = [Float](repeating: 0, count: block * nk)
         q.channelMajor.withUnsafeBufferPointer { qp in
@@ -137,15 +142,25 @@ public struct CrossFrameAttention: Sendable {
                             parallelChunks(m, minimumChunk: 16) { rows in
                                 for i in rows {
                                     let row = s + i &* nk
+                                    // Motion prior: a score costs λ·d² for the distance d from the
+                                    // same place, so among equally good matches (flat or repeating
+                                    // content) the nearest wins, and an image matched with itself
+                                    // gives the identity. Distinct matches differ by far more.
+                                    let q = fieldStart &+ i
+                                    let qx = Float(q % q0Width) * scaleX, qy = Float(q / q0Width) * scaleY
+                                    for j in 0..<nk {
+                                        let dx = Float(j % k.width) - qx, dy = Float(j / k.width) - qy
+                                        row[j] -= prior * (dx * dx + dy * dy)
+                                    }
                                     var best = 0
                                     var peak = row[0]
                                     for j in 1..<nk where row[j] > peak { peak = row[j]; best = j }
                                     var total: Float = 0
                                     for j in 0..<nk { total += exp((row[j] - peak) * inverseTau) }
                                     let (x, y, _) = softArgmax(row, width: k.width, height: k.height, center: best,
-                                                               radius: 1, peak: peak, inverseTau: inverseTau)
+                                                               radius: 1, peak: peak, inverseTau: inverseTau, symmetric: true)
                                     let (_, _, near) = softArgmax(row, width: k.width, height: k.height, center: best,
-                                                                  radius: 2, peak: peak, inverseTau: inverseTau)
+                                                                  radius: 2, peak: peak, inverseTau: inverseTau, symmetric: false)
                                     fx[fieldStart &+ i] = x
                                     fy[fieldStart &+ i] = y
                                     // Uniqueness: the share of the whole softmax that falls within two
@@ -166,11 +181,15 @@ public struct CrossFrameAttention: Sendable {
     /// row of scores (key j at x = j mod width, y = j / width), and the unnormalised weight there.
     @inline(__always)
     static func softArgmax(_ row: UnsafePointer<Float>, width: Int, height: Int, center: Int, radius: Int,
-                           peak: Float, inverseTau: Float) -> (Float, Float, Float) {
+                           peak: Float, inverseTau: Float, symmetric: Bool) -> (Float, Float, Float) {
         let cx = center % width, cy = center / width
+        // For the mean, a neighbourhood cut by the grid's edge on one side is cut on the other too,
+        // so it stays symmetric; for the mass, it is simply clipped.
+        let rx = symmetric ? min(radius, cx, width - 1 - cx) : radius
+        let ry = symmetric ? min(radius, cy, height - 1 - cy) : radius
         var sw: Float = 0, sx: Float = 0, sy: Float = 0
-        for y in max(cy - radius, 0)...min(cy + radius, height - 1) {
-            for x in max(cx - radius, 0)...min(cx + radius, width - 1) {
+        for y in max(cy - ry, 0)...min(cy + ry, height - 1) {
+            for x in max(cx - rx, 0)...min(cx + rx, width - 1) {
                 let w = exp((row[y &* width &+ x] - peak) * inverseTau)
                 sw += w; sx += w * Float(x); sy += w * Float(y)
             }
@@ -243,7 +262,7 @@ public struct CrossFrameAttention: Sendable {
                        _ configuration: Configuration, refineSubpixel: Bool = false) -> CorrespondenceField {
         var field = CorrespondenceField(width: q.width, height: q.height)
         let c = q.descriptorLength, pointChannels = q.channels, r = configuration.windowRadius, side = 2 * r + 1
-        let inverseTau = 1 / configuration.temperature
+        let inverseTau = 1 / configuration.temperature, prior = configuration.motionPrior
         let kw = k.width, kh = k.height, qw = q.width
         q.positionMajor.withUnsafeBufferPointer { qp in
         k.positionMajor.withUnsafeBufferPointer { kp in
@@ -262,9 +281,11 @@ public struct CrossFrameAttention: Sendable {
                         // answer maps back as 2X + ½.
                         let guess = coarse.sample((Float(px) - 0.5) / 2, (Float(py) - 0.5) / 2)
                         let gx = 2 * guess.x + 0.5, gy = 2 * guess.y + 0.5
-                        // Window centre, kept inside the key grid so the window is always whole.
-                        let cx = min(max(Int(gx.rounded()), r), max(kw - 1 - r, r))
-                        let cy = min(max(Int(gy.rounded()), r), max(kh - 1 - r, r))
+                        // Window centred on the coarse answer (clamped into the grid); keys outside
+                        // the grid score −∞ rather than the window sliding inwards, which would pull
+                        // the weighted mean off-centre along the borders.
+                        let cx = min(max(Int(gx.rounded()), 0), kw - 1)
+                        let cy = min(max(Int(gy.rounded()), 0), kh - 1)
                         let query = qp.baseAddress! + i &* c
                         var peak = -Float.infinity
                         var n = 0
@@ -275,21 +296,33 @@ public struct CrossFrameAttention: Sendable {
                                     let key = kp.baseAddress! + (wy &* kw &+ wx) &* c
                                     for ch in 0..<c { dot += query[ch] * key[ch] }
                                 } else {
-                                    dot = -1
+                                    dot = -.infinity
                                 }
+                                let (ox, oy) = (Float(wx) - gx, Float(wy) - gy)
+                                dot -= prior * (ox * ox + oy * oy)  // the motion prior, around the coarse answer
                                 scores[n] = dot
                                 if dot > peak { peak = dot }
                                 n &+= 1
                             }
                         }
-                        // The attention output: the softmax-weighted mean of the window's positions.
+                        // The attention output: the softmax-weighted mean position over the best
+                        // key's 3×3 neighbourhood. (Over the whole window, a broad softmax in flat
+                        // content would drift towards the window's centre of mass.)
+                        var best = 0
+                        for j in 1..<(side &* side) where scores[j] > scores[best] { best = j }
+                        let bx = best % side, by = best / side
+                        // A neighbourhood cut by the grid's edge is cut on both sides, so it stays
+                        // symmetric and the mean is not pulled inwards.
+                        let keyX = cx - r + bx, keyY = cy - r + by
+                        let spanX = bx > 0 && bx < side - 1 && keyX > 0 && keyX < kw - 1 ? 1 : 0
+                        let spanY = by > 0 && by < side - 1 && keyY > 0 && keyY < kh - 1 ? 1 : 0
                         var sw: Float = 0, sx: Float = 0, sy: Float = 0
-                        n = 0
-                        for wy in (cy - r)...(cy + r) {
-                            for wx in (cx - r)...(cx + r) {
-                                let weight = exp((scores[n] - peak) * inverseTau)
-                                sw += weight; sx += weight * Float(wx); sy += weight * Float(wy)
-                                n &+= 1
+                        for oy in (by - spanY)...(by + spanY) {
+                            for ox in (bx - spanX)...(bx + spanX) {
+                                let score = scores[oy &* side &+ ox]
+                                guard score > -.infinity else { continue }
+                                let weight = exp((score - peak) * inverseTau)
+                                sw += weight; sx += weight * Float(cx - r + ox); sy += weight * Float(cy - r + oy)
                             }
                         }
                         var x = sx / sw, y = sy / sw
