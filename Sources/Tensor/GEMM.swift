@@ -48,6 +48,12 @@ public func gemm(m: Int, n: Int, k: Int, alpha: Float = 1,
                  a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false,
                  b: UnsafePointer<Float>, ldb: Int, transposeB: Bool = false,
                  beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int) {
+    _ = blasThreadsConfigured
     cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                 blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
 }
+
+/// OpenBLAS on one thread: the products Lockstep needs (global attention at the coarsest level)
+/// are small, and the callers run several of them and their own loops in parallel on both cores;
+/// OpenBLAS's own threads only oversubscribed the two cores.
+private let blasThreadsConfigured: Void = openblas_set_num_threads(1)
