@@ -3,6 +3,7 @@ import Lockstep
 import MediaIO
 import Tensor
 import Testing
+import TestSupport
 
 /// samples/astronaut.png (256×256, a real photograph), read through the repository path.
 func astronaut() throws -> PlanarImage {
@@ -10,25 +11,11 @@ func astronaut() throws -> PlanarImage {
     return try ImageFile.read(root.appendingPathComponent("samples/astronaut.png").path).image
 }
 
-/// A deterministic generator (SplitMix64).
-struct FixtureRandom {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}
-
 /// A natural-ish test image: a 1/f field of random sinusoids (every scale up to 0.45 cycles/pixel,
 /// every direction) in luma and a smoother one in colour, plus a few hard-edged discs, clamped to
 /// [0, 1] and rounded to 8 bits. Seeded, so the same on every run.
 func texturedImage(width: Int, height: Int, seed: UInt64) -> PlanarImage {
-    var random = FixtureRandom(seed)
+    var random = SeededRandom(seed)
     struct Wave { var fx, fy, phase, amplitude: Double }
     func waves(_ count: Int, maxFrequency: Double, gain: Double) -> [Wave] {
         (0..<count).map { _ in
@@ -195,7 +182,7 @@ let shiftMeasurement: EquivarianceMeasurement = {
     /// plain float residual (dark 8-bit values right next to bright ones).
     @Test func reconstructionWithResidualIsExact() throws {
         var stripes = PlanarImage(channels: 3, height: 64, width: 96)
-        var random = FixtureRandom(11)
+        var random = SeededRandom(11)
         for c in 0..<3 {
             for y in 0..<64 {
                 for x in 0..<96 {

@@ -1,20 +1,7 @@
 import Foundation
 import Tensor
 import Testing
-
-/// A deterministic generator (SplitMix64), so fixtures are the same on every run.
-struct SeededRandom {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}
+import TestSupport
 
 /// An image of random values in [0, 1]: every frequency present, the hardest case for a resampler.
 func noiseImage(channels: Int = 2, height: Int, width: Int, seed: UInt64) -> PlanarImage {

@@ -109,3 +109,18 @@ public func truncate(_ path: String, keeping fraction: Double) throws {
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
     try data.prefix(Int(Double(data.count) * fraction)).write(to: URL(fileURLWithPath: path))
 }
+
+/// A deterministic generator (SplitMix64), so fixtures are the same on every run.
+public struct SeededRandom {
+    public var state: UInt64
+    public init(_ seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    public mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
