@@ -293,8 +293,7 @@ public struct CrossFrameAttention: Sendable {
                             for wx in (cx - r)...(cx + r) {
                                 var dot: Float = 0
                                 if wx >= 0 && wx < kw && wy >= 0 && wy < kh {
-                                    let key = kp.baseAddress! + (wy &* kw &+ wx) &* c
-                                    for ch in 0..<c { dot += query[ch] * key[ch] }
+                                    dot = dotProduct(query, kp.baseAddress! + (wy &* kw &+ wx) &* c, count: c)
                                 } else {
                                     dot = -.infinity
                                 }

@@ -10,8 +10,9 @@ public struct FeatureLevel: Sendable {
     public let channels: Int
     public let height: Int
     public let width: Int
-    /// Values per descriptor: channels × 9.
-    public var descriptorLength: Int { channels * 9 }
+    /// Values per descriptor: channels × 9, padded with zeros to a multiple of 8 so that dot
+    /// products run in whole SIMD8 steps.
+    public var descriptorLength: Int { (channels * 9 + 7) / 8 * 8 }
     /// (y·width + x)·descriptorLength + d
     let positionMajor: [Float]
     /// d·(height·width) + y·width + x
@@ -35,7 +36,7 @@ public struct FeatureLevel: Sendable {
             let m = Float(mean / Double(n))
             for i in 0..<n { planar[ch * n + i] -= m }
         }
-        let length = c * 9
+        let length = (c * 9 + 7) / 8 * 8
         var descriptors = [Float](repeating: 0, count: n * length)
         var points = [Float](repeating: 0, count: n * c)
         planar.withUnsafeBufferPointer { src in

@@ -58,15 +58,16 @@ public enum Transport {
         let cx = min(max(x, 0), Float(w - 1)), cy = min(max(y, 0), Float(h - 1))
         let ix = Int(cx), iy = Int(cy)
         let wx = catmullRomWeights(cx - Float(ix)), wy = catmullRomWeights(cy - Float(iy))
-        let xs = (max(ix - 1, 0), ix, min(ix + 1, w - 1), min(ix + 2, w - 1))
-        let ys = (max(iy - 1, 0), iy, min(iy + 1, h - 1), min(iy + 2, h - 1))
+        let x0 = max(ix &- 1, 0), x1 = ix, x2 = min(ix &+ 1, w &- 1), x3 = min(ix &+ 2, w &- 1)
+        let r0 = max(iy &- 1, 0) &* w, r1 = iy &* w, r2 = min(iy &+ 1, h &- 1) &* w, r3 = min(iy &+ 2, h &- 1) &* w
+        var p = s
         for ch in 0..<c {
-            let p = s + ch &* plane
-            func row(_ r: Int) -> Float {
-                let line = p + r &* w
-                return wx[0] * line[xs.0] + wx[1] * line[xs.1] + wx[2] * line[xs.2] + wx[3] * line[xs.3]
-            }
-            out[ch &* plane] = wy[0] * row(ys.0) + wy[1] * row(ys.1) + wy[2] * row(ys.2) + wy[3] * row(ys.3)
+            let a = wx[0] * p[r0 &+ x0] + wx[1] * p[r0 &+ x1] + wx[2] * p[r0 &+ x2] + wx[3] * p[r0 &+ x3]
+            let b = wx[0] * p[r1 &+ x0] + wx[1] * p[r1 &+ x1] + wx[2] * p[r1 &+ x2] + wx[3] * p[r1 &+ x3]
+            let d = wx[0] * p[r2 &+ x0] + wx[1] * p[r2 &+ x1] + wx[2] * p[r2 &+ x2] + wx[3] * p[r2 &+ x3]
+            let e = wx[0] * p[r3 &+ x0] + wx[1] * p[r3 &+ x1] + wx[2] * p[r3 &+ x2] + wx[3] * p[r3 &+ x3]
+            out[ch &* plane] = wy[0] * a + wy[1] * b + wy[2] * d + wy[3] * e
+            p += plane
         }
     }
 }
