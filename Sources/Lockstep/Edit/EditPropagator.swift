@@ -40,6 +40,8 @@ public final class EditPropagator: @unchecked Sendable {
     let attention: CrossFrameAttention
     /// The residual edits of all keyframes side by side, as the attention's references are.
     let residuals: PlanarImage
+    /// The keyframes' own pictures side by side, for the correspondence's last, pixel-level step.
+    let alignment: ImageAlignment
     let width: Int, height: Int
 
     /// Columns of zero features between references, so no refinement window spans two.
@@ -65,6 +67,7 @@ public final class EditPropagator: @unchecked Sendable {
             return PlanarImage(channels: 3, height: key.original.height, width: key.original.width, values: values)
         }
         residuals = Self.sideBySide(residualImages, gap: Self.gap * encoder.factor)
+        alignment = ImageAlignment(reference: Self.sideBySide(keyframes.map(\.original), gap: Self.gap * encoder.factor))
         let features = keyframes.map { encoder.features($0.original) }
         attention = CrossFrameAttention(reference: Self.sideBySide(features, gap: Self.gap), configuration: configuration)
     }
@@ -73,7 +76,8 @@ public final class EditPropagator: @unchecked Sendable {
     public func apply(to frame: PlanarImage) -> PlanarImage {
         precondition(frame.width == width && frame.height == height)
         if strength == 0 { return frame }
-        let field = attention.correspondence(for: encoder.features(frame))
+        var field = attention.correspondence(for: encoder.features(frame))
+        alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin)
         let (carried, confidence) = Transport.carry(residuals, along: field, factor: encoder.factor, origin: encoder.origin)
         let colourDelta = colour.delta(for: frame)
         var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
