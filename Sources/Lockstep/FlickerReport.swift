@@ -6,10 +6,14 @@ public struct FlickerReport {
     public let summary: FlickerAnalyzer.Summary
     public let records: [FlickerAnalyzer.FrameRecord]
 
-    public init(input: String, analyzer: FlickerAnalyzer) {
+    /// E_warp between consecutive frames and against the first (nil when not measured).
+    public let ewarp: (consecutive: Double, first: Double)?
+
+    public init(input: String, analyzer: FlickerAnalyzer, warping: WarpingErrorMeter? = nil) {
         self.input = input
         self.summary = analyzer.summary
         self.records = analyzer.records
+        self.ewarp = warping.map { ($0.ewarp, $0.ewarpFirst) }
     }
 
     /// A table for people.
@@ -26,6 +30,10 @@ public struct FlickerReport {
         for scale in FlickerAnalyzer.scales {
             if let value = summary.temporalDifference[scale] { lines.append(row("  s = \(scale)", value, "")) }
         }
+        if let ewarp {
+            lines.append(row("E_warp", ewarp.consecutive * 1000, "×10⁻³, consecutive frames"))
+            lines.append(row("E_warp, first frame", ewarp.first * 1000, "×10⁻³, against frame 0"))
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -40,7 +48,7 @@ public struct FlickerReport {
     public var json: String {
         var tdiff: [String: Double] = [:]
         for (scale, value) in summary.temporalDifference { tdiff[String(scale)] = value }
-        let object: [String: Any] = [
+        var object: [String: Any] = [
             "input": input,
             "frames": summary.frames,
             "width": summary.width,
@@ -52,6 +60,10 @@ public struct FlickerReport {
             "percent_flicker": summary.percentFlicker,
             "temporal_difference": tdiff,
         ]
+        if let ewarp {
+            object["ewarp"] = ewarp.consecutive
+            object["ewarp_first"] = ewarp.first
+        }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self) + "\n"
     }

@@ -11,6 +11,9 @@ struct Flicker: ParsableCommand {
     @Argument(help: ArgumentHelp("A video file or a directory of frames.", valueName: "INPUT"))
     var input: String
 
+    @Option(help: ArgumentHelp("The unprocessed original: motion for E_warp is measured on it (default: on INPUT itself).", valueName: "ORIGINAL"))
+    var guide: String?
+
     @Option(help: ArgumentHelp("Write the per-frame series as CSV.", valueName: "FILE"))
     var csv: String?
 
@@ -36,18 +39,34 @@ struct Flicker: ParsableCommand {
         let source = try Media.openSource(input, frames: segment.range)
         let progress = ProgressView(label: "flicker", quiet: report.quiet)
         let analyzer = FlickerAnalyzer()
+        let warping = WarpingErrorMeter()
+        let guideSource = try guide.map { try Media.openSource($0, frames: segment.range) }
+        if let guideSource, guideSource.info.width != source.info.width || guideSource.info.height != source.info.height {
+            throw MediaError(.sizeMismatch, path: guide!, "is \(guideSource.info.width)×\(guideSource.info.height), but \(input) is \(source.info.width)×\(source.info.height)")
+        }
         let timeBase = source.info.timeBase.value
         let last: JobProgress
         do {
             last = try StreamingProcessor.run(source: source, sink: nil, process: { frame in
                 analyzer.add(frame.image, seconds: Double(frame.pts) * timeBase)
+                var guideImage = frame.image
+                if let guideSource {
+                    guard let g = try guideSource.next() else {
+                        throw MediaError(.invalidArgument, path: guide!, "has fewer frames than \(input) (it ends before frame \(frame.index))")
+                    }
+                    guideImage = g.image
+                }
+                warping.add(guide: guideImage, output: frame.image)
             }, progress: progress.update)
         } catch {
             progress.clear()
             throw error
         }
         progress.finish(last)
-        let result = FlickerReport(input: input, analyzer: analyzer)
+        if let guideSource, try guideSource.next() != nil {
+            throw MediaError(.invalidArgument, path: guide!, "has more frames than \(input) (\(last.framesDone)): the guide must have the same frames")
+        }
+        let result = FlickerReport(input: input, analyzer: analyzer, warping: warping)
         if let csvTarget { try csvTarget.write(Data(result.csv.utf8)) }
         if let plotTarget { try plotTarget.write(Data(result.svg.utf8)) }
         print(report.json ? result.json : result.table, terminator: "")

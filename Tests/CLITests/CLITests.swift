@@ -53,6 +53,21 @@ import TestSupport
         #expect(r.stdout.isEmpty)
     }
 
+    /// A guide of another length is refused; with a matching guide, E_warp is in the JSON.
+    @Test func flickerWithGuide() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let short = try SyntheticClip.write((0..<4).map { SyntheticClip.movingPattern(t: $0, width: 64, height: 48) },
+                                            to: dir.file("short.mkv"), codec: "ffv1")
+        let refused = try Self.run(["flicker", input, "--guide", short, "--quiet"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("\(short): has fewer frames than \(input)"))
+        let r = try Self.run(["flicker", input, "--guide", input, "--json", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        #expect(json?["ewarp"] is Double && json?["ewarp_first"] is Double)
+    }
+
     @Test func flickerWritesJSONCSVAndPlot() throws {
         let dir = TemporaryDirectory()
         let input = try Self.clip(in: dir)

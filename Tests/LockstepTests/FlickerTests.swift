@@ -126,3 +126,32 @@ import TestSupport
         #expect(dir.contents == ["cut.mp4"])
     }
 }
+
+@Suite struct WarpingErrorTests {
+    static func moving(_ t: Int, gain: Float = 1) -> PlanarImage {
+        let raw = texture(channels: 3, width: 96, height: 64, dx: 0.6 * Double(t), dy: 0.3 * Double(t), seed: 4)
+        return PlanarImage(channels: 3, height: 64, width: 96, values: raw.values.map { min(max(gain * (0.5 + 0.08 * $0), 0), 1) })
+    }
+
+    @Test func staticClipHasZeroWarpingError() {
+        let meter = WarpingErrorMeter()
+        let frame = Self.moving(0)
+        for _ in 0..<4 { meter.add(guide: frame, output: frame) }
+        #expect(meter.series.count == 3)
+        // A frame matched with itself moves by float rounding at most (1.9e-10 here).
+        #expect(meter.ewarp < 1e-8 && meter.ewarpFirst < 1e-8, "\(meter.ewarp) \(meter.ewarpFirst)")
+    }
+
+    /// Motion alone is followed by the warp and costs little; a per-frame gain on top of the same
+    /// motion (guided by the clean frames) is flicker, and E_warp sees it.
+    @Test func flickerRaisesTheWarpingErrorMotionDoesNot() {
+        let stable = WarpingErrorMeter(), flickering = WarpingErrorMeter()
+        for t in 0..<6 {
+            let clean = Self.moving(t)
+            stable.add(guide: clean, output: clean)
+            flickering.add(guide: clean, output: Self.moving(t, gain: t % 2 == 0 ? 1 : 0.85))
+        }
+        #expect(stable.ewarp < 2e-4, "stable \(stable.ewarp)")
+        #expect(flickering.ewarp > 10 * stable.ewarp, "flickering \(flickering.ewarp) vs stable \(stable.ewarp)")
+    }
+}
