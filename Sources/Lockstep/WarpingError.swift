@@ -15,7 +15,7 @@ public final class WarpingErrorMeter {
     public private(set) var series: [Double] = []
     public private(set) var firstSeries: [Double] = []
     let codec: AliasFreeCodec
-    private var previous: (guide: PlanarImage, features: PlanarImage, output: PlanarImage)?
+    private var previous: (guide: PlanarImage, features: PlanarImage, alignment: ImageAlignment, output: PlanarImage)?
     private var first: (attention: CrossFrameAttention, alignment: ImageAlignment, output: PlanarImage)?
 
     public init(factor: Int = 8) { codec = AliasFreeCodec(factor: factor) }
@@ -28,12 +28,13 @@ public final class WarpingErrorMeter {
     /// Adds frame t: its guide (where motion is measured) and the output being judged.
     public func add(guide: PlanarImage, output: PlanarImage) {
         let features = codec.encode(guide)
+        let alignment = ImageAlignment(reference: guide)
         if let previous {
             // w: from t to t−1, and back from t−1 to t, for the occlusion test.
             var forward = CrossFrameAttention(reference: previous.features).correspondenceWithoutConsistencyCheck(for: features)
-            ImageAlignment(reference: previous.guide).refine(&forward, frame: guide, factor: codec.factor, origin: codec.origin)
+            previous.alignment.refine(&forward, frame: guide, factor: codec.factor, origin: codec.origin)
             var backward = CrossFrameAttention(reference: features).correspondenceWithoutConsistencyCheck(for: previous.features)
-            ImageAlignment(reference: guide).refine(&backward, frame: previous.guide, factor: codec.factor, origin: codec.origin)
+            alignment.refine(&backward, frame: previous.guide, factor: codec.factor, origin: codec.origin)
             series.append(Self.error(output, previous.output, forward: forward, backward: backward, factor: codec.factor, origin: codec.origin))
         }
         if let first {
@@ -41,9 +42,9 @@ public final class WarpingErrorMeter {
             first.alignment.refine(&field, frame: guide, factor: codec.factor, origin: codec.origin)
             firstSeries.append(Self.error(output, first.output, forward: field, backward: nil, factor: codec.factor, origin: codec.origin))
         } else {
-            first = (CrossFrameAttention(reference: features), ImageAlignment(reference: guide), output)
+            first = (CrossFrameAttention(reference: features), alignment, output)
         }
-        previous = (guide, features, output)
+        previous = (guide, features, alignment, output)
     }
 
     /// Displacement in pixels at pixel (x, y) from a grid field (bilinear between grid samples).
@@ -68,47 +69,64 @@ public final class WarpingErrorMeter {
         let w = current.width, h = current.height, n = w * h, k = Float(factor)
         // The forward flow at every pixel, once.
         var fx = [Float](repeating: 0, count: n), fy = fx, fc = fx
-        for y in 0..<h {
-            for x in 0..<w {
-                let (dx, dy, c) = displacement(forward, Float(x), Float(y), factor: k, origin: origin)
-                fx[y * w + x] = dx; fy[y * w + x] = dy; fc[y * w + x] = c
-            }
-        }
-        var sum = 0.0, weight = 0.0
-        current.withUnsafeBufferPointer { cur in earlier.withUnsafeBufferPointer { old in
-            for y in 0..<h {
-                for x in 0..<w {
-                    let i = y * w + x
-                    let dx = fx[i], dy = fy[i]
-                    let sx = Float(x) + dx, sy = Float(y) + dy
-                    guard sx >= 0, sy >= 0, sx <= Float(w - 1), sy <= Float(h - 1) else { continue }
-                    if let backward {
-                        let (bx, by, _) = displacement(backward, sx, sy, factor: k, origin: origin)
-                        let sumX = dx + bx, sumY = dy + by
-                        if sumX * sumX + sumY * sumY > 0.01 * (dx * dx + dy * dy + bx * bx + by * by) + 0.5 { continue }
-                        // Motion boundary: the flow's gradient is large.
-                        let xr = min(x + 1, w - 1), yd = min(y + 1, h - 1)
-                        let gxx = fx[y * w + xr] - dx, gxy = fy[y * w + xr] - dy
-                        let gyx = fx[yd * w + x] - dx, gyy = fy[yd * w + x] - dy
-                        if gxx * gxx + gxy * gxy + gyx * gyx + gyy * gyy > 0.01 * (dx * dx + dy * dy) + 0.002 { continue }
-                    } else if fc[i] < 0.5 {
-                        continue
+        fx.withUnsafeMutableBufferPointer { px in fy.withUnsafeMutableBufferPointer { py in fc.withUnsafeMutableBufferPointer { pc in
+            parallelChunks(h, minimumChunk: 8) { rows in
+                for y in rows {
+                    for x in 0..<w {
+                        let (dx, dy, c) = displacement(forward, Float(x), Float(y), factor: k, origin: origin)
+                        px[y &* w &+ x] = dx; py[y &* w &+ x] = dy; pc[y &* w &+ x] = c
                     }
-                    let x0 = min(Int(sx), w - 2 < 0 ? 0 : w - 2), y0 = min(Int(sy), h - 2 < 0 ? 0 : h - 2)
-                    let ax = sx - Float(x0), ay = sy - Float(y0)
-                    var e: Float = 0
-                    for c in 0..<3 {
-                        let b = c * n + y0 * w + x0
-                        let warped = (1 - ax) * (1 - ay) * old[b] + ax * (1 - ay) * old[min(b + 1, c * n + n - 1)]
-                            + (1 - ax) * ay * old[min(b + w, c * n + n - 1)] + ax * ay * old[min(b + w + 1, c * n + n - 1)]
-                        let d = cur[c * n + i] - warped
-                        e += d * d
-                    }
-                    sum += Double(e / 3)
-                    weight += 1
                 }
             }
-        } }
+        } } }
+        let rowsPerChunk = 8
+        let chunks = (h + rowsPerChunk - 1) / rowsPerChunk
+        var sums = [Double](repeating: 0, count: chunks), weights = sums
+        current.withUnsafeBufferPointer { cur in earlier.withUnsafeBufferPointer { old in
+        fx.withUnsafeBufferPointer { fxp in fy.withUnsafeBufferPointer { fyp in fc.withUnsafeBufferPointer { fcp in
+        sums.withUnsafeMutableBufferPointer { sumOut in weights.withUnsafeMutableBufferPointer { weightOut in
+            parallelChunks(chunks) { range in
+                for chunk in range {
+                    var sum = 0.0, weight = 0.0
+                    for y in (chunk * rowsPerChunk)..<min((chunk + 1) * rowsPerChunk, h) {
+                        for x in 0..<w {
+                            let i = y &* w &+ x
+                            let dx = fxp[i], dy = fyp[i]
+                            let sx = Float(x) + dx, sy = Float(y) + dy
+                            guard sx >= 0, sy >= 0, sx <= Float(w - 1), sy <= Float(h - 1) else { continue }
+                            if let backward {
+                                let (bx, by, _) = displacement(backward, sx, sy, factor: k, origin: origin)
+                                let sumX = dx + bx, sumY = dy + by
+                                if sumX * sumX + sumY * sumY > 0.01 * (dx * dx + dy * dy + bx * bx + by * by) + 0.5 { continue }
+                                // Motion boundary: the flow's gradient is large.
+                                let xr = min(x + 1, w - 1), yd = min(y + 1, h - 1)
+                                let gxx = fxp[y &* w &+ xr] - dx, gxy = fyp[y &* w &+ xr] - dy
+                                let gyx = fxp[yd &* w &+ x] - dx, gyy = fyp[yd &* w &+ x] - dy
+                                if gxx * gxx + gxy * gxy + gyx * gyx + gyy * gyy > 0.01 * (dx * dx + dy * dy) + 0.002 { continue }
+                            } else if fcp[i] < 0.5 {
+                                continue
+                            }
+                            let x0 = min(Int(sx), max(w - 2, 0)), y0 = min(Int(sy), max(h - 2, 0))
+                            let x1 = min(x0 + 1, w - 1), y1 = min(y0 + 1, h - 1)
+                            let ax = sx - Float(x0), ay = sy - Float(y0)
+                            var e: Float = 0
+                            for c in 0..<3 {
+                                let p = old.baseAddress! + c &* n
+                                let warped = (1 - ax) * (1 - ay) * p[y0 &* w &+ x0] + ax * (1 - ay) * p[y0 &* w &+ x1]
+                                    + (1 - ax) * ay * p[y1 &* w &+ x0] + ax * ay * p[y1 &* w &+ x1]
+                                let d = cur[c &* n &+ i] - warped
+                                e += d * d
+                            }
+                            sum += Double(e / 3)
+                            weight += 1
+                        }
+                    }
+                    sumOut[chunk] = sum
+                    weightOut[chunk] = weight
+                }
+            }
+        } } } } } } }
+        let sum = sums.reduce(0, +), weight = weights.reduce(0, +)
         return weight > 0 ? sum / weight : 0
     }
 }
