@@ -26,16 +26,10 @@ struct Convert: ParsableCommand {
         if let writer = sink as? VideoWriter, !report.quiet {
             for warning in writer.warnings { FileHandle.standardError.write(Data("lockstep: warning: \(input): \(warning)\n".utf8)) }
         }
-        let progress = ProgressView(label: "convert", quiet: report.quiet)
-        let last: JobProgress
-        do {
-            last = try StreamingProcessor.run(source: source, sink: sink, process: { _ in },
-                                       progress: progress.update)
-        } catch {
-            progress.clear()
-            throw error
+        let last = try ProgressView(label: "convert", quiet: report.quiet).track { update in
+            try StreamingProcessor.run(source: source, sink: sink, process: { _ in },
+                                       progress: update)
         }
-        progress.finish(last)
         if report.json {
             let object: [String: Any] = [
                 "input": input, "output": output.output, "frames": last.framesDone,

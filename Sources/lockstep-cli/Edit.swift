@@ -60,17 +60,11 @@ struct Edit: ParsableCommand {
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + parsedKeyframes.map(\.image),
                                       overwrite: output.overwrite, options: output.encoder)
-        let progress = ProgressView(label: "edit", quiet: report.quiet)
-        let done: JobProgress
-        do {
-            done = try StreamingProcessor.run(source: source, sink: sink, process: { frame in
+        let done = try ProgressView(label: "edit", quiet: report.quiet).track { update in
+            try StreamingProcessor.run(source: source, sink: sink, process: { frame in
                 frame.image = propagator.apply(to: frame.image)
-            }, progress: progress.update)
-        } catch {
-            progress.clear()
-            throw error
+            }, progress: update)
         }
-        progress.finish(done)
         if report.json {
             let object: [String: Any] = [
                 "input": input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,

@@ -37,7 +37,6 @@ struct Flicker: ParsableCommand {
         let csvTarget = try csv.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
         let plotTarget = try plot.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
         let source = try Media.openSource(input, frames: segment.range)
-        let progress = ProgressView(label: "flicker", quiet: report.quiet)
         let analyzer = FlickerAnalyzer()
         let warping = WarpingErrorMeter()
         let guideSource = try guide.map { try Media.openSource($0, frames: segment.range) }
@@ -45,9 +44,8 @@ struct Flicker: ParsableCommand {
             throw MediaError(.sizeMismatch, path: guide!, "is \(guideSource.info.width)×\(guideSource.info.height), but \(input) is \(source.info.width)×\(source.info.height)")
         }
         let timeBase = source.info.timeBase.value
-        let last: JobProgress
-        do {
-            last = try StreamingProcessor.run(source: source, sink: nil, process: { frame in
+        let last = try ProgressView(label: "flicker", quiet: report.quiet).track { update in
+            try StreamingProcessor.run(source: source, sink: nil, process: { frame in
                 analyzer.add(frame.image, seconds: Double(frame.pts) * timeBase)
                 var guideImage = frame.image
                 if let guideSource {
@@ -57,12 +55,8 @@ struct Flicker: ParsableCommand {
                     guideImage = g.image
                 }
                 warping.add(guide: guideImage, output: frame.image)
-            }, progress: progress.update)
-        } catch {
-            progress.clear()
-            throw error
+            }, progress: update)
         }
-        progress.finish(last)
         if let guideSource, try guideSource.next() != nil {
             throw MediaError(.invalidArgument, path: guide!, "has more frames than \(input) (\(last.framesDone)): the guide must have the same frames")
         }

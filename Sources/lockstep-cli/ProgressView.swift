@@ -38,6 +38,19 @@ final class ProgressView {
         write("\(label): \(progress.framesDone) frames in \(String(format: "%.1f", progress.elapsedSeconds)) s (\(String(format: "%.1f", progress.framesPerSecond)) fps)\n")
     }
 
+    /// Runs a streaming job with this view as its progress handler: the closing line on success,
+    /// the live bar cleared before an error is printed.
+    func track(_ job: (_ update: (JobProgress) -> Bool) throws -> JobProgress) throws -> JobProgress {
+        do {
+            let done = try job(update)
+            finish(done)
+            return done
+        } catch {
+            clear()
+            throw error
+        }
+    }
+
     /// Clears a live bar before an error message.
     func clear() {
         if drewLive { write("\r\u{1B}[K") }
