@@ -124,3 +124,21 @@ public final class FlickerAnalyzer {
         } }
     }
 }
+
+/// Brightness flicker alone, kept as a running figure: the mean |ΔY| between consecutive frames'
+/// mean luma, on the 8-bit scale (as `FlickerAnalyzer.Summary.brightnessFlicker`).
+public struct BrightnessFlicker: Sendable {
+    private var last: Double?
+    private var total = 0.0
+    private var changes = 0
+
+    public init() {}
+
+    public mutating func add(_ image: PlanarImage) {
+        let luma = FlickerAnalyzer.meanLuma(image) * 255
+        if let last { total += abs(luma - last); changes += 1 }
+        last = luma
+    }
+
+    public var value: Double { changes > 0 ? total / Double(changes) : 0 }
+}

@@ -12,21 +12,42 @@ import Tensor
 /// Lucas–Kanade on the guide frames. Frames are fed one at a time; only the previous and the
 /// first frame are kept.
 public final class WarpingErrorMeter {
-    public private(set) var series: [Double] = []
-    public private(set) var firstSeries: [Double] = []
+    /// Per output judged (see `add(guide:outputs:)`), E_t for consecutive frames and against the first.
+    private var consecutive: [[Double]] = []
+    private var againstFirst: [[Double]] = []
     let codec: AliasFreeCodec
-    private var previous: (guide: PlanarImage, features: PlanarImage, alignment: ImageAlignment, output: PlanarImage)?
-    private var first: (attention: CrossFrameAttention, alignment: ImageAlignment, output: PlanarImage)?
+    /// Frames wider than this are 2×2-pooled until they are not (0: full resolution).
+    let maximumWidth: Int
+    private var previous: (guide: PlanarImage, features: PlanarImage, alignment: ImageAlignment, outputs: [PlanarImage])?
+    private var first: (attention: CrossFrameAttention, alignment: ImageAlignment, outputs: [PlanarImage])?
 
-    public init(factor: Int = 8) { codec = AliasFreeCodec(factor: factor) }
+    public init(factor: Int = 8, maximumWidth: Int = 0) {
+        codec = AliasFreeCodec(factor: factor)
+        self.maximumWidth = maximumWidth
+    }
 
-    /// Mean E_warp over consecutive pairs (0 with fewer than two frames).
-    public var ewarp: Double { series.isEmpty ? 0 : series.reduce(0, +) / Double(series.count) }
-    /// Mean E_warp against the first frame.
-    public var ewarpFirst: Double { firstSeries.isEmpty ? 0 : firstSeries.reduce(0, +) / Double(firstSeries.count) }
+    /// The per-pair series of the first output.
+    public var series: [Double] { consecutive.first ?? [] }
+    public var firstSeries: [Double] { againstFirst.first ?? [] }
+    /// Mean E_warp over consecutive pairs (0 with fewer than two frames), of output `output`.
+    public func ewarp(output: Int = 0) -> Double { Self.mean(output < consecutive.count ? consecutive[output] : []) }
+    /// Mean E_warp against the first frame, of output `output`.
+    public func ewarpFirst(output: Int = 0) -> Double { Self.mean(output < againstFirst.count ? againstFirst[output] : []) }
+    public var ewarp: Double { ewarp() }
+    public var ewarpFirst: Double { ewarpFirst() }
+
+    static func mean(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count) }
 
     /// Adds frame t: its guide (where motion is measured) and the output being judged.
-    public func add(guide: PlanarImage, output: PlanarImage) {
+    public func add(guide: PlanarImage, output: PlanarImage) { add(guide: guide, outputs: [output]) }
+
+    /// Adds frame t with several outputs judged on the same motion (e.g. before and after).
+    public func add(guide: PlanarImage, outputs: [PlanarImage]) {
+        let guide = reduced(guide), outputs = outputs.map(reduced)
+        if consecutive.isEmpty {
+            consecutive = Array(repeating: [], count: outputs.count)
+            againstFirst = consecutive
+        }
         let features = codec.encode(guide)
         let alignment = ImageAlignment(reference: guide)
         if let previous {
@@ -35,16 +56,27 @@ public final class WarpingErrorMeter {
             previous.alignment.refine(&forward, frame: guide, factor: codec.factor, origin: codec.origin)
             var backward = CrossFrameAttention(reference: features).correspondenceWithoutConsistencyCheck(for: previous.features)
             alignment.refine(&backward, frame: previous.guide, factor: codec.factor, origin: codec.origin)
-            series.append(Self.error(output, previous.output, forward: forward, backward: backward, factor: codec.factor, origin: codec.origin))
+            for (i, output) in outputs.enumerated() {
+                consecutive[i].append(Self.error(output, previous.outputs[i], forward: forward, backward: backward, factor: codec.factor, origin: codec.origin))
+            }
         }
         if let first {
             var field = first.attention.correspondence(for: features)
             first.alignment.refine(&field, frame: guide, factor: codec.factor, origin: codec.origin)
-            firstSeries.append(Self.error(output, first.output, forward: field, backward: nil, factor: codec.factor, origin: codec.origin))
+            for (i, output) in outputs.enumerated() {
+                againstFirst[i].append(Self.error(output, first.outputs[i], forward: field, backward: nil, factor: codec.factor, origin: codec.origin))
+            }
         } else {
-            first = (CrossFrameAttention(reference: features), alignment, output)
+            first = (CrossFrameAttention(reference: features), alignment, outputs)
         }
-        previous = (guide, features, alignment, output)
+        previous = (guide, features, alignment, outputs)
+    }
+
+    /// The image 2×2-pooled until it is at most `maximumWidth` wide.
+    func reduced(_ image: PlanarImage) -> PlanarImage {
+        var image = image
+        while maximumWidth > 0, image.width > maximumWidth, image.height >= 2 { image = image.averagePooled2() }
+        return image
     }
 
     /// Displacement in pixels at pixel (x, y) from a grid field (bilinear between grid samples).

@@ -55,3 +55,61 @@ extension PlanarImage {
         return out
     }
 }
+
+extension PlanarImage {
+    /// The image scaled to `height` × `width` with a triangle (linear) filter, widened by the scale
+    /// factor when shrinking so that every input sample contributes (no aliasing from skipped
+    /// samples). Pixel centres map to pixel centres.
+    public func resized(height outHeight: Int, width outWidth: Int) -> PlanarImage {
+        if outHeight == height && outWidth == width { return self }
+        let columns = Self.linearTaps(from: width, to: outWidth), rows = Self.linearTaps(from: height, to: outHeight)
+        var temp = PlanarImage(uninitializedChannels: channels, height: height, width: outWidth)
+        var out = PlanarImage(uninitializedChannels: channels, height: outHeight, width: outWidth)
+        let (h, w) = (height, width)
+        withUnsafeBufferPointer { src in temp.withUnsafeMutableBufferPointer { mid in
+            parallelChunks(channels * h, minimumChunk: 16) { range in
+                for row in range {
+                    let s = src.baseAddress! + row * w, d = mid.baseAddress! + row * outWidth
+                    for x in 0..<outWidth {
+                        var v: Float = 0
+                        for (i, t) in columns[x] { v += t * s[i] }
+                        d[x] = v
+                    }
+                }
+            }
+        } }
+        temp.withUnsafeBufferPointer { mid in out.withUnsafeMutableBufferPointer { dst in
+            parallelChunks(channels * outHeight, minimumChunk: 16) { range in
+                for row in range {
+                    let c = row / outHeight, y = row % outHeight
+                    let d = dst.baseAddress! + row * outWidth
+                    for x in 0..<outWidth { d[x] = 0 }
+                    for (i, t) in rows[y] {
+                        let s = mid.baseAddress! + (c * h + i) * outWidth
+                        for x in 0..<outWidth { d[x] += t * s[x] }
+                    }
+                }
+            }
+        } }
+        return out
+    }
+
+    /// For each output sample, the input samples and weights of a triangle filter (edges clamped).
+    static func linearTaps(from n: Int, to m: Int) -> [[(Int, Float)]] {
+        let scale = Double(n) / Double(m), support = max(scale, 1)
+        return (0..<m).map { j in
+            let centre = (Double(j) + 0.5) * scale - 0.5
+            let lo = Int((centre - support).rounded(.up)), hi = Int((centre + support).rounded(.down))
+            var taps: [(Int, Float)] = []
+            var total: Float = 0
+            for i in lo...max(lo, hi) {
+                let weight = Float(max(0, 1 - abs(Double(i) - centre) / support))
+                guard weight > 0 else { continue }
+                taps.append((min(max(i, 0), n - 1), weight))
+                total += weight
+            }
+            if taps.isEmpty { return [(min(max(Int(centre.rounded()), 0), n - 1), 1)] }
+            return taps.map { ($0.0, $0.1 / total) }
+        }
+    }
+}

@@ -9,7 +9,7 @@ struct LockstepCommand: ParsableCommand {
         commandName: "lockstep",
         abstract: "Temporally consistent video editing, and flicker measurement.",
         version: LockstepVersion.string,
-        subcommands: [Flicker.self, Convert.self, Equivariance.self, Edit.self])
+        subcommands: [Edit.self, Deflicker.self, Flicker.self, Convert.self, Equivariance.self])
 
     /// Errors in the input or output get one line naming the file and the problem; usage
     /// errors get ArgumentParser's message. Interrupted jobs remove their partial output.

@@ -60,6 +60,14 @@ public struct LatentEncoder: Sendable {
         return PlanarImage(stacking: [intermediate, structure]).decimated(latentDecimator, height: lh, width: lw)
     }
 
+    /// The latent's colour channels alone (3 × ⌈H/k⌉ × ⌈W/k⌉), equal to channels 0–2 of `encode`,
+    /// without the cost of the structure energies.
+    public func colour(_ image: PlanarImage) -> PlanarImage {
+        precondition(image.channels == 3, "the encoder takes RGB images")
+        let lh = (image.height + factor - 1) / factor, lw = (image.width + factor - 1) / factor
+        return image.decimated(intermediateDecimator, height: 2 * lh, width: 2 * lw).decimated(latentDecimator, height: lh, width: lw)
+    }
+
     /// The colour channels' low-pass as the image sees it: magnitude relative to DC at `frequency`
     /// cycles/pixel along one axis, through both stages.
     public func colourResponse(at frequency: Double) -> Double {

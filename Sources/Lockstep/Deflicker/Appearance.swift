@@ -1,0 +1,255 @@
+import Foundation
+import Tensor
+
+/// The coarse grid on which smooth appearance fields live: one cell per `cell` × `cell` latent
+/// samples (32 × 32 pixels at k = 8). Flicker that varies in space (a gain field, a local colour
+/// drift) is smooth at this scale; the picture's own content is not.
+public struct AppearanceGrid: Sendable, Equatable {
+    public static let cell = 4
+    /// The latent grid: `factor` pixels per sample, sample 0 at pixel `origin`.
+    public let latentWidth: Int, latentHeight: Int
+    public let factor: Int
+    public let origin: Float
+    public var width: Int { (latentWidth + Self.cell - 1) / Self.cell }
+    public var height: Int { (latentHeight + Self.cell - 1) / Self.cell }
+    public var count: Int { width * height }
+
+    public init(latentWidth: Int, latentHeight: Int, factor: Int, origin: Float) {
+        self.latentWidth = latentWidth
+        self.latentHeight = latentHeight
+        self.factor = factor
+        self.origin = origin
+    }
+
+    /// Latent coordinate of cell g's centre, along one axis.
+    @inline(__always)
+    static func latentCentre(_ g: Int) -> Float { Float(g * cell) + Float(cell - 1) / 2 }
+
+    /// Cell coordinate of a latent coordinate.
+    @inline(__always)
+    static func cellCoordinate(_ latent: Float) -> Float { (latent - Float(cell - 1) / 2) / Float(cell) }
+}
+
+/// How one frame's colours relate to its reference's, as seen through the correspondence:
+///   reference(w(x)) ≈ gain_c(x) · curve_c(frame(x)),
+/// a tone curve per channel (global flicker: gain, gamma, offset, colour cast) times a smooth gain
+/// field per channel (spatial flicker), plus where each grid cell lies in the reference, so that
+/// a correction known in the reference's coordinates can be carried to the frame.
+public struct FrameAppearance: Sendable {
+    public var curves: [ToneCurve]
+    /// 3 × grid, geometric mean 1 over the matched cells.
+    public var gain: PlanarImage
+    /// Reference latent position of each cell's centre.
+    public var referenceX: [Float], referenceY: [Float]
+    /// Share of each cell's samples that matched the reference (confidence-weighted), in [0, 1].
+    public var coverage: [Float]
+
+    /// The reference itself: identity curves, unit gain, every cell where it is.
+    public static func identity(_ grid: AppearanceGrid) -> FrameAppearance {
+        var xs = [Float](repeating: 0, count: grid.count), ys = xs
+        for gy in 0..<grid.height {
+            for gx in 0..<grid.width {
+                xs[gy * grid.width + gx] = AppearanceGrid.latentCentre(gx)
+                ys[gy * grid.width + gx] = AppearanceGrid.latentCentre(gy)
+            }
+        }
+        let ones = [Float](repeating: 1, count: 3 * grid.count)
+        return FrameAppearance(curves: Array(repeating: .identity, count: 3),
+                               gain: PlanarImage(channels: 3, height: grid.height, width: grid.width, values: ones),
+                               referenceX: xs, referenceY: ys, coverage: [Float](repeating: 1, count: grid.count))
+    }
+
+    /// Share of the frame that matched the reference.
+    public var matchedFraction: Float { coverage.isEmpty ? 0 : coverage.reduce(0, +) / Float(coverage.count) }
+
+    // MARK: - Fitting
+
+    /// Fits the model to pairs of colours: the frame's (`frame`) and the reference's carried onto
+    /// it (`reference`), both 3 × H' × W' with `samplesPerCell` samples per grid cell along each
+    /// axis, weighted by the correspondence's `confidence` (H' × W'). The field gives each cell's
+    /// reference position. Curves and gain are fitted in turn; matches that the model cannot
+    /// explain (occlusions, moving objects, wrong matches) are down-weighted after each round.
+    public static func fit(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
+                           field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
+        let lw = frame.width, lh = frame.height, n = lw * lh
+        precondition(reference.width == lw && reference.height == lh && confidence.count == n)
+        var weight = confidence
+        var curves = [ToneCurve](repeating: .identity, count: 3)
+        var gain = PlanarImage(channels: 3, height: grid.height, width: grid.width,
+                               values: [Float](repeating: 1, count: 3 * grid.count))
+        let a = frame.values, b = reference.values
+        var target = [Float](repeating: 0, count: n), targetWeight = target, mapped = [Float](repeating: 0, count: 3 * n)
+        var cellWeight = [Float](repeating: 0, count: grid.count)
+        for round in 0..<rounds {
+            let latentGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
+            for c in 0..<3 {
+                for i in 0..<n {
+                    let g = max(latentGain[c * n + i], 1e-3)
+                    target[i] = b[c * n + i] / g
+                    targetWeight[i] = weight[i]
+                }
+                curves[c] = a.withUnsafeBufferPointer { ap in target.withUnsafeBufferPointer { tp in
+                    targetWeight.withUnsafeBufferPointer { wp in
+                        ToneCurve.matching(x: ap.baseAddress! + c * n, y: tp.baseAddress!, weight: wp.baseAddress!, count: n).monotone
+                    } } }
+                for i in 0..<n { mapped[c * n + i] = curves[c](a[c * n + i]) }
+            }
+            // The gain per cell: the ratio of weighted means Σ w b / Σ w f, which noise in either
+            // does not bias (a least-squares ratio would be pulled towards 0 by noise in f).
+            var numerator = [Float](repeating: 0, count: 3 * grid.count), denominator = numerator
+            cellWeight = [Float](repeating: 0, count: grid.count)
+            for y in 0..<lh {
+                for x in 0..<lw {
+                    let i = y * lw + x, cell = min(y / samplesPerCell, grid.height - 1) * grid.width + min(x / samplesPerCell, grid.width - 1)
+                    let w = weight[i]
+                    cellWeight[cell] += confidence[i]
+                    guard w > 0 else { continue }
+                    for c in 0..<3 {
+                        let f = mapped[c * n + i]
+                        numerator[c * grid.count + cell] += w * b[c * n + i]
+                        denominator[c * grid.count + cell] += w * f
+                    }
+                }
+            }
+            gain = Self.smoothRatio(numerator: numerator, denominator: denominator, grid: grid)
+            // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
+            for c in 0..<3 {
+                var logSum: Float = 0, total: Float = 0
+                for cell in 0..<grid.count where cellWeight[cell] > 0 {
+                    logSum += cellWeight[cell] * log(max(gain.values[c * grid.count + cell], 1e-3))
+                    total += cellWeight[cell]
+                }
+                let scale = total > 0 ? exp(logSum / total) : 1
+                gain.withUnsafeMutableBufferPointer { g in for cell in 0..<grid.count { g[c * grid.count + cell] /= scale } }
+                curves[c].values = curves[c].values.map { $0 * scale }
+            }
+            if round == rounds - 1 { break }
+            // Robust re-weighting (Cauchy) on the residual of all three channels.
+            let latentGainNow = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
+            var residual = [Float](repeating: 0, count: n)
+            for i in 0..<n {
+                var e: Float = 0
+                for c in 0..<3 { e += abs(b[c * n + i] - latentGainNow[c * n + i] * curves[c](a[c * n + i])) }
+                residual[i] = e
+            }
+            let matched = (0..<n).filter { confidence[$0] > 0.1 }.map { residual[$0] }.sorted()
+            let scale = max(3 * (matched.isEmpty ? 0 : matched[matched.count / 2]), 3.0 / 255)
+            for i in 0..<n {
+                let r = residual[i] / scale
+                weight[i] = confidence[i] / (1 + r * r)
+            }
+        }
+        // Where each cell lies in the reference: the field at the cell's centre.
+        var xs = [Float](repeating: 0, count: grid.count), ys = xs
+        for gy in 0..<grid.height {
+            for gx in 0..<grid.width {
+                let p = field.sample(AppearanceGrid.latentCentre(gx), AppearanceGrid.latentCentre(gy))
+                xs[gy * grid.width + gx] = p.x
+                ys[gy * grid.width + gx] = p.y
+            }
+        }
+        let perCell = Float(samplesPerCell * samplesPerCell)
+        return FrameAppearance(curves: curves, gain: gain, referenceX: xs, referenceY: ys,
+                               coverage: cellWeight.map { min($0 / perCell, 1) })
+    }
+
+    /// numerator / denominator per cell and channel, where the data is thin pulled towards the
+    /// same ratio over a wide neighbourhood (σ = 2 cells), and `fallback` where there is no data.
+    static func smoothRatio(numerator: [Float], denominator: [Float], grid: AppearanceGrid, fallback: Float = 1) -> PlanarImage {
+        let count = grid.count
+        var out = PlanarImage(uninitializedChannels: 3, height: grid.height, width: grid.width)
+        let wideNumerator = blurred(numerator, grid: grid, channels: 3, sigma: 2)
+        let wideDenominator = blurred(denominator, grid: grid, channels: 3, sigma: 2)
+        for c in 0..<3 {
+            let plane = denominator[(c * count)..<((c + 1) * count)]
+            let typical = plane.reduce(0, +) / Float(max(plane.filter { $0 > 0 }.count, 1))
+            let pull = max(0.1 * typical, 1e-12)
+            out.withUnsafeMutableBufferPointer { o in
+                for cell in 0..<count {
+                    let i = c * count + cell
+                    let wide = wideDenominator[i] > 0.01 * typical ? wideNumerator[i] / wideDenominator[i] : fallback
+                    o[i] = (numerator[i] + pull * wide) / (denominator[i] + pull)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Separable Gaussian blur of `channels` planes on the grid, edges clamped.
+    static func blurred(_ values: [Float], grid: AppearanceGrid, channels: Int, sigma: Float) -> [Float] {
+        let radius = Int((3 * sigma).rounded(.up))
+        let taps = (-radius...radius).map { exp(-Float($0 * $0) / (2 * sigma * sigma)) }
+        let w = grid.width, h = grid.height
+        var temp = values, out = values
+        for c in 0..<channels {
+            let base = c * w * h
+            for y in 0..<h {
+                for x in 0..<w {
+                    var s: Float = 0
+                    for (k, t) in taps.enumerated() { s += t * values[base + y * w + min(max(x + k - radius, 0), w - 1)] }
+                    temp[base + y * w + x] = s
+                }
+            }
+            for y in 0..<h {
+                for x in 0..<w {
+                    var s: Float = 0
+                    for (k, t) in taps.enumerated() { s += t * temp[base + min(max(y + k - radius, 0), h - 1) * w + x] }
+                    out[base + y * w + x] = s
+                }
+            }
+        }
+        return out
+    }
+
+    /// The grid gain at every sample of a W' × H' grid with `samplesPerCell` samples per cell
+    /// (bilinear between cell centres).
+    static func gainAtSamples(_ gain: PlanarImage, grid: AppearanceGrid, width lw: Int, height lh: Int, samplesPerCell: Int) -> [Float] {
+        let gw = grid.width, gh = grid.height, spacing = Float(samplesPerCell)
+        var out = [Float](repeating: 0, count: 3 * lw * lh)
+        let g = gain.values
+        for y in 0..<lh {
+            let ty = min(max((Float(y) + 0.5) / spacing - 0.5, 0), Float(gh - 1))
+            let y0 = min(Int(ty), gh - 1), y1 = min(y0 + 1, gh - 1), ay = ty - Float(y0)
+            for x in 0..<lw {
+                let tx = min(max((Float(x) + 0.5) / spacing - 0.5, 0), Float(gw - 1))
+                let x0 = min(Int(tx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = tx - Float(x0)
+                for c in 0..<3 {
+                    let base = c * gw * gh
+                    let top = g[base + y0 * gw + x0] * (1 - ax) + g[base + y0 * gw + x1] * ax
+                    let bottom = g[base + y1 * gw + x0] * (1 - ax) + g[base + y1 * gw + x1] * ax
+                    out[(c * lh + y) * lw + x] = top * (1 - ay) + bottom * ay
+                }
+            }
+        }
+        return out
+    }
+
+    // MARK: - Storage
+
+    /// Values in a flat record: curves, gain, reference positions, coverage.
+    public static func recordLength(_ grid: AppearanceGrid) -> Int { 3 * ToneCurve.knotCount + 6 * grid.count }
+
+    public var record: [Float] {
+        curves.flatMap(\.values) + gain.values + referenceX + referenceY + coverage
+    }
+
+    public init(record: [Float], grid: AppearanceGrid) {
+        precondition(record.count == Self.recordLength(grid))
+        let k = ToneCurve.knotCount, g = grid.count
+        curves = (0..<3).map { ToneCurve(values: Array(record[($0 * k)..<(($0 + 1) * k)])) }
+        var at = 3 * k
+        gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: Array(record[at..<(at + 3 * g)]))
+        at += 3 * g
+        referenceX = Array(record[at..<(at + g)]); at += g
+        referenceY = Array(record[at..<(at + g)]); at += g
+        coverage = Array(record[at..<(at + g)])
+    }
+
+    init(curves: [ToneCurve], gain: PlanarImage, referenceX: [Float], referenceY: [Float], coverage: [Float]) {
+        self.curves = curves
+        self.gain = gain
+        self.referenceX = referenceX
+        self.referenceY = referenceY
+        self.coverage = coverage
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import Tensor
+
+/// The appearance a scene's frames agree on. Every frame's appearance is known relative to the
+/// scene's reference (`FrameAppearance`); averaged over the scene, those relations describe the
+/// reference's own accident: if the reference came out too bright, every frame maps to it with a
+/// gain above 1. The consensus is the inverse of that average, so a too-bright reference does not
+/// make the output too bright.
+///   curves: ḡ_c = (mean over frames of curve_c)⁻¹
+///   gain:   n_c(y) = exp(−mean over frames of log gain_c at reference position y)
+/// The gain is averaged in the reference's coordinates (each frame's cells placed where they lie
+/// in the reference), so spatial flicker that moves with the picture is averaged where it belongs.
+public struct SceneConsensus: Sendable {
+    let grid: AppearanceGrid
+    private var curveSums = [[Float]](repeating: [Float](repeating: 0, count: ToneCurve.knotCount), count: 3)
+    private var frames = 0
+    private var logGainSums: [Float]
+    private var weightSums: [Float]
+
+    public init(grid: AppearanceGrid) {
+        self.grid = grid
+        logGainSums = [Float](repeating: 0, count: 3 * grid.count)
+        weightSums = [Float](repeating: 0, count: grid.count)
+    }
+
+    public mutating func add(_ appearance: FrameAppearance) {
+        frames += 1
+        for c in 0..<3 { for j in 0..<ToneCurve.knotCount { curveSums[c][j] += appearance.curves[c].values[j] } }
+        let gw = grid.width, gh = grid.height, count = grid.count
+        let gain = appearance.gain.values
+        for cell in 0..<count {
+            let coverage = appearance.coverage[cell]
+            guard coverage > 0.2 else { continue }
+            let rx = AppearanceGrid.cellCoordinate(appearance.referenceX[cell])
+            let ry = AppearanceGrid.cellCoordinate(appearance.referenceY[cell])
+            guard rx > -0.5, ry > -0.5, rx < Float(gw) - 0.5, ry < Float(gh) - 0.5 else { continue }
+            let cx = min(max(rx, 0), Float(gw - 1)), cy = min(max(ry, 0), Float(gh - 1))
+            let x0 = min(Int(cx), gw - 1), y0 = min(Int(cy), gh - 1)
+            let x1 = min(x0 + 1, gw - 1), y1 = min(y0 + 1, gh - 1), ax = cx - Float(x0), ay = cy - Float(y0)
+            for (target, share) in [(y0 * gw + x0, (1 - ax) * (1 - ay)), (y0 * gw + x1, ax * (1 - ay)),
+                                    (y1 * gw + x0, (1 - ax) * ay), (y1 * gw + x1, ax * ay)] where share > 0 {
+                let w = coverage * share
+                weightSums[target] += w
+                for c in 0..<3 { logGainSums[c * count + target] += w * log(max(gain[c * count + cell], 1e-3)) }
+            }
+        }
+    }
+
+    /// The correction from the reference's appearance to the consensus.
+    public var correction: ConsensusCorrection {
+        let inverse = (0..<3).map { c in
+            ToneCurve(values: curveSums[c].map { $0 / Float(max(frames, 1)) }).inverseTable(lower: -0.5, upper: 1.5, count: 8192)
+        }
+        let weights = (0..<3).flatMap { _ in weightSums }
+        let logGain = FrameAppearance.smoothRatio(numerator: logGainSums.map { -$0 }, denominator: weights, grid: grid, fallback: 0)
+        let gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: logGain.values.map { exp($0) })
+        return ConsensusCorrection(inverseCurves: inverse, gain: gain)
+    }
+}
+
+/// The consensus of one scene, ready to apply: inverse mean curves and a gain field in the
+/// reference's coordinates.
+public struct ConsensusCorrection: Sendable {
+    public let inverseCurves: [LookupTable]
+    public let gain: PlanarImage
+
+    /// The stable version of `frame`, whose appearance relative to the reference is `appearance`:
+    ///   out_c(x) = n_c(w(x)) · ḡ_c(gain_c(x) · curve_c(frame_c(x)))
+    /// Only smooth fields and per-value curves touch the frame, so its detail is its own.
+    public func apply(to frame: PlanarImage, appearance: FrameAppearance, grid: AppearanceGrid) -> PlanarImage {
+        let count = grid.count, gw = grid.width, gh = grid.height
+        // The consensus gain at each of the frame's cells, read where the cell lies in the
+        // reference; cells that matched poorly take it from their neighbours.
+        var numerator = [Float](repeating: 0, count: 3 * count), denominator = numerator
+        let n = gain.values
+        for cell in 0..<count {
+            let w = appearance.coverage[cell]
+            guard w > 0 else { continue }
+            let cx = min(max(AppearanceGrid.cellCoordinate(appearance.referenceX[cell]), 0), Float(gw - 1))
+            let cy = min(max(AppearanceGrid.cellCoordinate(appearance.referenceY[cell]), 0), Float(gh - 1))
+            let x0 = min(Int(cx), gw - 1), y0 = min(Int(cy), gh - 1)
+            let x1 = min(x0 + 1, gw - 1), y1 = min(y0 + 1, gh - 1), ax = cx - Float(x0), ay = cy - Float(y0)
+            for c in 0..<3 {
+                let b = c * count
+                let top = n[b + y0 * gw + x0] * (1 - ax) + n[b + y0 * gw + x1] * ax
+                let bottom = n[b + y1 * gw + x0] * (1 - ax) + n[b + y1 * gw + x1] * ax
+                numerator[b + cell] = w * (top * (1 - ay) + bottom * ay)
+                denominator[b + cell] = w
+            }
+        }
+        let after = FrameAppearance.smoothRatio(numerator: numerator, denominator: denominator, grid: grid)
+        let curves = appearance.curves.map { $0.table() }
+        return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
+            .apply(frame, curves: curves, before: appearance.gain, inverse: inverseCurves, after: after)
+    }
+}
+
+/// Applies out = after(x) · inverse(before(x) · curve(v)) per pixel and channel, with the two
+/// grid fields interpolated to every pixel (Catmull–Rom between cell centres, linear beyond the
+/// outermost ones).
+struct GridFieldApplier {
+    let grid: AppearanceGrid
+    let width: Int, height: Int
+    let columns: AxisWeights, rows: AxisWeights
+
+    init(grid: AppearanceGrid, width: Int, height: Int) {
+        self.grid = grid
+        self.width = width
+        self.height = height
+        let toCell = { (p: Int) -> Float in AppearanceGrid.cellCoordinate((Float(p) - grid.origin) / Float(grid.factor)) }
+        columns = AxisWeights(positions: (0..<width).map(toCell), cells: grid.width)
+        rows = AxisWeights(positions: (0..<height).map(toCell), cells: grid.height)
+    }
+
+    func apply(_ frame: PlanarImage, curves: [LookupTable], before: PlanarImage, inverse: [LookupTable], after: PlanarImage) -> PlanarImage {
+        let w = width, h = height, gw = grid.width, gh = grid.height, plane = w * h
+        // Both fields, each grid row interpolated across the full width first: (field, c, gy, x).
+        var wide = [Float](repeating: 0, count: 2 * 3 * gh * w)
+        for (f, field) in [before, after].enumerated() {
+            let values = field.values
+            for c in 0..<3 {
+                for gy in 0..<gh {
+                    let src = c * gh * gw + gy * gw, dst = ((f * 3 + c) * gh + gy) * w
+                    for x in 0..<w {
+                        let (i, t) = (columns.index[x], columns.weight[x])
+                        wide[dst + x] = t[0] * values[src + i[0]] + t[1] * values[src + i[1]] + t[2] * values[src + i[2]] + t[3] * values[src + i[3]]
+                    }
+                }
+            }
+        }
+        var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
+        frame.withUnsafeBufferPointer { fb in out.withUnsafeMutableBufferPointer { ob in wide.withUnsafeBufferPointer { wb in
+            let src = fb.baseAddress!, dst = ob.baseAddress!, rowsWide = wb.baseAddress!
+            parallelChunks(h, minimumChunk: 8) { range in
+                for y in range {
+                    let (i, t) = (rows.index[y], rows.weight[y])
+                    for c in 0..<3 {
+                        let m = rowsWide + c * gh * w, n = rowsWide + (3 + c) * gh * w
+                        let m0 = m + i[0] * w, m1 = m + i[1] * w, m2 = m + i[2] * w, m3 = m + i[3] * w
+                        let n0 = n + i[0] * w, n1 = n + i[1] * w, n2 = n + i[2] * w, n3 = n + i[3] * w
+                        let curve = curves[c], inv = inverse[c]
+                        curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
+                            let s = src + c * plane + y * w, d = dst + c * plane + y * w
+                            for x in 0..<w {
+                                let gainBefore = t[0] * m0[x] + t[1] * m1[x] + t[2] * m2[x] + t[3] * m3[x]
+                                let gainAfter = t[0] * n0[x] + t[1] * n1[x] + t[2] * n2[x] + t[3] * n3[x]
+                                let v = gainAfter * iv[inv.index(gainBefore * cv[curve.index(s[x])])]
+                                d[x] = v > 0 ? (v < 1 ? v : 1) : 0
+                            }
+                        } }
+                    }
+                }
+            }
+        } } }
+        return out
+    }
+}
+
+/// For each pixel along one axis, the four grid cells and weights that interpolate a grid field
+/// there: Catmull–Rom between cell centres, linear extrapolation beyond the outermost ones.
+struct AxisWeights {
+    var index: [SIMD4<Int>] = []
+    var weight: [SIMD4<Float>] = []
+
+    init(positions: [Float], cells n: Int) {
+        for t in positions {
+            if n == 1 {
+                index.append(SIMD4(0, 0, 0, 0)); weight.append(SIMD4(1, 0, 0, 0))
+            } else if t <= 0 || t >= Float(n - 1) || n < 4 {
+                // Linear between (or beyond) the two nearest centres.
+                let i0 = min(max(Int(t.rounded(.down)), 0), n - 2), a = t - Float(i0)
+                index.append(SIMD4(i0, i0 + 1, i0, i0)); weight.append(SIMD4(1 - a, a, 0, 0))
+            } else {
+                let i = min(Int(t), n - 2), a = t - Float(i)
+                let c = catmullRomWeights(a)
+                index.append(SIMD4(max(i - 1, 0), i, i + 1, min(i + 2, n - 1)))
+                weight.append(i == 0 ? SIMD4(0, c[1] + c[0], c[2], c[3]) : (i + 2 > n - 1 ? SIMD4(c[0], c[1], c[2] + c[3], 0) : c))
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+import Foundation
+
+/// A smooth tone curve on [0, 1]: piecewise linear through `knots` equally spaced knots, extended
+/// linearly beyond the ends. It models what global flicker does to one colour channel (gain,
+/// gamma, offset, or any smooth monotone mapping) without assuming a formula.
+public struct ToneCurve: Sendable, Equatable {
+    public static let knotCount = 17
+    /// Curve values at v = k / (knotCount − 1).
+    public var values: [Float]
+
+    public init(values: [Float]) {
+        precondition(values.count == Self.knotCount)
+        self.values = values
+    }
+
+    public static let identity = ToneCurve(values: (0..<knotCount).map { Float($0) / Float(knotCount - 1) })
+
+    /// f(v), linear between knots and beyond the ends.
+    @inline(__always)
+    public func callAsFunction(_ v: Float) -> Float {
+        let last = Self.knotCount - 1
+        let t = v * Float(last)
+        let i = min(max(Int(t.rounded(.down)), 0), last - 1)
+        let a = t - Float(i)
+        return values[i] + a * (values[i + 1] - values[i])
+    }
+
+    /// The weighted least-squares curve through the pairs (x, y), with a penalty on curvature so
+    /// that knots with little data follow their neighbours, and a faint pull to the identity so
+    /// that a channel with no data at all stays unchanged.
+    public static func fit(x: UnsafePointer<Float>, y: UnsafePointer<Float>, weight: UnsafePointer<Float>, count: Int,
+                           curvaturePenalty: Double = 1e-3, identityPull: Double = 1e-5) -> ToneCurve {
+        let k = knotCount, last = k - 1
+        var ata = [Double](repeating: 0, count: k * k), atb = [Double](repeating: 0, count: k)
+        var total = 0.0
+        for i in 0..<count {
+            let w = Double(weight[i])
+            guard w > 0 else { continue }
+            let t = min(max(Double(x[i]), 0), 1) * Double(last)
+            let j = min(Int(t), last - 1), a = t - Double(j)
+            let (p, q) = (1 - a, a), v = Double(y[i])
+            ata[j * k + j] += w * p * p
+            ata[j * k + j + 1] += w * p * q
+            ata[(j + 1) * k + j] += w * p * q
+            ata[(j + 1) * k + j + 1] += w * q * q
+            atb[j] += w * p * v
+            atb[j + 1] += w * q * v
+            total += w
+        }
+        guard total > 0 else { return .identity }
+        for i in 0..<(k * k) { ata[i] /= total }
+        for i in 0..<k { atb[i] /= total }
+        // Curvature: Σ (f[j−1] − 2 f[j] + f[j+1])², the second differences' normal equations.
+        let stencil: [(Int, Double)] = [(-1, 1), (0, -2), (1, 1)]
+        for j in 1..<last {
+            for (da, ca) in stencil {
+                for (db, cb) in stencil { ata[(j + da) * k + j + db] += curvaturePenalty * ca * cb }
+            }
+        }
+        for j in 0..<k {
+            ata[j * k + j] += identityPull
+            atb[j] += identityPull * Double(j) / Double(last)
+        }
+        let solution = solveSymmetric(ata, atb, size: k)
+        return ToneCurve(values: solution.map { Float($0) })
+    }
+
+    /// The curve that maps the distribution of x onto that of y (both weighted): quantile
+    /// matching. Unlike a regression of y on x, it is not flattened when x and y are noisy
+    /// versions of each other (regression dilution): two samples of one picture with no flicker
+    /// between them give the identity, however much their detail differs. The matched quantiles
+    /// are then fitted as by `fit`, so the curve is smooth and extends past the data.
+    public static func matching(x: UnsafePointer<Float>, y: UnsafePointer<Float>, weight: UnsafePointer<Float>, count: Int,
+                                levels: Int = 128) -> ToneCurve {
+        let bins = 4096, lower: Float = -0.5, upper: Float = 1.5, scale = Float(bins) / (upper - lower)
+        var hx = [Double](repeating: 0, count: bins), hy = hx
+        var total = 0.0
+        for i in 0..<count {
+            let w = Double(weight[i])
+            guard w > 0 else { continue }
+            hx[min(max(Int((x[i] - lower) * scale), 0), bins - 1)] += w
+            hy[min(max(Int((y[i] - lower) * scale), 0), bins - 1)] += w
+            total += w
+        }
+        guard total > 0 else { return .identity }
+        func quantiles(_ histogram: [Double]) -> [Float] {
+            var out = [Float](repeating: 0, count: levels)
+            var cumulative = 0.0, bin = 0
+            for q in 0..<levels {
+                let target = (Double(q) + 0.5) / Double(levels) * total
+                while bin < bins - 1 && cumulative + histogram[bin] < target { cumulative += histogram[bin]; bin += 1 }
+                let within = histogram[bin] > 0 ? (target - cumulative) / histogram[bin] : 0.5
+                out[q] = lower + (Float(bin) + Float(within)) / scale
+            }
+            return out
+        }
+        let qx = quantiles(hx), qy = quantiles(hy)
+        let ones = [Float](repeating: 1, count: levels)
+        return qx.withUnsafeBufferPointer { px in qy.withUnsafeBufferPointer { py in ones.withUnsafeBufferPointer { pw in
+            fit(x: px.baseAddress!, y: py.baseAddress!, weight: pw.baseAddress!, count: levels)
+        } } }
+    }
+
+    /// The pointwise mean of several curves.
+    public static func mean(_ curves: [ToneCurve]) -> ToneCurve {
+        guard !curves.isEmpty else { return .identity }
+        var sum = [Float](repeating: 0, count: knotCount)
+        for curve in curves { for j in 0..<knotCount { sum[j] += curve.values[j] } }
+        return ToneCurve(values: sum.map { $0 / Float(curves.count) })
+    }
+
+    /// Slopes a curve is held within: flicker neither flattens a range of tones nor stretches it
+    /// more than this, and a curve fitted where data is thin must not, or its inverse would
+    /// magnify noise without bound.
+    public static let slopeLimits: ClosedRange<Float> = 0.25...4
+
+    /// The curve with every segment's slope clamped to `slopeLimits`, keeping the knot nearest
+    /// the middle of the range fixed; increasing, so it has an inverse.
+    public var monotone: ToneCurve {
+        var v = values
+        let last = Self.knotCount - 1, middle = last / 2, h = 1 / Float(last)
+        let low = Self.slopeLimits.lowerBound * h, high = Self.slopeLimits.upperBound * h
+        for j in (middle + 1)...last { v[j] = v[j - 1] + min(max(v[j] - v[j - 1], low), high) }
+        for j in stride(from: middle - 1, through: 0, by: -1) { v[j] = v[j + 1] - min(max(v[j + 1] - v[j], low), high) }
+        return ToneCurve(values: v)
+    }
+
+    /// f⁻¹ tabulated on `[lower, upper]` in `count` steps, for the monotone version of this curve.
+    public func inverseTable(lower: Float, upper: Float, count: Int) -> LookupTable {
+        let f = monotone.values, last = Self.knotCount - 1
+        let slopeLow = (f[1] - f[0]) * Float(last), slopeHigh = (f[last] - f[last - 1]) * Float(last)
+        var table = [Float](repeating: 0, count: count)
+        var j = 0
+        for i in 0..<count {
+            let u = lower + (upper - lower) * Float(i) / Float(count - 1)
+            if u <= f[0] {
+                table[i] = (u - f[0]) / slopeLow
+            } else if u >= f[last] {
+                table[i] = 1 + (u - f[last]) / slopeHigh
+            } else {
+                while j < last - 1 && f[j + 1] < u { j += 1 }
+                while j > 0 && f[j] > u { j -= 1 }
+                table[i] = (Float(j) + (u - f[j]) / (f[j + 1] - f[j])) / Float(last)
+            }
+        }
+        return LookupTable(lower: lower, upper: upper, values: table)
+    }
+
+    /// f tabulated on `[lower, upper]` in `count` steps.
+    public func table(lower: Float = 0, upper: Float = 1, count: Int = 4096) -> LookupTable {
+        LookupTable(lower: lower, upper: upper,
+                    values: (0..<count).map { self(lower + (upper - lower) * Float($0) / Float(count - 1)) })
+    }
+}
+
+/// A function tabulated on [lower, upper]: nearest entry, clamped at the ends. With a few
+/// thousand entries its error is far below an 8-bit level.
+public struct LookupTable: Sendable {
+    public let lower: Float
+    public let upper: Float
+    public let values: [Float]
+    let scale: Float
+
+    public init(lower: Float, upper: Float, values: [Float]) {
+        self.lower = lower
+        self.upper = upper
+        self.values = values
+        scale = Float(values.count - 1) / (upper - lower)
+    }
+
+    /// Index of `v`'s entry in `values`.
+    @inline(__always)
+    public func index(_ v: Float) -> Int {
+        let t = (v - lower) * scale + 0.5
+        return t <= 0 ? 0 : min(Int(t), values.count - 1)
+    }
+}
+
+/// Solves A x = b for a small symmetric positive-definite A (Cholesky, in Double).
+func solveSymmetric(_ a: [Double], _ b: [Double], size n: Int) -> [Double] {
+    var l = [Double](repeating: 0, count: n * n)
+    for i in 0..<n {
+        for j in 0...i {
+            var s = a[i * n + j]
+            for p in 0..<j { s -= l[i * n + p] * l[j * n + p] }
+            l[i * n + j] = i == j ? (max(s, 1e-12)).squareRoot() : s / l[j * n + j]
+        }
+    }
+    var y = b
+    for i in 0..<n {
+        for p in 0..<i { y[i] -= l[i * n + p] * y[p] }
+        y[i] /= l[i * n + i]
+    }
+    for i in stride(from: n - 1, through: 0, by: -1) {
+        for p in (i + 1)..<n { y[i] -= l[p * n + i] * y[p] }
+        y[i] /= l[i * n + i]
+    }
+    return y
+}

@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import Lockstep
+import MediaIO
+import Tensor
+
+struct Deflicker: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a flickering video stable: per-frame processed video, timelapse, old film.",
+        discussion: """
+        With --guide, motion is found on the unprocessed original; without, on the input itself. \
+        Each frame keeps its own detail; its tone and colour, globally and locally, are brought to \
+        the appearance the whole shot agrees on. Two passes over the input: the first learns each \
+        frame's flicker, the second writes the output. A new reference is taken at scene cuts.
+        """)
+
+    @Argument(help: ArgumentHelp("The flickering video, or a directory of frames.", valueName: "INPUT"))
+    var input: String
+
+    @Option(help: ArgumentHelp("The unprocessed original, with the same frames (scaled if its size differs).", valueName: "ORIGINAL"))
+    var guide: String?
+
+    @Option(help: ArgumentHelp("The reference frame: auto (the first frame, and the first after each cut) or a frame INDEX for the whole video.", valueName: "INDEX|auto"))
+    var reference: String = "auto"
+
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var segment: SegmentOptions
+    @OptionGroup var report: ReportOptions
+
+    var fixedReference: Int? { Int(reference) }
+
+    func validate() throws {
+        if reference != "auto", fixedReference.map({ $0 < 0 }) ?? true {
+            throw ValidationError("--reference takes auto or a frame index from 0, e.g. --reference 12")
+        }
+    }
+
+    func run() throws {
+        // Everything that can be refused is checked before the first pass.
+        let analysisSource = try Media.openSource(input, frameRate: output.frameRate)
+        let info = analysisSource.info
+        let guideSource = try guide.map { try Media.openSource($0, frameRate: output.frameRate) }
+        let outputSource = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range)
+        var fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)?
+        if let index = fixedReference {
+            let frame = try Media.readFrames(input, indices: [index])[index]!.image
+            let guideFrame = try guide.map { try scaled(Media.readFrames($0, indices: [index])[index]!.image, to: info) }
+            fixed = (index, frame, guideFrame)
+        }
+        let sink = try Media.openSink(output.output, info: outputSource.info, inputs: [input] + (guide.map { [$0] } ?? []),
+                                      overwrite: output.overwrite, options: output.encoder)
+
+        // Pass 1: every frame's flicker relative to its reference.
+        var before = BrightnessFlicker()
+        let analysis: DeflickerAnalysis
+        do {
+            analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
+            _ = try ProgressView(label: "deflicker: analysing", quiet: report.quiet).track { update in
+                try StreamingProcessor.run(source: analysisSource, sink: nil, process: { frame in
+                    let guideImage = try guideSource.map { try nextGuideFrame($0, for: frame.index, info: info) }
+                    try analysis.add(input: frame.image, guide: guideImage)
+                    if segment.range?.contains(frame.index) ?? true { before.add(frame.image) }
+                }, progress: update)
+            }
+            if let guideSource, try guideSource.next() != nil {
+                throw MediaError(.invalidArgument, path: guide!, "has more frames than \(input) (\(analysis.frameCount)): the guide must have the same frames")
+            }
+            if let index = fixedReference, index >= analysis.frameCount {
+                throw MediaError(.invalidArgument, path: input, "frame \(index) is outside the video, which has \(analysis.frameCount) frames")
+            }
+        } catch {
+            sink.abort()
+            throw error
+        }
+        let plan = analysis.finish()
+
+        // Pass 2: each frame brought to its scene's consensus and written. E_warp before and after
+        // is measured for --json, on the guide's motion, at up to 640 pixels wide.
+        var after = BrightnessFlicker()
+        let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
+        let measureGuide = try report.json ? guide.map { try Media.openSource($0, frameRate: output.frameRate, frames: segment.range) } : nil
+        let done = try ProgressView(label: "deflicker: writing", quiet: report.quiet).track { update in
+            try StreamingProcessor.run(source: outputSource, sink: sink, process: { frame in
+                let original = frame.image
+                frame.image = try plan.apply(to: original, index: frame.index)
+                after.add(frame.image)
+                if let warping {
+                    let motion = try measureGuide.map { try nextGuideFrame($0, for: frame.index, info: info) } ?? original
+                    warping.add(guide: motion, outputs: [original, frame.image])
+                }
+            }, progress: update)
+        }
+
+        let scenes = plan.scenes.map { ["start": $0.start, "reference": $0.reference, "reason": $0.reason.rawValue] as [String: Any] }
+        if report.json {
+            var object: [String: Any] = [
+                "input": input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
+                "fps": done.framesPerSecond, "cuts": plan.cuts, "references": scenes,
+                "brightness_flicker": ["before": before.value, "after": after.value],
+            ]
+            if let guide { object["guide"] = guide }
+            if let warping {
+                object["ewarp"] = ["before": warping.ewarp(output: 0), "after": warping.ewarp(output: 1)]
+                object["ewarp_first"] = ["before": warping.ewarpFirst(output: 0), "after": warping.ewarpFirst(output: 1)]
+            }
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else if !report.quiet {
+            print(String(format: "brightness flicker %.3f → %.3f (mean |ΔY|, 8-bit)", before.value, after.value))
+            print("scene cuts: " + (plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")))
+        }
+    }
+
+    /// The guide's next frame, at the input's size; an error if the guide has ended.
+    func nextGuideFrame(_ source: FrameSource, for index: Int, info: StreamInfo) throws -> PlanarImage {
+        guard let frame = try source.next() else {
+            throw MediaError(.invalidArgument, path: guide!, "has fewer frames than \(input) (it ends before frame \(index))")
+        }
+        return scaled(frame.image, to: info)
+    }
+
+    func scaled(_ image: PlanarImage, to info: StreamInfo) -> PlanarImage {
+        image.resized(height: info.height, width: info.width)
+    }
+}
