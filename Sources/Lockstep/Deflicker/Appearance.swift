@@ -73,7 +73,11 @@ public struct FrameAppearance: Sendable {
                            field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
         let lw = frame.width, lh = frame.height, n = lw * lh
         precondition(reference.width == lw && reference.height == lh && confidence.count == n)
-        var weight = confidence
+        // Only confident matches speak for the frame: a half-trusted match is as likely to pair
+        // different content, and different content reads as a change of tone.
+        let floor: Float = 0.5
+        let trusted = confidence.map { c -> Float in let t = max(0, (c - floor) / (1 - floor)); return t * t }
+        var weight = trusted
         var curves = [ToneCurve](repeating: .identity, count: 3)
         var gain = PlanarImage(channels: 3, height: grid.height, width: grid.width,
                                values: [Float](repeating: 1, count: 3 * grid.count))
@@ -136,7 +140,7 @@ public struct FrameAppearance: Sendable {
             let scale = max(3 * (matched.isEmpty ? 0 : matched[matched.count / 2]), 3.0 / 255)
             for i in 0..<n {
                 let r = residual[i] / scale
-                weight[i] = confidence[i] / (1 + r * r)
+                weight[i] = trusted[i] / (1 + r * r)
             }
         }
         // Where each cell lies in the reference: the field at the cell's centre.

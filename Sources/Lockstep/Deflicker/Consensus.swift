@@ -1,19 +1,26 @@
 import Foundation
 import Tensor
 
-/// The appearance a scene's frames agree on. Every frame's appearance is known relative to the
-/// scene's reference (`FrameAppearance`); averaged over the scene, those relations describe the
+/// The appearance a shot's frames agree on. Every frame's appearance is known relative to a
+/// reference (`FrameAppearance`); averaged over the frames, those relations describe the
 /// reference's own accident: if the reference came out too bright, every frame maps to it with a
 /// gain above 1. The consensus is the inverse of that average, so a too-bright reference does not
-/// make the output too bright.
-///   curves: ḡ_c = (mean over frames of curve_c)⁻¹
-///   gain:   n_c(y) = exp(−mean over frames of log gain_c at reference position y)
+/// make the output too bright. Tone curves and gain fields are agreed separately:
+///   curves (`CurveConsensus`, over a window of frames around each frame, within its shot):
+///     ḡ_c = (mean over the window of curve_c)⁻¹. A window rather than the whole shot, so that a
+///     slow change (a camera's exposure adapting, a sunset) is kept while flicker is removed.
+///   gain (`FieldConsensus`, per reference): n_c(y) = exp(−mean of log gain_c at reference position y)
 /// The gain is averaged in the reference's coordinates (each frame's cells placed where they lie
 /// in the reference), so spatial flicker that moves with the picture is averaged where it belongs.
-public struct SceneConsensus: Sendable {
+public enum CurveConsensus {
+    /// ḡ_c for the curves of the frames in a window, tabulated.
+    public static func inverse(of window: [[ToneCurve]]) -> [LookupTable] {
+        (0..<3).map { c in ToneCurve.mean(window.map { $0[c] }).inverseTable(lower: -0.5, upper: 1.5, count: 8192) }
+    }
+}
+
+public struct FieldConsensus: Sendable {
     let grid: AppearanceGrid
-    private var curveSums = [[Float]](repeating: [Float](repeating: 0, count: ToneCurve.knotCount), count: 3)
-    private var frames = 0
     private var logGainSums: [Float]
     private var weightSums: [Float]
 
@@ -24,8 +31,6 @@ public struct SceneConsensus: Sendable {
     }
 
     public mutating func add(_ appearance: FrameAppearance) {
-        frames += 1
-        for c in 0..<3 { for j in 0..<ToneCurve.knotCount { curveSums[c][j] += appearance.curves[c].values[j] } }
         let gw = grid.width, gh = grid.height, count = grid.count
         let gain = appearance.gain.values
         for cell in 0..<count {
@@ -46,28 +51,27 @@ public struct SceneConsensus: Sendable {
         }
     }
 
-    /// The correction from the reference's appearance to the consensus.
-    public var correction: ConsensusCorrection {
-        let inverse = (0..<3).map { c in
-            ToneCurve(values: curveSums[c].map { $0 / Float(max(frames, 1)) }).inverseTable(lower: -0.5, upper: 1.5, count: 8192)
-        }
+    /// n_c on the reference's grid.
+    public var gain: PlanarImage {
         let weights = (0..<3).flatMap { _ in weightSums }
         let logGain = FrameAppearance.smoothRatio(numerator: logGainSums.map { -$0 }, denominator: weights, grid: grid, fallback: 0)
-        let gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: logGain.values.map { exp($0) })
-        return ConsensusCorrection(inverseCurves: inverse, gain: gain)
+        return PlanarImage(channels: 3, height: grid.height, width: grid.width, values: logGain.values.map { exp($0) })
     }
 }
 
-/// The consensus of one scene, ready to apply: inverse mean curves and a gain field in the
-/// reference's coordinates.
+/// The consensus for one reference, ready to apply: the reference's consensus gain field, and
+/// (given per frame) the inverse of the consensus curves.
 public struct ConsensusCorrection: Sendable {
-    public let inverseCurves: [LookupTable]
     public let gain: PlanarImage
+
+    public init(gain: PlanarImage) {
+        self.gain = gain
+    }
 
     /// The stable version of `frame`, whose appearance relative to the reference is `appearance`:
     ///   out_c(x) = n_c(w(x)) · ḡ_c(gain_c(x) · curve_c(frame_c(x)))
     /// Only smooth fields and per-value curves touch the frame, so its detail is its own.
-    public func apply(to frame: PlanarImage, appearance: FrameAppearance, grid: AppearanceGrid) -> PlanarImage {
+    public func apply(to frame: PlanarImage, appearance: FrameAppearance, inverseCurves: [LookupTable], grid: AppearanceGrid) -> PlanarImage {
         let count = grid.count, gw = grid.width, gh = grid.height
         // The consensus gain at each of the frame's cells, read where the cell lies in the
         // reference; cells that matched poorly take it from their neighbours.

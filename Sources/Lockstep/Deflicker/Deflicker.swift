@@ -3,27 +3,29 @@ import Tensor
 
 /// Removes flicker in two passes (DESIGN.md, "Editors: deflicker").
 ///
-/// Pass 1, `DeflickerAnalysis`: every frame is matched to its scene's reference by the
-/// cross-frame attention, on the guide (the unprocessed original) or, blind, on the input's own
-/// latent made illumination-robust. Through that correspondence the frame's colour low band is
-/// compared with the reference's, and the difference is fitted as a tone curve per channel and a
-/// smooth gain field (`FrameAppearance`): that is the frame's flicker relative to the reference.
-/// Only this small record is kept per frame (in a temporary file), and each scene's consensus
-/// (`SceneConsensus`) is accumulated as the frames go by.
+/// Pass 1, `DeflickerAnalysis`: every frame is matched to a reference by the cross-frame
+/// attention, on the guide (the unprocessed original) or, blind, on the input's own latent made
+/// illumination-robust. Through that correspondence the frame's colours are compared with the
+/// reference's, and the difference is fitted as a tone curve per channel and a smooth gain field
+/// (`FrameAppearance`): that is the frame's flicker relative to the reference. Only this small
+/// record is kept per frame (in a temporary file); the consensus is accumulated as frames go by.
 ///
 /// Pass 2, `DeflickerPlan`: each frame is mapped to its reference's appearance and on to the
-/// scene's consensus. Only per-value curves and smooth fields touch the frame, so its detail and
-/// its motion are its own: nothing is blended across frames, and nothing can ghost or trail.
+/// consensus. Only per-value curves and smooth fields touch the frame, so its detail and its
+/// motion are its own: nothing is blended across frames, and nothing can ghost or trail.
 ///
-/// A new reference is taken at a scene cut (consecutive frames that do not correlate), and when
-/// the frame no longer overlaps the reference enough to be matched (the camera has moved on).
+/// References: a shot starts at the first frame and at each scene cut (consecutive frames that do
+/// not correlate) and takes that frame as its reference. When the camera moves on so far that too
+/// little of a frame matches the reference, that frame becomes the next reference, linked to the
+/// previous one by its fitted curves; the tone consensus spans the whole shot through those
+/// links, and the gain field's consensus is kept per reference.
 public final class DeflickerAnalysis {
     public enum Reason: String, Sendable {
         /// The first frame of the video, or the reference the user chose.
         case start
         /// A scene cut.
         case cut
-        /// The camera has moved on: too little of the frame matches the reference.
+        /// The camera has moved on: too little of the frame matches the previous reference.
         case coverage
     }
 
@@ -34,18 +36,25 @@ public final class DeflickerAnalysis {
         public var reason: Reason
     }
 
-    /// A frame whose thumbnail correlates less than this with the previous one starts a new scene.
+    /// A frame whose thumbnail correlates less than this with the previous one starts a new shot.
     public static let cutCorrelation: Float = 0.5
-    /// A frame matching less than this share of itself to the reference takes a new reference.
-    public static let minimumCoverage: Float = 0.25
+    /// A frame whose matches to the reference have less mean confidence than this becomes the
+    /// next reference (about ⅔ of what neighbouring frames of real video reach).
+    public static let minimumCoverage: Float = 0.45
+    /// Below this, the link to the previous reference is too weak to carry the tone: a new shot.
+    public static let minimumLink: Float = 0.15
 
     public let grid: AppearanceGrid
     let codec: AliasFreeCodec
     let fixedReference: Int?
     let store: RecordStore
     private var reference: (index: Int, attention: CrossFrameAttention, colour: PlanarImage)?
-    private var consensus: SceneConsensus
-    private var corrections: [ConsensusCorrection] = []
+    /// Curves from the current reference's appearance to its shot's first reference.
+    private var linkToShot = [ToneCurve](repeating: .identity, count: 3)
+    private var fields: FieldConsensus
+    private var referenceGains: [PlanarImage] = []
+    /// First frame of each shot (a run of references linked by their curves).
+    private var shotStarts: [Int] = []
     private var previousThumbnail: [Float]?
     public private(set) var scenes: [Scene] = []
     /// First frames of the scene cuts found.
@@ -54,7 +63,7 @@ public final class DeflickerAnalysis {
     public let width: Int, height: Int
 
     /// - Parameter fixed: a reference chosen by the user (its index, input frame and guide frame),
-    ///   used for the whole video; nil to take one at the start and after each cut.
+    ///   used for the whole video; nil to choose references as the video goes.
     public init(width: Int, height: Int, fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)? = nil) throws {
         self.width = width
         self.height = height
@@ -62,12 +71,13 @@ public final class DeflickerAnalysis {
         let k = codec.factor
         grid = AppearanceGrid(latentWidth: (width + k - 1) / k, latentHeight: (height + k - 1) / k, factor: k, origin: codec.origin)
         store = try RecordStore(recordLength: FrameAppearance.recordLength(grid) + 1)
-        consensus = SceneConsensus(grid: grid)
+        fields = FieldConsensus(grid: grid)
         fixedReference = fixed?.index
         if let fixed {
             let (features, colour) = analyse(input: fixed.input, guide: fixed.guide)
             reference = (fixed.index, CrossFrameAttention(reference: features), colour)
             scenes = [Scene(start: 0, reference: fixed.index, reason: .start)]
+            shotStarts = [0]
         }
     }
 
@@ -80,36 +90,46 @@ public final class DeflickerAnalysis {
         previousThumbnail = thumbnail
         if isCut { cuts.append(index) }
 
-        var appearance: FrameAppearance?
-        if let reference, !(isCut && fixedReference == nil) {
-            if reference.index == index {
-                appearance = .identity(grid)
-            } else {
+        var appearance = FrameAppearance.identity(grid)
+        var newReference: Reason?
+        var link: [ToneCurve]?
+        if let reference {
+            if isCut && fixedReference == nil {
+                newReference = .cut
+            } else if reference.index != index {
                 let field = reference.attention.correspondence(for: features)
                 let (carried, confidence) = carry(reference.colour, along: field)
-                let fitted = FrameAppearance.fit(frame: colour, reference: carried, confidence: confidence,
+                appearance = FrameAppearance.fit(frame: colour, reference: carried, confidence: confidence,
                                                  samplesPerCell: AppearanceGrid.cell * grid.factor / 2, field: field, grid: grid)
-                if fixedReference != nil || fitted.matchedFraction >= Self.minimumCoverage { appearance = fitted }
+                if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
+                    newReference = .coverage
+                    if appearance.matchedFraction >= Self.minimumLink { link = appearance.curves }
+                    appearance = .identity(grid)
+                }
             }
+        } else {
+            newReference = .start
         }
-        if appearance == nil {
-            // This frame becomes the reference of a new scene.
-            if reference != nil { corrections.append(consensus.correction) }
-            consensus = SceneConsensus(grid: grid)
+        if let reason = newReference {
+            if reference != nil { referenceGains.append(fields.gain) }
+            if link == nil { shotStarts.append(index) }
+            linkToShot = link.map { zip(linkToShot, $0).map { $0.after($1) } } ?? Array(repeating: .identity, count: 3)
+            fields = FieldConsensus(grid: grid)
             reference = (index, CrossFrameAttention(reference: features), colour)
-            scenes.append(Scene(start: index, reference: index, reason: scenes.isEmpty ? .start : (isCut ? .cut : .coverage)))
-            appearance = .identity(grid)
+            scenes.append(Scene(start: index, reference: index, reason: reason == .coverage && link == nil ? .cut : reason))
         }
-        consensus.add(appearance!)
-        try store.append(appearance!.record + [Float(scenes.count - 1)])
+        // Curves go to the shot's first reference; the gain field stays with this reference.
+        appearance.curves = zip(linkToShot, appearance.curves).map { $0.after($1) }
+        fields.add(appearance)
+        try store.append(appearance.record + [Float(scenes.count - 1)])
         frameCount += 1
     }
 
-    /// Ends the first pass: the plan that maps every frame to its scene's consensus.
+    /// Ends the first pass: the plan that maps every frame to its consensus.
     public func finish() -> DeflickerPlan {
-        var all = corrections
-        if !scenes.isEmpty { all.append(consensus.correction) }
-        return DeflickerPlan(store: store, grid: grid, corrections: all, scenes: scenes, cuts: cuts, frameCount: frameCount)
+        if !scenes.isEmpty { referenceGains.append(fields.gain) }
+        return DeflickerPlan(store: store, grid: grid, corrections: referenceGains.map(ConsensusCorrection.init),
+                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount)
     }
 
     /// The features to match on, and the input at half resolution, whose colours are compared.
@@ -158,8 +178,11 @@ public final class DeflickerAnalysis {
         return s / Float(a.count)
     }
 
-    /// The reference's half-resolution colours carried to the frame's half-resolution grid
-    /// (bilinear), with the match's confidence there.
+    /// The reference's half-resolution colours carried to the frame's half-resolution grid, with
+    /// the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
+    /// a local blur, which lowers the bright tones and raises the dark ones wherever the picture
+    /// has fine texture, and that would read as a change of tone. A nearest sample keeps the
+    /// reference's distribution of values; its misplacement of up to half a sample is only noise.
     func carry(_ colour: PlanarImage, along field: CorrespondenceField) -> (PlanarImage, [Float]) {
         let w = colour.width, h = colour.height, plane = w * h
         var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
@@ -172,15 +195,13 @@ public final class DeflickerAnalysis {
                     for x in 0..<w {
                         let px = 2 * Float(x) + 0.5, py = 2 * Float(y) + 0.5
                         let (dx, dy, c) = WarpingErrorMeter.displacement(field, px, py, factor: k, origin: origin)
-                        let sx = min(max((px + dx - 0.5) / 2, 0), Float(w - 1)), sy = min(max((py + dy - 0.5) / 2, 0), Float(h - 1))
-                        let x0 = min(Int(sx), w - 2 < 0 ? 0 : w - 2), y0 = min(Int(sy), h - 2 < 0 ? 0 : h - 2)
-                        let x1 = min(x0 + 1, w - 1), y1 = min(y0 + 1, h - 1), ax = sx - Float(x0), ay = sy - Float(y0)
-                        let i = y * w + x
+                        let sx = Int(min(max((px + dx - 0.5) / 2, 0), Float(w - 1)).rounded())
+                        let sy = Int(min(max((py + dy - 0.5) / 2, 0), Float(h - 1)).rounded())
+                        let i = y * w + x, j = sy * w + sx
                         cp[i] = c
-                        for ch in 0..<3 {
-                            let p = s + ch * plane
-                            d[ch * plane + i] = (1 - ay) * ((1 - ax) * p[y0 * w + x0] + ax * p[y0 * w + x1]) + ay * ((1 - ax) * p[y1 * w + x0] + ax * p[y1 * w + x1])
-                        }
+                        d[i] = s[j]
+                        d[plane + i] = s[plane + j]
+                        d[2 * plane + i] = s[2 * plane + j]
                     }
                 }
             }
@@ -189,26 +210,32 @@ public final class DeflickerAnalysis {
     }
 }
 
-/// The second pass: each frame mapped to its scene's consensus appearance.
+/// The second pass: each frame mapped to the consensus appearance.
 public final class DeflickerPlan {
+    /// Frames on each side whose curves make a frame's tone consensus (about a second of video).
+    public static let window = 15
     let store: RecordStore
     public let grid: AppearanceGrid
     let corrections: [ConsensusCorrection]
     public let scenes: [DeflickerAnalysis.Scene]
+    let shotStarts: [Int]
     public let cuts: [Int]
     public let frameCount: Int
+    /// Curves of the frames around the last one applied, by index.
+    private var curveCache: [Int: [ToneCurve]] = [:]
 
     init(store: RecordStore, grid: AppearanceGrid, corrections: [ConsensusCorrection],
-         scenes: [DeflickerAnalysis.Scene], cuts: [Int], frameCount: Int) {
+         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], frameCount: Int) {
         self.store = store
         self.grid = grid
         self.corrections = corrections
         self.scenes = scenes
+        self.shotStarts = shotStarts
         self.cuts = cuts
         self.frameCount = frameCount
     }
 
-    /// The appearance recorded for frame `index` in the first pass.
+    /// The appearance recorded for frame `index` in the first pass, and its reference's number.
     public func appearance(of index: Int) throws -> (appearance: FrameAppearance, scene: Int) {
         let record = try store.read(index)
         return (FrameAppearance(record: Array(record.dropLast()), grid: grid), Int(record.last!))
@@ -216,7 +243,16 @@ public final class DeflickerPlan {
 
     /// Frame `index` (counted from 0 over the whole video) made consistent.
     public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
-        let (appearance, scene) = try appearance(of: index)
-        return corrections[scene].apply(to: frame, appearance: appearance, grid: grid)
+        let (current, scene) = try appearance(of: index)
+        let shot = shotStarts.lastIndex(where: { $0 <= index }) ?? 0
+        let lower = max(index - Self.window, shotStarts[shot])
+        let upper = min(index + Self.window, (shot + 1 < shotStarts.count ? shotStarts[shot + 1] : frameCount) - 1)
+        curveCache = curveCache.filter { $0.key >= lower && $0.key <= upper }
+        var window: [[ToneCurve]] = []
+        for i in lower...upper {
+            if curveCache[i] == nil { curveCache[i] = try appearance(of: i).appearance.curves }
+            window.append(curveCache[i]!)
+        }
+        return corrections[scene].apply(to: frame, appearance: current, inverseCurves: CurveConsensus.inverse(of: window), grid: grid)
     }
 }

@@ -101,6 +101,11 @@ public struct ToneCurve: Sendable, Equatable {
         } } }
     }
 
+    /// self ∘ inner: inner first, then this curve (exact at the knots, linear between them).
+    public func after(_ inner: ToneCurve) -> ToneCurve {
+        ToneCurve(values: inner.values.map { self($0) })
+    }
+
     /// The pointwise mean of several curves.
     public static func mean(_ curves: [ToneCurve]) -> ToneCurve {
         guard !curves.isEmpty else { return .identity }
