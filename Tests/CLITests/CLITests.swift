@@ -1,5 +1,6 @@
 import Foundation
 import MediaIO
+import Tensor
 import Testing
 import TestSupport
 
@@ -191,5 +192,60 @@ import TestSupport
             #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
             #expect(a.pts == b.pts)
         }
+    }
+}
+
+/// `lockstep deflicker` as a user runs it.
+@Suite struct DeflickerCLITests {
+    /// The synthetic clip with a per-frame gain: frame t × (1 + 0.1·(−1)^t).
+    static func flickering(in dir: TemporaryDirectory) throws -> (input: String, guide: String) {
+        let guide = try CLITests.clip(in: dir)
+        let frames = try SyntheticClip.readAll(guide).frames.map { frame -> PlanarImage in
+            let gain: Float = frame.index % 2 == 0 ? 1.1 : 0.9
+            return PlanarImage(channels: 3, height: frame.image.height, width: frame.image.width, values: frame.image.values.map { min($0 * gain, 1) })
+        }
+        return (try SyntheticClip.write(frames, to: dir.file("flicker.mkv"), codec: "ffv1"), guide)
+    }
+
+    /// A guide with other frames is refused before anything is written, naming the guide.
+    @Test func guideOfAnotherLengthIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let (input, _) = try Self.flickering(in: dir)
+        let short = try SyntheticClip.write((0..<4).map { SyntheticClip.movingPattern(t: $0, width: 64, height: 48) },
+                                            to: dir.file("short.mkv"), codec: "ffv1")
+        let r = try CLITests.run(["deflicker", input, "--guide", short, "-o", dir.file("out.mp4"), "--quiet"])
+        #expect(r.status == 1)
+        #expect(r.stderr == "lockstep: error: \(short): has fewer frames than \(input) (it ends before frame 4)\n")
+        #expect(!dir.contents.contains("out.mp4"))
+    }
+
+    @Test func referenceOutsideTheVideoIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let (input, _) = try Self.flickering(in: dir)
+        let r = try CLITests.run(["deflicker", input, "-o", dir.file("out.mp4"), "--reference", "30"])
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("frame 30 is outside the video, which has 10 frames"))
+        #expect(!dir.contents.contains("out.mp4"))
+        let bad = try CLITests.run(["deflicker", input, "-o", dir.file("out.mp4"), "--reference", "first"])
+        #expect(bad.status != 0 && bad.stderr.contains("--reference takes auto or a frame index"))
+    }
+
+    /// The JSON summary: flicker before and after (less after), E_warp before and after, no cuts;
+    /// a guide at half the size is scaled to the input's.
+    @Test func summaryAndScaledGuide() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try Self.flickering(in: dir)
+        let small = dir.file("small")
+        try ffmpeg(["-i", guide, "-vf", "scale=32:24", "-start_number", "0", small + "-%03d.png"])
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        for name in dir.contents where name.hasPrefix("small-") { try FileManager.default.moveItem(atPath: dir.file(name), toPath: small + "/" + name) }
+        let r = try CLITests.run(["deflicker", input, "--guide", small, "-o", dir.file("out.mkv"), "--codec", "ffv1", "--json", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let brightness = json["brightness_flicker"] as! [String: Double], ewarp = json["ewarp"] as! [String: Double]
+        #expect(brightness["after"]! < brightness["before"]! / 4)
+        #expect(ewarp["after"]! < ewarp["before"]!)
+        #expect((json["cuts"] as! [Int]).isEmpty)
+        #expect(try SyntheticClip.readAll(dir.file("out.mkv")).frames.count == 10)
     }
 }
