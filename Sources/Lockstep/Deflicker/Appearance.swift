@@ -143,6 +143,27 @@ public struct FrameAppearance: Sendable {
                 weight[i] = trusted[i] / (1 + r * r)
             }
         }
+        // The gain field is kept only if it explains the matches clearly better than the curves
+        // alone: where the flicker is global, a field would only fit noise and content change.
+        let margin: Float = 0.15
+        let fieldGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
+        var flat = curves
+        for c in 0..<3 {
+            flat[c] = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in weight.withUnsafeBufferPointer { wp in
+                ToneCurve.matching(x: ap.baseAddress! + c * n, y: bp.baseAddress! + c * n, weight: wp.baseAddress!, count: n).monotone
+            } } }
+        }
+        var withField: Float = 0, without: Float = 0
+        for i in 0..<n where weight[i] > 0 {
+            for c in 0..<3 {
+                withField += weight[i] * abs(b[c * n + i] - fieldGain[c * n + i] * curves[c](a[c * n + i]))
+                without += weight[i] * abs(b[c * n + i] - flat[c](a[c * n + i]))
+            }
+        }
+        if withField > without * (1 - margin) {
+            curves = flat
+            gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
+        }
         // Where each cell lies in the reference: the field at the cell's centre.
         var xs = [Float](repeating: 0, count: grid.count), ys = xs
         for gy in 0..<grid.height {
