@@ -57,7 +57,7 @@ public struct ColourTransform: Sendable {
     public func delta(for image: PlanarImage) -> PlanarImage {
         precondition(image.channels == 3)
         var out = PlanarImage(uninitializedChannels: 3, height: image.height, width: image.width)
-        let n = image.planeSize, size = self.size, last = Float(size - 1)
+        let n = image.planeSize, size = self.size
         image.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 lattice.withUnsafeBufferPointer { table in
