@@ -1,7 +1,7 @@
 /// Σ a[i]·b[i] for `count` a multiple of 8, in eight SIMD lanes. A plain loop is a strict
 /// left-to-right reduction that the compiler may not reorder, so it runs one multiply at a time;
 /// eight partial sums let it use whole vector registers.
-@inline(__always)
+@inlinable @inline(__always)
 public func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
     var sum = SIMD8<Float>()
     var i = 0

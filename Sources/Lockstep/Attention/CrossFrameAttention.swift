@@ -125,15 +125,15 @@ public struct CrossFrameAttention: Sendable {
         let scaleX = Float(k.width) / Float(q.width), scaleY = Float(k.height) / Float(q.height)
         let block = 256
         var scores = [Float](repeating: 0, count: block * nk)
-        q.channelMajor.withUnsafeBufferPointer { qp in
-            k.channelMajor.withUnsafeBufferPointer { kp in
+        q.positionMajor.withUnsafeBufferPointer { qp in
+            k.positionMajor.withUnsafeBufferPointer { kp in
                 scores.withUnsafeMutableBufferPointer { sp in
                     var start = 0
                     while start < nq {
                         let m = min(block, nq - start)
                         // scores[i, j] = ⟨Q(start + i), K(j)⟩
-                        gemm(m: m, n: nk, k: c, alpha: 1, a: qp.baseAddress! + start, lda: nq, transposeA: true,
-                             b: kp.baseAddress!, ldb: nk, transposeB: false, beta: 0, c: sp.baseAddress!, ldc: nk)
+                        gemm(m: m, n: nk, k: c, alpha: 1, a: qp.baseAddress! + start &* c, lda: c, transposeA: false,
+                             b: kp.baseAddress!, ldb: c, transposeB: true, beta: 0, c: sp.baseAddress!, ldc: nk)
                         let s = sp.baseAddress!
                         let fieldStart = start
                         field.x.withUnsafeMutableBufferPointer { fx in
@@ -199,29 +199,25 @@ public struct CrossFrameAttention: Sendable {
 
     // MARK: Sub-sample refinement
 
-    /// Gauss–Newton steps on Σ_c (Q_c − K_c(x, y))², with K sampled by Catmull–Rom interpolation
-    /// and its gradient by central differences of half a sample. The softmax's weighted mean is
-    /// biased towards grid points unless the score surface is exactly Gaussian around its peak;
-    /// for band-limited features these steps converge to the true sub-sample match (median error
-    /// 0.02–0.03 samples on exact sub-pixel shifts, against 0.15–0.3 for the softmax mean alone).
+    /// Gauss–Newton steps on Σ_c (Q_c − K_c(x, y))², with K and its gradient from the same
+    /// Catmull–Rom interpolation (the interpolant's exact derivative, from the same 4×4 taps).
+    /// The softmax's weighted mean is biased towards grid points unless the score surface is
+    /// exactly Gaussian around its peak; for band-limited features these steps converge to the
+    /// true sub-sample match.
     @inline(__always)
     static func lucasKanade(query: UnsafePointer<Float>, keys: UnsafePointer<Float>, width: Int, height: Int, channels c: Int,
                             x startX: Float, y startY: Float, scratch: inout [Float]) -> (Float, Float) {
         var x = startX, y = startY
         let limitX = Float(width - 2), limitY = Float(height - 2)
         return scratch.withUnsafeMutableBufferPointer { buffer in
-            let center = buffer.baseAddress!, left = center + c, right = left + c, up = right + c, down = up + c
+            let value = buffer.baseAddress!, gradX = value + c, gradY = gradX + c
             for _ in 0..<3 {
                 guard x > 1, x < limitX, y > 1, y < limitY else { break }
-                sampleCubic(keys, width: width, channels: c, x: x, y: y, into: center)
-                sampleCubic(keys, width: width, channels: c, x: x - 0.5, y: y, into: left)
-                sampleCubic(keys, width: width, channels: c, x: x + 0.5, y: y, into: right)
-                sampleCubic(keys, width: width, channels: c, x: x, y: y - 0.5, into: up)
-                sampleCubic(keys, width: width, channels: c, x: x, y: y + 0.5, into: down)
+                sampleCubicWithGradient(keys, width: width, channels: c, x: x, y: y, value: value, gradX: gradX, gradY: gradY)
                 var axx: Float = 0, axy: Float = 0, ayy: Float = 0, bx: Float = 0, by: Float = 0
                 for ch in 0..<c {
-                    let gx = right[ch] - left[ch], gy = down[ch] - up[ch]
-                    let residual = query[ch] - center[ch]
+                    let gx = gradX[ch], gy = gradY[ch]
+                    let residual = query[ch] - value[ch]
                     axx += gx * gx; axy += gx * gy; ayy += gy * gy
                     bx += gx * residual; by += gy * residual
                 }
@@ -238,20 +234,34 @@ public struct CrossFrameAttention: Sendable {
         }
     }
 
-    /// Catmull–Rom interpolation of position-major features at (x, y); needs 1 ≤ x ≤ width − 3.
+    /// The derivative of `catmullRomWeights(t)` with respect to t.
     @inline(__always)
-    static func sampleCubic(_ keys: UnsafePointer<Float>, width: Int, channels c: Int, x: Float, y: Float,
-                            into out: UnsafeMutablePointer<Float>) {
+    static func catmullRomDerivativeWeights(_ t: Float) -> SIMD4<Float> {
+        let t2 = t * t
+        return SIMD4(0.5 * (-3 * t2 + 4 * t - 1), 0.5 * (9 * t2 - 10 * t), 0.5 * (-9 * t2 + 8 * t + 1), 0.5 * (3 * t2 - 2 * t))
+    }
+
+    /// Catmull–Rom interpolation of position-major features at (x, y), and its x and y
+    /// derivatives; needs 1 ≤ x ≤ width − 3 (and likewise y).
+    @inline(__always)
+    static func sampleCubicWithGradient(_ keys: UnsafePointer<Float>, width: Int, channels c: Int, x: Float, y: Float,
+                                        value: UnsafeMutablePointer<Float>, gradX: UnsafeMutablePointer<Float>,
+                                        gradY: UnsafeMutablePointer<Float>) {
         let ix = Int(x.rounded(.down)), iy = Int(y.rounded(.down))
-        let wx = catmullRomWeights(x - Float(ix)), wy = catmullRomWeights(y - Float(iy))
-        for ch in 0..<c { out[ch] = 0 }
+        let fx = x - Float(ix), fy = y - Float(iy)
+        let wx = catmullRomWeights(fx), wy = catmullRomWeights(fy)
+        let dwx = catmullRomDerivativeWeights(fx), dwy = catmullRomDerivativeWeights(fy)
+        for ch in 0..<c { value[ch] = 0; gradX[ch] = 0; gradY[ch] = 0 }
         for j in 0..<4 {
-            let rowWeight = wy[j]
             let row = keys + ((iy &- 1 &+ j) &* width &+ ix &- 1) &* c
-            for i in 0..<4 {
-                let weight = rowWeight * wx[i]
-                let tap = row + i &* c
-                for ch in 0..<c { out[ch] += weight * tap[ch] }
+            let a = wy[j], da = dwy[j]
+            for ch in 0..<c {
+                let t0 = row[ch], t1 = row[c &+ ch], t2 = row[2 &* c &+ ch], t3 = row[3 &* c &+ ch]
+                let h = wx[0] * t0 + wx[1] * t1 + wx[2] * t2 + wx[3] * t3
+                let hd = dwx[0] * t0 + dwx[1] * t1 + dwx[2] * t2 + dwx[3] * t3
+                value[ch] += a * h
+                gradX[ch] += a * hd
+                gradY[ch] += da * h
             }
         }
     }
@@ -273,7 +283,7 @@ public struct CrossFrameAttention: Sendable {
         field.confidence.withUnsafeMutableBufferPointer { fc in
             parallelChunks(q.height, minimumChunk: 2) { rows in
                 var scores = [Float](repeating: 0, count: side * side)
-                var scratch = [Float](repeating: 0, count: 5 * pointChannels)
+                var scratch = [Float](repeating: 0, count: 3 * pointChannels)
                 for py in rows {
                     for px in 0..<qw {
                         let i = py &* qw &+ px

@@ -3,9 +3,9 @@ import Tensor
 /// Features for matching, one level of a pyramid. Each position is described by its 3×3
 /// neighbourhood of feature vectors (C·9 values, unit length): single positions of smooth
 /// features are too alike to match reliably; their neighbourhoods are not. The descriptors are
-/// stored position-major for windowed dot products and channel-major (descriptor values ×
-/// positions) for the matrix product of global attention. The unit-length C-vector of each
-/// position alone is kept too, for sub-sample refinement.
+/// stored position-major, for windowed dot products and (as the transposed operand) for the
+/// matrix product of global attention. The unit-length C-vector of each position alone is kept
+/// too, for sub-sample refinement.
 public struct FeatureLevel: Sendable {
     public let channels: Int
     public let height: Int
@@ -15,8 +15,6 @@ public struct FeatureLevel: Sendable {
     public var descriptorLength: Int { (channels * 9 + 7) / 8 * 8 }
     /// (y·width + x)·descriptorLength + d
     let positionMajor: [Float]
-    /// d·(height·width) + y·width + x
-    let channelMajor: [Float]
     /// (y·width + x)·channels + c: each position's own features, unit length.
     let pointFeatures: [Float]
 
@@ -68,10 +66,7 @@ public struct FeatureLevel: Sendable {
                 }
             }
         } } }
-        var transposed = [Float](repeating: 0, count: n * length)
-        for i in 0..<n { for j in 0..<length { transposed[j &* n &+ i] = descriptors[i &* length &+ j] } }
         positionMajor = descriptors
-        channelMajor = transposed
         pointFeatures = points
     }
 }

@@ -11,7 +11,8 @@ import Tensor
 /// neighbours, so the function is defined, smooth and bounded everywhere.
 public struct ColourTransform: Sendable {
     public let size: Int
-    /// The delta at each lattice point: ((r·size + g)·size + b)·3 + channel.
+    /// The delta at each lattice point: ((r·size + g)·size + b)·3 + channel; two zeros after the
+    /// last, so eight values can be read from any point's pair along b.
     var lattice: [Float]
 
     /// Fits the delta `edited − original` as a function of `original`'s colour, weighting each
@@ -49,13 +50,14 @@ public struct ColourTransform: Sendable {
             for c in 0..<3 { lattice[3 * p + c] = Float(sums[3 * p + c] / mass[p]) }
         }
         Self.fillByDiffusion(&lattice, known: known, size: size)
+        lattice += [0, 0]
     }
 
     /// The learned delta for `image`'s colours.
     public func delta(for image: PlanarImage) -> PlanarImage {
         precondition(image.channels == 3)
         var out = PlanarImage(uninitializedChannels: 3, height: image.height, width: image.width)
-        let n = image.planeSize, size = self.size, last = Float(size - 1)
+        let n = image.planeSize, size = self.size
         image.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
                 lattice.withUnsafeBufferPointer { table in
@@ -64,19 +66,35 @@ public struct ColourTransform: Sendable {
                     let t = table.baseAddress!
                     parallelChunks(n, minimumChunk: 4096) { range in
                         for i in range {
-                            var acc = (Float(0), Float(0), Float(0))
-                            Self.forEachCorner(r[i] * last, g[i] * last, b[i] * last, size: size) { index, w in
-                                acc.0 += w * t[3 &* index]
-                                acc.1 += w * t[3 &* index &+ 1]
-                                acc.2 += w * t[3 &* index &+ 2]
-                            }
-                            dr[i] = acc.0; dg[i] = acc.1; db[i] = acc.2
+                            (dr[i], dg[i], db[i]) = Self.evaluate(r[i], g[i], b[i], size: size, table: t)
                         }
                     }
                 }
             }
         }
         return out
+    }
+
+    /// The delta at one colour, from the lattice `table` (trilinear). Each pair of corners along b
+    /// is six adjacent values, read as one vector; the four (r, g) pairs are blended in it.
+    @inline(__always)
+    static func evaluate(_ r: Float, _ g: Float, _ b: Float, size: Int, table t: UnsafePointer<Float>) -> (Float, Float, Float) {
+        let last = Float(size - 1)
+        let (cr, cg, cb) = (min(max(r * last, 0), last), min(max(g * last, 0), last), min(max(b * last, 0), last))
+        let (r0, g0, b0) = (min(Int(cr), size &- 2), min(Int(cg), size &- 2), min(Int(cb), size &- 2))
+        let (fr, fg, fb) = (cr - Float(r0), cg - Float(g0), cb - Float(b0))
+        let base = UnsafeRawPointer(t + ((r0 &* size &+ g0) &* size &+ b0) &* 3)
+        let gStride = size &* 12, rStride = size &* size &* 12
+        let c00 = base.loadUnaligned(as: SIMD8<Float>.self)
+        let c01 = base.loadUnaligned(fromByteOffset: gStride, as: SIMD8<Float>.self)
+        let c10 = base.loadUnaligned(fromByteOffset: rStride, as: SIMD8<Float>.self)
+        let c11 = base.loadUnaligned(fromByteOffset: rStride &+ gStride, as: SIMD8<Float>.self)
+        var acc = c00 * ((1 - fr) * (1 - fg))
+        acc += c01 * ((1 - fr) * fg)
+        acc += c10 * (fr * (1 - fg))
+        acc += c11 * (fr * fg)
+        let wb0 = 1 - fb
+        return (wb0 * acc[0] + fb * acc[3], wb0 * acc[1] + fb * acc[4], wb0 * acc[2] + fb * acc[5])
     }
 
     /// The 8 lattice corners around a colour (in lattice units) and their trilinear weights.

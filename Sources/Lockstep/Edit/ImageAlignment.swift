@@ -19,8 +19,11 @@ public struct ImageAlignment: Sendable {
 
     /// Refines `field` (reference positions per grid sample, `factor` pixels per sample, sample 0
     /// at pixel `origin`) so that `frame` around each sample matches the reference.
+    /// Samples whose confidence, and that of all eight neighbours, is below `minimumConfidence`
+    /// are left as they are: a caller that weights by the interpolated confidence and ignores
+    /// what falls below it never sees them.
     public func refine(_ field: inout CorrespondenceField, frame: PlanarImage, factor: Int, origin: Float,
-                       iterations: Int = 3) {
+                       iterations: Int = 3, minimumConfidence: Float = 0) {
         let w = frame.width, h = frame.height, c = frame.channels
         let rw = reference.width, rh = reference.height
         let k = Float(factor), radius = factor  // the block: ±k pixels around the sample, every other pixel
@@ -28,44 +31,85 @@ public struct ImageAlignment: Sendable {
         frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in
         gradientX.withUnsafeBufferPointer { gxb in gradientY.withUnsafeBufferPointer { gyb in
         field.x.withUnsafeMutableBufferPointer { fx in field.y.withUnsafeMutableBufferPointer { fy in
+        field.confidence.withUnsafeBufferPointer { fc in
             let f = fb.baseAddress!, r = rb.baseAddress!, gxp = gxb.baseAddress!, gyp = gyb.baseAddress!
             let plane = w &* h, rplane = rw &* rh
             parallelChunks(fh, minimumChunk: 1) { rows in
                 for j in rows {
                     for i in 0..<fw {
                         let index = j &* fw &+ i
+                        if minimumConfidence > 0 {
+                            var trusted = false
+                            for jj in max(j &- 1, 0)...min(j &+ 1, fh &- 1) {
+                                for ii in max(i &- 1, 0)...min(i &+ 1, fw &- 1) where fc[jj &* fw &+ ii] >= minimumConfidence {
+                                    trusted = true
+                                }
+                            }
+                            if !trusted { continue }
+                        }
                         let cx = origin + k * Float(i), cy = origin + k * Float(j)
                         // Displacement in pixels from the attention's answer.
                         var dx = k * (fx[index] - Float(i)), dy = k * (fy[index] - Float(j))
                         for _ in 0..<iterations {
                             var hxx: Float = 0, hxy: Float = 0, hyy: Float = 0, bx: Float = 0, by: Float = 0
-                            var py = Int(cy) &- radius
-                            while py <= Int(cy) &+ radius {
-                                if py >= 0 && py < h {
-                                    var px = Int(cx) &- radius
-                                    while px <= Int(cx) &+ radius {
-                                        if px >= 0 && px < w {
-                                            // Bilinear sample of the reference and its gradient at p + d.
-                                            let sx = min(max(Float(px) + dx, 0), Float(rw - 1))
-                                            let sy = min(max(Float(py) + dy, 0), Float(rh - 1))
-                                            let x0 = min(Int(sx), rw &- 2 < 0 ? 0 : rw &- 2), y0 = min(Int(sy), rh &- 2 < 0 ? 0 : rh &- 2)
-                                            let ax = sx - Float(x0), ay = sy - Float(y0)
-                                            let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
-                                            let o = y0 &* rw &+ x0
-                                            for ch in 0..<c {
-                                                let base = ch &* rplane &+ o
-                                                let value = w00 * r[base] + w01 * r[base &+ 1] + w10 * r[base &+ rw] + w11 * r[base &+ rw &+ 1]
-                                                let gx = w00 * gxp[base] + w01 * gxp[base &+ 1] + w10 * gxp[base &+ rw] + w11 * gxp[base &+ rw &+ 1]
-                                                let gy = w00 * gyp[base] + w01 * gyp[base &+ 1] + w10 * gyp[base &+ rw] + w11 * gyp[base &+ rw &+ 1]
-                                                let residual = f[ch &* plane &+ py &* w &+ px] - value
-                                                hxx += gx * gx; hxy += gx * gy; hyy += gy * gy
-                                                bx += gx * residual; by += gy * residual
-                                            }
+                            let xLo = Int(cx) &- radius, xHi = Int(cx) &+ radius
+                            let yLo = Int(cy) &- radius, yHi = Int(cy) &+ radius
+                            if xLo >= 0 && xHi < w && yLo >= 0 && yHi < h && Float(xLo) + dx >= 0 && Float(yLo) + dy >= 0
+                                && Float(xHi) + dx < Float(rw - 1) && Float(yHi) + dy < Float(rh - 1) {
+                                // The whole block inside both images: p + d needs no clamping, so its
+                                // bilinear weights are the same at every pixel of the block.
+                                let fdx = dx.rounded(.down), fdy = dy.rounded(.down)
+                                let ax = dx - fdx, ay = dy - fdy
+                                let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
+                                let shift = Int(fdy) &* rw &+ Int(fdx)
+                                var py = yLo
+                                while py <= yHi {
+                                    var px = xLo
+                                    while px <= xHi {
+                                        let o = py &* rw &+ px &+ shift
+                                        var rp = r + o, gxq = gxp + o, gyq = gyp + o, fq = f + (py &* w &+ px)
+                                        for _ in 0..<c {
+                                            let value = w00 * rp[0] + w01 * rp[1] + w10 * rp[rw] + w11 * rp[rw &+ 1]
+                                            let gx = w00 * gxq[0] + w01 * gxq[1] + w10 * gxq[rw] + w11 * gxq[rw &+ 1]
+                                            let gy = w00 * gyq[0] + w01 * gyq[1] + w10 * gyq[rw] + w11 * gyq[rw &+ 1]
+                                            let residual = fq[0] - value
+                                            hxx += gx * gx; hxy += gx * gy; hyy += gy * gy
+                                            bx += gx * residual; by += gy * residual
+                                            rp += rplane; gxq += rplane; gyq += rplane; fq += plane
                                         }
                                         px &+= 2
                                     }
+                                    py &+= 2
                                 }
-                                py &+= 2
+                            } else {  // near a border: clamp each sample
+                                var py = Int(cy) &- radius
+                                while py <= Int(cy) &+ radius {
+                                    if py >= 0 && py < h {
+                                        var px = Int(cx) &- radius
+                                        while px <= Int(cx) &+ radius {
+                                            if px >= 0 && px < w {
+                                                // Bilinear sample of the reference and its gradient at p + d.
+                                                let sx = min(max(Float(px) + dx, 0), Float(rw - 1))
+                                                let sy = min(max(Float(py) + dy, 0), Float(rh - 1))
+                                                let x0 = min(Int(sx), rw &- 2 < 0 ? 0 : rw &- 2), y0 = min(Int(sy), rh &- 2 < 0 ? 0 : rh &- 2)
+                                                let ax = sx - Float(x0), ay = sy - Float(y0)
+                                                let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
+                                                let o = y0 &* rw &+ x0
+                                                for ch in 0..<c {
+                                                    let base = ch &* rplane &+ o
+                                                    let value = w00 * r[base] + w01 * r[base &+ 1] + w10 * r[base &+ rw] + w11 * r[base &+ rw &+ 1]
+                                                    let gx = w00 * gxp[base] + w01 * gxp[base &+ 1] + w10 * gxp[base &+ rw] + w11 * gxp[base &+ rw &+ 1]
+                                                    let gy = w00 * gyp[base] + w01 * gyp[base &+ 1] + w10 * gyp[base &+ rw] + w11 * gyp[base &+ rw &+ 1]
+                                                    let residual = f[ch &* plane &+ py &* w &+ px] - value
+                                                    hxx += gx * gx; hxy += gx * gy; hyy += gy * gy
+                                                    bx += gx * residual; by += gy * residual
+                                                }
+                                            }
+                                            px &+= 2
+                                        }
+                                    }
+                                    py &+= 2
+                                }
                             }
                             let det = hxx * hyy - hxy * hxy
                             // Flat or one-dimensional content (no texture, or a single edge) leaves
@@ -81,7 +125,7 @@ public struct ImageAlignment: Sendable {
                     }
                 }
             }
-        } } } } } }
+        } } } } } } }
     }
 
     /// Central differences (one-sided at the borders), per channel.

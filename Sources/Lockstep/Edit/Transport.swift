@@ -17,47 +17,127 @@ public enum Transport {
         let h = image.height, w = image.width, c = image.channels
         var out = PlanarImage(uninitializedChannels: c, height: h, width: w)
         var confidence = PlanarImage(uninitializedChannels: 1, height: h, width: w)
-        let k = Float(factor)
+        let rows = RowCarrier(field: field, width: w, height: h, factor: factor, origin: origin)
         image.withUnsafeBufferPointer { src in
         out.withUnsafeMutableBufferPointer { dst in
         confidence.withUnsafeMutableBufferPointer { conf in
-        field.x.withUnsafeBufferPointer { fx in
-        field.y.withUnsafeBufferPointer { fy in
-        field.confidence.withUnsafeBufferPointer { fc in
             let s = src.baseAddress!, d = dst.baseAddress!, cp = conf.baseAddress!
-            let fw = field.width, fh = field.height, plane = h &* w
-            parallelChunks(h, minimumChunk: 8) { rows in
-                for y in rows {
-                    // Feature-grid row of this pixel row, and its bilinear weights.
-                    let gy = min(max((Float(y) - origin) / k, 0), Float(fh - 1))
-                    let y0 = min(Int(gy), fh - 1), y1 = min(y0 + 1, fh - 1), ay = gy - Float(y0)
-                    for x in 0..<w {
-                        let gx = min(max((Float(x) - origin) / k, 0), Float(fw - 1))
-                        let x0 = min(Int(gx), fw - 1), x1 = min(x0 + 1, fw - 1), ax = gx - Float(x0)
-                        let i00 = y0 &* fw &+ x0, i01 = y0 &* fw &+ x1, i10 = y1 &* fw &+ x0, i11 = y1 &* fw &+ x1
-                        let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
-                        // Displacement in feature samples, interpolated, then in pixels.
-                        let dx = w00 * (fx[i00] - Float(x0)) + w01 * (fx[i01] - Float(x1))
-                            + w10 * (fx[i10] - Float(x0)) + w11 * (fx[i11] - Float(x1))
-                        let dy = w00 * (fy[i00] - Float(y0)) + w01 * (fy[i01] - Float(y0))
-                            + w10 * (fy[i10] - Float(y1)) + w11 * (fy[i11] - Float(y1))
-                        cp[y &* w &+ x] = w00 * fc[i00] + w01 * fc[i01] + w10 * fc[i10] + w11 * fc[i11]
-                        let sx = Float(x) + k * dx, sy = Float(y) + k * dy
-                        sampleCubic(s, width: w, height: h, channels: c, plane: plane, x: sx, y: sy, into: d.advanced(by: y &* w &+ x))
+            parallelChunks(h, minimumChunk: 8) { chunk in
+                rows.withScratch { scratch in
+                    for y in chunk {
+                        rows.carry(row: y, of: s, width: w, height: h, channels: c, into: d + y &* w,
+                                   channelStride: h &* w, confidence: cp + y &* w, skipBelow: -1, scratch: scratch)
                     }
                 }
             }
-        } } } } } }
+        } } }
         return (out, confidence)
     }
 
-    /// Catmull–Rom sample of every channel at (x, y), edges clamped; writes out[c·plane].
+    /// `carry` one pixel row at a time, so a caller can fuse it with what it does next. Holds the
+    /// field and the per-column interpolation weights, which every row shares. `width` × `height`
+    /// is the frame the field belongs to; the image carried may be another size (several
+    /// references side by side).
+    struct RowCarrier {
+        let field: CorrespondenceField
+        let width: Int, height: Int
+        let k: Float, origin: Float
+        /// Per pixel column: the left feature-grid column and the weight of the right one.
+        let column0: [Int]
+        let columnWeight: [Float]
+
+        init(field: CorrespondenceField, width: Int, height: Int, factor: Int, origin: Float) {
+            self.field = field
+            self.width = width
+            self.height = height
+            k = Float(factor)
+            self.origin = origin
+            let fw = field.width
+            var column0 = [Int](repeating: 0, count: width), columnWeight = [Float](repeating: 0, count: width)
+            for x in 0..<width {
+                let gx = min(max((Float(x) - origin) / k, 0), Float(fw - 1))
+                column0[x] = min(Int(gx), fw - 1)
+                columnWeight[x] = gx - Float(column0[x])
+            }
+            self.column0 = column0
+            self.columnWeight = columnWeight
+        }
+
+        /// Scratch for one worker: the field interpolated to a pixel row, per feature-grid column.
+        func withScratch<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * field.width) { body($0.baseAddress!) }
+        }
+
+        /// Pixel row `y` of `image(X + D(X))` (image: `channels` planes of `sourceWidth` ×
+        /// `sourceHeight`) into `out[ch · channelStride + x]`, and the field's confidence into
+        /// `confidence[x]`, for x < `width`. Where the confidence is below `skipBelow`, the image
+        /// is not sampled and 0 is written instead (for callers that weight by the confidence).
+        @inline(__always)
+        func carry(row y: Int, of s: UnsafePointer<Float>, width sw: Int, height sh: Int, channels c: Int,
+                   into out: UnsafeMutablePointer<Float>, channelStride: Int, confidence cp: UnsafeMutablePointer<Float>,
+                   skipBelow: Float, scratch: UnsafeMutablePointer<Float>) {
+            let fw = field.width, fh = field.height, w = width, plane = sw &* sh, k = self.k
+            // Feature-grid row of this pixel row, and its bilinear weights.
+            let gy = min(max((Float(y) - origin) / k, 0), Float(fh - 1))
+            let y0 = min(Int(gy), fh - 1), y1 = min(y0 + 1, fh - 1), ay = gy - Float(y0)
+            // The field between grid rows y0 and y1, per grid column: displacement (pixels) and confidence.
+            let rowX = scratch, rowY = scratch + fw, rowC = scratch + 2 &* fw
+            field.x.withUnsafeBufferPointer { fx in field.y.withUnsafeBufferPointer { fy in
+            field.confidence.withUnsafeBufferPointer { fc in
+                let top = y0 &* fw, bottom = y1 &* fw
+                for i in 0..<fw {
+                    let dx0 = fx[top &+ i] - Float(i), dx1 = fx[bottom &+ i] - Float(i)
+                    let dy0 = fy[top &+ i] - Float(y0), dy1 = fy[bottom &+ i] - Float(y1)
+                    rowX[i] = k * ((1 - ay) * dx0 + ay * dx1)
+                    rowY[i] = k * ((1 - ay) * dy0 + ay * dy1)
+                    rowC[i] = (1 - ay) * fc[top &+ i] + ay * fc[bottom &+ i]
+                }
+            } } }
+            column0.withUnsafeBufferPointer { c0 in columnWeight.withUnsafeBufferPointer { cw in
+                for x in 0..<w {
+                    let x0 = c0[x], x1 = min(x0 &+ 1, fw &- 1), ax = cw[x]
+                    let trust = (1 - ax) * rowC[x0] + ax * rowC[x1]
+                    cp[x] = trust
+                    if trust < skipBelow {
+                        for ch in 0..<c { out[ch &* channelStride &+ x] = 0 }
+                        continue
+                    }
+                    let sx = Float(x) + ((1 - ax) * rowX[x0] + ax * rowX[x1])
+                    let sy = Float(y) + ((1 - ax) * rowY[x0] + ax * rowY[x1])
+                    sampleCubic(s, width: sw, height: sh, channels: c, plane: plane, x: sx, y: sy,
+                                into: out + x, channelStride: channelStride)
+                }
+            } }
+        }
+    }
+
+    /// Catmull–Rom sample of every channel at (x, y), edges clamped; writes out[ch · channelStride].
     @inline(__always)
     static func sampleCubic(_ s: UnsafePointer<Float>, width w: Int, height h: Int, channels c: Int, plane: Int,
-                            x: Float, y: Float, into out: UnsafeMutablePointer<Float>) {
+                            x: Float, y: Float, into out: UnsafeMutablePointer<Float>, channelStride: Int) {
         let cx = min(max(x, 0), Float(w - 1)), cy = min(max(y, 0), Float(h - 1))
         let ix = Int(cx), iy = Int(cy)
         let wx = catmullRomWeights(cx - Float(ix)), wy = catmullRomWeights(cy - Float(iy))
+        if ix >= 1 && ix &+ 2 < w && iy >= 1 && iy &+ 2 < h {
+            // All 4×4 taps inside: rows of four neighbours, combined vertically first, so each
+            // channel needs one horizontal sum.
+            var p = UnsafeRawPointer(s + ((iy &- 1) &* w &+ ix &- 1))
+            let stride = w &* 4
+            for ch in 0..<c {
+                let r0 = p.loadUnaligned(as: SIMD4<Float>.self)
+                let r1 = p.loadUnaligned(fromByteOffset: stride, as: SIMD4<Float>.self)
+                let r2 = p.loadUnaligned(fromByteOffset: 2 &* stride, as: SIMD4<Float>.self)
+                let r3 = p.loadUnaligned(fromByteOffset: 3 &* stride, as: SIMD4<Float>.self)
+                var v = r0 * wy[0]
+                v += r1 * wy[1]
+                v += r2 * wy[2]
+                v += r3 * wy[3]
+                let t = v * wx
+                out[ch &* channelStride] = (t[0] + t[1]) + (t[2] + t[3])
+                p += plane &* 4
+            }
+            return
+        }
         let x0 = max(ix &- 1, 0), x1 = ix, x2 = min(ix &+ 1, w &- 1), x3 = min(ix &+ 2, w &- 1)
         let r0 = max(iy &- 1, 0) &* w, r1 = iy &* w, r2 = min(iy &+ 1, h &- 1) &* w, r3 = min(iy &+ 2, h &- 1) &* w
         var p = s
@@ -66,7 +146,7 @@ public enum Transport {
             let b = wx[0] * p[r1 &+ x0] + wx[1] * p[r1 &+ x1] + wx[2] * p[r1 &+ x2] + wx[3] * p[r1 &+ x3]
             let d = wx[0] * p[r2 &+ x0] + wx[1] * p[r2 &+ x1] + wx[2] * p[r2 &+ x2] + wx[3] * p[r2 &+ x3]
             let e = wx[0] * p[r3 &+ x0] + wx[1] * p[r3 &+ x1] + wx[2] * p[r3 &+ x2] + wx[3] * p[r3 &+ x3]
-            out[ch &* plane] = wy[0] * a + wy[1] * b + wy[2] * d + wy[3] * e
+            out[ch &* channelStride] = wy[0] * a + wy[1] * b + wy[2] * d + wy[3] * e
             p += plane
         }
     }
