@@ -136,8 +136,7 @@ public struct FrameAppearance: Sendable {
                 for c in 0..<3 { e += abs(b[c * n + i] - latentGainNow[c * n + i] * curves[c](a[c * n + i])) }
                 residual[i] = e
             }
-            let matched = (0..<n).filter { confidence[$0] > 0.1 }.map { residual[$0] }.sorted()
-            let scale = max(3 * (matched.isEmpty ? 0 : matched[matched.count / 2]), 3.0 / 255)
+            let scale = max(3 * Self.median(of: residual, where: confidence, above: 0.1), 3.0 / 255)
             for i in 0..<n {
                 let r = residual[i] / scale
                 weight[i] = trusted[i] / (1 + r * r)
@@ -176,6 +175,25 @@ public struct FrameAppearance: Sendable {
         let perCell = Float(samplesPerCell * samplesPerCell)
         return FrameAppearance(curves: curves, gain: gain, referenceX: xs, referenceY: ys,
                                coverage: cellWeight.map { min($0 / perCell, 1) })
+    }
+
+    /// The median of `values` (all in [0, 3]) where `mask` exceeds `threshold`, from a histogram
+    /// of 3072 bins (a sort of every sample would cost more than the fit).
+    static func median(of values: [Float], where mask: [Float], above threshold: Float) -> Float {
+        let bins = 3072, scale = Float(bins) / 3
+        var histogram = [Int](repeating: 0, count: bins)
+        var total = 0
+        for i in 0..<values.count where mask[i] > threshold {
+            histogram[min(max(Int(values[i] * scale), 0), bins - 1)] += 1
+            total += 1
+        }
+        guard total > 0 else { return 0 }
+        var seen = 0
+        for (bin, count) in histogram.enumerated() {
+            seen += count
+            if 2 * seen >= total { return (Float(bin) + 0.5) / scale }
+        }
+        return 3
     }
 
     /// numerator / denominator per cell and channel, where the data is thin pulled towards the

@@ -99,8 +99,11 @@ public final class DeflickerAnalysis {
             } else if reference.index != index {
                 let field = reference.attention.correspondence(for: features)
                 let (carried, confidence) = carry(reference.colour, along: field)
-                appearance = FrameAppearance.fit(frame: colour, reference: carried, confidence: confidence,
-                                                 samplesPerCell: AppearanceGrid.cell * grid.factor / 2, field: field, grid: grid)
+                // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
+                let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
+                appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: Self.subsampled(carried, stride),
+                                                 confidence: Self.subsampled(confidence, width: colour.width, height: colour.height, stride),
+                                                 samplesPerCell: AppearanceGrid.cell * grid.factor / 2 / stride, field: field, grid: grid)
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
                     if appearance.matchedFraction >= Self.minimumLink { link = appearance.curves }
@@ -130,6 +133,30 @@ public final class DeflickerAnalysis {
         if !scenes.isEmpty { referenceGains.append(fields.gain) }
         return DeflickerPlan(store: store, grid: grid, corrections: referenceGains.map(ConsensusCorrection.init),
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount)
+    }
+
+    /// Pairs the fit needs at most; beyond, they are taken every second or fourth sample.
+    static let fitSamples = 65536
+
+    /// Every `stride`-th sample along both axes (no filtering: the samples keep their values).
+    static func subsampled(_ image: PlanarImage, _ stride: Int) -> PlanarImage {
+        guard stride > 1 else { return image }
+        let h = image.height / stride, w = image.width / stride
+        var out = PlanarImage(uninitializedChannels: image.channels, height: h, width: w)
+        image.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
+            for c in 0..<image.channels {
+                for y in 0..<h {
+                    for x in 0..<w { dst[(c * h + y) * w + x] = src[(c * image.height + y * stride) * image.width + x * stride] }
+                }
+            }
+        } }
+        return out
+    }
+
+    static func subsampled(_ values: [Float], width: Int, height: Int, _ stride: Int) -> [Float] {
+        guard stride > 1 else { return values }
+        let h = height / stride, w = width / stride
+        return (0..<(h * w)).map { values[($0 / w) * stride * width + ($0 % w) * stride] }
     }
 
     /// The features to match on, and the input at half resolution, whose colours are compared.
