@@ -73,6 +73,9 @@ struct Deflicker: ParsableCommand {
             throw error
         }
         let plan = analysis.finish()
+        // The first pass's buffers are free now; give the pages back before the encoder takes its
+        // own, so that the second pass does not sit on a heap fragmented by the first.
+        _ = malloc_trim(0)
 
         // Pass 2: each frame brought to its scene's consensus and written. E_warp before and after
         // is measured for --json, on the guide's motion, at up to 640 pixels wide.
@@ -123,3 +126,7 @@ struct Deflicker: ParsableCommand {
         image.resized(height: info.height, width: info.width)
     }
 }
+
+/// glibc's malloc_trim (malloc.h, which Glibc's module does not export): returns free heap pages
+/// to the system.
+@_silgen_name("malloc_trim") private func malloc_trim(_ pad: Int) -> Int32
