@@ -55,10 +55,10 @@ struct Deflicker: ParsableCommand {
         let analysis: DeflickerAnalysis
         do {
             analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
+            let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
             _ = try ProgressView(label: "deflicker: analysing", quiet: report.quiet).track { update in
-                try StreamingProcessor.run(source: analysisSource, sink: nil, process: { frame in
-                    let guideImage = try guideSource.map { try nextGuideFrame($0, for: frame.index, info: info) }
-                    try analysis.add(input: frame.image, guide: guideImage)
+                try StreamingProcessor.run(source: paired ?? analysisSource, sink: nil, process: { frame in
+                    try analysis.add(input: frame.image, guide: paired?.guide(for: frame.index))
                     if segment.range?.contains(frame.index) ?? true { before.add(frame.image) }
                 }, progress: update)
             }
@@ -81,16 +81,16 @@ struct Deflicker: ParsableCommand {
         // is measured for --json, on the guide's motion, at up to 640 pixels wide.
         var after = BrightnessFlicker()
         let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
-        let measureGuide = try report.json ? guide.map { try Media.openSource($0, frameRate: output.frameRate, frames: segment.range) } : nil
+        let measureGuide = try report.json ? guide.map {
+            GuidedSource(input: outputSource, guide: try Media.openSource($0, frameRate: output.frameRate, frames: segment.range),
+                         guidePath: $0, size: info)
+        } : nil
         let done = try ProgressView(label: "deflicker: writing", quiet: report.quiet).track { update in
-            try StreamingProcessor.run(source: outputSource, sink: sink, process: { frame in
+            try StreamingProcessor.run(source: measureGuide ?? outputSource, sink: sink, process: { frame in
                 let original = frame.image
                 frame.image = try plan.apply(to: original, index: frame.index)
                 after.add(frame.image)
-                if let warping {
-                    let motion = try measureGuide.map { try nextGuideFrame($0, for: frame.index, info: info) } ?? original
-                    warping.add(guide: motion, outputs: [original, frame.image])
-                }
+                if let warping { warping.add(guide: measureGuide?.guide(for: frame.index) ?? original, outputs: [original, frame.image]) }
             }, progress: update)
         }
 
@@ -114,16 +114,45 @@ struct Deflicker: ParsableCommand {
         }
     }
 
-    /// The guide's next frame, at the input's size; an error if the guide has ended.
-    func nextGuideFrame(_ source: FrameSource, for index: Int, info: StreamInfo) throws -> PlanarImage {
-        guard let frame = try source.next() else {
-            throw MediaError(.invalidArgument, path: guide!, "has fewer frames than \(input) (it ends before frame \(index))")
-        }
-        return scaled(frame.image, to: info)
-    }
-
     func scaled(_ image: PlanarImage, to info: StreamInfo) -> PlanarImage {
         image.resized(height: info.height, width: info.width)
+    }
+}
+
+/// The input's frames, with the guide's decoded alongside on the same (reader) thread and scaled
+/// to the input's size: `guide(for:)` hands each frame's guide to the processing thread.
+final class GuidedSource: FrameSource {
+    let input: FrameSource
+    let guide: FrameSource
+    let guidePath: String
+    let size: StreamInfo
+    private let lock = NSLock()
+    private var pending: [Int: PlanarImage] = [:]
+
+    init(input: FrameSource, guide: FrameSource, guidePath: String, size: StreamInfo) {
+        self.input = input
+        self.guide = guide
+        self.guidePath = guidePath
+        self.size = size
+    }
+
+    var info: StreamInfo { input.info }
+    var path: String { input.path }
+
+    func next() throws -> VideoFrame? {
+        guard let frame = try input.next() else { return nil }
+        guard let guideFrame = try guide.next() else {
+            throw MediaError(.invalidArgument, path: guidePath, "has fewer frames than \(input.path) (it ends before frame \(frame.index))")
+        }
+        let scaled = guideFrame.image.resized(height: size.height, width: size.width)
+        lock.lock(); pending[frame.index] = scaled; lock.unlock()
+        return frame
+    }
+
+    /// The guide of frame `index` (each is handed out once).
+    func guide(for index: Int) -> PlanarImage? {
+        lock.lock(); defer { lock.unlock() }
+        return pending.removeValue(forKey: index)
     }
 }
 
