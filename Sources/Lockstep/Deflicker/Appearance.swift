@@ -142,9 +142,9 @@ public struct FrameAppearance: Sendable {
                 weight[i] = trusted[i] / (1 + r * r)
             }
         }
-        // The gain field is kept only if it explains the matches clearly better than the curves
-        // alone: where the flicker is global, a field would only fit noise and content change.
-        let margin: Float = 0.15
+        // The gain field is kept only if it lowers the matches' residual by 7% or more against the
+        // curves alone: where the flicker is global, a field would only fit noise and content change.
+        let margin: Float = 0.07
         let fieldGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
         var flat = curves
         for c in 0..<3 {
