@@ -82,18 +82,14 @@ public struct FrameAppearance: Sendable {
         var gain = PlanarImage(channels: 3, height: grid.height, width: grid.width,
                                values: [Float](repeating: 1, count: 3 * grid.count))
         let a = frame.values, b = reference.values
-        var target = [Float](repeating: 0, count: n), targetWeight = target, mapped = [Float](repeating: 0, count: 3 * n)
+        var target = [Float](repeating: 0, count: n), mapped = [Float](repeating: 0, count: 3 * n)
         var cellWeight = [Float](repeating: 0, count: grid.count)
         for round in 0..<rounds {
-            let latentGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
+            let sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
             for c in 0..<3 {
-                for i in 0..<n {
-                    let g = max(latentGain[c * n + i], 1e-3)
-                    target[i] = b[c * n + i] / g
-                    targetWeight[i] = weight[i]
-                }
+                for i in 0..<n { target[i] = b[c * n + i] / max(sampleGain[c * n + i], 1e-3) }
                 curves[c] = a.withUnsafeBufferPointer { ap in target.withUnsafeBufferPointer { tp in
-                    targetWeight.withUnsafeBufferPointer { wp in
+                    weight.withUnsafeBufferPointer { wp in
                         ToneCurve.matching(x: ap.baseAddress! + c * n, y: tp.baseAddress!, weight: wp.baseAddress!, count: n).monotone
                     } } }
                 for i in 0..<n { mapped[c * n + i] = curves[c](a[c * n + i]) }
@@ -129,11 +125,11 @@ public struct FrameAppearance: Sendable {
             }
             if round == rounds - 1 { break }
             // Robust re-weighting (Cauchy) on the residual of all three channels.
-            let latentGainNow = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
+            let sampleGainNow = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
             var residual = [Float](repeating: 0, count: n)
             for i in 0..<n {
                 var e: Float = 0
-                for c in 0..<3 { e += abs(b[c * n + i] - latentGainNow[c * n + i] * curves[c](a[c * n + i])) }
+                for c in 0..<3 { e += abs(b[c * n + i] - sampleGainNow[c * n + i] * curves[c](a[c * n + i])) }
                 residual[i] = e
             }
             let scale = max(3 * Self.median(of: residual, where: confidence, above: 0.1), 3.0 / 255)

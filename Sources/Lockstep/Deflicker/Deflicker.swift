@@ -11,14 +11,16 @@ import Tensor
 /// record is kept per frame (in a temporary file); the consensus is accumulated as frames go by.
 ///
 /// Pass 2, `DeflickerPlan`: each frame is mapped to its reference's appearance and on to the
-/// consensus. Only per-value curves and smooth fields touch the frame, so its detail and its
-/// motion are its own: nothing is blended across frames, and nothing can ghost or trail.
+/// consensus (`CurveConsensus`, `FieldConsensus`). Only per-value curves and smooth fields touch
+/// the frame, so its detail and its motion are its own: nothing is blended across frames, and
+/// nothing can ghost or trail.
 ///
 /// References: a shot starts at the first frame and at each scene cut (consecutive frames that do
 /// not correlate) and takes that frame as its reference. When the camera moves on so far that too
 /// little of a frame matches the reference, that frame becomes the next reference, linked to the
-/// previous one by its fitted curves; the tone consensus spans the whole shot through those
-/// links, and the gain field's consensus is kept per reference.
+/// previous one by its fitted curves, so that the tone consensus, taken over a window of frames,
+/// can span references; the gain field's consensus is kept per reference. If even the link is
+/// too weak, the shot starts afresh.
 public final class DeflickerAnalysis {
     public enum Reason: String, Sendable {
         /// The first frame of the video, or the reference the user chose.
@@ -119,7 +121,7 @@ public final class DeflickerAnalysis {
             linkToShot = link.map { zip(linkToShot, $0).map { $0.after($1) } } ?? Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
             reference = (index, CrossFrameAttention(reference: features), colour)
-            scenes.append(Scene(start: index, reference: index, reason: reason == .coverage && link == nil ? .cut : reason))
+            scenes.append(Scene(start: index, reference: index, reason: reason))
         }
         // Curves go to the shot's first reference; the gain field stays with this reference.
         appearance.curves = zip(linkToShot, appearance.curves).map { $0.after($1) }
