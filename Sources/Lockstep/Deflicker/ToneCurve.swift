@@ -106,6 +106,15 @@ public struct ToneCurve: Sendable, Equatable {
         ToneCurve(values: inner.values.map { self($0) })
     }
 
+    /// The pointwise median of several curves (knot by knot).
+    public static func median(_ curves: [ToneCurve]) -> ToneCurve {
+        guard !curves.isEmpty else { return .identity }
+        return ToneCurve(values: (0..<knotCount).map { j in
+            let v = curves.map { $0.values[j] }.sorted()
+            return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+        })
+    }
+
     /// The pointwise mean of several curves.
     public static func mean(_ curves: [ToneCurve]) -> ToneCurve {
         guard !curves.isEmpty else { return .identity }
