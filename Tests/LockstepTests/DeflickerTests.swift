@@ -90,7 +90,8 @@ import TestSupport
         let (out, plan) = try Self.deflicker(inputs, guides: truth)
         #expect(plan.cuts == [8])
         #expect(plan.scenes.map(\.reason) == [.start, .cut])
-        for (o, t) in zip(out, truth) { #expect(abs(Self.mean(o) - Self.mean(t)) < 0.02) }
+        // Each scene at its own level (0.3 and 0.7), within what a consensus of 8 random gains allows.
+        for (o, t) in zip(out, truth) { #expect(abs(Self.mean(o) - Self.mean(t)) < 0.03) }
     }
 
     /// Quantile matching gives the identity for two noisy versions of one picture, where a
