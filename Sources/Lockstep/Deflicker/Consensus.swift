@@ -7,18 +7,18 @@ import Tensor
 /// gain above 1. The consensus is the inverse of that average, so a too-bright reference does not
 /// make the output too bright. Tone curves and gain fields are agreed separately:
 ///   curves (`CurveConsensus`, over a window of frames around each frame, within its shot):
-///     ḡ_c = (median over the window of curve_c, knot by knot)⁻¹. A window rather than the whole
-///     shot, so that a slow change (a camera's exposure adapting, a sunset) is kept while flicker
-///     is removed; a median rather than a mean, so that frames whose tones were clipped (a frame
-///     made brighter loses its highlights, and its curve says less than the truth) or whose fit
-///     failed do not pull the consensus.
+///     ḡ_c = (interquartile mean over the window of curve_c, knot by knot)⁻¹. A window rather than
+///     the whole shot, so that a slow change (a camera's exposure adapting, a sunset) is kept while
+///     flicker is removed; the middle half of the values rather than all, so that frames whose
+///     tones were clipped (a frame made brighter loses its highlights, and its curve says less
+///     than the truth) or whose fit failed do not pull the consensus.
 ///   gain (`FieldConsensus`, per reference): n_c(y) = exp(−mean of log gain_c at reference position y)
 /// The gain is averaged in the reference's coordinates (each frame's cells placed where they lie
 /// in the reference), so spatial flicker that moves with the picture is averaged where it belongs.
 public enum CurveConsensus {
     /// ḡ_c for the curves of the frames in a window, tabulated.
     public static func inverse(of window: [[ToneCurve]]) -> [LookupTable] {
-        (0..<3).map { c in ToneCurve.median(window.map { $0[c] }).inverseTable(lower: -0.5, upper: 1.5, count: 8192) }
+        (0..<3).map { c in ToneCurve.interquartileMean(window.map { $0[c] }).inverseTable(lower: -0.5, upper: 1.5, count: 8192) }
     }
 }
 

@@ -106,12 +106,16 @@ public struct ToneCurve: Sendable, Equatable {
         ToneCurve(values: inner.values.map { self($0) })
     }
 
-    /// The pointwise median of several curves (knot by knot).
-    public static func median(_ curves: [ToneCurve]) -> ToneCurve {
+    /// The pointwise interquartile mean of several curves: knot by knot, the mean of the middle
+    /// half of the values. Robust like a median to the few curves that are wrong (a frame whose
+    /// highlights were clipped, a failed fit), and closer to a mean's precision.
+    public static func interquartileMean(_ curves: [ToneCurve]) -> ToneCurve {
         guard !curves.isEmpty else { return .identity }
         return ToneCurve(values: (0..<knotCount).map { j in
             let v = curves.map { $0.values[j] }.sorted()
-            return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
+            let cut = v.count / 4
+            let kept = v[cut..<(v.count - cut)]
+            return kept.reduce(0, +) / Float(kept.count)
         })
     }
 
