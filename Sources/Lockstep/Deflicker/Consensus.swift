@@ -22,6 +22,8 @@ public enum CurveConsensus {
     }
 }
 
+/// Accumulates, for one reference, the log gain of every frame matched to it, at the reference
+/// positions of the frame's cells; `gain` is the consensus correction n_c on the reference's grid.
 public struct FieldConsensus: Sendable {
     let grid: AppearanceGrid
     private var logGainSums: [Float]
