@@ -230,6 +230,35 @@ import TestSupport
         #expect(bad.status != 0 && bad.stderr.contains("--reference takes auto or a frame index"))
     }
 
+    /// Ctrl-C during the analysis: exit 130, and neither the output nor any temporary file remains
+    /// (the analysis file is unlinked as soon as it is open).
+    @Test func interruptRemovesEverything() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("long.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=30", "-c:v", "libx264", "-preset", "ultrafast", input])
+        let r = try CLITests.run(["deflicker", input, "-o", dir.file("out.mp4")], interruptAfter: 1.5)
+        #expect(r.status == 130, "\(r.stderr)")
+        #expect(dir.contents == ["long.mp4"])
+    }
+
+    /// Two segments, each with the analysis of the whole video, make the whole run (within a
+    /// level: the correspondence's confidence is not reproducible to the last bit between runs).
+    @Test func segmentsMakeTheWholeRun() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try Self.flickering(in: dir)
+        func run(_ name: String, _ extra: [String]) throws -> [VideoFrame] {
+            let r = try CLITests.run(["deflicker", input, "--guide", guide, "-o", dir.file(name), "--codec", "ffv1", "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return try SyntheticClip.readAll(dir.file(name)).frames
+        }
+        let whole = try run("whole.mkv", []), first = try run("a.mkv", ["--frames", "0:4"]), second = try run("b.mkv", ["--frames", "4:"])
+        #expect(whole.count == 10 && first.count + second.count == 10)
+        for (a, b) in zip(whole, first + second) {
+            #expect(psnr(a.image, b.image) > 50, "frame \(a.index)")
+            #expect(a.pts == b.pts)
+        }
+    }
+
     /// The JSON summary: flicker before and after (less after), E_warp before and after, no cuts;
     /// a guide at half the size is scaled to the input's.
     @Test func summaryAndScaledGuide() throws {
