@@ -28,6 +28,16 @@ public struct AppearanceGrid: Sendable, Equatable {
     /// Cell coordinate of a latent coordinate.
     @inline(__always)
     static func cellCoordinate(_ latent: Float) -> Float { (latent - Float(cell - 1) / 2) / Float(cell) }
+
+    /// The four cells around the latent position (x, y), clamped to the grid, with their bilinear
+    /// weights: for reading a field there, or for splatting into one.
+    func corners(latentX x: Float, latentY y: Float) -> [(cell: Int, weight: Float)] {
+        let cx = min(max(Self.cellCoordinate(x), 0), Float(width - 1)), cy = min(max(Self.cellCoordinate(y), 0), Float(height - 1))
+        let x0 = min(Int(cx), width - 1), y0 = min(Int(cy), height - 1)
+        let x1 = min(x0 + 1, width - 1), y1 = min(y0 + 1, height - 1), ax = cx - Float(x0), ay = cy - Float(y0)
+        return [(y0 * width + x0, (1 - ax) * (1 - ay)), (y0 * width + x1, ax * (1 - ay)),
+                (y1 * width + x0, (1 - ax) * ay), (y1 * width + x1, ax * ay)]
+    }
 }
 
 /// How one frame's colours relate to its reference's, as seen through the correspondence:

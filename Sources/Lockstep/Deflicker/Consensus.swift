@@ -44,11 +44,7 @@ public struct FieldConsensus: Sendable {
             let rx = AppearanceGrid.cellCoordinate(appearance.referenceX[cell])
             let ry = AppearanceGrid.cellCoordinate(appearance.referenceY[cell])
             guard rx > -0.5, ry > -0.5, rx < Float(gw) - 0.5, ry < Float(gh) - 0.5 else { continue }
-            let cx = min(max(rx, 0), Float(gw - 1)), cy = min(max(ry, 0), Float(gh - 1))
-            let x0 = min(Int(cx), gw - 1), y0 = min(Int(cy), gh - 1)
-            let x1 = min(x0 + 1, gw - 1), y1 = min(y0 + 1, gh - 1), ax = cx - Float(x0), ay = cy - Float(y0)
-            for (target, share) in [(y0 * gw + x0, (1 - ax) * (1 - ay)), (y0 * gw + x1, ax * (1 - ay)),
-                                    (y1 * gw + x0, (1 - ax) * ay), (y1 * gw + x1, ax * ay)] where share > 0 {
+            for (target, share) in grid.corners(latentX: appearance.referenceX[cell], latentY: appearance.referenceY[cell]) where share > 0 {
                 let w = coverage * share
                 weightSums[target] += w
                 for c in 0..<3 { logGainSums[c * count + target] += w * log(max(gain[c * count + cell], 1e-3)) }
@@ -77,7 +73,7 @@ public struct ConsensusCorrection: Sendable {
     ///   out_c(x) = n_c(w(x)) · ḡ_c(gain_c(x) · curve_c(frame_c(x)))
     /// Only smooth fields and per-value curves touch the frame, so its detail is its own.
     public func apply(to frame: PlanarImage, appearance: FrameAppearance, inverseCurves: [LookupTable], grid: AppearanceGrid) -> PlanarImage {
-        let count = grid.count, gw = grid.width, gh = grid.height
+        let count = grid.count
         // The consensus gain at each of the frame's cells, read where the cell lies in the
         // reference; cells that matched poorly take it from their neighbours.
         var numerator = [Float](repeating: 0, count: 3 * count), denominator = numerator
@@ -85,15 +81,10 @@ public struct ConsensusCorrection: Sendable {
         for cell in 0..<count {
             let w = appearance.coverage[cell]
             guard w > 0 else { continue }
-            let cx = min(max(AppearanceGrid.cellCoordinate(appearance.referenceX[cell]), 0), Float(gw - 1))
-            let cy = min(max(AppearanceGrid.cellCoordinate(appearance.referenceY[cell]), 0), Float(gh - 1))
-            let x0 = min(Int(cx), gw - 1), y0 = min(Int(cy), gh - 1)
-            let x1 = min(x0 + 1, gw - 1), y1 = min(y0 + 1, gh - 1), ax = cx - Float(x0), ay = cy - Float(y0)
+            let around = grid.corners(latentX: appearance.referenceX[cell], latentY: appearance.referenceY[cell])
             for c in 0..<3 {
                 let b = c * count
-                let top = n[b + y0 * gw + x0] * (1 - ax) + n[b + y0 * gw + x1] * ax
-                let bottom = n[b + y1 * gw + x0] * (1 - ax) + n[b + y1 * gw + x1] * ax
-                numerator[b + cell] = w * (top * (1 - ay) + bottom * ay)
+                numerator[b + cell] = w * around.reduce(0) { $0 + $1.weight * n[b + $1.cell] }
                 denominator[b + cell] = w
             }
         }
