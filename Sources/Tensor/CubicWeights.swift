@@ -7,3 +7,52 @@ public func catmullRomWeights(_ t: Float) -> SIMD4<Float> {
     let t2 = t * t, t3 = t2 * t
     return SIMD4(0.5 * (-t3 + 2 * t2 - t), 0.5 * (3 * t3 - 5 * t2 + 2), 0.5 * (-3 * t3 + 4 * t2 + t), 0.5 * (t3 - t2))
 }
+
+/// The four cubic B-spline weights for coefficients at −1, 0, 1, 2 at fraction `t` ∈ [0, 1) past
+/// coefficient 0. On coefficients from `bSplineCoefficients`, this interpolates the samples with a
+/// response much closer to the ideal band-limited one than Catmull–Rom's, at the same four taps:
+/// detail carried by a sub-pixel shift keeps its contrast whatever the shift's phase.
+@inlinable @inline(__always)
+public func cubicBSplineWeights(_ t: Float) -> SIMD4<Float> {
+    let t2 = t * t, t3 = t2 * t, u = 1 - t
+    return SIMD4(u * u * u, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3) * (1 / 6 as Float)
+}
+
+extension PlanarImage {
+    /// The cubic B-spline coefficients that interpolate this image (Unser's recursive prefilter,
+    /// along rows then columns, mirror-symmetric borders): sampling them with
+    /// `cubicBSplineWeights` gives back every sample exactly, and smooth band-limited values between.
+    public func bSplineCoefficients() -> PlanarImage {
+        var out = self
+        let w = width, h = height
+        out.withUnsafeMutableBufferPointer { buffer in
+            let p = buffer.baseAddress!
+            parallelChunks(channels * h, minimumChunk: 16) { rows in
+                for row in rows { bSplinePrefilter(p + row * w, count: w, stride: 1) }
+            }
+            parallelChunks(channels * w, minimumChunk: 16) { columns in
+                for column in columns {
+                    let ch = column / w, x = column % w
+                    bSplinePrefilter(p + ch * w * h + x, count: h, stride: w)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// The cubic B-spline prefilter in place on `count` values `stride` apart: a causal and an
+/// anti-causal first-order recursion with pole √3 − 2, gain 6.
+@usableFromInline
+func bSplinePrefilter(_ c: UnsafeMutablePointer<Float>, count n: Int, stride s: Int) {
+    guard n > 1 else { return }
+    let z = Float(3).squareRoot() - 2
+    for k in 0..<n { c[k &* s] *= 6 }
+    // Causal start: the mirrored past, truncated where z^k is below float precision.
+    var sum: Float = 0, zk: Float = 1
+    for k in 0..<min(n, 16) { sum += zk * c[k &* s]; zk *= z }
+    c[0] = sum
+    for k in 1..<n { c[k &* s] += z * c[(k &- 1) &* s] }
+    c[(n &- 1) &* s] = (z / (z * z - 1)) * (c[(n &- 1) &* s] + z * c[(n &- 2) &* s])
+    for k in stride(from: n &- 2, through: 0, by: -1) { c[k &* s] = z * (c[(k &+ 1) &* s] - c[k &* s]) }
+}

@@ -113,3 +113,34 @@ extension PlanarImage {
         }
     }
 }
+
+extension PlanarImage {
+    /// The image smoothed by the binomial kernel [1 2 1]/4 along rows and columns (σ ≈ 0.7 px),
+    /// borders repeated. It commutes with any shift, and leaves content that linear interpolation
+    /// follows closely.
+    public func binomialSmoothed() -> PlanarImage {
+        let w = width, h = height
+        var out = PlanarImage(uninitializedChannels: channels, height: h, width: w)
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                parallelChunks(channels &* h, minimumChunk: 16) { rows in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: w) { line in
+                        let l = line.baseAddress!
+                        for row in rows {
+                            let c = row / h, y = row % h
+                            let plane = s + c &* h &* w
+                            let up = plane + max(y &- 1, 0) &* w, mid = plane + y &* w, down = plane + min(y &+ 1, h &- 1) &* w
+                            for x in 0..<w { l[x] = 0.25 * (up[x] + down[x]) + 0.5 * mid[x] }
+                            let o = d + row &* w
+                            for x in 0..<w {
+                                o[x] = 0.25 * (l[max(x &- 1, 0)] + l[min(x &+ 1, w &- 1)]) + 0.5 * l[x]
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

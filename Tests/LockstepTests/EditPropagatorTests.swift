@@ -98,4 +98,89 @@ struct PooledFeatures: FeatureEncoder {
         let quality = psnr(propagator.apply(to: middle), truth)
         #expect(quality > 30, "PSNR \(quality) dB")
     }
+
+    /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
+    /// posterises the colours to four levels with soft steps: a function of colour, but so
+    /// non-linear that applying it to each frame's own colours makes every edge shimmer as its
+    /// sub-pixel phase changes (27 dB here). Each output frame, moved back by the pan's known
+    /// motion (a Fourier shift, as the evaluation's shift-consistency score does), must equal the
+    /// first.
+    @Test func stylisedEditMovesAsOnePiece() {
+        let (vx, vy) = (0.37, 0.23)
+        let key = periodicPan(t: 0, vx: vx, vy: vy)
+        let posterised = PlanarImage(channels: 3, height: key.height, width: key.width, values: key.values.map { v in
+            let level = (v * 3).rounded(.down), within = v * 3 - level
+            return (level + 1 / (1 + exp(-12 * (within - 0.5)))) / 3
+        })
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: posterised)],
+                                        encoder: PooledFeatures())
+        let first = propagator.apply(to: key).cropped(y: 16, x: 16, height: 64, width: 64)
+        var worst = Double.infinity
+        for t in [1, 3, 6] {
+            let back = fourierShifted(propagator.apply(to: periodicPan(t: t, vx: vx, vy: vy)),
+                                      dx: -vx * Double(t), dy: -vy * Double(t))
+            worst = min(worst, psnr(back.cropped(y: 16, x: 16, height: 64, width: 64), first))
+        }
+        #expect(worst > 32, "shift consistency \(worst) dB")
+    }
+}
+
+/// Frame t of a colour texture that is periodic over its 96 × 96 frame, its content moving by
+/// (−vx, −vy) px per frame, as the evaluation's pans do: frame t at x shows frame 0 at x + v·t.
+/// Band-limited (up to 0.2 cycles/px), so any shift of it is exact.
+func periodicPan(t: Int, vx: Double, vy: Double) -> PlanarImage {
+    let n = 96
+    var random = SeededRandom(5)
+    let waves = (0..<3).map { _ in
+        (0..<24).map { _ in
+            (fx: Double(Int(random.uniform() * 39) - 19), fy: Double(Int(random.uniform() * 39) - 19),
+             phase: random.uniform() * 2 * .pi, amplitude: 0.03 + 0.05 * random.uniform())
+        }
+    }
+    var values = [Float](repeating: 0, count: 3 * n * n)
+    for c in 0..<3 { for y in 0..<n { for x in 0..<n {
+        var v = 0.5
+        for w in waves[c] {
+            v += w.amplitude * cos(2 * .pi * (w.fx * (Double(x) + vx * Double(t)) + w.fy * (Double(y) + vy * Double(t))) / Double(n) + w.phase)
+        }
+        values[(c * n + y) * n + x] = Float(min(max(v, 0), 1))
+    } } }
+    return PlanarImage(channels: 3, height: n, width: n, values: values)
+}
+
+/// The image moved by (−dx, −dy) px, periodically and band-limited: out(x) = image(x + d), by a
+/// discrete Fourier transform (direct, separable: small images only).
+func fourierShifted(_ image: PlanarImage, dx: Double, dy: Double) -> PlanarImage {
+    let w = image.width, h = image.height
+    /// One line's DFT, its phase turned by the shift, and back.
+    func shiftLine(_ line: [Double], by d: Double) -> [Double] {
+        let n = line.count
+        var out = [Double](repeating: 0, count: n)
+        var re = [Double](repeating: 0, count: n), im = re
+        for k in 0..<n {
+            for x in 0..<n { let a = -2 * Double.pi * Double(k * x) / Double(n); re[k] += line[x] * cos(a); im[k] += line[x] * sin(a) }
+            // Frequencies above n/2 are the negative ones; the Nyquist bin keeps no phase.
+            let f = k <= n / 2 ? Double(k) : Double(k - n)
+            let turn = 2 * Double.pi * f * d / Double(n) * (2 * k == n ? 0 : 1)
+            (re[k], im[k]) = (re[k] * cos(turn) - im[k] * sin(turn), re[k] * sin(turn) + im[k] * cos(turn))
+        }
+        for x in 0..<n {
+            var v = 0.0
+            for k in 0..<n { let a = 2 * Double.pi * Double(k * x) / Double(n); v += re[k] * cos(a) - im[k] * sin(a) }
+            out[x] = v / Double(n)
+        }
+        return out
+    }
+    var values = image.values.map(Double.init)
+    for c in 0..<image.channels {
+        for y in 0..<h {
+            let row = shiftLine((0..<w).map { values[(c * h + y) * w + $0] }, by: dx)
+            for x in 0..<w { values[(c * h + y) * w + x] = row[x] }
+        }
+        for x in 0..<w {
+            let column = shiftLine((0..<h).map { values[(c * h + $0) * w + x] }, by: dy)
+            for y in 0..<h { values[(c * h + y) * w + x] = column[y] }
+        }
+    }
+    return PlanarImage(channels: image.channels, height: h, width: w, values: values.map(Float.init))
 }

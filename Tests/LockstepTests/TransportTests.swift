@@ -2,10 +2,11 @@ import Foundation
 import Lockstep
 import Tensor
 import Testing
+import TestSupport
 
 @Suite struct TransportTests {
     /// A field that says "every point comes from (0.3, −0.2) feature samples away" carries a
-    /// smooth image by (2.4, −1.6) pixels at factor 8, to within Catmull–Rom's error.
+    /// smooth image by (2.4, −1.6) pixels at factor 8, to within the interpolation's error.
     @Test func carriesByTheFieldsDisplacementInPixels() {
         let image = texture(channels: 3, width: 128, height: 96, seed: 21)
         let expected = texture(channels: 3, width: 128, height: 96, dx: -2.4, dy: 1.6, seed: 21)
@@ -46,5 +47,65 @@ import Testing
             worst = max(worst, abs(8 * (field.x[index] - Float(i)) - 1.3), abs(8 * (field.y[index] - Float(j)) + 0.7))
         } }
         #expect(worst < 0.06, "worst error \(worst) px")
+    }
+
+    /// The frame of `refinesToTheTrueSubpixelShift`, and a field on its 8-px grid that starts
+    /// `offset(i, j)` px away from the true displacement (1.3, −0.7).
+    static func shiftedPair(offset: (Int, Int) -> (Float, Float)) -> (reference: PlanarImage, frame: PlanarImage, field: CorrespondenceField) {
+        let raw = texture(channels: 3, width: 128, height: 96, seed: 8)
+        let reference = PlanarImage(channels: 3, height: 96, width: 128, values: raw.values.map { 0.5 + 0.08 * $0 })
+        let shifted = texture(channels: 3, width: 128, height: 96, dx: -1.3, dy: 0.7, seed: 8)
+        let frame = PlanarImage(channels: 3, height: 96, width: 128, values: shifted.values.map { 0.5 + 0.08 * $0 })
+        let (fw, fh) = (16, 12)
+        let field = CorrespondenceField(width: fw, height: fh,
+                                        x: (0..<(fw * fh)).map { Float($0 % fw) + (1.3 + offset($0 % fw, $0 / fw).0) / 8 },
+                                        y: (0..<(fw * fh)).map { Float($0 / fw) + (-0.7 + offset($0 % fw, $0 / fw).1) / 8 },
+                                        confidence: [Float](repeating: 1, count: fw * fh))
+        return (reference, frame, field)
+    }
+
+    /// The largest error (px) of the field's displacement against (1.3, −0.7), two samples in from the edges.
+    static func worstError(_ field: CorrespondenceField) -> Float {
+        var worst: Float = 0
+        for j in 2..<(field.height - 2) { for i in 2..<(field.width - 2) {
+            let index = j * field.width + i
+            worst = max(worst, abs(8 * (field.x[index] - Float(i)) - 1.3), abs(8 * (field.y[index] - Float(j)) + 0.7))
+        } }
+        return worst
+    }
+
+    /// Starting 5 px off, beyond what one level of Lucas–Kanade on this texture can pull in, the
+    /// coarse-to-fine refinement still lands on the true shift.
+    @Test func refinesFromSeveralPixelsOff() {
+        var (reference, frame, field) = Self.shiftedPair { _, _ in (5, -4) }
+        ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5)
+        #expect(Self.worstError(field) < 0.06, "worst error \(Self.worstError(field)) px")
+    }
+
+    /// Where the attention answered wildly wrong on a patch of samples (its own guess, up to 20 px
+    /// away), the refinement replaces it with the motion the rest of the picture shows.
+    @Test func mendsAWrongPatchFromItsNeighbours() {
+        var random = SeededRandom(3)
+        let wrong = (0..<(16 * 12)).map { _ in (Float(random.uniform() * 40 - 20), Float(random.uniform() * 40 - 20)) }
+        var (reference, frame, field) = Self.shiftedPair { i, j in (5...9).contains(i) && (4...7).contains(j) ? wrong[j * 16 + i] : (0, 0) }
+        ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5)
+        #expect(Self.worstError(field) < 0.06, "worst error \(Self.worstError(field)) px")
+    }
+
+    /// The match quality is high where the frame shows the reference, moved, and low on a patch
+    /// where it shows something else.
+    @Test func matchQualityTellsMatchedFromChangedContent() {
+        var (reference, frame, field) = Self.shiftedPair { _, _ in (0, 0) }
+        let other = texture(channels: 3, width: 128, height: 96, seed: 99)
+        for c in 0..<3 { for y in 32..<72 { for x in 40..<88 { frame[c, y, x] = 0.5 + 0.08 * other[c, y, x] } } }
+        let quality = ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5, measuringMatch: true)
+        var matched: [Float] = [], changed: [Float] = []
+        for j in 1..<11 { for i in 1..<15 {
+            let (x, y) = (3.5 + 8 * Float(i), 3.5 + 8 * Float(j))
+            if x > 52 && x < 76 && y > 44 && y < 60 { changed.append(quality[j * 16 + i]) }
+            if x < 28 || x > 100 || y < 20 || y > 84 { matched.append(quality[j * 16 + i]) }
+        } }
+        #expect(matched.min()! > 0.9, "matched \(matched.min()!)")
+        #expect(changed.max()! < 0.2, "changed \(changed.max()!)")
     }
 }
