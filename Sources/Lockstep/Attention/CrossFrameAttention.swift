@@ -68,6 +68,9 @@ public struct CrossFrameAttention: Sendable {
         public var motionPrior: Float = 1e-3
         /// Forward–backward disagreement (feature-grid samples) at which confidence falls to e^-½.
         public var consistencyScale: Float = 0.75
+        /// Gauss–Newton steps under the finest level's grid. A caller that refines the answer on
+        /// the pictures anyway (`ImageAlignment`) can do without them.
+        public var subsampleSteps = true
 
         public init() {}
     }
@@ -109,7 +112,7 @@ public struct CrossFrameAttention: Sendable {
         var level = depth - 2
         while level >= 0 {
             // Sub-sample accuracy matters only for the finest level's answer.
-            field = refine(queries.levels[level], keys.levels[level], coarse: field, configuration, refineSubpixel: level == 0)
+            field = refine(queries.levels[level], keys.levels[level], coarse: field, configuration, refineSubpixel: level == 0 && configuration.subsampleSteps)
             level -= 1
         }
         return field
