@@ -30,27 +30,13 @@ import TestSupport
     /// A field 0.4 px off on an exactly shifted image is brought to the true shift: the
     /// pixel-level step removes what the grid-level match leaves.
     @Test func refinesToTheTrueSubpixelShift() {
-        let raw = texture(channels: 3, width: 128, height: 96, seed: 8)
-        let reference = PlanarImage(channels: 3, height: 96, width: 128, values: raw.values.map { 0.5 + 0.08 * $0 })
-        let shifted = texture(channels: 3, width: 128, height: 96, dx: -1.3, dy: 0.7, seed: 8)
-        let frame = PlanarImage(channels: 3, height: 96, width: 128, values: shifted.values.map { 0.5 + 0.08 * $0 })
-        // Grid of 8 px: the frame at pixel p shows the reference at p + (1.3, −0.7) px; start 0.4 px off.
-        let (fw, fh) = (16, 12)
-        var field = CorrespondenceField(width: fw, height: fh,
-                                        x: (0..<(fw * fh)).map { Float($0 % fw) + (1.3 + 0.4) / 8 },
-                                        y: (0..<(fw * fh)).map { Float($0 / fw) + (-0.7 - 0.4) / 8 },
-                                        confidence: [Float](repeating: 1, count: fw * fh))
+        var (reference, frame, field) = Self.shiftedPair { _, _ in (0.4, -0.4) }
         ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5)
-        var worst: Float = 0
-        for j in 2..<(fh - 2) { for i in 2..<(fw - 2) {
-            let index = j * fw + i
-            worst = max(worst, abs(8 * (field.x[index] - Float(i)) - 1.3), abs(8 * (field.y[index] - Float(j)) + 0.7))
-        } }
-        #expect(worst < 0.06, "worst error \(worst) px")
+        #expect(Self.worstError(field) < 0.06, "worst error \(Self.worstError(field)) px")
     }
 
-    /// The frame of `refinesToTheTrueSubpixelShift`, and a field on its 8-px grid that starts
-    /// `offset(i, j)` px away from the true displacement (1.3, −0.7).
+    /// A textured reference, the frame that shows it at p + (1.3, −0.7) px at pixel p, and a field
+    /// on their 8-px grid that starts `offset(i, j)` px away from that displacement.
     static func shiftedPair(offset: (Int, Int) -> (Float, Float)) -> (reference: PlanarImage, frame: PlanarImage, field: CorrespondenceField) {
         let raw = texture(channels: 3, width: 128, height: 96, seed: 8)
         let reference = PlanarImage(channels: 3, height: 96, width: 128, values: raw.values.map { 0.5 + 0.08 * $0 })
