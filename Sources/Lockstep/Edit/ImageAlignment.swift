@@ -46,14 +46,11 @@ public struct ImageAlignment: Sendable {
     /// sample, with blocks of the same size in its own pixels, so each level sees twice as far as
     /// the next for a quarter of the work. The coarsest level starts from the attention's answer,
     /// mended by PatchMatch's propagation (`Level.propagate`); each finer one from the coarser's.
-    /// Samples whose confidence, and that of all eight neighbours, is below `minimumConfidence`
-    /// bring no block term: a caller that weights by the interpolated confidence and ignores what
-    /// falls below it never sees them.
     /// - Returns: with `measuringMatch`, each sample's match quality in [0, 1] at its refined
     ///   displacement (see `matchQuality`); otherwise empty.
     @discardableResult
     public func refine(_ field: inout CorrespondenceField, frame: PlanarImage, factor: Int, origin: Float,
-                       minimumConfidence: Float = 0, measuringMatch: Bool = false) -> [Float] {
+                       measuringMatch: Bool = false) -> [Float] {
         let fw = field.width, fh = field.height, k = Float(factor)
         // The attention's answer, as displacements in pixels.
         var attention = Grid(width: fw, height: fh)
@@ -75,8 +72,7 @@ public struct ImageAlignment: Sendable {
             let levelOrigin = (origin - Float(scale - 1) / 2) / Float(scale)
             let (start, confidence) = attention.subsampled(by: scale, confidence: field.confidence, pixelScale: 1 / Float(scale))
             let level = Level(reference: alignments[l].reference, frame: Self.smoothed(frames[l]), confidence: confidence,
-                              width: start.width, height: start.height, factor: factor, origin: levelOrigin,
-                              minimumConfidence: minimumConfidence)
+                              width: start.width, height: start.height, factor: factor, origin: levelOrigin)
             var grid: Grid
             if let coarser = current {
                 grid = coarser.upsampled(toWidth: start.width, height: start.height)
@@ -91,7 +87,7 @@ public struct ImageAlignment: Sendable {
                 level.accumulate(into: &terms, dx: grid.dx, dy: grid.dy)
                 if round == 0 {
                     var trace: Double = 0, count = 0
-                    for i in 0..<grid.count where level.active[i] { trace += Double(terms[Level.stride &* i] + terms[Level.stride &* i &+ 2]); count += 1 }
+                    for i in 0..<grid.count { trace += Double(terms[Level.stride &* i] + terms[Level.stride &* i &+ 2]); count += 1 }
                     guard count > 0, trace > 0 else { break }
                     lambda = Self.smoothness * Float(trace / Double(count))
                 }
@@ -270,8 +266,6 @@ extension ImageAlignment {
         let frame: PlanarImage
         let gradientX: PlanarImage, gradientY: PlanarImage
         let confidence: [Float]
-        /// Samples that bring a block term: their own or a neighbour's confidence reaches the minimum.
-        let active: [Bool]
         let fw: Int, fh: Int
         let k: Float, origin: Float
         /// Block half-size, and the spacing of the pixels summed in it: about six a side, which
@@ -283,7 +277,7 @@ extension ImageAlignment {
         static let stride = 8
 
         init(reference: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int, factor: Int,
-             origin: Float, minimumConfidence: Float) {
+             origin: Float) {
             self.reference = reference
             self.frame = frame
             (gradientX, gradientY) = ImageAlignment.gradients(frame)
@@ -294,18 +288,9 @@ extension ImageAlignment {
             self.origin = origin
             radius = factor
             step = (radius + 2) / 3
-            if minimumConfidence <= 0 {
-                active = [Bool](repeating: true, count: fw * fh)
-            } else {
-                var active = [Bool](repeating: false, count: fw * fh)
-                for j in 0..<fh { for i in 0..<fw where confidence[j * fw + i] >= minimumConfidence {
-                    for jj in max(j - 1, 0)...min(j + 1, fh - 1) { for ii in max(i - 1, 0)...min(i + 1, fw - 1) { active[jj * fw + ii] = true } }
-                } }
-                self.active = active
-            }
         }
 
-        /// Each active sample's Lucas–Kanade normal equations at its displacement (dx, dy) in
+        /// Each sample's Lucas–Kanade normal equations at its displacement (dx, dy) in
         /// pixels, over its block, into `terms` (see `stride`): H = Σ ∇f ∇fᵀ and
         /// b = Σ ∇f · (frame(p) − reference(p + d)), with the frame's own gradients (the inverse
         /// formulation: at the match the two pictures' gradients agree, and the frame's need no
@@ -316,7 +301,7 @@ extension ImageAlignment {
             let radius = radius, step = step, k = k, origin = origin, fw = fw
             frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in
             gradientX.withUnsafeBufferPointer { gxb in gradientY.withUnsafeBufferPointer { gyb in
-            terms.withUnsafeMutableBufferPointer { tb in confidence.withUnsafeBufferPointer { cb in active.withUnsafeBufferPointer { ab in
+            terms.withUnsafeMutableBufferPointer { tb in confidence.withUnsafeBufferPointer { cb in
             dx.withUnsafeBufferPointer { dxb in dy.withUnsafeBufferPointer { dyb in
                 let f = fb.baseAddress!, r = rb.baseAddress!, gxp = gxb.baseAddress!, gyp = gyb.baseAddress!, out = tb.baseAddress!
                 let plane = w &* h, rplane = rw &* rh
@@ -326,7 +311,7 @@ extension ImageAlignment {
                             let index = j &* fw &+ i
                             var hxx: Float = 0, hxy: Float = 0, hyy: Float = 0, bx: Float = 0, by: Float = 0
                             var rr: Float = 0, count: Float = 0
-                            if ab[index] {
+                            do {
                                 let cx = Int(origin + k * Float(i)), cy = Int(origin + k * Float(j))
                                 let dx = dxb[index], dy = dyb[index]
                                 let xLo = cx &- radius, xHi = cx &+ radius, yLo = cy &- radius, yHi = cy &+ radius
@@ -384,14 +369,14 @@ extension ImageAlignment {
                                     }
                                 }
                             }
-                            let weight = ab[index] ? cb[index] : 0
+                            let weight = cb[index]
                             let o = out + Self.stride &* index
                             o[0] = weight * hxx; o[1] = weight * hxy; o[2] = weight * hyy; o[3] = weight * bx; o[4] = weight * by
                             o[5] = rr; o[6] = hxx + hyy; o[7] = count
                         }
                     }
                 }
-            } } } } } } } } }
+            } } } } } } } }
         }
 
         /// PatchMatch's propagation: each sample tries the displacements of the neighbours already
