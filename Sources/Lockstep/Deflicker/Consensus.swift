@@ -129,6 +129,7 @@ struct GridFieldApplier {
             }
         }
         var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
+        let white: Float = 1 - 0.5 / 255
         frame.withUnsafeBufferPointer { fb in out.withUnsafeMutableBufferPointer { ob in wide.withUnsafeBufferPointer { wb in
             let src = fb.baseAddress!, dst = ob.baseAddress!, rowsWide = wb.baseAddress!
             parallelChunks(h, minimumChunk: 8) { range in
@@ -144,8 +145,12 @@ struct GridFieldApplier {
                             for x in 0..<w {
                                 let gainBefore = t[0] * m0[x] + t[1] * m1[x] + t[2] * m2[x] + t[3] * m3[x]
                                 let gainAfter = t[0] * n0[x] + t[1] * n1[x] + t[2] * n2[x] + t[3] * n3[x]
-                                let v = gainAfter * iv[inv.index(gainBefore * cv[curve.index(s[x])])]
-                                d[x] = v > 0 ? (v < 1 ? v : 1) : 0
+                                let input = s[x]
+                                let v = gainAfter * iv[inv.index(gainBefore * cv[curve.index(input)])]
+                                // A white input was clipped: its truth lies anywhere between v
+                                // and white, so it takes the middle of that interval. (Taking v
+                                // paints flat grey patches where the picture was white.)
+                                d[x] = input >= white && v < 1 ? 0.5 * (v + 1) : (v > 0 ? (v < 1 ? v : 1) : 0)
                             }
                         } }
                     }
