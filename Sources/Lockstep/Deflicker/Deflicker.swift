@@ -50,7 +50,7 @@ public final class DeflickerAnalysis {
     let codec: AliasFreeCodec
     let fixedReference: Int?
     let store: RecordStore
-    private var reference: (index: Int, attention: CrossFrameAttention, colour: PlanarImage)?
+    private var reference: Reference?
     /// Curves from the current reference's appearance to its shot's first reference.
     private var linkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var fields: FieldConsensus
@@ -76,8 +76,7 @@ public final class DeflickerAnalysis {
         fields = FieldConsensus(grid: grid)
         fixedReference = fixed?.index
         if let fixed {
-            let (features, colour) = analyse(input: fixed.input, guide: fixed.guide)
-            reference = (fixed.index, CrossFrameAttention(reference: features), colour)
+            reference = Reference(index: fixed.index, analyse(input: fixed.input, guide: fixed.guide))
             scenes = [Scene(start: 0, reference: fixed.index, reason: .start)]
             shotStarts = [0]
         }
@@ -86,8 +85,9 @@ public final class DeflickerAnalysis {
     /// Adds the next frame: the input and, when there is one, its guide (same size).
     public func add(input: PlanarImage, guide: PlanarImage?) throws {
         let index = frameCount
-        let (features, colour) = analyse(input: input, guide: guide)
-        let thumbnail = Self.thumbnail(features)
+        let frame = analyse(input: input, guide: guide)
+        let colour = frame.colour
+        let thumbnail = Self.thumbnail(frame.features)
         let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
         previousThumbnail = thumbnail
         if isCut { cuts.append(index) }
@@ -99,7 +99,7 @@ public final class DeflickerAnalysis {
             if isCut && fixedReference == nil {
                 newReference = .cut
             } else if reference.index != index {
-                let field = reference.attention.correspondence(for: features)
+                let field = reference.correspondence(for: frame, factor: codec.factor, origin: codec.origin)
                 let (carried, confidence) = carry(reference.colour, along: field)
                 // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
                 let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
@@ -120,7 +120,7 @@ public final class DeflickerAnalysis {
             if link == nil { shotStarts.append(index) }
             linkToShot = link.map { zip(linkToShot, $0).map { $0.after($1) } } ?? Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
-            reference = (index, CrossFrameAttention(reference: features), colour)
+            reference = Reference(index: index, frame)
             scenes.append(Scene(start: index, reference: index, reason: reason))
         }
         // Curves go to the shot's first reference; the gain field stays with this reference.
@@ -161,12 +161,56 @@ public final class DeflickerAnalysis {
         return (0..<(h * w)).map { values[($0 / w) * stride * width + ($0 % w) * stride] }
     }
 
-    /// The features to match on, and the input at half resolution, whose colours are compared.
-    /// (At half resolution the colours are still nearly point samples: comparing blurred colours
-    /// would bias the tone curves wherever the picture has texture, as blur and a curve do not commute.)
-    func analyse(input: PlanarImage, guide: PlanarImage?) -> (features: PlanarImage, colour: PlanarImage) {
+    /// What the analysis keeps of a frame: the features to match on, the input at half
+    /// resolution, whose colours are compared, and the guide at half resolution, on which the
+    /// match is refined. (At half resolution the colours are still nearly point samples:
+    /// comparing blurred colours would bias the tone curves wherever the picture has texture, as
+    /// blur and a curve do not commute.)
+    struct AnalysedFrame {
+        var features: PlanarImage
+        var colour: PlanarImage
+        var guide: PlanarImage?
+    }
+
+    func analyse(input: PlanarImage, guide: PlanarImage?) -> AnalysedFrame {
         let features = guide.map { codec.encode($0) } ?? Self.illuminationRobust(codec.encode(input))
-        return (features, input.averagePooled2())
+        return AnalysedFrame(features: features, colour: input.averagePooled2(), guide: guide?.averagePooled2())
+    }
+
+    /// A reference frame and how frames are matched to it. With a guide, the attention's answer
+    /// is refined on the guide's pictures (`ImageAlignment`, at half resolution, where the
+    /// colours are compared): on real video the attention alone is a pixel or more off at moving
+    /// edges, and its confidence falls where the motion is actually right, which made the
+    /// analysis change reference every few frames. The confidence then becomes the geometric mean
+    /// of the attention's and the alignment's match quality: each alone lets through matches the
+    /// other rejects.
+    struct Reference {
+        let index: Int
+        let attention: CrossFrameAttention
+        let colour: PlanarImage
+        let alignment: ImageAlignment?
+
+        init(index: Int, _ frame: AnalysedFrame) {
+            self.index = index
+            var configuration = CrossFrameAttention.Configuration()
+            // The alignment refines below a sample; the attention's own sub-sample steps would be redone.
+            configuration.subsampleSteps = frame.guide == nil
+            attention = CrossFrameAttention(reference: frame.features, configuration: configuration)
+            colour = frame.colour
+            alignment = frame.guide.map { ImageAlignment(reference: $0) }
+        }
+
+        /// The correspondence from `frame` to this reference, on the latent grid (`factor` pixels
+        /// per sample at full resolution, sample 0 at pixel `origin`).
+        func correspondence(for frame: AnalysedFrame, factor: Int, origin: Float) -> CorrespondenceField {
+            var field = attention.correspondence(for: frame.features)
+            if let alignment, let guide = frame.guide {
+                // Half-resolution pixel u covers full-resolution pixels 2u and 2u + 1.
+                let quality = alignment.refine(&field, frame: guide, factor: factor / 2, origin: (origin - 0.5) / 2, measuringMatch: true)
+                field.confidence = zip(field.confidence, quality).map { ($0 * $1).squareRoot() }
+            }
+            return field
+        }
     }
 
     /// Each channel scaled to zero mean and unit variance over the frame: a global gain, offset or
