@@ -92,83 +92,127 @@ public struct FrameAppearance: Sendable {
         var gain = PlanarImage(channels: 3, height: grid.height, width: grid.width,
                                values: [Float](repeating: 1, count: 3 * grid.count))
         let a = frame.values, b = reference.values
-        var target = [Float](repeating: 0, count: n), mapped = [Float](repeating: 0, count: 3 * n)
+        var mapped = [Float](repeating: 0, count: 3 * n), target = mapped, residual = [Float](repeating: 0, count: n)
         var cellWeight = [Float](repeating: 0, count: grid.count)
-        for round in 0..<rounds {
-            let sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
-            for c in 0..<3 {
-                for i in 0..<n { target[i] = b[c * n + i] / max(sampleGain[c * n + i], 1e-3) }
-                curves[c] = a.withUnsafeBufferPointer { ap in target.withUnsafeBufferPointer { tp in
-                    weight.withUnsafeBufferPointer { wp in
-                        ToneCurve.matching(x: ap.baseAddress! + c * n, y: tp.baseAddress!, weight: wp.baseAddress!, count: n).monotone
-                    } } }
-                for i in 0..<n { mapped[c * n + i] = curves[c](a[c * n + i]) }
-            }
-            // The gain per cell: the ratio of weighted means Σ w b / Σ w f, which noise in either
-            // does not bias (a least-squares ratio would be pulled towards 0 by noise in f).
-            var numerator = [Float](repeating: 0, count: 3 * grid.count), denominator = numerator
-            cellWeight = [Float](repeating: 0, count: grid.count)
-            for y in 0..<lh {
-                for x in 0..<lw {
-                    let i = y * lw + x, cell = min(y / samplesPerCell, grid.height - 1) * grid.width + min(x / samplesPerCell, grid.width - 1)
-                    let w = weight[i]
-                    cellWeight[cell] += confidence[i]
-                    guard w > 0 else { continue }
-                    for c in 0..<3 {
-                        let f = mapped[c * n + i]
-                        numerator[c * grid.count + cell] += w * b[c * n + i]
-                        denominator[c * grid.count + cell] += w * f
+        let gw = grid.width, gh = grid.height, cells = grid.count, spc = samplesPerCell
+        // The loops run over every sample, several times a frame: in parallel, on raw buffers.
+        a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in confidence.withUnsafeBufferPointer { cb in
+        trusted.withUnsafeBufferPointer { tb in weight.withUnsafeMutableBufferPointer { wb in
+        mapped.withUnsafeMutableBufferPointer { mb in target.withUnsafeMutableBufferPointer { yb in residual.withUnsafeMutableBufferPointer { rb in
+            let a = ab.baseAddress!, b = bb.baseAddress!, confidence = cb.baseAddress!, trusted = tb.baseAddress!
+            let weight = wb.baseAddress!, mapped = mb.baseAddress!, target = yb.baseAddress!, residual = rb.baseAddress!
+            for round in 0..<rounds {
+                let sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
+                // Each channel's curve, from the reference divided by the gain field.
+                var fitted = curves
+                fitted.withUnsafeMutableBufferPointer { fb in
+                    let fitted = fb.baseAddress!
+                    sampleGain.withUnsafeBufferPointer { gb in
+                        let g = gb.baseAddress!
+                        DispatchQueue.concurrentPerform(iterations: 3) { c in
+                            let t = target + c * n, bc = b + c * n, gc = g + c * n, ac = a + c * n
+                            for i in 0..<n { t[i] = bc[i] / max(gc[i], 1e-3) }
+                            let curve = ToneCurve.matching(x: ac, y: t, weight: weight, count: n).monotone
+                            let m = mapped + c * n
+                            for i in 0..<n { m[i] = curve(ac[i]) }
+                            fitted[c] = curve
+                        }
+                    }
+                }
+                curves = fitted
+                // The gain per cell: the ratio of weighted means Σ w b / Σ w f, which noise in either
+                // does not bias (a least-squares ratio would be pulled towards 0 by noise in f).
+                // Each row of cells is summed on its own, so the rows can run in parallel.
+                var numerator = [Float](repeating: 0, count: 3 * cells), denominator = numerator
+                cellWeight = [Float](repeating: 0, count: cells)
+                numerator.withUnsafeMutableBufferPointer { nb in denominator.withUnsafeMutableBufferPointer { db in cellWeight.withUnsafeMutableBufferPointer { cwb in
+                    let num = nb.baseAddress!, den = db.baseAddress!, cw = cwb.baseAddress!
+                    parallelChunks(gh) { cellRows in
+                        for gy in cellRows {
+                            let y1 = gy == gh - 1 ? lh : min((gy + 1) * spc, lh)
+                            for y in min(gy * spc, y1)..<y1 {
+                                for x in 0..<lw {
+                                    let i = y &* lw &+ x, cell = gy &* gw &+ min(x / spc, gw - 1)
+                                    let w = weight[i]
+                                    cw[cell] += confidence[i]
+                                    guard w > 0 else { continue }
+                                    for c in 0..<3 {
+                                        num[c &* cells &+ cell] += w * b[c &* n &+ i]
+                                        den[c &* cells &+ cell] += w * mapped[c &* n &+ i]
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } } }
+                gain = Self.smoothRatio(numerator: numerator, denominator: denominator, grid: grid)
+                // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
+                for c in 0..<3 {
+                    var logSum: Float = 0, total: Float = 0
+                    for cell in 0..<cells where cellWeight[cell] > 0 {
+                        logSum += cellWeight[cell] * log(max(gain.values[c * cells + cell], 1e-3))
+                        total += cellWeight[cell]
+                    }
+                    let scale = total > 0 ? exp(logSum / total) : 1
+                    gain.withUnsafeMutableBufferPointer { g in for cell in 0..<cells { g[c * cells + cell] /= scale } }
+                    curves[c].values = curves[c].values.map { $0 * scale }
+                }
+                if round == rounds - 1 { break }
+                // Robust re-weighting (Cauchy) on the residual of all three channels.
+                let sampleGainNow = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
+                let now = curves
+                sampleGainNow.withUnsafeBufferPointer { gb in
+                    let g = gb.baseAddress!
+                    parallelChunks(n, minimumChunk: 4096) { range in
+                        for i in range {
+                            var e: Float = 0
+                            for c in 0..<3 { e += abs(b[c &* n &+ i] - g[c &* n &+ i] * now[c](a[c &* n &+ i])) }
+                            residual[i] = e
+                        }
+                    }
+                }
+                let scale = max(3 * Self.median(of: UnsafeBufferPointer(start: residual, count: n), where: confidence, above: 0.1), 3.0 / 255)
+                parallelChunks(n, minimumChunk: 4096) { range in
+                    for i in range {
+                        let r = residual[i] / scale
+                        weight[i] = trusted[i] / (1 + r * r)
                     }
                 }
             }
-            gain = Self.smoothRatio(numerator: numerator, denominator: denominator, grid: grid)
-            // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
-            for c in 0..<3 {
-                var logSum: Float = 0, total: Float = 0
-                for cell in 0..<grid.count where cellWeight[cell] > 0 {
-                    logSum += cellWeight[cell] * log(max(gain.values[c * grid.count + cell], 1e-3))
-                    total += cellWeight[cell]
+            // The gain field is kept only if it lowers the matches' residual by 7% or more against the
+            // curves alone: where the flicker is global, a field would only fit noise and content change.
+            let margin: Float = 0.07
+            let fieldGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
+            var flat = curves
+            flat.withUnsafeMutableBufferPointer { fb in
+                let flat = fb.baseAddress!
+                DispatchQueue.concurrentPerform(iterations: 3) { c in
+                    flat[c] = ToneCurve.matching(x: a + c * n, y: b + c * n, weight: weight, count: n).monotone
                 }
-                let scale = total > 0 ? exp(logSum / total) : 1
-                gain.withUnsafeMutableBufferPointer { g in for cell in 0..<grid.count { g[c * grid.count + cell] /= scale } }
-                curves[c].values = curves[c].values.map { $0 * scale }
             }
-            if round == rounds - 1 { break }
-            // Robust re-weighting (Cauchy) on the residual of all three channels.
-            let sampleGainNow = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
-            var residual = [Float](repeating: 0, count: n)
-            for i in 0..<n {
-                var e: Float = 0
-                for c in 0..<3 { e += abs(b[c * n + i] - sampleGainNow[c * n + i] * curves[c](a[c * n + i])) }
-                residual[i] = e
+            // Both residuals, summed in two halves in parallel.
+            var sums = [Float](repeating: 0, count: 4)
+            let withCurves = curves, flatCurves = flat
+            fieldGain.withUnsafeBufferPointer { gb in sums.withUnsafeMutableBufferPointer { sb in
+                let g = gb.baseAddress!, sums = sb.baseAddress!
+                DispatchQueue.concurrentPerform(iterations: 2) { half in
+                    var withField: Float = 0, without: Float = 0
+                    for i in (half * n / 2)..<((half + 1) * n / 2) where weight[i] > 0 {
+                        for c in 0..<3 {
+                            let v = a[c &* n &+ i], r = b[c &* n &+ i]
+                            withField += weight[i] * abs(r - g[c &* n &+ i] * withCurves[c](v))
+                            without += weight[i] * abs(r - flatCurves[c](v))
+                        }
+                    }
+                    sums[2 * half] = withField
+                    sums[2 * half + 1] = without
+                }
+            } }
+            if sums[0] + sums[2] > (sums[1] + sums[3]) * (1 - margin) {
+                curves = flat
+                gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
             }
-            let scale = max(3 * Self.median(of: residual, where: confidence, above: 0.1), 3.0 / 255)
-            for i in 0..<n {
-                let r = residual[i] / scale
-                weight[i] = trusted[i] / (1 + r * r)
-            }
-        }
-        // The gain field is kept only if it lowers the matches' residual by 7% or more against the
-        // curves alone: where the flicker is global, a field would only fit noise and content change.
-        let margin: Float = 0.07
-        let fieldGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: samplesPerCell)
-        var flat = curves
-        for c in 0..<3 {
-            flat[c] = a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in weight.withUnsafeBufferPointer { wp in
-                ToneCurve.matching(x: ap.baseAddress! + c * n, y: bp.baseAddress! + c * n, weight: wp.baseAddress!, count: n).monotone
-            } } }
-        }
-        var withField: Float = 0, without: Float = 0
-        for i in 0..<n where weight[i] > 0 {
-            for c in 0..<3 {
-                withField += weight[i] * abs(b[c * n + i] - fieldGain[c * n + i] * curves[c](a[c * n + i]))
-                without += weight[i] * abs(b[c * n + i] - flat[c](a[c * n + i]))
-            }
-        }
-        if withField > without * (1 - margin) {
-            curves = flat
-            gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
-        }
+        } } } } } } } }
         // Where each cell lies in the reference: the field at the cell's centre.
         var xs = [Float](repeating: 0, count: grid.count), ys = xs
         for gy in 0..<grid.height {
@@ -185,7 +229,7 @@ public struct FrameAppearance: Sendable {
 
     /// The median of `values` (all in [0, 3]) where `mask` exceeds `threshold`, from a histogram
     /// of 3072 bins (a sort of every sample would cost more than the fit).
-    static func median(of values: [Float], where mask: [Float], above threshold: Float) -> Float {
+    static func median(of values: UnsafeBufferPointer<Float>, where mask: UnsafePointer<Float>, above threshold: Float) -> Float {
         let bins = 3072, scale = Float(bins) / 3
         var histogram = [Int](repeating: 0, count: bins)
         var total = 0
@@ -255,21 +299,25 @@ public struct FrameAppearance: Sendable {
     static func gainAtSamples(_ gain: PlanarImage, grid: AppearanceGrid, width lw: Int, height lh: Int, samplesPerCell: Int) -> [Float] {
         let gw = grid.width, gh = grid.height, spacing = Float(samplesPerCell)
         var out = [Float](repeating: 0, count: 3 * lw * lh)
-        let g = gain.values
-        for y in 0..<lh {
-            let ty = min(max((Float(y) + 0.5) / spacing - 0.5, 0), Float(gh - 1))
-            let y0 = min(Int(ty), gh - 1), y1 = min(y0 + 1, gh - 1), ay = ty - Float(y0)
-            for x in 0..<lw {
-                let tx = min(max((Float(x) + 0.5) / spacing - 0.5, 0), Float(gw - 1))
-                let x0 = min(Int(tx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = tx - Float(x0)
-                for c in 0..<3 {
-                    let base = c * gw * gh
-                    let top = g[base + y0 * gw + x0] * (1 - ax) + g[base + y0 * gw + x1] * ax
-                    let bottom = g[base + y1 * gw + x0] * (1 - ax) + g[base + y1 * gw + x1] * ax
-                    out[(c * lh + y) * lw + x] = top * (1 - ay) + bottom * ay
+        gain.withUnsafeBufferPointer { gb in out.withUnsafeMutableBufferPointer { ob in
+            let g = gb.baseAddress!, o = ob.baseAddress!
+            parallelChunks(lh, minimumChunk: 8) { rows in
+                for y in rows {
+                    let ty = min(max((Float(y) + 0.5) / spacing - 0.5, 0), Float(gh - 1))
+                    let y0 = min(Int(ty), gh - 1), y1 = min(y0 + 1, gh - 1), ay = ty - Float(y0)
+                    for x in 0..<lw {
+                        let tx = min(max((Float(x) + 0.5) / spacing - 0.5, 0), Float(gw - 1))
+                        let x0 = min(Int(tx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = tx - Float(x0)
+                        for c in 0..<3 {
+                            let base = c &* gw &* gh
+                            let top = g[base &+ y0 &* gw &+ x0] * (1 - ax) + g[base &+ y0 &* gw &+ x1] * ax
+                            let bottom = g[base &+ y1 &* gw &+ x0] * (1 - ax) + g[base &+ y1 &* gw &+ x1] * ax
+                            o[(c &* lh &+ y) &* lw &+ x] = top * (1 - ay) + bottom * ay
+                        }
+                    }
                 }
             }
-        }
+        } }
         return out
     }
 

@@ -133,20 +133,34 @@ struct GridFieldApplier {
         frame.withUnsafeBufferPointer { fb in out.withUnsafeMutableBufferPointer { ob in wide.withUnsafeBufferPointer { wb in
             let src = fb.baseAddress!, dst = ob.baseAddress!, rowsWide = wb.baseAddress!
             parallelChunks(h, minimumChunk: 8) { range in
+                // This row's two gains, interpolated down the grid rows first (a loop the compiler
+                // vectorises), then the per-value lookups.
+                let gains = UnsafeMutablePointer<Float>.allocate(capacity: 2 * w)
+                defer { gains.deallocate() }
+                let before = gains, after = gains + w
                 for y in range {
                     let (i, t) = (rows.index[y], rows.weight[y])
                     for c in 0..<3 {
                         let m = rowsWide + c * gh * w, n = rowsWide + (3 + c) * gh * w
                         let m0 = m + i[0] * w, m1 = m + i[1] * w, m2 = m + i[2] * w, m3 = m + i[3] * w
                         let n0 = n + i[0] * w, n1 = n + i[1] * w, n2 = n + i[2] * w, n3 = n + i[3] * w
+                        let t0 = t[0], t1 = t[1], t2 = t[2], t3 = t[3]
+                        for x in 0..<w {
+                            before[x] = t0 * m0[x] + t1 * m1[x] + t2 * m2[x] + t3 * m3[x]
+                            after[x] = t0 * n0[x] + t1 * n1[x] + t2 * n2[x] + t3 * n3[x]
+                        }
                         let curve = curves[c], inv = inverse[c]
                         curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
                             let s = src + c * plane + y * w, d = dst + c * plane + y * w
+                            let cp = cv.baseAddress!, ip = iv.baseAddress!
+                            let cLower = curve.lower, cScale = curve.scale, cLast = cv.count - 1
+                            let iLower = inv.lower, iScale = inv.scale, iLast = iv.count - 1
                             for x in 0..<w {
-                                let gainBefore = t[0] * m0[x] + t[1] * m1[x] + t[2] * m2[x] + t[3] * m3[x]
-                                let gainAfter = t[0] * n0[x] + t[1] * n1[x] + t[2] * n2[x] + t[3] * n3[x]
                                 let input = s[x]
-                                let v = gainAfter * iv[inv.index(gainBefore * cv[curve.index(input)])]
+                                let tc = (input - cLower) * cScale + 0.5
+                                let mappedValue = before[x] * cp[tc <= 0 ? 0 : min(Int(tc), cLast)]
+                                let ti = (mappedValue - iLower) * iScale + 0.5
+                                let v = after[x] * ip[ti <= 0 ? 0 : min(Int(ti), iLast)]
                                 // A white input was clipped: its truth lies anywhere between v
                                 // and white, so it takes the middle of that interval. (Taking v
                                 // paints flat grey patches where the picture was white.)
