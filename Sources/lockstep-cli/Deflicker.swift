@@ -56,9 +56,10 @@ struct Deflicker: ParsableCommand {
         do {
             analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
             let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
+            let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)) }
             _ = try ProgressView(label: "deflicker: analysing", quiet: report.quiet).track { update in
-                try StreamingProcessor.run(source: paired ?? analysisSource, sink: nil, process: { frame in
-                    try analysis.add(input: frame.image, guide: paired?.guide(for: frame.index))
+                try StreamingProcessor.run(source: analysed, sink: nil, process: { frame in
+                    try analysis.add(analysed.take(frame.index))
                     if segment.range?.contains(frame.index) ?? true { before.add(frame.image) }
                 }, progress: update)
             }
@@ -153,6 +154,35 @@ final class GuidedSource: FrameSource {
     func guide(for index: Int) -> PlanarImage? {
         lock.lock(); defer { lock.unlock() }
         return pending.removeValue(forKey: index)
+    }
+}
+
+/// Frames with the part of their analysis that needs no other frame done on the reader thread,
+/// while the processing thread matches the previous frame; `take` hands each one over.
+final class AnalysingSource: FrameSource {
+    let source: FrameSource
+    let analyse: (VideoFrame) -> DeflickerAnalysis.AnalysedFrame
+    private let lock = NSLock()
+    private var pending: [Int: DeflickerAnalysis.AnalysedFrame] = [:]
+
+    init(source: FrameSource, analyse: @escaping (VideoFrame) -> DeflickerAnalysis.AnalysedFrame) {
+        self.source = source
+        self.analyse = analyse
+    }
+
+    var info: StreamInfo { source.info }
+    var path: String { source.path }
+
+    func next() throws -> VideoFrame? {
+        guard let frame = try source.next() else { return nil }
+        let analysed = analyse(frame)
+        lock.lock(); pending[frame.index] = analysed; lock.unlock()
+        return frame
+    }
+
+    func take(_ index: Int) -> DeflickerAnalysis.AnalysedFrame {
+        lock.lock(); defer { lock.unlock() }
+        return pending.removeValue(forKey: index)!
     }
 }
 

@@ -84,8 +84,12 @@ public final class DeflickerAnalysis {
 
     /// Adds the next frame: the input and, when there is one, its guide (same size).
     public func add(input: PlanarImage, guide: PlanarImage?) throws {
+        try add(analyse(input: input, guide: guide))
+    }
+
+    /// Adds the next frame, analysed beforehand (`analyse`, which can run on another thread).
+    public func add(_ frame: AnalysedFrame) throws {
         let index = frameCount
-        let frame = analyse(input: input, guide: guide)
         let colour = frame.colour
         let thumbnail = Self.thumbnail(frame.features)
         let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
@@ -166,13 +170,15 @@ public final class DeflickerAnalysis {
     /// match is refined. (At half resolution the colours are still nearly point samples:
     /// comparing blurred colours would bias the tone curves wherever the picture has texture, as
     /// blur and a curve do not commute.)
-    struct AnalysedFrame {
+    public struct AnalysedFrame: Sendable {
         var features: PlanarImage
         var colour: PlanarImage
         var guide: PlanarImage?
     }
 
-    func analyse(input: PlanarImage, guide: PlanarImage?) -> AnalysedFrame {
+    /// The part of a frame's analysis that depends on the frame alone: safe to run on any thread,
+    /// ahead of `add`, so that a reader thread can do it while the previous frame is matched.
+    public func analyse(input: PlanarImage, guide: PlanarImage?) -> AnalysedFrame {
         let features = guide.map { codec.encode($0) } ?? Self.illuminationRobust(codec.encode(input))
         return AnalysedFrame(features: features, colour: input.averagePooled2(), guide: guide?.averagePooled2())
     }
