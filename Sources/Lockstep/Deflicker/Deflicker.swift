@@ -4,8 +4,8 @@ import Tensor
 /// Removes flicker in two passes (DESIGN.md, "Editors: deflicker").
 ///
 /// Pass 1, `DeflickerAnalysis`: every frame is matched to a reference by the cross-frame
-/// attention, on the guide (the unprocessed original) or, blind, on the input's own latent made
-/// illumination-robust. Through that correspondence the frame's colours are compared with the
+/// attention, on the guide (the unprocessed original, and refined on its pictures) or, blind, on
+/// the input's own latent made illumination-robust. Through that correspondence the frame's colours are compared with the
 /// reference's, and the difference is fitted as a tone curve per channel and a smooth gain field
 /// (`FrameAppearance`): that is the frame's flicker relative to the reference. Only this small
 /// record is kept per frame (in a temporary file); the consensus is accumulated as frames go by.
