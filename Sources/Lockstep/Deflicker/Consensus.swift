@@ -153,14 +153,9 @@ struct GridFieldApplier {
                         curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
                             let s = src + c * plane + y * w, d = dst + c * plane + y * w
                             let cp = cv.baseAddress!, ip = iv.baseAddress!
-                            let cLower = curve.lower, cScale = curve.scale, cLast = cv.count - 1
-                            let iLower = inv.lower, iScale = inv.scale, iLast = iv.count - 1
                             for x in 0..<w {
                                 let input = s[x]
-                                let tc = (input - cLower) * cScale + 0.5
-                                let mappedValue = before[x] * cp[tc <= 0 ? 0 : min(Int(tc), cLast)]
-                                let ti = (mappedValue - iLower) * iScale + 0.5
-                                let v = after[x] * ip[ti <= 0 ? 0 : min(Int(ti), iLast)]
+                                let v = after[x] * ip[inv.index(before[x] * cp[curve.index(input)])]
                                 // A white input was clipped: its truth lies anywhere between v
                                 // and white, so it takes the middle of that interval. (Taking v
                                 // paints flat grey patches where the picture was white.)

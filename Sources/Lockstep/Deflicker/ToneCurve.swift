@@ -178,19 +178,21 @@ public struct LookupTable: Sendable {
     public let upper: Float
     public let values: [Float]
     let scale: Float
+    let last: Int
 
     public init(lower: Float, upper: Float, values: [Float]) {
         self.lower = lower
         self.upper = upper
         self.values = values
         scale = Float(values.count - 1) / (upper - lower)
+        last = values.count - 1
     }
 
     /// Index of `v`'s entry in `values`.
     @inline(__always)
     public func index(_ v: Float) -> Int {
         let t = (v - lower) * scale + 0.5
-        return t <= 0 ? 0 : min(Int(t), values.count - 1)
+        return t <= 0 ? 0 : min(Int(t), last)
     }
 }
 
