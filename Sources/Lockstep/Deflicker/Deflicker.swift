@@ -211,8 +211,8 @@ public final class DeflickerAnalysis {
         func correspondence(for frame: AnalysedFrame, factor: Int, origin: Float) -> CorrespondenceField {
             var field = attention.correspondence(for: frame.features)
             if let alignment, let guide = frame.guide {
-                // Half-resolution pixel u covers full-resolution pixels 2u and 2u + 1.
-                let quality = alignment.refine(&field, frame: guide, factor: factor / 2, origin: (origin - 0.5) / 2, measuringMatch: true)
+                let pooled = ImageAlignment.pooledGeometry(factor: factor, origin: origin)
+                let quality = alignment.refine(&field, frame: guide, factor: pooled.factor, origin: pooled.origin, measuringMatch: true)
                 field.confidence = zip(field.confidence, quality).map { ($0 * $1).squareRoot() }
             }
             return field

@@ -25,6 +25,13 @@ public struct ImageAlignment: Sendable {
             ? [ImageAlignment(reference: reference.averagePooled2(), levels: levels - 1)] : []
     }
 
+    /// The grid's geometry on 2×2-pooled pictures (pooled pixel u covers pixels 2u and 2u + 1),
+    /// for refining a field on pictures of half the resolution: `factor` must be even.
+    public static func pooledGeometry(factor: Int, origin: Float) -> (factor: Int, origin: Float) {
+        precondition(factor % 2 == 0)
+        return (factor / 2, (origin - 0.5) / 2)
+    }
+
     /// What is matched of a picture: its luma. Colour adds little to where things are, and
     /// costs three times the work.
     static func matched(_ image: PlanarImage) -> PlanarImage {
