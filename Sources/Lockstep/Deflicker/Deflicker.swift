@@ -186,10 +186,9 @@ public final class DeflickerAnalysis {
     /// A reference frame and how frames are matched to it. With a guide, the attention's answer
     /// is refined on the guide's pictures (`ImageAlignment`, at half resolution, where the
     /// colours are compared): on real video the attention alone is a pixel or more off at moving
-    /// edges, and its confidence falls where the motion is actually right, which made the
-    /// analysis change reference every few frames. The confidence then becomes the geometric mean
-    /// of the attention's and the alignment's match quality: each alone lets through matches the
-    /// other rejects.
+    /// edges, which pairs colours across them. The confidence then becomes the geometric mean of
+    /// the attention's (uniqueness and forward–backward agreement) and the alignment's match
+    /// quality: each alone lets through matches the other rejects.
     struct Reference {
         let index: Int
         let attention: CrossFrameAttention
