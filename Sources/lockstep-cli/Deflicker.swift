@@ -127,8 +127,7 @@ final class GuidedSource: FrameSource {
     let guide: FrameSource
     let guidePath: String
     let size: StreamInfo
-    private let lock = NSLock()
-    private var pending: [Int: PlanarImage] = [:]
+    private let guides = HandOver<PlanarImage>()
 
     init(input: FrameSource, guide: FrameSource, guidePath: String, size: StreamInfo) {
         self.input = input
@@ -145,16 +144,12 @@ final class GuidedSource: FrameSource {
         guard let guideFrame = try guide.next() else {
             throw MediaError(.invalidArgument, path: guidePath, "has fewer frames than \(input.path) (it ends before frame \(frame.index))")
         }
-        let scaled = guideFrame.image.resized(height: size.height, width: size.width)
-        lock.lock(); pending[frame.index] = scaled; lock.unlock()
+        guides.put(guideFrame.image.resized(height: size.height, width: size.width), for: frame.index)
         return frame
     }
 
     /// The guide of frame `index` (each is handed out once).
-    func guide(for index: Int) -> PlanarImage? {
-        lock.lock(); defer { lock.unlock() }
-        return pending.removeValue(forKey: index)
-    }
+    func guide(for index: Int) -> PlanarImage? { guides.take(index) }
 }
 
 /// Frames with the part of their analysis that needs no other frame done on the reader thread,
@@ -162,8 +157,7 @@ final class GuidedSource: FrameSource {
 final class AnalysingSource: FrameSource {
     let source: FrameSource
     let analyse: (VideoFrame) -> DeflickerAnalysis.AnalysedFrame
-    private let lock = NSLock()
-    private var pending: [Int: DeflickerAnalysis.AnalysedFrame] = [:]
+    private let analysed = HandOver<DeflickerAnalysis.AnalysedFrame>()
 
     init(source: FrameSource, analyse: @escaping (VideoFrame) -> DeflickerAnalysis.AnalysedFrame) {
         self.source = source
@@ -175,14 +169,25 @@ final class AnalysingSource: FrameSource {
 
     func next() throws -> VideoFrame? {
         guard let frame = try source.next() else { return nil }
-        let analysed = analyse(frame)
-        lock.lock(); pending[frame.index] = analysed; lock.unlock()
+        analysed.put(analyse(frame), for: frame.index)
         return frame
     }
 
-    func take(_ index: Int) -> DeflickerAnalysis.AnalysedFrame {
+    func take(_ index: Int) -> DeflickerAnalysis.AnalysedFrame { analysed.take(index)! }
+}
+
+/// Values made on the reader thread for a frame, handed to the processing thread once each.
+final class HandOver<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var pending: [Int: Value] = [:]
+
+    func put(_ value: Value, for index: Int) {
+        lock.lock(); pending[index] = value; lock.unlock()
+    }
+
+    func take(_ index: Int) -> Value? {
         lock.lock(); defer { lock.unlock() }
-        return pending.removeValue(forKey: index)!
+        return pending.removeValue(forKey: index)
     }
 }
 
