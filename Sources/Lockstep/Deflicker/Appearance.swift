@@ -101,8 +101,9 @@ public struct FrameAppearance: Sendable {
         mapped.withUnsafeMutableBufferPointer { mb in target.withUnsafeMutableBufferPointer { yb in residual.withUnsafeMutableBufferPointer { rb in
             let a = ab.baseAddress!, b = bb.baseAddress!, confidence = cb.baseAddress!, trusted = tb.baseAddress!
             let weight = wb.baseAddress!, mapped = mb.baseAddress!, target = yb.baseAddress!, residual = rb.baseAddress!
+            // The gain field at every sample, kept in step with `gain`.
+            var sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
             for round in 0..<rounds {
-                let sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
                 // Each channel's curve, from the reference divided by the gain field.
                 var fitted = curves
                 fitted.withUnsafeMutableBufferPointer { fb in
@@ -157,11 +158,11 @@ public struct FrameAppearance: Sendable {
                     gain.withUnsafeMutableBufferPointer { g in for cell in 0..<cells { g[c * cells + cell] /= scale } }
                     curves[c].values = curves[c].values.map { $0 * scale }
                 }
+                sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
                 if round == rounds - 1 { break }
                 // Robust re-weighting (Cauchy) on the residual of all three channels.
-                let sampleGainNow = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
                 let now = curves
-                sampleGainNow.withUnsafeBufferPointer { gb in
+                sampleGain.withUnsafeBufferPointer { gb in
                     let g = gb.baseAddress!
                     parallelChunks(n, minimumChunk: 4096) { range in
                         for i in range {
@@ -182,7 +183,7 @@ public struct FrameAppearance: Sendable {
             // The gain field is kept only if it lowers the matches' residual by 7% or more against the
             // curves alone: where the flicker is global, a field would only fit noise and content change.
             let margin: Float = 0.07
-            let fieldGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
+            let fieldGain = sampleGain
             var flat = curves
             flat.withUnsafeMutableBufferPointer { fb in
                 let flat = fb.baseAddress!

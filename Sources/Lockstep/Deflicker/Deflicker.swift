@@ -104,11 +104,10 @@ public final class DeflickerAnalysis {
                 newReference = .cut
             } else if reference.index != index {
                 let field = reference.correspondence(for: frame, factor: codec.factor, origin: codec.origin)
-                let (carried, confidence) = carry(reference.colour, along: field)
                 // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
                 let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
-                appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: Self.subsampled(carried, stride),
-                                                 confidence: Self.subsampled(confidence, width: colour.width, height: colour.height, stride),
+                let (carried, confidence) = carry(reference.colour, along: field, stride: stride)
+                appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: carried, confidence: confidence,
                                                  samplesPerCell: AppearanceGrid.cell * grid.factor / 2 / stride, field: field, grid: grid)
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
@@ -157,12 +156,6 @@ public final class DeflickerAnalysis {
             }
         } }
         return out
-    }
-
-    static func subsampled(_ values: [Float], width: Int, height: Int, _ stride: Int) -> [Float] {
-        guard stride > 1 else { return values }
-        let h = height / stride, w = width / stride
-        return (0..<(h * w)).map { values[($0 / w) * stride * width + ($0 % w) * stride] }
     }
 
     /// What the analysis keeps of a frame: the features to match on, the input at half
@@ -256,30 +249,31 @@ public final class DeflickerAnalysis {
         return s / Float(a.count)
     }
 
-    /// The reference's half-resolution colours carried to the frame's half-resolution grid, with
-    /// the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
+    /// The reference's half-resolution colours carried to every `stride`-th sample of the frame's
+    /// half-resolution grid (as `subsampled` takes them), with the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
     /// a local blur, which lowers the bright tones and raises the dark ones wherever the picture
     /// has fine texture, and that would read as a change of tone. A nearest sample keeps the
     /// reference's distribution of values; its misplacement of up to half a sample is only noise.
-    func carry(_ colour: PlanarImage, along field: CorrespondenceField) -> (PlanarImage, [Float]) {
+    func carry(_ colour: PlanarImage, along field: CorrespondenceField, stride: Int = 1) -> (PlanarImage, [Float]) {
         let w = colour.width, h = colour.height, plane = w * h
-        var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
-        var confidence = [Float](repeating: 0, count: plane)
+        let ow = w / stride, oh = h / stride, outPlane = ow * oh
+        var out = PlanarImage(uninitializedChannels: 3, height: oh, width: ow)
+        var confidence = [Float](repeating: 0, count: outPlane)
         let k = Float(grid.factor), origin = grid.origin
         colour.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in confidence.withUnsafeMutableBufferPointer { conf in
             let s = src.baseAddress!, d = dst.baseAddress!, cp = conf.baseAddress!
-            parallelChunks(h, minimumChunk: 8) { rows in
-                for y in rows {
-                    for x in 0..<w {
-                        let px = 2 * Float(x) + 0.5, py = 2 * Float(y) + 0.5
+            parallelChunks(oh, minimumChunk: 8) { rows in
+                for oy in rows {
+                    for ox in 0..<ow {
+                        let px = 2 * Float(ox * stride) + 0.5, py = 2 * Float(oy * stride) + 0.5
                         let (dx, dy, c) = WarpingErrorMeter.displacement(field, px, py, factor: k, origin: origin)
                         let sx = Int(min(max((px + dx - 0.5) / 2, 0), Float(w - 1)).rounded())
                         let sy = Int(min(max((py + dy - 0.5) / 2, 0), Float(h - 1)).rounded())
-                        let i = y * w + x, j = sy * w + sx
+                        let i = oy * ow + ox, j = sy * w + sx
                         cp[i] = c
                         d[i] = s[j]
-                        d[plane + i] = s[plane + j]
-                        d[2 * plane + i] = s[2 * plane + j]
+                        d[outPlane + i] = s[plane + j]
+                        d[2 * outPlane + i] = s[2 * plane + j]
                     }
                 }
             }
