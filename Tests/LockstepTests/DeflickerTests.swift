@@ -103,6 +103,35 @@ import TestSupport
         }
     }
 
+    /// A gain field is fitted where its matches are, not at the centres of the cells: with
+    /// matches only in the left quarter of every cell (as where the texture is), a field that
+    /// varies within a cell comes back as it is. (A ratio per cell, placed at the cell's centre,
+    /// misplaces it by a quarter of a cell: 0.029 rms here, against 0.010 measured.)
+    @Test func gainFieldIsFittedWhereTheMatchesAre() throws {
+        let grid = AppearanceGrid(latentWidth: 48, latentHeight: 24, factor: 8, origin: 3.5)
+        let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
+        // The field's log: a wave of 6 cells along x, 0.1 high; samples lie at pixel 2x + 0.5.
+        let period = 2 * 6 * Float(spc)
+        let logGain = { (x: Int) -> Float in 0.1 * sin(2 * Float.pi * (2 * Float(x) + 0.5) / period) }
+        var random = SeededRandom(5)
+        let frame = PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * n)).map { _ in Float(0.3 + 0.4 * random.uniform()) })
+        let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { $1 * exp(logGain(($0 % n) % w)) })
+        let confidence = (0..<n).map { ($0 % w) % spc < spc / 4 ? Float(1) : 0 }
+        let identity = CorrespondenceField(width: grid.latentWidth, height: grid.latentHeight,
+                                           x: (0..<(grid.latentWidth * grid.latentHeight)).map { Float($0 % grid.latentWidth) },
+                                           y: (0..<(grid.latentWidth * grid.latentHeight)).map { Float($0 / grid.latentWidth) },
+                                           confidence: [Float](repeating: 1, count: grid.latentWidth * grid.latentHeight))
+        let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc, field: identity, grid: grid)
+        // Node values against the field at the cell centres, both without their mean.
+        for c in 0..<3 {
+            let fitted = (0..<grid.count).map { log(fit.gain.values[c * grid.count + $0]) }
+            let truth = (0..<grid.count).map { logGain(($0 % grid.width) * spc + spc / 2) }
+            let fittedMean = fitted.reduce(0, +) / Float(grid.count), truthMean = truth.reduce(0, +) / Float(grid.count)
+            let rms = (zip(fitted, truth).map { ($0 - fittedMean - $1 + truthMean) * ($0 - fittedMean - $1 + truthMean) }.reduce(0, +) / Float(grid.count)).squareRoot()
+            #expect(rms < 0.015, "channel \(c): rms error \(rms) of a field of rms 0.07")
+        }
+    }
+
     /// A hard cut between a dark and a bright scene: found, and each scene keeps its own level.
     @Test func hardCutKeepsBothScenes() throws {
         let truth = (0..<16).map { $0 < 8 ? Self.scene($0, seed: 3, level: 0.3) : Self.scene($0, seed: 91, level: 0.7) }

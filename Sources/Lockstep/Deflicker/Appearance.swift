@@ -77,7 +77,8 @@ public struct FrameAppearance: Sendable {
     /// Fits the model to pairs of colours: the frame's (`frame`) and the reference's carried onto
     /// it (`reference`), both 3 × H' × W' with `samplesPerCell` samples per grid cell along each
     /// axis, weighted by the correspondence's `confidence` (H' × W'). The field gives each cell's
-    /// reference position. Curves and gain are fitted in turn; matches that the model cannot
+    /// reference position. Curves (quantile matching) and gain (`GainFieldFit`, each sample
+    /// speaking for the field at its own place) are fitted in turn; matches that the model cannot
     /// explain (occlusions, moving objects, wrong matches) are down-weighted after each round.
     public static func fit(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
                            field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
@@ -94,7 +95,8 @@ public struct FrameAppearance: Sendable {
         let a = frame.values, b = reference.values
         var mapped = [Float](repeating: 0, count: 3 * n), target = mapped, residual = [Float](repeating: 0, count: n)
         var cellWeight = [Float](repeating: 0, count: grid.count)
-        let gw = grid.width, gh = grid.height, cells = grid.count, spc = samplesPerCell
+        let cells = grid.count, spc = samplesPerCell
+        let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc)
         // The loops run over every sample, several times a frame: in parallel, on raw buffers.
         a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in confidence.withUnsafeBufferPointer { cb in
         trusted.withUnsafeBufferPointer { tb in weight.withUnsafeMutableBufferPointer { wb in
@@ -121,32 +123,8 @@ public struct FrameAppearance: Sendable {
                     }
                 }
                 curves = fitted
-                // The gain per cell: the ratio of weighted means Σ w b / Σ w f, which noise in either
-                // does not bias (a least-squares ratio would be pulled towards 0 by noise in f).
-                // Each row of cells is summed on its own, so the rows can run in parallel.
-                var numerator = [Float](repeating: 0, count: 3 * cells), denominator = numerator
-                cellWeight = [Float](repeating: 0, count: cells)
-                numerator.withUnsafeMutableBufferPointer { nb in denominator.withUnsafeMutableBufferPointer { db in cellWeight.withUnsafeMutableBufferPointer { cwb in
-                    let num = nb.baseAddress!, den = db.baseAddress!, cw = cwb.baseAddress!
-                    parallelChunks(gh) { cellRows in
-                        for gy in cellRows {
-                            let y1 = gy == gh - 1 ? lh : min((gy + 1) * spc, lh)
-                            for y in min(gy * spc, y1)..<y1 {
-                                for x in 0..<lw {
-                                    let i = y &* lw &+ x, cell = gy &* gw &+ min(x / spc, gw - 1)
-                                    let w = weight[i]
-                                    cw[cell] += confidence[i]
-                                    guard w > 0 else { continue }
-                                    for c in 0..<3 {
-                                        num[c &* cells &+ cell] += w * b[c &* n &+ i]
-                                        den[c &* cells &+ cell] += w * mapped[c &* n &+ i]
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } } }
-                gain = Self.smoothRatio(numerator: numerator, denominator: denominator, grid: grid)
+                // The gain field's nodes (`GainFieldFit`), and each cell's confidence.
+                (gain, cellWeight) = fieldFit.fit(mapped: mapped, reference: b, weight: weight, confidence: confidence)
                 // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
                 for c in 0..<3 {
                     var logSum: Float = 0, total: Float = 0
