@@ -227,6 +227,8 @@ public struct FrameAppearance: Sendable {
 
     /// numerator / denominator per cell and channel, where the data is thin pulled towards the
     /// same ratio over a wide neighbourhood (σ = 2 cells), and `fallback` where there is no data.
+    /// The pull weighs as 2% of a typical cell's data: enough to fill holes, little enough not to
+    /// flatten the consensus field where the data is good (10% cost 0.1–0.3 dB on local flicker).
     static func smoothRatio(numerator: [Float], denominator: [Float], grid: AppearanceGrid, fallback: Float = 1) -> PlanarImage {
         let count = grid.count
         var out = PlanarImage(uninitializedChannels: 3, height: grid.height, width: grid.width)
@@ -235,7 +237,7 @@ public struct FrameAppearance: Sendable {
         for c in 0..<3 {
             let plane = denominator[(c * count)..<((c + 1) * count)]
             let typical = plane.reduce(0, +) / Float(max(plane.filter { $0 > 0 }.count, 1))
-            let pull = max(0.1 * typical, 1e-12)
+            let pull = max(0.02 * typical, 1e-12)
             out.withUnsafeMutableBufferPointer { o in
                 for cell in 0..<count {
                     let i = c * count + cell
