@@ -31,7 +31,7 @@ public struct SymmetricBandMatrix: Sendable {
     public func diagonal(_ i: Int) -> Double { storage[bandwidth + i * (bandwidth + 1)] }
 
     /// Where A[i][j] (or A[j][i]) lies in the band storage.
-    @inlinable @usableFromInline
+    @inlinable
     func offset(_ i: Int, _ j: Int) -> Int {
         let (r, c) = i <= j ? (i, j) : (j, i)
         precondition(c - r <= bandwidth, "entry outside the band")

@@ -7,7 +7,7 @@ import Tensor
 ///
 /// Why a fit of the nodes rather than a ratio per cell: the weights gather where the picture has
 /// texture, so a cell's ratio describes the field where its texture is, not at its centre; placed
-/// at the centre, those ratios flatten the field by about a sixth and misplace it by frame-varying
+/// at the centre, those ratios flatten the field by a sixth to a third and misplace it by frame-varying
 /// amounts. Here each sample speaks for the field at its own place.
 ///
 /// The equations are the normal equations with one factor of `mapped` replaced by 1:
@@ -52,15 +52,15 @@ struct GainFieldFit {
              confidence: UnsafePointer<Float>) -> (gain: PlanarImage, cellConfidence: [Float]) {
         let w = width, h = height, n = w * h, b = bin, bw = binsWide, bh = binsHigh, bins = bw * bh
         // Per bin: Σ w m_c and Σ w b_c for the three channels, Σ w, Σ w x, Σ w y, Σ confidence.
-        let stride = 10
-        var sums = [Float](repeating: 0, count: stride * bins)
+        let perBin = 10
+        var sums = [Float](repeating: 0, count: perBin * bins)
         sums.withUnsafeMutableBufferPointer { sb in
             let s = sb.baseAddress!
             parallelChunks(bh) { binRows in
                 for by in binRows {
                     for y in (by * b)..<min((by + 1) * b, h) {
                         for x in 0..<w {
-                            let i = y &* w &+ x, k = stride &* (by &* bw &+ x / b)
+                            let i = y &* w &+ x, k = perBin &* (by &* bw &+ x / b)
                             s[k &+ 9] += confidence[i]
                             let wi = weight[i]
                             guard wi > 0 else { continue }
@@ -78,25 +78,24 @@ struct GainFieldFit {
                 }
             }
         }
-        let gw = grid.width, gh = grid.height, nodes = grid.count, spacing = Double(samplesPerCell)
+        let gw = grid.width, gh = grid.height, nodes = grid.count, spacing = Float(samplesPerCell)
         var cellConfidence = [Float](repeating: 0, count: nodes)
-        // Each bin's 4 nodes around its weighted centre, with their bilinear weights (as
-        // `FrameAppearance.gainAtSamples` reads the field: clamped to the outermost centres).
+        // Each bin's 4 nodes around its weighted centre, with their bilinear weights: the grid's
+        // own `corners`, which read a field as `FrameAppearance.gainAtSamples` does.
         var corners = [Int](repeating: 0, count: 4 * bins), cornerWeights = [Double](repeating: 0, count: 4 * bins)
+        let toLatent = { (sample: Float) -> Float in
+            (sample / spacing - 0.5) * Float(AppearanceGrid.cell) + Float(AppearanceGrid.cell - 1) / 2
+        }
         for by in 0..<bh {
             for bx in 0..<bw {
-                let k = by * bw + bx, s = stride * k
+                let k = by * bw + bx, s = perBin * k
                 cellConfidence[min(by * b / samplesPerCell, gh - 1) * gw + min(bx * b / samplesPerCell, gw - 1)] += sums[s + 9]
                 guard sums[s + 6] > 0 else { continue }
-                let cx = Double(bx * b) + Double(sums[s + 7] / sums[s + 6]) + 0.5
-                let cy = Double(by * b) + Double(sums[s + 8] / sums[s + 6]) + 0.5
-                let tx = min(max(cx / spacing - 0.5, 0), Double(gw - 1)), ty = min(max(cy / spacing - 0.5, 0), Double(gh - 1))
-                let nx0 = min(Int(tx), gw - 1), nx1 = min(nx0 + 1, gw - 1), ax = tx - Double(nx0)
-                let ny0 = min(Int(ty), gh - 1), ny1 = min(ny0 + 1, gh - 1), ay = ty - Double(ny0)
-                corners[4 * k] = node(nx0, ny0); corners[4 * k + 1] = node(nx1, ny0)
-                corners[4 * k + 2] = node(nx0, ny1); corners[4 * k + 3] = node(nx1, ny1)
-                cornerWeights[4 * k] = (1 - ax) * (1 - ay); cornerWeights[4 * k + 1] = ax * (1 - ay)
-                cornerWeights[4 * k + 2] = (1 - ax) * ay; cornerWeights[4 * k + 3] = ax * ay
+                let cx = Float(bx * b) + sums[s + 7] / sums[s + 6] + 0.5, cy = Float(by * b) + sums[s + 8] / sums[s + 6] + 0.5
+                for (i, corner) in grid.corners(latentX: toLatent(cx), latentY: toLatent(cy)).enumerated() {
+                    corners[4 * k + i] = node(corner.cell % gw, corner.cell / gw)
+                    cornerWeights[4 * k + i] = Double(corner.weight)
+                }
             }
         }
         var gain = [Float](repeating: 1, count: 3 * nodes)
@@ -106,7 +105,7 @@ struct GainFieldFit {
                 var a = SymmetricBandMatrix(size: nodes, bandwidth: bandwidth)
                 var y = [Double](repeating: 0, count: nodes)
                 for k in 0..<bins {
-                    let m = Double(sums[stride * k + c]), r = Double(sums[stride * k + 3 + c])
+                    let m = Double(sums[perBin * k + c]), r = Double(sums[perBin * k + 3 + c])
                     guard m > 0 else { continue }
                     // The outer product of the corner weights, times m. (Corners clamped at the
                     // grid's edge coincide; their pairs then land on the diagonal, as they should.)
