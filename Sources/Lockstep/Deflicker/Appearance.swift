@@ -74,6 +74,14 @@ public struct FrameAppearance: Sendable {
 
     // MARK: - Fitting
 
+    /// The weight a match of this confidence has in a fit. Only confident matches speak for the
+    /// frame: a half-trusted match is as likely to pair different content, and different content
+    /// reads as a change of tone.
+    static func trust(_ confidence: [Float]) -> [Float] {
+        let floor: Float = 0.5
+        return confidence.map { c in let t = max(0, (c - floor) / (1 - floor)); return t * t }
+    }
+
     /// Fits the model to pairs of colours: the frame's (`frame`) and the reference's carried onto
     /// it (`reference`), both 3 × H' × W' with `samplesPerCell` samples per grid cell along each
     /// axis, weighted by the correspondence's `confidence` (H' × W'). The field gives each cell's
@@ -84,10 +92,7 @@ public struct FrameAppearance: Sendable {
                            field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
         let lw = frame.width, lh = frame.height, n = lw * lh
         precondition(reference.width == lw && reference.height == lh && confidence.count == n)
-        // Only confident matches speak for the frame: a half-trusted match is as likely to pair
-        // different content, and different content reads as a change of tone.
-        let floor: Float = 0.5
-        let trusted = confidence.map { c -> Float in let t = max(0, (c - floor) / (1 - floor)); return t * t }
+        let trusted = trust(confidence)
         var weight = trusted
         var curves = [ToneCurve](repeating: .identity, count: 3)
         var gain = PlanarImage(channels: 3, height: grid.height, width: grid.width,

@@ -7,18 +7,64 @@ import Tensor
 /// gain above 1. The consensus is the inverse of that average, so a too-bright reference does not
 /// make the output too bright. Tone curves and gain fields are agreed separately:
 ///   curves (`CurveConsensus`, over a window of frames around each frame, within its shot):
-///     ḡ_c = (interquartile mean over the window of curve_c, knot by knot)⁻¹. A window rather than
-///     the whole shot, so that a slow change (a camera's exposure adapting, a sunset) is kept while
-///     flicker is removed; the middle half of the values rather than all, so that frames whose
-///     tones were clipped (a frame made brighter loses its highlights, and its curve says less
-///     than the truth) or whose fit failed do not pull the consensus.
+///     ḡ_c = (the window's consensus of curve_c, knot by knot)⁻¹. A window rather than the whole
+///     shot, so that a slow change (a camera's exposure adapting, a sunset) is kept while flicker
+///     is removed; robust statistics, so that frames whose tones were clipped (a frame made
+///     brighter loses its highlights, and its curve says less than the truth) or whose fit failed
+///     do not pull the consensus.
 ///   gain (`FieldConsensus`, per reference): n_c(y) = exp(−mean of log gain_c at reference position y)
 /// The gain is averaged in the reference's coordinates (each frame's cells placed where they lie
 /// in the reference), so spatial flicker that moves with the picture is averaged where it belongs.
 public enum CurveConsensus {
-    /// ḡ_c for the curves of the frames in a window, tabulated.
-    public static func inverse(of window: [[ToneCurve]]) -> [LookupTable] {
-        (0..<3).map { c in ToneCurve.interquartileMean(window.map { $0[c] }).inverseTable(lower: -0.5, upper: 1.5, count: 8192) }
+    /// ḡ_c for the curves of the frames in a window, the frame being corrected at `centre`,
+    /// tabulated. `guide`: the guide's own curves over the same frames, when there is a guide.
+    public static func inverse(of window: [[ToneCurve]], centre: Int, guide: [[ToneCurve]]?) -> [LookupTable] {
+        consensus(of: window, centre: centre, guide: guide).map { $0.inverseTable(lower: -0.5, upper: 1.5, count: 8192) }
+    }
+
+    /// The window's consensus curves. The interquartile mean (a constant level) is the most
+    /// precise, but wherever the light really changes within the window (an exposure adapting,
+    /// or any change near a shot's ends, where the window is one-sided) it reports the window's
+    /// average light, not the frame's. A robust local quadratic follows such changes, at the cost
+    /// of more noise. The guide, unprocessed, shows the real changes without the flicker: what the
+    /// constant would get wrong there, b², weighed against the noise the quadratic adds,
+    /// D = σ² (h − 1/n), gives the constant the share D / (D + b²) that minimises the expected
+    /// squared error. σ² is the input's frame-to-frame scatter, h the quadratic's leverage at the
+    /// frame. On a pan (a still scene) b² = 0: the constant alone, as without a guide.
+    static func consensus(of window: [[ToneCurve]], centre: Int, guide: [[ToneCurve]]?) -> [ToneCurve] {
+        let level = (0..<3).map { c in ToneCurve.interquartileMean(window.map { $0[c] }) }
+        guard let guide, window.count >= 7 else { return level }
+        let trend = (0..<3).map { c in ToneCurve.robustQuadratic(window.map { $0[c] }, at: centre) }
+        let guideLevel = (0..<3).map { c in ToneCurve.interquartileMean(guide.map { $0[c] }) }
+        let guideTrend = (0..<3).map { c in ToneCurve.robustQuadratic(guide.map { $0[c] }, at: centre) }
+        var bias = 0.0
+        for c in 0..<3 {
+            for j in summaryKnots { bias += pow(log(Double(guideLevel[c].values[j]) / Double(guideTrend[c].values[j])), 2) }
+        }
+        bias /= Double(3 * summaryKnots.count)
+        let n = window.count
+        let extraNoise = scatter(window) * max(QuadraticBasis(count: n, centre: centre).leverageAtCentre - 1 / Double(n), 0)
+        let share = Float(extraNoise / (extraNoise + bias + 1e-12))
+        return (0..<3).map { c in ToneCurve(values: zip(level[c].values, trend[c].values).map { share * $0 + (1 - share) * $1 }) }
+    }
+
+    /// The knots that summarise a curve's level: its quartiles and middle.
+    static let summaryKnots = [ToneCurve.knotCount / 4, ToneCurve.knotCount / 2, 3 * ToneCurve.knotCount / 4]
+
+    /// The variance of one frame's log curve value about the local trend, from the second
+    /// differences along the window (which cancel a linear trend; each has 6 σ² of noise) and
+    /// robustly, through their median square (the median of χ²₁ is 0.455).
+    static func scatter(_ window: [[ToneCurve]]) -> Double {
+        var squares: [Double] = []
+        for c in 0..<3 {
+            for j in summaryKnots {
+                let v = window.map { log(max(Double($0[c].values[j]), 1e-3)) }
+                for i in 1..<(v.count - 1) { squares.append(pow(v[i + 1] - 2 * v[i] + v[i - 1], 2)) }
+            }
+        }
+        guard !squares.isEmpty else { return 0 }
+        squares.sort()
+        return squares[squares.count / 2] / (6 * 0.455)
     }
 }
 

@@ -7,8 +7,10 @@ import Tensor
 /// attention, on the guide (the unprocessed original, and refined on its pictures) or, blind, on
 /// the input's own latent made illumination-robust. Through that correspondence the frame's colours are compared with the
 /// reference's, and the difference is fitted as a tone curve per channel and a smooth gain field
-/// (`FrameAppearance`): that is the frame's flicker relative to the reference. Only this small
-/// record is kept per frame (in a temporary file); the consensus is accumulated as frames go by.
+/// (`FrameAppearance`): that is the frame's flicker relative to the reference. With a guide, the
+/// guide's own tone curves to its reference are fitted too: they show how the light really
+/// changes, flicker-free, which tells the curve consensus what to keep. Only this small record is
+/// kept per frame (in a temporary file); the gain consensus is accumulated as frames go by.
 ///
 /// Pass 2, `DeflickerPlan`: each frame is mapped to its reference's appearance and on to the
 /// consensus (`CurveConsensus`, `FieldConsensus`). Only per-value curves and smooth fields touch
@@ -51,8 +53,10 @@ public final class DeflickerAnalysis {
     let fixedReference: Int?
     let store: RecordStore
     private var reference: Reference?
-    /// Curves from the current reference's appearance to its shot's first reference.
+    /// Curves from the current reference's appearance to its shot's first reference: the
+    /// input's, and the guide's.
     private var linkToShot = [ToneCurve](repeating: .identity, count: 3)
+    private var guideLinkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var fields: FieldConsensus
     private var referenceGains: [PlanarImage] = []
     /// First frame of each shot (a run of references linked by their curves).
@@ -72,7 +76,7 @@ public final class DeflickerAnalysis {
         codec = AliasFreeCodec()
         let k = codec.factor
         grid = AppearanceGrid(latentWidth: (width + k - 1) / k, latentHeight: (height + k - 1) / k, factor: k, origin: codec.origin)
-        store = try RecordStore(recordLength: FrameAppearance.recordLength(grid) + 1)
+        store = try RecordStore(recordLength: DeflickerPlan.recordLength(grid))
         fields = FieldConsensus(grid: grid)
         fixedReference = fixed?.index
         if let fixed {
@@ -91,14 +95,16 @@ public final class DeflickerAnalysis {
     public func add(_ frame: AnalysedFrame) throws {
         let index = frameCount
         let colour = frame.colour
+        hasGuide = frame.guide != nil
         let thumbnail = Self.thumbnail(frame.features)
         let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
         previousThumbnail = thumbnail
         if isCut { cuts.append(index) }
 
         var appearance = FrameAppearance.identity(grid)
+        var guideCurves = [ToneCurve](repeating: .identity, count: 3)
         var newReference: Reason?
-        var link: [ToneCurve]?
+        var link: (input: [ToneCurve], guide: [ToneCurve])?
         if let reference {
             if isCut && fixedReference == nil {
                 newReference = .cut
@@ -109,9 +115,13 @@ public final class DeflickerAnalysis {
                 let (carried, confidence) = carry(reference.colour, along: field, stride: stride)
                 appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: carried, confidence: confidence,
                                                  samplesPerCell: AppearanceGrid.cell * grid.factor / 2 / stride, field: field, grid: grid)
+                if let referenceGuide = reference.guide, let guide = frame.guide {
+                    guideCurves = Self.toneCurves(from: Self.subsampled(guide, stride), to: carry(referenceGuide, along: field, stride: stride).0,
+                                                  weight: FrameAppearance.trust(confidence))
+                }
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
-                    if appearance.matchedFraction >= Self.minimumLink { link = appearance.curves }
+                    if appearance.matchedFraction >= Self.minimumLink { link = (appearance.curves, guideCurves) }
                     appearance = .identity(grid)
                 }
             }
@@ -121,15 +131,17 @@ public final class DeflickerAnalysis {
         if let reason = newReference {
             if reference != nil { referenceGains.append(fields.gain) }
             if link == nil { shotStarts.append(index) }
-            linkToShot = link.map { zip(linkToShot, $0).map { $0.after($1) } } ?? Array(repeating: .identity, count: 3)
+            linkToShot = link.map { Self.compose(linkToShot, $0.input) } ?? Array(repeating: .identity, count: 3)
+            guideLinkToShot = link.map { Self.compose(guideLinkToShot, $0.guide) } ?? Array(repeating: .identity, count: 3)
+            guideCurves = Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
             reference = Reference(index: index, frame)
             scenes.append(Scene(start: index, reference: index, reason: reason))
         }
         // Curves go to the shot's first reference; the gain field stays with this reference.
-        appearance.curves = zip(linkToShot, appearance.curves).map { $0.after($1) }
+        appearance.curves = Self.compose(linkToShot, appearance.curves)
         fields.add(appearance)
-        try store.append(appearance.record + [Float(scenes.count - 1)])
+        try store.append(DeflickerPlan.record(appearance, guideCurves: Self.compose(guideLinkToShot, guideCurves), scene: scenes.count - 1))
         frameCount += 1
     }
 
@@ -137,7 +149,23 @@ public final class DeflickerAnalysis {
     public func finish() -> DeflickerPlan {
         if !scenes.isEmpty { referenceGains.append(fields.gain) }
         return DeflickerPlan(store: store, grid: grid, corrections: referenceGains.map(ConsensusCorrection.init),
-                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount)
+                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
+    }
+
+    /// Whether the frames came with a guide (known once the first has been added).
+    private var hasGuide = false
+
+    /// Each channel's outer ∘ inner.
+    static func compose(_ outer: [ToneCurve], _ inner: [ToneCurve]) -> [ToneCurve] {
+        zip(outer, inner).map { $0.after($1) }
+    }
+
+    /// Per channel, the curve that maps `from`'s colours onto `to`'s (quantile matching).
+    static func toneCurves(from: PlanarImage, to: PlanarImage, weight: [Float]) -> [ToneCurve] {
+        let n = from.planeSize
+        return from.values.withUnsafeBufferPointer { x in to.values.withUnsafeBufferPointer { y in
+            (0..<3).map { c in ToneCurve.matching(x: x.baseAddress! + c * n, y: y.baseAddress! + c * n, weight: weight, count: n).monotone }
+        } }
     }
 
     /// Pairs the fit needs at most; beyond, they are taken every second or fourth sample.
@@ -186,6 +214,8 @@ public final class DeflickerAnalysis {
         let index: Int
         let attention: CrossFrameAttention
         let colour: PlanarImage
+        /// The guide at half resolution, when there is one.
+        let guide: PlanarImage?
         let alignment: ImageAlignment?
 
         init(index: Int, _ frame: AnalysedFrame) {
@@ -195,6 +225,7 @@ public final class DeflickerAnalysis {
             configuration.subsampleSteps = frame.guide == nil
             attention = CrossFrameAttention(reference: frame.features, configuration: configuration)
             colour = frame.colour
+            guide = frame.guide
             alignment = frame.guide.map { ImageAlignment(reference: $0) }
         }
 
@@ -293,11 +324,13 @@ public final class DeflickerPlan {
     let shotStarts: [Int]
     public let cuts: [Int]
     public let frameCount: Int
-    /// Curves of the frames around the last one applied, by index.
-    private var curveCache: [Int: [ToneCurve]] = [:]
+    /// Whether the records hold the guide's curves.
+    let guided: Bool
+    /// Curves (the input's, the guide's) of the frames around the last one applied, by index.
+    private var curveCache: [Int: (input: [ToneCurve], guide: [ToneCurve])] = [:]
 
     init(store: RecordStore, grid: AppearanceGrid, corrections: [ConsensusCorrection],
-         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], frameCount: Int) {
+         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], frameCount: Int, guided: Bool) {
         self.store = store
         self.grid = grid
         self.corrections = corrections
@@ -305,26 +338,43 @@ public final class DeflickerPlan {
         self.shotStarts = shotStarts
         self.cuts = cuts
         self.frameCount = frameCount
+        self.guided = guided
     }
 
-    /// The appearance recorded for frame `index` in the first pass, and its reference's number.
-    public func appearance(of index: Int) throws -> (appearance: FrameAppearance, scene: Int) {
+    /// A frame's record: its appearance, its guide's curves (identity without a guide), its
+    /// reference's number.
+    static func record(_ appearance: FrameAppearance, guideCurves: [ToneCurve], scene: Int) -> [Float] {
+        appearance.record + guideCurves.flatMap(\.values) + [Float(scene)]
+    }
+
+    static func recordLength(_ grid: AppearanceGrid) -> Int { FrameAppearance.recordLength(grid) + 3 * ToneCurve.knotCount + 1 }
+
+    /// The appearance recorded for frame `index` in the first pass, its guide's curves, and its
+    /// reference's number.
+    public func appearance(of index: Int) throws -> (appearance: FrameAppearance, guideCurves: [ToneCurve], scene: Int) {
         let record = try store.read(index)
-        return (FrameAppearance(record: Array(record.dropLast()), grid: grid), Int(record.last!))
+        let split = FrameAppearance.recordLength(grid), k = ToneCurve.knotCount
+        let guide = (0..<3).map { c in ToneCurve(values: Array(record[(split + c * k)..<(split + (c + 1) * k)])) }
+        return (FrameAppearance(record: Array(record[..<split]), grid: grid), guide, Int(record.last!))
     }
 
     /// Frame `index` (counted from 0 over the whole video) made consistent.
     public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
-        let (current, scene) = try appearance(of: index)
+        let (current, _, scene) = try appearance(of: index)
         let shot = shotStarts.lastIndex(where: { $0 <= index }) ?? 0
         let lower = max(index - Self.window, shotStarts[shot])
         let upper = min(index + Self.window, (shot + 1 < shotStarts.count ? shotStarts[shot + 1] : frameCount) - 1)
         curveCache = curveCache.filter { $0.key >= lower && $0.key <= upper }
-        var window: [[ToneCurve]] = []
+        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = []
         for i in lower...upper {
-            if curveCache[i] == nil { curveCache[i] = try appearance(of: i).appearance.curves }
-            window.append(curveCache[i]!)
+            if curveCache[i] == nil {
+                let record = try appearance(of: i)
+                curveCache[i] = (record.appearance.curves, record.guideCurves)
+            }
+            window.append(curveCache[i]!.input)
+            guideWindow.append(curveCache[i]!.guide)
         }
-        return corrections[scene].apply(to: frame, appearance: current, inverseCurves: CurveConsensus.inverse(of: window), grid: grid)
+        let inverse = CurveConsensus.inverse(of: window, centre: index - lower, guide: guided ? guideWindow : nil)
+        return corrections[scene].apply(to: frame, appearance: current, inverseCurves: inverse, grid: grid)
     }
 }
