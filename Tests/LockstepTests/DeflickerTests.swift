@@ -159,6 +159,45 @@ import TestSupport
         }
     }
 
+    /// Two references, the second lying one cell to the right of the first and 5% brighter in
+    /// gain (the link). Each one's gain consensus takes in the other's frames, carried across
+    /// the link to where they lie, at `linkShare` of their weight: the second reads the first's
+    /// ramp one cell on, over the link's gain; the first gets the second's frames' gain times the
+    /// link's, placed one cell to the right; what lies beyond the other's picture is not carried.
+    @Test func gainConsensusSpansReferences() {
+        let grid = AppearanceGrid(latentWidth: 24, latentHeight: 16, factor: 8, origin: 3.5)
+        let cells = grid.count, w = grid.width
+        let ramp = { (cell: Int) -> Float in 1 + 0.04 * Float(cell % w) }
+        func frame(_ gain: (Int) -> Float, shift: Float = 0) -> FrameAppearance {
+            var a = FrameAppearance.identity(grid)
+            a.gain = PlanarImage(channels: 3, height: grid.height, width: w, values: (0..<(3 * cells)).map { gain($0 % cells) })
+            a.referenceX = a.referenceX.map { $0 + shift }
+            return a
+        }
+        var first = FieldConsensus(grid: grid), second = FieldConsensus(grid: grid)
+        for own in [frame { _ in 1 }, frame(ramp)] { first.add(own) }          // the reference, and a frame
+        for own in [frame { _ in 1 }, frame { _ in 0.95 }] { second.add(own) }
+        let link = frame({ _ in 1.05 }, shift: Float(AppearanceGrid.cell))
+        let both = FieldConsensus.spanningReferences([first, second], links: [nil, link])
+        let share = Double(FieldConsensus.linkShare)
+        for cell in 0..<cells where cell % w < w - 1 {
+            // The second reference: its frames (log 1, log 0.95) and the first's at the next cell.
+            let carried = log(Double(ramp(cell + 1))) - 2 * log(1.05)
+            let expected = exp(-(log(0.95) + share * carried) / (2 + 2 * share))
+            #expect(abs(Double(both[1].gain.values[cell]) - expected) < 2e-3, "cell \(cell): \(both[1].gain.values[cell]) vs \(expected)")
+        }
+        for cell in 0..<cells where cell % w == w - 1 {
+            // Its last column lies beyond the first's picture: its own frames alone.
+            #expect(abs(Double(both[1].gain.values[cell]) - exp(-log(0.95) / 2)) < 2e-3)
+        }
+        for cell in 0..<cells where cell % w > 0 {
+            // The first: its own frames and the second's, placed one cell to the right.
+            let carried = log(0.95) + 2 * log(1.05)
+            let expected = exp(-(log(Double(ramp(cell))) + share * carried) / (2 + 2 * share))
+            #expect(abs(Double(both[0].gain.values[cell]) - expected) < 2e-3, "cell \(cell): \(both[0].gain.values[cell]) vs \(expected)")
+        }
+    }
+
     @Test func hardCutKeepsBothScenes() throws {
         let truth = (0..<16).map { $0 < 8 ? Self.scene($0, seed: 3, level: 0.3) : Self.scene($0, seed: 91, level: 0.7) }
         var random = SeededRandom(9)

@@ -29,6 +29,13 @@ public struct AppearanceGrid: Sendable, Equatable {
     @inline(__always)
     static func cellCoordinate(_ latent: Float) -> Float { (latent - Float(cell - 1) / 2) / Float(cell) }
 
+    /// Whether the latent position (x, y) lies on the grid: within half a cell of its outermost
+    /// cell centres.
+    func contains(latentX x: Float, latentY y: Float) -> Bool {
+        let cx = Self.cellCoordinate(x), cy = Self.cellCoordinate(y)
+        return cx > -0.5 && cy > -0.5 && cx < Float(width) - 0.5 && cy < Float(height) - 0.5
+    }
+
     /// The four cells around the latent position (x, y), clamped to the grid, with their bilinear
     /// weights: for reading a field there, or for splatting into one.
     func corners(latentX x: Float, latentY y: Float) -> [(cell: Int, weight: Float)] {

