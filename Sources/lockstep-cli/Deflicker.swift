@@ -52,7 +52,7 @@ struct Deflicker: ParsableCommand {
 
         // Pass 1: every frame's flicker relative to its reference.
         var before = BrightnessFlicker()
-        let analysis: DeflickerAnalysis
+        let analysis: DeflickerAnalysis, plan: DeflickerPlan
         do {
             analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
             let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
@@ -69,11 +69,11 @@ struct Deflicker: ParsableCommand {
             if let index = fixedReference, index >= analysis.frameCount {
                 throw MediaError(.invalidArgument, path: input, "frame \(index) is outside the video, which has \(analysis.frameCount) frames")
             }
+            plan = try analysis.finish()
         } catch {
             sink.abort()
             throw error
         }
-        let plan = analysis.finish()
         // The first pass's buffers are free now; give the pages back before the encoder takes its
         // own, so that the second pass does not sit on a heap fragmented by the first.
         _ = malloc_trim(0)

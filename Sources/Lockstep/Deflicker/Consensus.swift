@@ -75,8 +75,8 @@ public enum CurveConsensus {
 /// (`spanningReferences`).
 public struct FieldConsensus: Sendable {
     let grid: AppearanceGrid
-    private(set) var logGainSums: [Float]
-    private(set) var weightSums: [Float]
+    private var logGainSums: [Float]
+    private var weightSums: [Float]
 
     public init(grid: AppearanceGrid) {
         self.grid = grid
@@ -109,23 +109,54 @@ public struct FieldConsensus: Sendable {
     /// references are carried forward, and of the later ones back, through the links (a
     /// reference's appearance relative to the previous one: where its cells lie there, and the
     /// gain between them), their weight shrinking by `linkShare` at each link and by the link's
-    /// coverage. `links[k]` relates reference k to k − 1; nil starts a shot, which nothing crosses.
-    public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?]) -> [FieldConsensus] {
-        guard linkShare > 0, own.count > 1 else { return own }
-        var forward = own, backward = own
-        for k in 1..<own.count {
-            if let link = links[k] { forward[k].addCarriedForward(forward[k - 1], link: link, share: linkShare) }
+    /// coverage. `link(k)` relates reference k to k − 1; nil starts a shot, which nothing crosses.
+    /// The references' own sums are read through `own`, one at a time, and the forward pass's
+    /// sums kept in a temporary file: memory does not grow with the number of references beyond
+    /// the resulting gains.
+    static func spanningReferences(count: Int, grid: AppearanceGrid, own: (Int) throws -> FieldConsensus,
+                                   link: (Int) throws -> FrameAppearance?) throws -> [PlanarImage] {
+        let forwardSums = try RecordStore(recordLength: 4 * grid.count)
+        var previous: FieldConsensus?
+        for k in 0..<count {
+            var forward = try own(k)
+            if let previous, let link = try link(k) { forward.addCarriedForward(previous, link: link, share: linkShare) }
+            try forwardSums.append(forward.sums)
+            previous = forward
         }
-        for k in stride(from: own.count - 2, through: 0, by: -1) {
-            if let link = links[k + 1] { backward[k].addCarriedBack(backward[k + 1], link: link, share: linkShare) }
+        var gains = [PlanarImage](repeating: PlanarImage(channels: 3, height: grid.height, width: grid.width), count: count)
+        var next: (sums: FieldConsensus, link: FrameAppearance?)?
+        for k in stride(from: count - 1, through: 0, by: -1) {
+            let mine = try own(k)
+            var backward = mine
+            if let next, let link = next.link { backward.addCarriedBack(next.sums, link: link, share: linkShare) }
+            // Both directions hold the reference's own frames: count them once.
+            var total = try forwardSums.read(k)
+            let carriedBack = backward.sums, own = mine.sums
+            for i in total.indices { total[i] += carriedBack[i] - own[i] }
+            gains[k] = FieldConsensus(grid: grid, sums: total).gain
+            next = (backward, try link(k))
         }
-        // Both directions hold the reference's own frames: count them once.
-        return (0..<own.count).map { k in
-            var total = forward[k]
-            for i in total.weightSums.indices { total.weightSums[i] += backward[k].weightSums[i] - own[k].weightSums[i] }
-            for i in total.logGainSums.indices { total.logGainSums[i] += backward[k].logGainSums[i] - own[k].logGainSums[i] }
-            return total
+        return gains
+    }
+
+    /// `spanningReferences` over sums and links held in memory.
+    public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?]) throws -> [PlanarImage] {
+        try spanningReferences(count: own.count, grid: own[0].grid, own: { own[$0] }, link: { links[$0] })
+    }
+
+    /// The log-gain sums (3 planes) and the weights (1 plane), as stored.
+    var sums: [Float] {
+        get { logGainSums + weightSums }
+        set {
+            let count = grid.count
+            logGainSums = Array(newValue[..<(3 * count)])
+            weightSums = Array(newValue[(3 * count)...])
         }
+    }
+
+    init(grid: AppearanceGrid, sums: [Float]) {
+        self.init(grid: grid)
+        self.sums = sums
     }
 
     /// Adds the previous reference's sums, read where this reference's cells lie in it (`link`:

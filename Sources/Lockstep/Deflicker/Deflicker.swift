@@ -60,10 +60,11 @@ public final class DeflickerAnalysis {
     private var linkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var guideLinkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var fields: FieldConsensus
-    /// Each finished reference's gain sums, and how it relates to the previous reference (nil
-    /// where a shot starts).
-    private var finishedFields: [FieldConsensus] = []
-    private var links: [FrameAppearance?] = []
+    /// Each finished reference's gain sums, and how it relates to the previous reference (its
+    /// link, where the shot goes on), kept in a temporary file.
+    private let references: RecordStore
+    /// The link of the current reference, nil where it starts a shot.
+    private var currentLink: FrameAppearance?
     /// First frame of each shot (a run of references linked by their curves).
     private var shotStarts: [Int] = []
     private var previousThumbnail: [Float]?
@@ -82,6 +83,7 @@ public final class DeflickerAnalysis {
         let k = codec.factor
         grid = AppearanceGrid(latentWidth: (width + k - 1) / k, latentHeight: (height + k - 1) / k, factor: k, origin: codec.origin)
         store = try RecordStore(recordLength: DeflickerPlan.recordLength(grid))
+        references = try RecordStore(recordLength: 4 * grid.count + FrameAppearance.recordLength(grid) + 1)
         fields = FieldConsensus(grid: grid)
         fixedReference = fixed?.index
         if let fixed {
@@ -134,9 +136,9 @@ public final class DeflickerAnalysis {
             newReference = .start
         }
         if let reason = newReference {
-            if reference != nil { finishedFields.append(fields) }
+            if reference != nil { try finishReference() }
             if link == nil { shotStarts.append(index) }
-            links.append(link?.appearance)
+            currentLink = link?.appearance
             linkToShot = link.map { Self.compose(linkToShot, $0.appearance.curves) } ?? Array(repeating: .identity, count: 3)
             guideLinkToShot = link.map { Self.compose(guideLinkToShot, $0.guide) } ?? Array(repeating: .identity, count: 3)
             guideCurves = Array(repeating: .identity, count: 3)
@@ -152,11 +154,22 @@ public final class DeflickerAnalysis {
     }
 
     /// Ends the first pass: the plan that maps every frame to its consensus.
-    public func finish() -> DeflickerPlan {
-        if !scenes.isEmpty { finishedFields.append(fields) }
-        let gains = FieldConsensus.spanningReferences(finishedFields, links: links).map(\.gain)
+    public func finish() throws -> DeflickerPlan {
+        if !scenes.isEmpty { try finishReference() }
+        let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid, own: { [self] k in
+            FieldConsensus(grid: grid, sums: Array(try references.read(k)[..<(4 * grid.count)]))
+        }, link: { [self] k in
+            let record = try references.read(k)
+            guard record.last! > 0 else { return nil }
+            return FrameAppearance(record: Array(record[(4 * grid.count)..<(record.count - 1)]), grid: grid)
+        })
         return DeflickerPlan(store: store, grid: grid, corrections: gains.map(ConsensusCorrection.init),
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
+    }
+
+    /// Stores the current reference's gain sums and link.
+    private func finishReference() throws {
+        try references.append(fields.sums + (currentLink ?? .identity(grid)).record + [currentLink == nil ? 0 : 1])
     }
 
     /// Whether the frames came with a guide (known once the first has been added).
