@@ -109,24 +109,24 @@ public struct FieldConsensus: Sendable {
     /// references are carried forward, and of the later ones back, through the links (a
     /// reference's appearance relative to the previous one: where its cells lie there, and the
     /// gain between them), their weight shrinking by `linkShare` at each link and by the link's
-    /// coverage. `link(k)` relates reference k to k − 1; nil starts a shot, which nothing crosses.
-    /// The references' own sums are read through `own`, one at a time, and the forward pass's
-    /// sums kept in a temporary file: memory does not grow with the number of references beyond
-    /// the resulting gains.
-    static func spanningReferences(count: Int, grid: AppearanceGrid, own: (Int) throws -> FieldConsensus,
-                                   link: (Int) throws -> FrameAppearance?) throws -> [PlanarImage] {
+    /// coverage. `reference(k)` gives reference k's own sums and its link to k − 1 (nil starts a
+    /// shot, which nothing crosses), read one at a time; the forward pass's sums are kept in a
+    /// temporary file: memory does not grow with the number of references beyond the gains.
+    static func spanningReferences(count: Int, grid: AppearanceGrid,
+                                   reference: (Int) throws -> (own: FieldConsensus, link: FrameAppearance?)) throws -> [PlanarImage] {
         let forwardSums = try RecordStore(recordLength: 4 * grid.count)
         var previous: FieldConsensus?
         for k in 0..<count {
-            var forward = try own(k)
-            if let previous, let link = try link(k) { forward.addCarriedForward(previous, link: link, share: linkShare) }
+            let (own, link) = try reference(k)
+            var forward = own
+            if let previous, let link { forward.addCarriedForward(previous, link: link, share: linkShare) }
             try forwardSums.append(forward.sums)
             previous = forward
         }
         var gains = [PlanarImage](repeating: PlanarImage(channels: 3, height: grid.height, width: grid.width), count: count)
         var next: (sums: FieldConsensus, link: FrameAppearance?)?
         for k in stride(from: count - 1, through: 0, by: -1) {
-            let mine = try own(k)
+            let (mine, link) = try reference(k)
             var backward = mine
             if let next, let link = next.link { backward.addCarriedBack(next.sums, link: link, share: linkShare) }
             // Both directions hold the reference's own frames: count them once.
@@ -134,14 +134,14 @@ public struct FieldConsensus: Sendable {
             let carriedBack = backward.sums, own = mine.sums
             for i in total.indices { total[i] += carriedBack[i] - own[i] }
             gains[k] = FieldConsensus(grid: grid, sums: total).gain
-            next = (backward, try link(k))
+            next = (backward, link)
         }
         return gains
     }
 
     /// `spanningReferences` over sums and links held in memory.
     public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?]) throws -> [PlanarImage] {
-        try spanningReferences(count: own.count, grid: own[0].grid, own: { own[$0] }, link: { links[$0] })
+        try spanningReferences(count: own.count, grid: own[0].grid, reference: { (own[$0], links[$0]) })
     }
 
     /// The log-gain sums (3 planes) and the weights (1 plane), as stored.

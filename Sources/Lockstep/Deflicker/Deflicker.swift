@@ -119,11 +119,12 @@ public final class DeflickerAnalysis {
                 let field = reference.correspondence(for: frame, factor: codec.factor, origin: codec.origin)
                 // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
                 let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
-                let (carried, confidence) = carry(reference.colour, along: field, stride: stride)
-                appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: carried, confidence: confidence,
+                // The reference's colours and, after them, its guide's, carried in one go.
+                let (carried, confidence) = carry(reference.pictures, along: field, stride: stride)
+                appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: carried.channels(0..<3), confidence: confidence,
                                                  samplesPerCell: AppearanceGrid.cell * grid.factor / 2 / stride, field: field, grid: grid)
-                if let referenceGuide = reference.guide, let guide = frame.guide {
-                    guideCurves = Self.toneCurves(from: Self.subsampled(guide, stride), to: carry(referenceGuide, along: field, stride: stride).0,
+                if let guide = frame.guide, carried.channels == 6 {
+                    guideCurves = Self.toneCurves(from: Self.subsampled(guide, stride), to: carried.channels(3..<6),
                                                   weight: FrameAppearance.trust(confidence))
                 }
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
@@ -156,13 +157,13 @@ public final class DeflickerAnalysis {
     /// Ends the first pass: the plan that maps every frame to its consensus.
     public func finish() throws -> DeflickerPlan {
         if !scenes.isEmpty { try finishReference() }
-        let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid, own: { [self] k in
-            FieldConsensus(grid: grid, sums: Array(try references.read(k)[..<(4 * grid.count)]))
-        }, link: { [self] k in
+        let sumsLength = 4 * grid.count
+        let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid) { [self] k in
             let record = try references.read(k)
-            guard record.last! > 0 else { return nil }
-            return FrameAppearance(record: Array(record[(4 * grid.count)..<(record.count - 1)]), grid: grid)
-        })
+            let own = FieldConsensus(grid: grid, sums: Array(record[..<sumsLength]))
+            let link = record.last! > 0 ? FrameAppearance(record: Array(record[sumsLength..<(record.count - 1)]), grid: grid) : nil
+            return (own, link)
+        }
         return DeflickerPlan(store: store, grid: grid, corrections: gains.map(ConsensusCorrection.init),
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
     }
@@ -233,9 +234,8 @@ public final class DeflickerAnalysis {
     struct Reference {
         let index: Int
         let attention: CrossFrameAttention
-        let colour: PlanarImage
-        /// The guide at half resolution, when there is one.
-        let guide: PlanarImage?
+        /// The reference's colours at half resolution, followed by its guide's when there is one.
+        let pictures: PlanarImage
         let alignment: ImageAlignment?
 
         init(index: Int, _ frame: AnalysedFrame) {
@@ -244,8 +244,7 @@ public final class DeflickerAnalysis {
             // The alignment refines below a sample; the attention's own sub-sample steps would be redone.
             configuration.subsampleSteps = frame.guide == nil
             attention = CrossFrameAttention(reference: frame.features, configuration: configuration)
-            colour = frame.colour
-            guide = frame.guide
+            pictures = frame.guide.map { PlanarImage(stacking: [frame.colour, $0]) } ?? frame.colour
             alignment = frame.guide.map { ImageAlignment(reference: $0) }
         }
 
@@ -300,18 +299,19 @@ public final class DeflickerAnalysis {
         return s / Float(a.count)
     }
 
-    /// The reference's half-resolution colours carried to every `stride`-th sample of the frame's
-    /// half-resolution grid (as `subsampled` takes them), with the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
+    /// The reference's half-resolution pictures (any number of planes) carried to every
+    /// `stride`-th sample of the frame's half-resolution grid (as `subsampled` takes them), with
+    /// the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
     /// a local blur, which lowers the bright tones and raises the dark ones wherever the picture
     /// has fine texture, and that would read as a change of tone. A nearest sample keeps the
     /// reference's distribution of values; its misplacement of up to half a sample is only noise.
-    func carry(_ colour: PlanarImage, along field: CorrespondenceField, stride: Int = 1) -> (PlanarImage, [Float]) {
-        let w = colour.width, h = colour.height, plane = w * h
+    func carry(_ pictures: PlanarImage, along field: CorrespondenceField, stride: Int = 1) -> (PlanarImage, [Float]) {
+        let w = pictures.width, h = pictures.height, plane = w * h, planes = pictures.channels
         let ow = w / stride, oh = h / stride, outPlane = ow * oh
-        var out = PlanarImage(uninitializedChannels: 3, height: oh, width: ow)
+        var out = PlanarImage(uninitializedChannels: planes, height: oh, width: ow)
         var confidence = [Float](repeating: 0, count: outPlane)
         let k = Float(grid.factor), origin = grid.origin
-        colour.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in confidence.withUnsafeMutableBufferPointer { conf in
+        pictures.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in confidence.withUnsafeMutableBufferPointer { conf in
             let s = src.baseAddress!, d = dst.baseAddress!, cp = conf.baseAddress!
             parallelChunks(oh, minimumChunk: 8) { rows in
                 for oy in rows {
@@ -322,9 +322,7 @@ public final class DeflickerAnalysis {
                         let sy = Int(min(max((py + dy - 0.5) / 2, 0), Float(h - 1)).rounded())
                         let i = oy * ow + ox, j = sy * w + sx
                         cp[i] = c
-                        d[i] = s[j]
-                        d[outPlane + i] = s[plane + j]
-                        d[2 * outPlane + i] = s[2 * plane + j]
+                        for p in 0..<planes { d[p &* outPlane &+ i] = s[p &* plane &+ j] }
                     }
                 }
             }
