@@ -132,6 +132,32 @@ import TestSupport
         }
     }
 
+    /// A match is judged by how far its guide differs against what its texture allows: on a steep
+    /// ramp, a match one pixel off differs by more (0.15) than a flat patch whose content changed
+    /// (0.1), yet the first is kept and the second rejected; an exact match is fully trusted.
+    @Test func guideAgreementAllowsForTexture() {
+        let size = 32, plane = size * size
+        var guide = [Float](repeating: 0, count: 3 * plane), carried = guide
+        for c in 0..<3 {
+            for y in 0..<size {
+                for x in 0..<size {
+                    let i = c * plane + y * size + x
+                    guide[i] = x < size / 2 ? 0.15 * Float(x) : 0.5
+                    carried[i] = x < size / 2 ? 0.15 * Float(x + 1) : (y < size / 2 ? 0.5 : 0.6)
+                }
+            }
+        }
+        let agreement = DeflickerAnalysis.guideAgreement(PlanarImage(channels: 3, height: size, width: size, values: guide),
+                                                         carried: PlanarImage(channels: 3, height: size, width: size, values: carried), stride: 1)
+        for y in 1..<(size - 1) {
+            for x in 1..<(size / 2 - 1) { #expect(agreement[y * size + x] > 0.75, "ramp one pixel off at (\(x), \(y))") }
+            for x in (size / 2 + 1)..<(size - 1) {
+                if y < size / 2 { #expect(agreement[y * size + x] > 0.999, "exact match at (\(x), \(y))") }
+                else if y > size / 2 { #expect(agreement[y * size + x] < 0.1, "changed content at (\(x), \(y))") }
+            }
+        }
+    }
+
     /// A hard cut between a dark and a bright scene: found, and each scene keeps its own level.
     /// The light really changes (2% brighter every frame, as the guide shows) under a ±5% flicker:
     /// each frame keeps its own light, to 3% (2.2% measured), even at the shot's ends, where the
