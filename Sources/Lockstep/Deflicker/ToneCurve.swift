@@ -72,7 +72,7 @@ public struct ToneCurve: Sendable, Equatable {
     /// are then fitted as by `fit`, so the curve is smooth and extends past the data; with ten
     /// times `fit`'s usual curvature penalty, because matched quantiles also carry what differs
     /// between the two pictures' content, and a curve that bends to follow that is fitting noise
-    /// (on the public cases +0.1 to +0.4 dB on both kinds of flicker, and less brightness flicker).
+    /// (on the public cases up to +0.4 dB on both kinds of flicker, and less brightness flicker).
     public static func matching(x: UnsafePointer<Float>, y: UnsafePointer<Float>, weight: UnsafePointer<Float>, count: Int,
                                 levels: Int = 128) -> ToneCurve {
         let bins = 4096, lower: Float = -0.5, upper: Float = 1.5, scale = Float(bins) / (upper - lower)
