@@ -23,8 +23,8 @@ import Tensor
 /// previous one by its fitted appearance: its curves, so that the tone consensus, taken over a
 /// window of frames, can span references, and its gain field and cell positions, which carry the
 /// neighbouring references' frames into each reference's gain consensus. If even the link is too
-/// weak, the shot starts afresh. (The gain sums are kept per reference until the end of the pass:
-/// a few grids each.)
+/// weak, the shot starts afresh. (Each reference's gain sums and link wait for the end of the
+/// pass in a temporary file, not in memory.)
 public final class DeflickerAnalysis {
     public enum Reason: String, Sendable {
         /// The first frame of the video, or the reference the user chose.
@@ -205,7 +205,7 @@ public final class DeflickerAnalysis {
     /// content (an occlusion, a moving edge, a match one texel off), and its colours would read
     /// as a change of appearance. The attention's and the alignment's confidences judge whole
     /// blocks; this judges every sample. (On the eval's video: +1.0 dB on global flicker, +0.2 on
-    /// local; the pans unchanged.)
+    /// local; the pans within 0.1 dB.)
     public static func guideAgreement(_ guide: PlanarImage, carried: PlanarImage, stride: Int) -> [Float] {
         let gw = guide.width, gh = guide.height, plane = gw * gh, ow = gw / stride, oh = gh / stride, outPlane = ow * oh
         precondition(carried.width == ow && carried.height == oh && guide.channels == carried.channels)
