@@ -158,6 +158,26 @@ import TestSupport
         }
     }
 
+    /// The original changes under the edit (here brighter by 0.08, and more so to the right):
+    /// the reference's edited colours, moved by the edit's local slope times the change of the
+    /// guide, land on the frame's edited colours 5× closer than unmoved (a quadratic edit, so
+    /// first order leaves 0.8·Δ² over).
+    @Test func referenceColoursFollowTheGuidesChange() {
+        let w = 96, h = 64
+        let raw = texture(channels: 3, width: w, height: h, dx: 0, dy: 0, seed: 5)
+        let referenceGuide = PlanarImage(channels: 3, height: h, width: w, values: raw.values.map { 0.5 + 0.2 * tanh($0 / 3) })
+        var frameGuide = referenceGuide
+        frameGuide.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count { p[i] += 0.08 + 0.04 * Float((i % (w * h)) % w) / Float(w) }
+        }
+        let edit = { (g: PlanarImage) in PlanarImage(channels: 3, height: h, width: w, values: g.values.map { 0.3 + 0.8 * $0 * $0 }) }
+        let referenceEdit = edit(referenceGuide), frameEdit = edit(frameGuide)
+        let slope = DeflickerAnalysis.editSlope(input: referenceEdit, guide: referenceGuide)
+        let moved = DeflickerAnalysis.followingContent(referenceEdit, slope: slope, from: referenceGuide, to: frameGuide)
+        let before = referenceEdit.sumOfSquaredDifferences(frameEdit), after = moved.sumOfSquaredDifferences(frameEdit)
+        #expect(after * 25 < before, "rms error \((after / Double(referenceEdit.count)).squareRoot()) against \((before / Double(referenceEdit.count)).squareRoot()) unmoved")
+    }
+
     /// A hard cut between a dark and a bright scene: found, and each scene keeps its own level.
     /// The light really changes (2% brighter every frame, as the guide shows) under a ±5% flicker:
     /// each frame keeps its own light, to 3% (2.2% measured), even at the shot's ends, where the
