@@ -5,9 +5,11 @@ import Tensor
 ///
 /// Pass 1, `DeflickerAnalysis`: every frame is matched to a reference by the cross-frame
 /// attention, on the guide (the unprocessed original, and refined on its pictures) or, blind, on
-/// the input's own latent made illumination-robust. Through that correspondence the frame's colours are compared with the
-/// reference's, and the difference is fitted as a tone curve per channel and a smooth gain field
-/// (`FrameAppearance`): that is the frame's flicker relative to the reference. With a guide, the
+/// the input's own latent made illumination-robust. Through that correspondence the frame's
+/// colours are compared with the reference's (with a guide, the reference's first moved by the
+/// change of content the guide shows, `followingContent`), and the difference is fitted as a tone
+/// curve per channel and a smooth gain field (`FrameAppearance`): that is the frame's flicker
+/// relative to the reference. With a guide, the
 /// guide's own tone curves to its reference are fitted too: they show how the light really
 /// changes, flicker-free, which tells the curve consensus what to keep. Only this small record is
 /// kept per frame (in a temporary file); the gain consensus is accumulated as frames go by.
@@ -119,22 +121,21 @@ public final class DeflickerAnalysis {
                 let field = reference.correspondence(for: frame, factor: codec.factor, origin: codec.origin)
                 // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
                 let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
-                // The reference's colours and, after them, its guide's, carried in one go.
                 // The reference's colours, its guide's and its edit's slope, carried in one go.
                 var (carried, confidence) = carry(reference.pictures, along: field, stride: stride)
                 var referenceColour = carried.channels(0..<3)
+                var guidePair: (frame: PlanarImage, reference: PlanarImage)?
                 if let guide = frame.guide, carried.channels == 9 {
-                    let carriedGuide = carried.channels(3..<6)
-                    let agreement = Self.guideAgreement(guide, carried: carriedGuide, stride: stride)
+                    let pair = (frame: Self.subsampled(guide, stride), reference: carried.channels(3..<6))
+                    let agreement = Self.guideAgreement(guide, carried: pair.reference, stride: stride)
                     for i in confidence.indices { confidence[i] *= agreement[i] }
-                    referenceColour = Self.followingContent(referenceColour, slope: carried.channels(6..<9),
-                                                            from: carriedGuide, to: Self.subsampled(guide, stride))
+                    referenceColour = Self.followingContent(referenceColour, slope: carried.channels(6..<9), from: pair.reference, to: pair.frame)
+                    guidePair = pair
                 }
                 appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: referenceColour, confidence: confidence,
                                                  samplesPerCell: AppearanceGrid.cell * grid.factor / 2 / stride, field: field, grid: grid)
-                if let guide = frame.guide, carried.channels == 9 {
-                    guideCurves = Self.toneCurves(from: Self.subsampled(guide, stride), to: carried.channels(3..<6),
-                                                  weight: FrameAppearance.trust(confidence))
+                if let pair = guidePair {
+                    guideCurves = Self.toneCurves(from: pair.frame, to: pair.reference, weight: FrameAppearance.trust(confidence))
                 }
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
