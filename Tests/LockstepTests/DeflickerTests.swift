@@ -132,6 +132,33 @@ import TestSupport
         }
     }
 
+    /// A gain field that follows the picture's brightness (here brighter where the picture is
+    /// darker, as a gamma fitted in space would be) is recognised as a tone curve's work; a
+    /// field unrelated to the picture, or a flat one, is not.
+    @Test func aFieldThatFollowsBrightnessIsRecognised() {
+        let grid = AppearanceGrid(latentWidth: 48, latentHeight: 24, factor: 8, origin: 3.5)
+        let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
+        var random = SeededRandom(9)
+        // Brightness rising to the right, with texture.
+        let picture = PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * n)).map { (i: Int) -> Float in
+            let x = Float((i % n) % w) / Float(w - 1), texture = Float(random.uniform())
+            return 0.1 + 0.7 * x + 0.1 * texture
+        })
+        func appearance(_ logGain: (Int, Int) -> Float) -> FrameAppearance {
+            var a = FrameAppearance.identity(grid)
+            let values = (0..<(3 * grid.count)).map { exp(logGain(($0 % grid.count) % grid.width, ($0 % grid.count) / grid.width)) }
+            a.gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: values)
+            return a
+        }
+        let span = Float(grid.width - 1)
+        let following = appearance { gx, _ in -0.1 * Float(gx) / span }
+        let across = appearance { _, gy in 0.1 * Float(gy) / Float(grid.height - 1) }
+        let flat = appearance { _, _ in 0 }
+        #expect(following.followsBrightness(of: picture, samplesPerCell: spc, grid: grid))
+        #expect(!across.followsBrightness(of: picture, samplesPerCell: spc, grid: grid))
+        #expect(!flat.followsBrightness(of: picture, samplesPerCell: spc, grid: grid))
+    }
+
     /// A match is judged by how far its guide differs against what its texture allows: on a steep
     /// ramp, a match one pixel off differs by more (0.15) than a flat patch whose content changed
     /// (0.1), yet the first is kept and the second rejected; an exact match is fully trusted.
