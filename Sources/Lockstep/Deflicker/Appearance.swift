@@ -116,8 +116,9 @@ public struct FrameAppearance: Sendable {
     }
 
     /// Correlation, over the cells and weighted by their coverage, beyond which a gain field is
-    /// taken to follow the picture's brightness (on the eval's videos, fields fitted first to
-    /// global jitter reached 0.6–0.7 where they were wrong; to local flicker, at most 0.35).
+    /// taken to follow the picture's brightness (on the eval's pencil video, in the frames looked
+    /// at, fields fitted first reached 0.6–0.7 under global jitter, where they were wrong, and at
+    /// most 0.35 under local flicker; 0.4 instead of 0.5 measured within 0.1 dB).
     static let brightnessCorrelationLimit: Float = 0.5
 
     /// Whether the gain field (its log, mean over the channels) correlates with the brightness of
