@@ -60,6 +60,9 @@ public struct FrameAppearance: Sendable {
     public var referenceX: [Float], referenceY: [Float]
     /// Share of each cell's samples that matched the reference (confidence-weighted), in [0, 1].
     public var coverage: [Float]
+    /// 3 × grid: share of each cell's matched samples (as weighted in the fit) whose colour is
+    /// clipped at white in that channel, where the gain says less than the truth (`FieldConsensus`).
+    public var clipped: [Float]
 
     /// The reference itself: identity curves, unit gain, every cell where it is.
     public static func identity(_ grid: AppearanceGrid) -> FrameAppearance {
@@ -73,7 +76,33 @@ public struct FrameAppearance: Sendable {
         let ones = [Float](repeating: 1, count: 3 * grid.count)
         return FrameAppearance(curves: Array(repeating: .identity, count: 3),
                                gain: PlanarImage(channels: 3, height: grid.height, width: grid.width, values: ones),
-                               referenceX: xs, referenceY: ys, coverage: [Float](repeating: 1, count: grid.count))
+                               referenceX: xs, referenceY: ys, coverage: [Float](repeating: 1, count: grid.count),
+                               clipped: [Float](repeating: 0, count: 3 * grid.count))
+    }
+
+    /// A colour at or above this (out of 1, averaged over 2 × 2 pixels) is taken as clipped at white.
+    static let clippedLevel: Float = 0.995
+
+    /// Per channel and cell, the `weight`ed share of `picture`'s samples (3 × H' × W',
+    /// `samplesPerCell` per cell and axis) at or above `clippedLevel`.
+    public static func clippedShares(of picture: PlanarImage, weight: [Float]?, samplesPerCell spc: Int, grid: AppearanceGrid) -> [Float] {
+        let w = picture.width, h = picture.height, n = w * h, cells = grid.count
+        var clipped = [Float](repeating: 0, count: 3 * cells), total = [Float](repeating: 0, count: cells)
+        picture.withUnsafeBufferPointer { p in
+            for y in 0..<h {
+                let row = min(y / spc, grid.height - 1) * grid.width
+                for x in 0..<w {
+                    let i = y &* w &+ x, cell = row + min(x / spc, grid.width - 1), wi = weight?[i] ?? 1
+                    guard wi > 0 else { continue }
+                    total[cell] += wi
+                    for c in 0..<3 where p[c &* n &+ i] >= clippedLevel { clipped[c &* cells &+ cell] += wi }
+                }
+            }
+        }
+        for c in 0..<3 {
+            for cell in 0..<cells where total[cell] > 0 { clipped[c * cells + cell] /= total[cell] }
+        }
+        return clipped
     }
 
     /// Share of the frame that matched the reference.
@@ -278,7 +307,8 @@ public struct FrameAppearance: Sendable {
         }
         let perCell = Float(samplesPerCell * samplesPerCell)
         return FrameAppearance(curves: curves, gain: gain, referenceX: xs, referenceY: ys,
-                               coverage: cellWeight.map { min($0 / perCell, 1) })
+                               coverage: cellWeight.map { min($0 / perCell, 1) },
+                               clipped: clippedShares(of: frame, weight: weight, samplesPerCell: samplesPerCell, grid: grid))
     }
 
     /// The median of `values` (all in [0, 3]) where `mask` exceeds `threshold`, from a histogram
@@ -379,11 +409,11 @@ public struct FrameAppearance: Sendable {
 
     // MARK: - Storage
 
-    /// Values in a flat record: curves, gain, reference positions, coverage.
-    public static func recordLength(_ grid: AppearanceGrid) -> Int { 3 * ToneCurve.knotCount + 6 * grid.count }
+    /// Values in a flat record: curves, gain, reference positions, coverage, clipped shares.
+    public static func recordLength(_ grid: AppearanceGrid) -> Int { 3 * ToneCurve.knotCount + 9 * grid.count }
 
     public var record: [Float] {
-        curves.flatMap(\.values) + gain.values + referenceX + referenceY + coverage
+        curves.flatMap(\.values) + gain.values + referenceX + referenceY + coverage + clipped
     }
 
     public init(record: [Float], grid: AppearanceGrid) {
@@ -395,14 +425,16 @@ public struct FrameAppearance: Sendable {
         at += 3 * g
         referenceX = Array(record[at..<(at + g)]); at += g
         referenceY = Array(record[at..<(at + g)]); at += g
-        coverage = Array(record[at..<(at + g)])
+        coverage = Array(record[at..<(at + g)]); at += g
+        clipped = Array(record[at..<(at + 3 * g)])
     }
 
-    init(curves: [ToneCurve], gain: PlanarImage, referenceX: [Float], referenceY: [Float], coverage: [Float]) {
+    init(curves: [ToneCurve], gain: PlanarImage, referenceX: [Float], referenceY: [Float], coverage: [Float], clipped: [Float]) {
         self.curves = curves
         self.gain = gain
         self.referenceX = referenceX
         self.referenceY = referenceY
         self.coverage = coverage
+        self.clipped = clipped
     }
 }

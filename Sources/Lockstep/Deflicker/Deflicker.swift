@@ -85,7 +85,7 @@ public final class DeflickerAnalysis {
         let k = codec.factor
         grid = AppearanceGrid(latentWidth: (width + k - 1) / k, latentHeight: (height + k - 1) / k, factor: k, origin: codec.origin)
         store = try RecordStore(recordLength: DeflickerPlan.recordLength(grid))
-        references = try RecordStore(recordLength: 4 * grid.count + FrameAppearance.recordLength(grid) + 1)
+        references = try RecordStore(recordLength: FieldConsensus.sumsLength(grid) + FrameAppearance.recordLength(grid) + 1)
         fields = FieldConsensus(grid: grid)
         fixedReference = fixed?.index
         if let fixed {
@@ -106,6 +106,9 @@ public final class DeflickerAnalysis {
         let colour = frame.colour
         hasGuide = frame.guide != nil
         let thumbnail = Self.thumbnail(frame.features)
+        // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
+        let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
+        let samplesPerCell = AppearanceGrid.cell * grid.factor / 2 / stride
         let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
         previousThumbnail = thumbnail
         if isCut { cuts.append(index) }
@@ -119,8 +122,6 @@ public final class DeflickerAnalysis {
                 newReference = .cut
             } else if reference.index != index {
                 let field = reference.correspondence(for: frame, factor: codec.factor, origin: codec.origin)
-                // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
-                let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
                 // The reference's colours, its guide's and its edit's slope, carried in one go.
                 var (carried, confidence) = carry(reference.pictures, along: field, stride: stride)
                 var referenceColour = carried.channels(0..<3)
@@ -133,7 +134,7 @@ public final class DeflickerAnalysis {
                     guidePair = pair
                 }
                 appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: referenceColour, confidence: confidence,
-                                                 samplesPerCell: AppearanceGrid.cell * grid.factor / 2 / stride, field: field, grid: grid)
+                                                 samplesPerCell: samplesPerCell, field: field, grid: grid)
                 if let pair = guidePair {
                     guideCurves = Self.toneCurves(from: pair.frame, to: pair.reference, weight: FrameAppearance.trust(confidence))
                 }
@@ -157,6 +158,10 @@ public final class DeflickerAnalysis {
             reference = Reference(index: index, frame)
             scenes.append(Scene(start: index, reference: index, reason: reason))
         }
+        if newReference != nil || reference?.index == index {
+            // The reference's own gain (1) is censored where the reference itself is clipped.
+            appearance.clipped = FrameAppearance.clippedShares(of: Self.subsampled(colour, stride), weight: nil, samplesPerCell: samplesPerCell, grid: grid)
+        }
         // Curves go to the shot's first reference; the gain field stays with this reference.
         appearance.curves = Self.compose(linkToShot, appearance.curves)
         fields.add(appearance)
@@ -167,7 +172,7 @@ public final class DeflickerAnalysis {
     /// Ends the first pass: the plan that maps every frame to its consensus.
     public func finish() throws -> DeflickerPlan {
         if !scenes.isEmpty { try finishReference() }
-        let sumsLength = 4 * grid.count
+        let sumsLength = FieldConsensus.sumsLength(grid)
         let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid) { [self] k in
             let record = try references.read(k)
             let own = FieldConsensus(grid: grid, sums: Array(record[..<sumsLength]))
