@@ -163,7 +163,8 @@ import TestSupport
                                            x: (0..<(grid.latentWidth * grid.latentHeight)).map { Float($0 % grid.latentWidth) },
                                            y: (0..<(grid.latentWidth * grid.latentHeight)).map { Float($0 / grid.latentWidth) },
                                            confidence: [Float](repeating: 1, count: grid.latentWidth * grid.latentHeight))
-        let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc, field: identity, grid: grid)
+        let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc, field: identity, grid: grid,
+                                      regularisation: .guided)
         // Node values against the field at the cell centres, both without their mean.
         for c in 0..<3 {
             let fitted = (0..<grid.count).map { log(fit.gain.values[c * grid.count + $0]) }
@@ -276,7 +277,7 @@ import TestSupport
 
     /// Two references, the second lying one cell to the right of the first and 5% brighter in
     /// gain (the link). Each one's gain consensus takes in the other's frames, carried across
-    /// the link to where they lie, at `linkShare` of their weight: the second reads the first's
+    /// the link to where they lie, at a share (0.6) of their weight: the second reads the first's
     /// ramp one cell on, over the link's gain; the first gets the second's frames' gain times the
     /// link's, placed one cell to the right; what lies beyond the other's picture is not carried.
     @Test func gainConsensusSpansReferences() throws {
@@ -293,8 +294,8 @@ import TestSupport
         for own in [frame { _ in 1 }, frame(ramp)] { first.add(own) }          // the reference, and a frame
         for own in [frame { _ in 1 }, frame { _ in 0.95 }] { second.add(own) }
         let link = frame({ _ in 1.05 }, shift: Float(AppearanceGrid.cell))
-        let both = try FieldConsensus.spanningReferences([first, second], links: [nil, link])
-        let share = Double(FieldConsensus.linkShare)
+        let share = 0.6
+        let both = try FieldConsensus.spanningReferences([first, second], links: [nil, link], linkShare: Float(share))
         for cell in 0..<cells where cell % w < w - 1 {
             // The second reference: its frames (log 1, log 0.95) and the first's at the next cell.
             let carried = log(Double(ramp(cell + 1))) - 2 * log(1.05)

@@ -47,6 +47,31 @@ public struct AppearanceGrid: Sendable, Equatable {
     }
 }
 
+/// How far the fits lean on their neighbours, by how noisy the matches are. With a guide, the
+/// matches are refined on the original's pictures and judged sample by sample, and each frame's
+/// field can follow its data more closely; blind, on the input's own latent, the matches are
+/// noisier, and the field needs more of its neighbours' help. The links between references are
+/// fits too, whose error every frame carried across them shares: how much those frames count
+/// depends on the same noise. (Measured on the eval's cases, local flicker on video: guided,
+/// membrane 0.2 → 0.1 and link share 0.6 → 1, 38.9 → 39.3 dB, pans 43.5 → 43.6, global within
+/// 0.05 dB; blind, the same change lost 0.3–0.6 dB.)
+public struct FitRegularisation: Sendable {
+    /// Strength of the gain field's membrane, relative to the mean weight of a node's data
+    /// (`GainFieldFit`).
+    public var membrane: Double
+    /// Share of its weight that a neighbouring reference's frames keep per link crossed
+    /// (`FieldConsensus.spanningReferences`).
+    public var linkShare: Float
+
+    public init(membrane: Double, linkShare: Float) {
+        self.membrane = membrane
+        self.linkShare = linkShare
+    }
+
+    public static let guided = FitRegularisation(membrane: 0.1, linkShare: 1)
+    public static let blind = FitRegularisation(membrane: 0.2, linkShare: 0.6)
+}
+
 /// How one frame's colours relate to its reference's, as seen through the correspondence:
 ///   reference(w(x)) ≈ gain_c(x) · curve_c(frame(x)),
 /// a tone curve per channel (global flicker: gain, gamma, offset, colour cast) times a smooth gain
@@ -136,12 +161,13 @@ public struct FrameAppearance: Sendable {
     /// 42.3 / 37.4 → 42.7 / 38.2 dB, global 40.6 / 38.8 → 40.4 / 38.9; with the field always
     /// first, the pencil sketch's global jitter kept 1.3 levels of brightness flicker.)
     public static func fit(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
-                           field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
+                           field: CorrespondenceField, grid: AppearanceGrid, regularisation: FitRegularisation,
+                           rounds: Int = 3) -> FrameAppearance {
         let fieldFirst = fitInTurn(frame: frame, reference: reference, confidence: confidence, samplesPerCell: samplesPerCell,
-                                   field: field, grid: grid, rounds: rounds, fieldFirst: true)
+                                   field: field, grid: grid, membrane: regularisation.membrane, rounds: rounds, fieldFirst: true)
         guard fieldFirst.followsBrightness(of: reference, samplesPerCell: samplesPerCell, grid: grid) else { return fieldFirst }
         return fitInTurn(frame: frame, reference: reference, confidence: confidence, samplesPerCell: samplesPerCell,
-                         field: field, grid: grid, rounds: rounds, fieldFirst: false)
+                         field: field, grid: grid, membrane: regularisation.membrane, rounds: rounds, fieldFirst: false)
     }
 
     /// Correlation, over the cells and weighted by their coverage, beyond which a gain field is
@@ -183,7 +209,8 @@ public struct FrameAppearance: Sendable {
 
     /// `fit` with one order: the field fitted first (the curves start as the identity), or the curves.
     static func fitInTurn(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
-                          field: CorrespondenceField, grid: AppearanceGrid, rounds: Int, fieldFirst: Bool) -> FrameAppearance {
+                          field: CorrespondenceField, grid: AppearanceGrid, membrane: Double, rounds: Int,
+                          fieldFirst: Bool) -> FrameAppearance {
         let lw = frame.width, lh = frame.height, n = lw * lh
         precondition(reference.width == lw && reference.height == lh && confidence.count == n)
         let trusted = trust(confidence)
@@ -195,7 +222,7 @@ public struct FrameAppearance: Sendable {
         var mapped = [Float](repeating: 0, count: 3 * n), target = mapped, residual = [Float](repeating: 0, count: n)
         var cellWeight = [Float](repeating: 0, count: grid.count)
         let cells = grid.count, spc = samplesPerCell
-        let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc)
+        let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc, membrane: membrane)
         // The loops run over every sample, several times a frame: in parallel, on raw buffers.
         a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in confidence.withUnsafeBufferPointer { cb in
         trusted.withUnsafeBufferPointer { tb in weight.withUnsafeMutableBufferPointer { wb in

@@ -127,20 +127,16 @@ public struct FieldConsensus: Sendable {
         }
     }
 
-    /// Share of its weight that a neighbouring reference's frames keep, per link crossed: a link
-    /// is itself a fit, and its error is shared by every frame carried across it (0.6 measured
-    /// best on the eval's video, between 0.4 and 1).
-    public static let linkShare: Float = 0.6
-
     /// Each reference's consensus widened to its neighbours' frames: a reference matched by few
     /// frames (the camera moving on) would otherwise average few fields. Frames of the earlier
     /// references are carried forward, and of the later ones back, through the links (a
     /// reference's appearance relative to the previous one: where its cells lie there, and the
-    /// gain between them), their weight shrinking by `linkShare` at each link and by the link's
-    /// coverage. `reference(k)` gives reference k's own sums and its link to k − 1 (nil starts a
+    /// gain between them), their weight shrinking by `linkShare` at each link (a link is itself a
+    /// fit, and its error is shared by every frame carried across it; `FitRegularisation`) and by
+    /// the link's coverage. `reference(k)` gives reference k's own sums and its link to k − 1 (nil starts a
     /// shot, which nothing crosses), read one at a time; the forward pass's sums are kept in a
     /// temporary file: memory does not grow with the number of references beyond the gains.
-    static func spanningReferences(count: Int, grid: AppearanceGrid,
+    static func spanningReferences(count: Int, grid: AppearanceGrid, linkShare: Float,
                                    reference: (Int) throws -> (own: FieldConsensus, link: FrameAppearance?)) throws -> [PlanarImage] {
         let forwardSums = try RecordStore(recordLength: sumsLength(grid))
         var previous: FieldConsensus?
@@ -168,8 +164,8 @@ public struct FieldConsensus: Sendable {
     }
 
     /// `spanningReferences` over sums and links held in memory.
-    public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?]) throws -> [PlanarImage] {
-        try spanningReferences(count: own.count, grid: own[0].grid, reference: { (own[$0], links[$0]) })
+    public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?], linkShare: Float) throws -> [PlanarImage] {
+        try spanningReferences(count: own.count, grid: own[0].grid, linkShare: linkShare, reference: { (own[$0], links[$0]) })
     }
 
     /// The statistics, as stored.

@@ -134,7 +134,8 @@ public final class DeflickerAnalysis {
                     guidePair = pair
                 }
                 appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: referenceColour, confidence: confidence,
-                                                 samplesPerCell: samplesPerCell, field: field, grid: grid)
+                                                 samplesPerCell: samplesPerCell, field: field, grid: grid,
+                                                 regularisation: frame.guide == nil ? .blind : .guided)
                 if let pair = guidePair {
                     guideCurves = Self.toneCurves(from: pair.frame, to: pair.reference, weight: FrameAppearance.trust(confidence))
                 }
@@ -173,7 +174,8 @@ public final class DeflickerAnalysis {
     public func finish() throws -> DeflickerPlan {
         if !scenes.isEmpty { try finishReference() }
         let sumsLength = FieldConsensus.sumsLength(grid)
-        let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid) { [self] k in
+        let linkShare = (hasGuide ? FitRegularisation.guided : .blind).linkShare
+        let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid, linkShare: linkShare) { [self] k in
             let record = try references.read(k)
             let own = FieldConsensus(grid: grid, sums: Array(record[..<sumsLength]))
             let link = record.last! > 0 ? FrameAppearance(record: Array(record[sumsLength..<(record.count - 1)]), grid: grid) : nil

@@ -15,7 +15,7 @@ import Tensor
 /// which for a single node is the ratio of weighted means Σ w b / Σ w m: unlike least squares,
 /// it is not pulled towards 0 by noise in m. A membrane term (neighbouring nodes alike)
 /// fills nodes with little or no data from their neighbours and keeps the fit of real video,
-/// whose matches are noisy, from following the noise (0.2 measured best on the public cases).
+/// whose matches are noisy, from following the noise (`FitRegularisation`).
 struct GainFieldFit {
     let grid: AppearanceGrid
     /// The sample grid the pairs lie on: `width` × `height`, `samplesPerCell` per cell and axis.
@@ -29,11 +29,13 @@ struct GainFieldFit {
     let byColumns: Bool
     let bandwidth: Int
 
-    /// Strength of the membrane, relative to the mean weight of a node's data.
-    static let membrane = 0.2
+    /// Strength of the membrane, relative to the mean weight of a node's data
+    /// (`FitRegularisation.membrane`).
+    let membrane: Double
 
-    init(grid: AppearanceGrid, width: Int, height: Int, samplesPerCell: Int) {
+    init(grid: AppearanceGrid, width: Int, height: Int, samplesPerCell: Int, membrane: Double) {
         self.grid = grid
+        self.membrane = membrane
         self.width = width
         self.height = height
         self.samplesPerCell = samplesPerCell
@@ -120,7 +122,7 @@ struct GainFieldFit {
                 guard trace > 0 else { return }
                 // The membrane between grid neighbours, and a faint pull to 1 so that the system is
                 // definite even where a region has no data at all.
-                let lambda = Self.membrane * trace / Double(nodes), ridge = 1e-6 * trace / Double(nodes)
+                let lambda = membrane * trace / Double(nodes), ridge = 1e-6 * trace / Double(nodes)
                 for gy in 0..<gh {
                     for gx in 0..<gw {
                         let k = node(gx, gy)
