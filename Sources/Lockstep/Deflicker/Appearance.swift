@@ -86,7 +86,7 @@ public struct FrameAppearance: Sendable {
     /// Share of each cell's samples that matched the reference (confidence-weighted), in [0, 1].
     public var coverage: [Float]
     /// 3 × grid: share of each cell's matched samples (as weighted in the fit) whose colour is
-    /// clipped at white in that channel, where the gain says less than the truth (`FieldConsensus`).
+    /// clipped at white in that channel, where the gain only bounds the truth (`FieldConsensus`).
     public var clipped: [Float]
 
     /// The reference itself: identity curves, unit gain, every cell where it is.

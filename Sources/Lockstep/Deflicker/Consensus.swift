@@ -133,9 +133,10 @@ public struct FieldConsensus: Sendable {
     /// reference's appearance relative to the previous one: where its cells lie there, and the
     /// gain between them), their weight shrinking by `linkShare` at each link (a link is itself a
     /// fit, and its error is shared by every frame carried across it; `FitRegularisation`) and by
-    /// the link's coverage. `reference(k)` gives reference k's own sums and its link to k − 1 (nil starts a
-    /// shot, which nothing crosses), read one at a time; the forward pass's sums are kept in a
-    /// temporary file: memory does not grow with the number of references beyond the gains.
+    /// the link's coverage. `reference(k)` gives reference k's own sums and its link to k − 1
+    /// (nil starts a shot, which nothing crosses), read one at a time; the forward pass's sums
+    /// are kept in a temporary file: memory does not grow with the number of references beyond
+    /// the gains.
     static func spanningReferences(count: Int, grid: AppearanceGrid, linkShare: Float,
                                    reference: (Int) throws -> (own: FieldConsensus, link: FrameAppearance?)) throws -> [PlanarImage] {
         let forwardSums = try RecordStore(recordLength: sumsLength(grid))
@@ -248,7 +249,8 @@ public struct FieldConsensus: Sendable {
     /// `bounds`, taken at their mean b̄), by expectation–maximisation: each censored value is
     /// replaced by its expectation below b̄, E[z | z ≤ b̄] = μ − σ φ(α)/Φ(α), α = (b̄ − μ)/σ, and
     /// its square likewise. σ is kept above `minimumSpread` (a handful of frames can agree by
-    /// chance). With nothing censored this is the plain mean; with (almost) nothing observed, the plain mean too.
+    /// chance). With nothing censored this is the plain mean, and with almost nothing observed
+    /// (nothing to fit σ on) the plain mean too.
     public static func censoredMean(observed: Float, sum: Float, squares: Float, censored: Float, bounds: Float) -> Float {
         let total = Double(observed + censored)
         let plain = Double(sum + bounds) / total
