@@ -135,10 +135,11 @@ public struct FieldConsensus: Sendable {
     /// fit, and its error is shared by every frame carried across it; `FitRegularisation`) and by
     /// the link's coverage. `reference(k)` gives reference k's own sums and its link to k − 1
     /// (nil starts a shot, which nothing crosses), read one at a time; the forward pass's sums
-    /// are kept in a temporary file: memory does not grow with the number of references beyond
-    /// the gains.
+    /// and the gains are kept in temporary files: memory does not grow with the number of
+    /// references (on footage where every frame becomes one, the gains alone took 11 KB per
+    /// 720p frame).
     static func spanningReferences(count: Int, grid: AppearanceGrid, linkShare: Float,
-                                   reference: (Int) throws -> (own: FieldConsensus, link: FrameAppearance?)) throws -> [PlanarImage] {
+                                   reference: (Int) throws -> (own: FieldConsensus, link: FrameAppearance?)) throws -> ReferenceGains {
         let forwardSums = try RecordStore(recordLength: sumsLength(grid))
         var previous: FieldConsensus?
         for k in 0..<count {
@@ -148,7 +149,7 @@ public struct FieldConsensus: Sendable {
             try forwardSums.append(forward.sums)
             previous = forward
         }
-        var gains = [PlanarImage](repeating: PlanarImage(channels: 3, height: grid.height, width: grid.width), count: count)
+        let gains = try ReferenceGains(grid: grid)
         var next: (sums: FieldConsensus, link: FrameAppearance?)?
         for k in stride(from: count - 1, through: 0, by: -1) {
             let (mine, link) = try reference(k)
@@ -158,7 +159,7 @@ public struct FieldConsensus: Sendable {
             var total = try forwardSums.read(k)
             let carriedBack = backward.sums, own = mine.sums
             for i in total.indices { total[i] += carriedBack[i] - own[i] }
-            gains[k] = FieldConsensus(grid: grid, sums: total).gain
+            try gains.appendGoingBack(FieldConsensus(grid: grid, sums: total).gain)
             next = (backward, link)
         }
         return gains
@@ -166,7 +167,8 @@ public struct FieldConsensus: Sendable {
 
     /// `spanningReferences` over sums and links held in memory.
     public static func spanningReferences(_ own: [FieldConsensus], links: [FrameAppearance?], linkShare: Float) throws -> [PlanarImage] {
-        try spanningReferences(count: own.count, grid: own[0].grid, linkShare: linkShare, reference: { (own[$0], links[$0]) })
+        let gains = try spanningReferences(count: own.count, grid: own[0].grid, linkShare: linkShare, reference: { (own[$0], links[$0]) })
+        return try (0..<own.count).map { try gains.gain(of: $0) }
     }
 
     /// The statistics, as stored.
@@ -274,6 +276,26 @@ public struct FieldConsensus: Sendable {
 
     /// Floor on σ of a cell's log gains in `censoredMean`.
     static let minimumSpread = 0.01
+}
+
+/// Each reference's consensus gain (n_c on its grid), in a temporary file, as the backward pass of
+/// `FieldConsensus.spanningReferences` finds them: from the last reference to the first.
+final class ReferenceGains {
+    let grid: AppearanceGrid
+    private let store: RecordStore
+
+    init(grid: AppearanceGrid) throws {
+        self.grid = grid
+        store = try RecordStore(recordLength: 3 * grid.count)
+    }
+
+    /// Adds the gain of the reference before the last one added.
+    func appendGoingBack(_ gain: PlanarImage) throws { try store.append(gain.values) }
+
+    /// Reference k's gain.
+    func gain(of k: Int) throws -> PlanarImage {
+        PlanarImage(channels: 3, height: grid.height, width: grid.width, values: try store.read(store.count - 1 - k))
+    }
 }
 
 /// The consensus for one reference, ready to apply: the reference's consensus gain field, and

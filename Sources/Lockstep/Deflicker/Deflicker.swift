@@ -181,7 +181,7 @@ public final class DeflickerAnalysis {
             let link = record.last! > 0 ? FrameAppearance(record: Array(record[sumsLength..<(record.count - 1)]), grid: grid) : nil
             return (own, link)
         }
-        return DeflickerPlan(store: store, grid: grid, corrections: gains.map(ConsensusCorrection.init),
+        return DeflickerPlan(store: store, grid: grid, gains: gains,
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
     }
 
@@ -469,7 +469,9 @@ public final class DeflickerPlan {
     public static let window = 15
     let store: RecordStore
     public let grid: AppearanceGrid
-    let corrections: [ConsensusCorrection]
+    /// Each reference's consensus gain, read when its first frame comes.
+    let gains: ReferenceGains
+    private var correction: (reference: Int, ConsensusCorrection)?
     public let scenes: [DeflickerAnalysis.Scene]
     let shotStarts: [Int]
     public let cuts: [Int]
@@ -479,11 +481,11 @@ public final class DeflickerPlan {
     /// Curves (the input's, the guide's) of the frames around the last one applied, by index.
     private var curveCache: [Int: (input: [ToneCurve], guide: [ToneCurve])] = [:]
 
-    init(store: RecordStore, grid: AppearanceGrid, corrections: [ConsensusCorrection],
+    init(store: RecordStore, grid: AppearanceGrid, gains: ReferenceGains,
          scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], frameCount: Int, guided: Bool) {
         self.store = store
         self.grid = grid
-        self.corrections = corrections
+        self.gains = gains
         self.scenes = scenes
         self.shotStarts = shotStarts
         self.cuts = cuts
@@ -525,6 +527,7 @@ public final class DeflickerPlan {
             guideWindow.append(curveCache[i]!.guide)
         }
         let inverse = CurveConsensus.inverse(of: window, centre: index - lower, guide: guided ? guideWindow : nil)
-        return corrections[scene].apply(to: frame, appearance: current, inverseCurves: inverse, grid: grid)
+        if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
+        return correction!.1.apply(to: frame, appearance: current, inverseCurves: inverse, grid: grid)
     }
 }
