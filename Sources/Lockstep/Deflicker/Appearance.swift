@@ -111,23 +111,32 @@ public struct FrameAppearance: Sendable {
     /// Per channel and cell, the `weight`ed share of `picture`'s samples (3 × H' × W',
     /// `samplesPerCell` per cell and axis) at or above `clippedLevel`.
     public static func clippedShares(of picture: PlanarImage, weight: [Float]?, samplesPerCell spc: Int, grid: AppearanceGrid) -> [Float] {
-        let w = picture.width, h = picture.height, n = w * h, cells = grid.count
+        let n = picture.planeSize, cells = grid.count
         var clipped = [Float](repeating: 0, count: 3 * cells), total = [Float](repeating: 0, count: cells)
         picture.withUnsafeBufferPointer { p in
-            for y in 0..<h {
-                let row = min(y / spc, grid.height - 1) * grid.width
-                for x in 0..<w {
-                    let i = y &* w &+ x, cell = row + min(x / spc, grid.width - 1), wi = weight?[i] ?? 1
-                    guard wi > 0 else { continue }
-                    total[cell] += wi
-                    for c in 0..<3 where p[c &* n &+ i] >= clippedLevel { clipped[c &* cells &+ cell] += wi }
-                }
+            forEachSample(width: picture.width, height: picture.height, samplesPerCell: spc, grid: grid) { i, cell in
+                let wi = weight?[i] ?? 1
+                guard wi > 0 else { return }
+                total[cell] += wi
+                for c in 0..<3 where p[c &* n &+ i] >= clippedLevel { clipped[c &* cells &+ cell] += wi }
             }
         }
         for c in 0..<3 {
             for cell in 0..<cells where total[cell] > 0 { clipped[c * cells + cell] /= total[cell] }
         }
         return clipped
+    }
+
+    /// Calls `body(i, cell)` for every sample i of a `width` × `height` grid with `samplesPerCell`
+    /// samples per cell and axis, with the cell it lies in (the last row and column of cells
+    /// take any samples beyond them).
+    @inline(__always)
+    static func forEachSample(width w: Int, height h: Int, samplesPerCell spc: Int, grid: AppearanceGrid,
+                              _ body: (_ i: Int, _ cell: Int) -> Void) {
+        for y in 0..<h {
+            let row = min(y / spc, grid.height - 1) * grid.width
+            for x in 0..<w { body(y &* w &+ x, row + min(x / spc, grid.width - 1)) }
+        }
     }
 
     /// Share of the frame that matched the reference.
@@ -180,16 +189,12 @@ public struct FrameAppearance: Sendable {
     /// `picture` (3 × H' × W', `samplesPerCell` samples per cell and axis) cell by cell, beyond
     /// `brightnessCorrelationLimit` either way. A flat field does not.
     public func followsBrightness(of picture: PlanarImage, samplesPerCell spc: Int, grid: AppearanceGrid) -> Bool {
-        let w = picture.width, h = picture.height, n = w * h, cells = grid.count
+        let n = picture.planeSize, cells = grid.count
         var brightness = [Float](repeating: 0, count: cells), samples = brightness
         picture.withUnsafeBufferPointer { p in
-            for y in 0..<h {
-                let row = min(y / spc, grid.height - 1) * grid.width
-                for x in 0..<w {
-                    let i = y &* w &+ x, cell = row + min(x / spc, grid.width - 1)
-                    brightness[cell] += p[i] + p[n &+ i] + p[2 &* n &+ i]
-                    samples[cell] += 3
-                }
+            Self.forEachSample(width: picture.width, height: picture.height, samplesPerCell: spc, grid: grid) { i, cell in
+                brightness[cell] += p[i] + p[n &+ i] + p[2 &* n &+ i]
+                samples[cell] += 3
             }
         }
         let g = gain.values

@@ -108,7 +108,7 @@ public final class DeflickerAnalysis {
         let thumbnail = Self.thumbnail(frame.features)
         // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
         let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
-        let samplesPerCell = AppearanceGrid.cell * grid.factor / 2 / stride
+        let samplesPerCell = AppearanceGrid.cell * grid.factor / 2 / stride, sampledColour = Self.subsampled(colour, stride)
         let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
         previousThumbnail = thumbnail
         if isCut { cuts.append(index) }
@@ -133,7 +133,7 @@ public final class DeflickerAnalysis {
                     referenceColour = Self.followingContent(referenceColour, slope: carried.channels(6..<9), from: pair.reference, to: pair.frame)
                     guidePair = pair
                 }
-                appearance = FrameAppearance.fit(frame: Self.subsampled(colour, stride), reference: referenceColour, confidence: confidence,
+                appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: confidence,
                                                  samplesPerCell: samplesPerCell, field: field, grid: grid,
                                                  regularisation: frame.guide == nil ? .blind : .guided)
                 if let pair = guidePair {
@@ -161,7 +161,7 @@ public final class DeflickerAnalysis {
         }
         if newReference != nil || reference?.index == index {
             // The reference's own gain (1) is censored where the reference itself is clipped.
-            appearance.clipped = FrameAppearance.clippedShares(of: Self.subsampled(colour, stride), weight: nil, samplesPerCell: samplesPerCell, grid: grid)
+            appearance.clipped = FrameAppearance.clippedShares(of: sampledColour, weight: nil, samplesPerCell: samplesPerCell, grid: grid)
         }
         // Curves go to the shot's first reference; the gain field stays with this reference.
         appearance.curves = Self.compose(linkToShot, appearance.curves)
