@@ -53,10 +53,12 @@ public final class DeflickerAnalysis {
     /// A reference kept until its matches fail is linked to a frame that barely matches it, and
     /// the consensus then averages few fields. (On the eval's video, guided, local flicker, with
     /// `spanningReferences`' weights: 0.45 → 0.6 took references from 15 to 27 of 48 frames and
-    /// 39.3 → 39.9 dB. 0.65 reached 40.1 but darkened paper seen between clipped frames
-    /// (`whiteSeenUnderALocalFlickerStaysWhite`: 0.957); from 0.75 on, local flicker gained
-    /// more, but the pencil sketch's global jitter lost up to 3.8 dB: its tone curves,
-    /// composed across many links, drift.)
+    /// 39.3 → 39.9 dB. 0.65 reached 40.1, but in `whiteSeenUnderALocalFlickerStaysWhite` it
+    /// takes as references frames that see the paper, and between them the clipped frames' bounds
+    /// say too little: the paper comes back at 0.957 (the same weakness shows at any setting
+    /// when the reference sees what every other frame clips). From 0.75 on, local flicker gained
+    /// more, but the pencil sketch's global jitter lost up to 3.8 dB: its tone curves, composed
+    /// across many links, drift.)
     public static let minimumCoverage: Float = 0.6
     /// Below this, the link to the previous reference is too weak to carry the tone: a new shot.
     public static let minimumLink: Float = 0.15
