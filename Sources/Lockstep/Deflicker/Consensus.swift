@@ -210,12 +210,11 @@ public struct FieldConsensus: Sendable {
     /// Adds the previous reference's sums, read where this reference's cells lie in it (`link`:
     /// this reference relative to the previous one) and brought to this reference's gain.
     mutating func addCarriedForward(_ previous: FieldConsensus, link: FrameAppearance, share: Float) {
-        let count = grid.count, linkGain = link.gain.values
-        for cell in 0..<count {
+        for cell in 0..<grid.count {
             let coverage = link.coverage[cell]
             guard coverage > 0.2, previous.grid.contains(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) else { continue }
             // A frame's gain to the previous reference, over the link's: its gain to this one.
-            let shift = (-log(max(linkGain[cell], 1e-3)), -log(max(linkGain[count + cell], 1e-3)), -log(max(linkGain[2 * count + cell], 1e-3)))
+            let (r, g, b) = Self.logGain(link, cell: cell), shift = (-r, -g, -b)
             for (source, s) in previous.grid.corners(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) where s > 0 {
                 add(previous, from: source, to: cell, weight: share * coverage.squareRoot() * s, shift: shift)
             }
@@ -225,16 +224,21 @@ public struct FieldConsensus: Sendable {
     /// Adds the next reference's sums, placed where its cells lie in this reference (`link`: the
     /// next reference relative to this one) and brought to this reference's gain.
     mutating func addCarriedBack(_ next: FieldConsensus, link: FrameAppearance, share: Float) {
-        let count = grid.count, linkGain = link.gain.values
-        for cell in 0..<count {
+        for cell in 0..<grid.count {
             let coverage = link.coverage[cell]
             guard coverage > 0.2, (0..<3).contains(where: { next.stats[next.at(0, $0, cell)] + next.stats[next.at(3, $0, cell)] > 0 }),
                   grid.contains(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) else { continue }
-            let shift = (log(max(linkGain[cell], 1e-3)), log(max(linkGain[count + cell], 1e-3)), log(max(linkGain[2 * count + cell], 1e-3)))
+            let shift = Self.logGain(link, cell: cell)
             for (target, s) in grid.corners(latentX: link.referenceX[cell], latentY: link.referenceY[cell]) where s > 0 {
                 add(next, from: cell, to: target, weight: share * coverage.squareRoot() * s, shift: shift)
             }
         }
+    }
+
+    /// A link's log gain at `cell`, per channel.
+    private static func logGain(_ link: FrameAppearance, cell: Int) -> (Float, Float, Float) {
+        let g = link.gain.values, count = link.gain.planeSize
+        return (log(max(g[cell], 1e-3)), log(max(g[count + cell], 1e-3)), log(max(g[2 * count + cell], 1e-3)))
     }
 
     /// n_c on the reference's grid.
