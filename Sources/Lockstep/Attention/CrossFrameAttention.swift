@@ -285,7 +285,8 @@ public struct CrossFrameAttention: Sendable {
         field.y.withUnsafeMutableBufferPointer { fy in
         field.confidence.withUnsafeMutableBufferPointer { fc in
             parallelChunks(q.height, minimumChunk: 2) { rows in
-                var scores = [Float](repeating: 0, count: side * side)
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: side * side)
+                defer { scores.deallocate() }
                 var scratch = [Float](repeating: 0, count: 3 * pointChannels)
                 for py in rows {
                     for px in 0..<qw {
@@ -301,20 +302,24 @@ public struct CrossFrameAttention: Sendable {
                         let cy = min(max(Int(gy.rounded()), 0), kh - 1)
                         let query = qp.baseAddress! + i &* c
                         var peak = -Float.infinity
-                        var n = 0
+                        // The window's keys in the grid: each row's run of them is contiguous.
+                        let x0 = max(cx - r, 0), x1 = min(cx + r, kw - 1)
                         for wy in (cy - r)...(cy + r) {
-                            for wx in (cx - r)...(cx + r) {
-                                var dot: Float = 0
-                                if wx >= 0 && wx < kw && wy >= 0 && wy < kh {
-                                    dot = dotProduct(query, kp.baseAddress! + (wy &* kw &+ wx) &* c, count: c)
-                                } else {
-                                    dot = -.infinity
-                                }
-                                let (ox, oy) = (Float(wx) - gx, Float(wy) - gy)
-                                dot -= prior * (ox * ox + oy * oy)  // the motion prior, around the coarse answer
-                                scores[n] = dot
-                                if dot > peak { peak = dot }
-                                n &+= 1
+                            let row = scores + (wy - cy + r) &* side
+                            guard wy >= 0 && wy < kh else {
+                                for n in 0..<side { row[n] = -.infinity }
+                                continue
+                            }
+                            for wx in (cx - r)..<x0 { row[wx - cx + r] = -.infinity }
+                            for wx in (x1 + 1)..<(cx + r + 1) { row[wx - cx + r] = -.infinity }
+                            dotProducts(query, keys: kp.baseAddress! + (wy &* kw &+ x0) &* c, length: c, count: x1 - x0 + 1,
+                                        into: row + (x0 - cx + r))
+                            let oy = Float(wy) - gy
+                            for wx in x0...x1 {
+                                let ox = Float(wx) - gx, n = wx &- cx &+ r
+                                let score = row[n] - prior * (ox * ox + oy * oy)  // the motion prior, around the coarse answer
+                                row[n] = score
+                                if score > peak { peak = score }
                             }
                         }
                         // The attention output: the softmax-weighted mean position over the best
