@@ -105,3 +105,56 @@ extension PlanarImage {
         return out
     }
 }
+
+extension PlanarImage {
+    /// The mean over the (2r+1)² window around each sample, edges mirrored about the half sample
+    /// (as `filtered` with 2r+1 equal taps gives it), by running sums: two additions and a
+    /// subtraction a sample along each axis, whatever the radius.
+    public func boxFiltered(radius r: Int) -> PlanarImage {
+        let w = width, h = height, c = channels, scale = 1 / Float(2 * r + 1)
+        // Source index of each position from −r − 1 to n + r − 1, mirrored.
+        let columns = (-(r + 1)..<(w + r)).map { mirroredIndex($0, length: w, padded: w) }
+        let rows = (-(r + 1)..<(h + r)).map { mirroredIndex($0, length: h, padded: h) }
+        var across = PlanarImage(uninitializedChannels: c, height: h, width: w)
+        var out = PlanarImage(uninitializedChannels: c, height: h, width: w)
+        withUnsafeBufferPointer { sb in across.withUnsafeMutableBufferPointer { ab in columns.withUnsafeBufferPointer { xb in
+            let src = sb.baseAddress!, dst = ab.baseAddress!, at = xb.baseAddress! + (r + 1)
+            parallelChunks(c * h, minimumChunk: 16) { lines in
+                for line in lines {
+                    let s = src + line &* w, d = dst + line &* w
+                    var sum: Float = 0
+                    for t in -r...r { sum += s[at[t]] }
+                    d[0] = sum * scale
+                    for x in 1..<w {
+                        sum += s[at[x &+ r]] - s[at[x &- r &- 1]]
+                        d[x] = sum * scale
+                    }
+                }
+            }
+        } } }
+        across.withUnsafeBufferPointer { ab in out.withUnsafeMutableBufferPointer { ob in rows.withUnsafeBufferPointer { yb in
+            let src = ab.baseAddress!, dst = ob.baseAddress!, at = yb.baseAddress! + (r + 1)
+            // Per plane and run of columns, a row of running sums moved down the plane.
+            let block = 64, blocks = (w + block - 1) / block
+            parallelChunks(c * blocks) { jobs in
+                let sums = UnsafeMutablePointer<Float>.allocate(capacity: block)
+                defer { sums.deallocate() }
+                for job in jobs {
+                    let plane = job / blocks, x0 = (job % blocks) * block, n = min(block, w - x0)
+                    let s = src + (plane &* w &* h &+ x0), d = dst + (plane &* w &* h &+ x0)
+                    for x in 0..<n { sums[x] = 0 }
+                    for t in -r...r { let row = s + at[t] &* w; for x in 0..<n { sums[x] += row[x] } }
+                    for x in 0..<n { d[x] = sums[x] * scale }
+                    for y in 1..<h {
+                        let add = s + at[y &+ r] &* w, remove = s + at[y &- r &- 1] &* w, o = d + y &* w
+                        for x in 0..<n {
+                            sums[x] += add[x] - remove[x]
+                            o[x] = sums[x] * scale
+                        }
+                    }
+                }
+            }
+        } } }
+        return out
+    }
+}

@@ -204,6 +204,20 @@ func maxDifference(_ a: PlanarImage, _ b: PlanarImage, rows: Range<Int>? = nil, 
         }
     }
 
+    /// The running-sum box filter gives what 2r+1 equal taps across and down give, edges mirrored
+    /// the same way, also where the window is wider than the image (7 rows, radius 4); a sum
+    /// that dropped the wrong sample, or a mirror off by one, would differ by a whole sample's share.
+    @Test func boxFilterMatchesEqualTaps() {
+        var random = SeededRandom(3)
+        let image = PlanarImage(channels: 3, height: 7, width: 150, values: (0..<(3 * 7 * 150)).map { _ in Float(random.uniform()) })
+        for r in [1, 4] {
+            let taps = [Float](repeating: 1 / Float(2 * r + 1), count: 2 * r + 1)
+            let direct = image.filtered(rows: taps, columns: taps), running = image.boxFiltered(radius: r)
+            let worst = zip(direct.values, running.values).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(running.height == 7 && running.width == 150 && worst < 1e-5, "radius \(r): \(worst)")
+        }
+    }
+
     @Test func mirroredIndexIsHalfSampleSymmetric() {
         #expect((-3..<8).map { mirroredIndex($0, length: 4, padded: 4) } == [2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0])
         // Mirrored out to 6 first (4 → 3, 5 → 2), then about 5.5.

@@ -80,14 +80,23 @@ public struct CrossFrameAttention: Sendable {
     public let reference: FeaturePyramid
 
     public init(reference features: PlanarImage, configuration: Configuration = Configuration()) {
+        self.init(reference: FeaturePyramid(features, levels: configuration.levels), configuration: configuration)
+    }
+
+    /// With the reference's pyramid built beforehand (of `configuration.levels` levels).
+    public init(reference pyramid: FeaturePyramid, configuration: Configuration = Configuration()) {
         self.configuration = configuration
-        reference = FeaturePyramid(features, levels: configuration.levels)
+        reference = pyramid
     }
 
     /// Where each position of the frame with `features` comes from in the reference, with a
     /// confidence that combines the match's uniqueness and a forward–backward check.
     public func correspondence(for features: PlanarImage) -> CorrespondenceField {
-        let frame = FeaturePyramid(features, levels: configuration.levels)
+        correspondence(for: FeaturePyramid(features, levels: configuration.levels))
+    }
+
+    /// The same from the frame's pyramid, built beforehand (of `configuration.levels` levels).
+    public func correspondence(for frame: FeaturePyramid) -> CorrespondenceField {
         var forward = Self.search(queries: frame, keys: reference, configuration)
         let backward = Self.search(queries: reference, keys: frame, configuration)
         let scale = 2 * configuration.consistencyScale * configuration.consistencyScale

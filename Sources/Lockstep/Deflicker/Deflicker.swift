@@ -116,7 +116,7 @@ public final class DeflickerAnalysis {
         let index = frameCount
         let colour = frame.colour
         hasGuide = frame.guide != nil
-        let thumbnail = Self.thumbnail(frame.features)
+        let thumbnail = frame.thumbnail
         // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
         let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
         let samplesPerCell = AppearanceGrid.cell * grid.factor / 2 / stride, sampledColour = Self.subsampled(colour, stride)
@@ -290,8 +290,7 @@ public final class DeflickerAnalysis {
     /// the graded video's global flicker.)
     public static func editSlope(input: PlanarImage, guide: PlanarImage) -> PlanarImage {
         precondition(input.channels == guide.channels && input.count == guide.count)
-        let r = slopeRadius, taps = [Float](repeating: 1 / Float(2 * r + 1), count: 2 * r + 1)
-        let mean = { (image: PlanarImage) in image.filtered(rows: taps, columns: taps) }
+        let mean = { (image: PlanarImage) in image.boxFiltered(radius: slopeRadius) }
         let n = input.count
         var products = PlanarImage(uninitializedChannels: 2 * input.channels, height: input.height, width: input.width)
         input.withUnsafeBufferPointer { i in guide.withUnsafeBufferPointer { g in products.withUnsafeMutableBufferPointer { p in
@@ -346,13 +345,15 @@ public final class DeflickerAnalysis {
         return out
     }
 
-    /// What the analysis keeps of a frame: the features to match on, the input at half
-    /// resolution, whose colours are compared, and the guide at half resolution, on which the
-    /// match is refined. (At half resolution the colours are still nearly point samples:
+    /// What the analysis keeps of a frame: the features to match on (as the attention's pyramid,
+    /// built once whether the frame is matched or becomes a reference, and as a thumbnail to find
+    /// cuts by), the input at half resolution, whose colours are compared, and the guide at half
+    /// resolution, on which the match is refined. (At half resolution the colours are still nearly point samples:
     /// comparing blurred colours would bias the tone curves wherever the picture has texture, as
     /// blur and a curve do not commute.)
     public struct AnalysedFrame: Sendable {
-        var features: PlanarImage
+        var pyramid: FeaturePyramid
+        var thumbnail: [Float]
         var colour: PlanarImage
         var guide: PlanarImage?
     }
@@ -361,7 +362,8 @@ public final class DeflickerAnalysis {
     /// ahead of `add`, so that a reader thread can do it while the previous frame is matched.
     public func analyse(input: PlanarImage, guide: PlanarImage?) -> AnalysedFrame {
         let features = guide.map { codec.encode($0) } ?? Self.illuminationRobust(codec.encode(input))
-        return AnalysedFrame(features: features, colour: input.averagePooled2(), guide: guide?.averagePooled2())
+        return AnalysedFrame(pyramid: FeaturePyramid(features, levels: CrossFrameAttention.Configuration().levels),
+                             thumbnail: Self.thumbnail(features), colour: input.averagePooled2(), guide: guide?.averagePooled2())
     }
 
     /// A reference frame and how frames are matched to it. With a guide, the attention's answer
@@ -384,7 +386,7 @@ public final class DeflickerAnalysis {
             var configuration = CrossFrameAttention.Configuration()
             // The alignment refines below a sample; the attention's own sub-sample steps would be redone.
             configuration.subsampleSteps = frame.guide == nil
-            attention = CrossFrameAttention(reference: frame.features, configuration: configuration)
+            attention = CrossFrameAttention(reference: frame.pyramid, configuration: configuration)
             pictures = frame.guide.map {
                 PlanarImage(stacking: [frame.colour, $0, DeflickerAnalysis.editSlope(input: frame.colour, guide: $0)])
             } ?? frame.colour
@@ -394,7 +396,7 @@ public final class DeflickerAnalysis {
         /// The correspondence from `frame` to this reference, on the latent grid (`factor` pixels
         /// per sample at full resolution, sample 0 at pixel `origin`).
         func correspondence(for frame: AnalysedFrame, factor: Int, origin: Float) -> CorrespondenceField {
-            var field = attention.correspondence(for: frame.features)
+            var field = attention.correspondence(for: frame.pyramid)
             if let alignment, let guide = frame.guide {
                 let pooled = ImageAlignment.pooledGeometry(factor: factor, origin: origin)
                 let quality = alignment.refine(&field, frame: guide, factor: pooled.factor, origin: pooled.origin, measuringMatch: true)
