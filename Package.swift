@@ -2,8 +2,10 @@
 import PackageDescription
 
 // Release builds are compiled for the CPU they are built on (AVX2 and FMA on this project's
-// machines): the hot loops' SIMD8 arithmetic then runs in whole 256-bit registers. Lockstep is
-// built from source where it runs (scripts/setup), so the binary never meets another CPU.
+// machines): the hot loops' SIMD8 arithmetic then runs in whole 256-bit registers, with fused
+// multiply-adds. Lockstep is built from source where it runs (scripts/setup); a binary built on
+// one machine is for that kind of CPU only. (Unsafe flags also keep other packages from
+// depending on this one: Lockstep is a tool, not a library to depend on, for now.)
 let nativeCPU: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "native"], .when(configuration: .release))]
 
 let package = Package(

@@ -348,9 +348,9 @@ public final class DeflickerAnalysis {
     /// What the analysis keeps of a frame: the features to match on (as the attention's pyramid,
     /// built once whether the frame is matched or becomes a reference, and as a thumbnail to find
     /// cuts by), the input at half resolution, whose colours are compared, and the guide at half
-    /// resolution, on which the match is refined. (At half resolution the colours are still nearly point samples:
-    /// comparing blurred colours would bias the tone curves wherever the picture has texture, as
-    /// blur and a curve do not commute.)
+    /// resolution, on which the match is refined. (At half resolution the colours are still
+    /// nearly point samples: comparing blurred colours would bias the tone curves wherever the
+    /// picture has texture, as blur and a curve do not commute.)
     public struct AnalysedFrame: Sendable {
         var pyramid: FeaturePyramid
         var thumbnail: [Float]
