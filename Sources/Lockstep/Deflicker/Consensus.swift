@@ -143,10 +143,9 @@ public struct FieldConsensus: Sendable {
     /// every link of real video; on the eval's video, guided, local flicker, with references
     /// every 1 to 2 frames: 39.8 → 40.1 dB; with them every 3, 39.3 either way).
     /// `reference(k)` gives reference k's own sums and its link to k − 1 (nil starts a shot,
-    /// which nothing crosses), read one at a time; the forward pass's sums
-    /// and the gains are kept in temporary files: memory does not grow with the number of
-    /// references (on footage where every frame becomes one, the gains alone took 11 KB per
-    /// 720p frame).
+    /// which nothing crosses), read one at a time; the forward pass's sums and the gains are kept
+    /// in temporary files: memory does not grow with the number of references (on footage where
+    /// every frame becomes one, the gains alone took 11 KB per 720p frame).
     static func spanningReferences(count: Int, grid: AppearanceGrid, linkShare: Float,
                                    reference: (Int) throws -> (own: FieldConsensus, link: FrameAppearance?)) throws -> ReferenceGains {
         let forwardSums = try RecordStore(recordLength: sumsLength(grid))
