@@ -400,18 +400,20 @@ struct GridFieldApplier {
                             after[x] = t0 * n0[x] + t1 * n1[x] + t2 * n2[x] + t3 * n3[x]
                         }
                         let curve = curves[c], inv = inverse[c]
+                        let s = src + c * plane + y * w, d = dst + c * plane + y * w
+                        // The two lookups (gathers, so scalar), into `after`...
                         curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
-                            let s = src + c * plane + y * w, d = dst + c * plane + y * w
                             let cp = cv.baseAddress!, ip = iv.baseAddress!
-                            for x in 0..<w {
-                                let input = s[x]
-                                let v = after[x] * ip[inv.index(before[x] * cp[curve.index(input)])]
-                                // A white input was clipped: its truth lies anywhere between v
-                                // and white, so it takes the middle of that interval. (Taking v
-                                // paints flat grey patches where the picture was white.)
-                                d[x] = input >= white && v < 1 ? 0.5 * (v + 1) : (v > 0 ? (v < 1 ? v : 1) : 0)
-                            }
+                            for x in 0..<w { after[x] *= ip[inv.index(before[x] * cp[curve.index(s[x])])] }
                         } }
+                        // ... then the clipping, a loop the compiler vectorises. A white input was
+                        // clipped: its truth lies anywhere between v and white, so it takes the
+                        // middle of that interval. (Taking v paints flat grey patches where the
+                        // picture was white.)
+                        for x in 0..<w {
+                            let v = after[x], clipped = s[x] >= white && v < 1
+                            d[x] = clipped ? 0.5 * (v + 1) : min(max(v, 0), 1)
+                        }
                     }
                 }
             }

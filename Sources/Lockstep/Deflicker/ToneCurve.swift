@@ -198,21 +198,24 @@ public struct LookupTable: Sendable {
     public let upper: Float
     public let values: [Float]
     let scale: Float
-    let last: Int
+    /// The last index, as a float to clamp to.
+    let last: Float
 
     public init(lower: Float, upper: Float, values: [Float]) {
         self.lower = lower
         self.upper = upper
         self.values = values
         scale = Float(values.count - 1) / (upper - lower)
-        last = values.count - 1
+        last = Float(values.count - 1)
     }
 
-    /// Index of `v`'s entry in `values`.
+    /// Index of `v`'s entry in `values` (the nearest). Clamped in floating point and rounded by
+    /// adding 2²³, where a float's last mantissa bit is worth 1: no branch and no checked
+    /// conversion, so that a loop of lookups can vectorise (as gathers).
     @inline(__always)
     public func index(_ v: Float) -> Int {
-        let t = (v - lower) * scale + 0.5
-        return t <= 0 ? 0 : min(Int(t), last)
+        let t = min(max((v - lower) * scale, 0), last)
+        return Int((t + 0x1p23).bitPattern & 0x7F_FFFF)
     }
 }
 
