@@ -54,6 +54,44 @@ extension PlanarImage {
         }
         return out
     }
+
+    /// `factor`×`factor` average pooling (box downscaling by a whole factor); a last partial row
+    /// or column of blocks is dropped. Output sample X averages input samples factor·X …
+    /// factor·X + factor − 1, so it sits at factor·X + (factor − 1)/2 in input coordinates.
+    public func averagePooled(_ factor: Int) -> PlanarImage {
+        precondition(factor >= 1)
+        if factor == 1 { return self }
+        if factor == 2 { return averagePooled2() }
+        let h = height / factor, w = width / factor, sw = width, sh = height
+        var out = PlanarImage(uninitializedChannels: channels, height: h, width: w)
+        let scale = 1 / Float(factor * factor)
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                let s = src.baseAddress!, d = dst.baseAddress!
+                parallelChunks(channels &* h, minimumChunk: 32) { rows in
+                    // The block's rows summed across first (contiguous), then each block's columns.
+                    let sums = UnsafeMutablePointer<Float>.allocate(capacity: w &* factor)
+                    defer { sums.deallocate() }
+                    for row in rows {
+                        let c = row / h, y = row % h
+                        let first = s + (c &* sh &+ factor &* y) &* sw
+                        for x in 0..<(w &* factor) { sums[x] = first[x] }
+                        for dy in 1..<factor {
+                            let line = first + dy &* sw
+                            for x in 0..<(w &* factor) { sums[x] += line[x] }
+                        }
+                        let o = d + (c &* h &+ y) &* w
+                        for x in 0..<w {
+                            var total: Float = 0
+                            for dx in 0..<factor { total += sums[x &* factor &+ dx] }
+                            o[x] = total * scale
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
 }
 
 extension PlanarImage {

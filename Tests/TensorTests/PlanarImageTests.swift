@@ -23,4 +23,23 @@ import Testing
         let fresh = PlanarImage(channels: 3, height: 128, width: 128)
         #expect(fresh.values.allSatisfy { $0 == 0 }, "a recycled buffer must come back zeroed")
     }
+
+    /// Each output sample is the mean of its own factor × factor block, a partial last block is
+    /// dropped, and factor 1 is the identity.
+    @Test(arguments: [1, 2, 3, 5])
+    func averagePoolingAveragesEachBlock(factor: Int) {
+        let h = 11, w = 17
+        let image = PlanarImage(channels: 2, height: h, width: w, values: (0..<(2 * h * w)).map { Float(($0 * 7919) % 251) })
+        let pooled = image.averagePooled(factor)
+        #expect(pooled.height == h / factor && pooled.width == w / factor)
+        for c in 0..<2 {
+            for y in 0..<pooled.height {
+                for x in 0..<pooled.width {
+                    var sum: Float = 0
+                    for dy in 0..<factor { for dx in 0..<factor { sum += image[c, factor * y + dy, factor * x + dx] } }
+                    #expect(abs(pooled[c, y, x] - sum / Float(factor * factor)) < 1e-4)
+                }
+            }
+        }
+    }
 }

