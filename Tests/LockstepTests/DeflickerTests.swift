@@ -175,6 +175,27 @@ import TestSupport
         #expect(DeflickerAnalysis.analysisScale(width: 1280, height: 720) == 2 && DeflickerAnalysis.analysisScale(width: 1920, height: 1080) == 3)
     }
 
+    /// A frame's curves map it to its shot's first reference, composed across every link on the
+    /// way, and over a long chain they steepen (0.9 came to 2.3 by frame 153 of a 280-frame
+    /// clip). Where the window's curves agree with the frame's, the correction is the identity
+    /// however steep they are: every value comes back. (The inverse's table once stopped at 1.5,
+    /// and all the values mapped above it came back as one grey: 0.6 and up here.)
+    @Test func steepComposedCurvesComeBackWhole() {
+        let grid = AppearanceGrid(latentWidth: 8, latentHeight: 8, factor: 8, origin: 3.5)
+        let last = Float(ToneCurve.knotCount - 1)
+        let steep = ToneCurve(values: (0..<ToneCurve.knotCount).map { Float($0) / last * (1 + 1.6 * Float($0) / last) })
+        var appearance = FrameAppearance.identity(grid)
+        appearance.curves = [steep, steep, steep]
+        let consensus = CurveConsensus.consensus(of: Array(repeating: appearance.curves, count: 9), centre: 4, guide: nil)
+        let size = 64, n = 3 * size * size
+        // Values 0 … 0.99, below the white that would count as clipped.
+        let frame = PlanarImage(channels: 3, height: size, width: size, values: (0..<n).map { 0.99 * Float($0) / Float(n - 1) })
+        let ones = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
+        let out = ConsensusCorrection(gain: ones).apply(to: frame, appearance: appearance, consensus: consensus, grid: grid)
+        let error = zip(out.values, frame.values).map { abs($0 - $1) }.max()!
+        #expect(error < 0.5 / 255, "largest error \(error)")
+    }
+
     /// A gain field is fitted where its matches are, not at the centres of the cells: with
     /// matches only in the left quarter of every cell (as where the texture is), a field that
     /// varies within a cell comes back as it is. (A ratio per cell, placed at the cell's centre,

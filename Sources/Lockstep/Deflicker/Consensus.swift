@@ -17,12 +17,10 @@ import Tensor
 /// in the reference), so spatial flicker that moves with the picture is averaged where it belongs;
 /// the neighbouring references' frames join in, carried across the links between references.
 public enum CurveConsensus {
-    /// ḡ_c for the curves of the frames in a window, the frame being corrected at `centre`,
-    /// tabulated. `guide`: the guide's own curves over the same frames, when there is a guide.
-    public static func inverse(of window: [[ToneCurve]], centre: Int, guide: [[ToneCurve]]?) -> [LookupTable] {
-        consensus(of: window, centre: centre, guide: guide).map { $0.inverseTable(lower: -0.5, upper: 1.5, count: 8192) }
-    }
-
+    /// The consensus curves (ḡ_c before its inversion) of the curves of the frames in a window,
+    /// the frame being corrected at `centre`. `guide`: the guide's own curves over the same
+    /// frames, when there is a guide.
+    ///
     /// The window's consensus curves. The interquartile mean (a constant level) is the most
     /// precise, but wherever the light really changes within the window (an exposure adapting,
     /// or any change near a shot's ends, where the window is one-sided) it reports the window's
@@ -32,7 +30,7 @@ public enum CurveConsensus {
     /// D = σ² (h − 1/n), gives the constant the share D / (D + b²) that minimises the expected
     /// squared error. σ² is the input's frame-to-frame scatter, h the quadratic's leverage at the
     /// frame. On a pan (a still scene) b² = 0: the constant alone, as without a guide.
-    static func consensus(of window: [[ToneCurve]], centre: Int, guide: [[ToneCurve]]?) -> [ToneCurve] {
+    public static func consensus(of window: [[ToneCurve]], centre: Int, guide: [[ToneCurve]]?) -> [ToneCurve] {
         let level = (0..<3).map { c in ToneCurve.interquartileMean(window.map { $0[c] }) }
         guard let guide, window.count >= 7 else { return level }
         let trend = (0..<3).map { c in ToneCurve.robustQuadratic(window.map { $0[c] }, at: centre) }
@@ -321,8 +319,9 @@ public struct ConsensusCorrection: Sendable {
 
     /// The stable version of `frame`, whose appearance relative to the reference is `appearance`:
     ///   out_c(x) = n_c(w(x)) · ḡ_c(gain_c(x) · curve_c(frame_c(x)))
-    /// Only smooth fields and per-value curves touch the frame, so its detail is its own.
-    public func apply(to frame: PlanarImage, appearance: FrameAppearance, inverseCurves: [LookupTable], grid: AppearanceGrid) -> PlanarImage {
+    /// with ḡ_c the inverse of `consensus`' curve c (`CurveConsensus.consensus`). Only smooth
+    /// fields and per-value curves touch the frame, so its detail is its own.
+    public func apply(to frame: PlanarImage, appearance: FrameAppearance, consensus: [ToneCurve], grid: AppearanceGrid) -> PlanarImage {
         let count = grid.count
         // The consensus gain at each of the frame's cells, read where the cell lies in the
         // reference; cells that matched poorly take it from their neighbours.
@@ -340,8 +339,18 @@ public struct ConsensusCorrection: Sendable {
         }
         let after = FrameAppearance.smoothRatio(numerator: numerator, denominator: denominator, grid: grid)
         let curves = appearance.curves.map { $0.table() }
+        // ḡ_c is tabulated over every value gain_c · curve_c can take here (with a margin), at
+        // 4096 entries per unit. A frame's curves map it to its shot's first reference, composed
+        // across every link on the way, and over a hundred links they can steepen far: on a
+        // 280-frame clip, 0.9 came to 2.3 by frame 153. A table that stopped at 1.5 flattened
+        // every value mapped above it to one grey, each channel its own (a green tint).
+        let gains = appearance.gain.values, lowGain = gains.min() ?? 1, highGain = gains.max() ?? 1
+        let reach = appearance.curves.flatMap { curve in curve.values.flatMap { [$0 * lowGain, $0 * highGain] } }
+        let lower = min(-0.5, 1.05 * (reach.min() ?? 0)), upper = max(1.5, 1.05 * (reach.max() ?? 1))
+        let entries = max(8192, Int(((upper - lower) * 4096).rounded(.up)))
+        let inverse = consensus.map { $0.inverseTable(lower: lower, upper: upper, count: entries) }
         return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
-            .apply(frame, curves: curves, before: appearance.gain, inverse: inverseCurves, after: after)
+            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after)
     }
 }
 

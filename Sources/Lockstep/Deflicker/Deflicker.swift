@@ -564,8 +564,8 @@ public final class DeflickerPlan {
             window.append(curveCache[i]!.input)
             guideWindow.append(curveCache[i]!.guide)
         }
-        let inverse = CurveConsensus.inverse(of: window, centre: index - lower, guide: guided ? guideWindow : nil)
+        let consensus = CurveConsensus.consensus(of: window, centre: index - lower, guide: guided ? guideWindow : nil)
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
-        return correction!.1.apply(to: frame, appearance: current, inverseCurves: inverse, grid: outputGrid)
+        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, grid: outputGrid)
     }
 }
