@@ -21,7 +21,7 @@ public enum CurveConsensus {
     /// the frame being corrected at `centre`. `guide`: the guide's own curves over the same
     /// frames, when there is a guide.
     ///
-    /// The window's consensus curves. The interquartile mean (a constant level) is the most
+    /// The interquartile mean (a constant level) is the most
     /// precise, but wherever the light really changes within the window (an exposure adapting,
     /// or any change near a shot's ends, where the window is one-sided) it reports the window's
     /// average light, not the frame's. A robust local quadratic follows such changes, at the cost

