@@ -346,8 +346,9 @@ public struct ConsensusCorrection: Sendable {
         // every value mapped above it to one grey, each channel its own (a green tint).
         let gains = appearance.gain.values, lowGain = gains.min() ?? 1, highGain = gains.max() ?? 1
         let reach = appearance.curves.flatMap { curve in curve.values.flatMap { [$0 * lowGain, $0 * highGain] } }
-        let lower = min(-0.5, 1.05 * (reach.min() ?? 0)), upper = max(1.5, 1.05 * (reach.max() ?? 1))
-        let entries = max(8192, Int(((upper - lower) * 4096).rounded(.up)))
+        let lower = max(min(-0.5, 1.05 * (reach.min() ?? 0)), -1000), upper = min(max(1.5, 1.05 * (reach.max() ?? 1)), 1000)
+        // (At most 65 536 entries: curves gone as steep as a range of 16 get a coarser table.)
+        let entries = min(max(8192, Int(((upper - lower) * 4096).rounded(.up))), 1 << 16)
         let inverse = consensus.map { $0.inverseTable(lower: lower, upper: upper, count: entries) }
         return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
             .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after)
