@@ -72,6 +72,7 @@ public final class DeflickerAnalysis {
 
     /// The smallest whole factor that brings a frame to at most `limit` pixels.
     public static func analysisScale(width: Int, height: Int, limit: Int = analysisPixels) -> Int {
+        precondition(limit > 0, "a frame is analysed at one pixel at least")
         var scale = 1
         while (width / scale) * (height / scale) > limit { scale += 1 }
         return scale
