@@ -32,6 +32,17 @@ static inline double lockstep_stream_rotation(const AVStream *st) {
     return av_display_rotation_get((const int32_t *)m);
 }
 
+// The `opaque` of the codec or format context that logged a message, NULL for any other
+// context. Frame-threaded decoders log from worker threads through copies of their context,
+// and the copies keep `opaque`: it tells whose input a message is about.
+static inline void *lockstep_log_context_opaque(void *avcl) {
+    if (!avcl) return NULL;
+    const AVClass *cls = *(const AVClass **)avcl;
+    if (cls == avcodec_get_class()) return ((AVCodecContext *)avcl)->opaque;
+    if (cls == avformat_get_class()) return ((AVFormatContext *)avcl)->opaque;
+    return NULL;
+}
+
 // AVERROR text as a static-sized buffer helper.
 static inline void lockstep_strerror(int code, char *buf, size_t size) { av_strerror(code, buf, size); }
 

@@ -8,6 +8,8 @@ final class CodecHandles {
     var codec: UnsafeMutablePointer<AVCodecContext>?
     let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
     let frame: UnsafeMutablePointer<AVFrame> = av_frame_alloc()
+    /// Where the contexts' `opaque` points, kept alive until they are freed.
+    var logCollector: FFmpegLog.Collector?
 
     deinit {
         var f: UnsafeMutablePointer<AVFrame>? = frame

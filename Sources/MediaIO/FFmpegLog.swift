@@ -24,15 +24,45 @@ public enum FFmpegLog {
             av_log_format_line2(avcl, level, format, arguments, &line, Int32(line.count), &printPrefix)
             let text = String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
             guard !text.isEmpty else { return }
-            FFmpegLog.record(level: level, text)
+            FFmpegLog.record(level: level, FFmpegLog.readable(text), context: lockstep_log_context_opaque(avcl))
         }
     }
 
-    /// Errors FFmpeg logs on one thread while a reader works there: damage in that reader's input.
-    public final class Collector {
-        public private(set) var count = 0
-        public private(set) var last: String?
-        fileprivate func add(_ text: String) { count += 1; last = text }
+    /// FFmpeg's line without the context's address: "[h264 @ 0x55d0…] Invalid NAL unit size."
+    /// reads "h264: Invalid NAL unit size" (a context with no name, "[NULL @ …]", drops it).
+    static func readable(_ line: String) -> String {
+        var text = Substring(line)
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]"), let at = text.range(of: " @ 0x"), at.lowerBound < close {
+            let name = text[text.index(after: text.startIndex)..<at.lowerBound]
+            let rest = text[text.index(after: close)...].drop(while: { $0 == " " })
+            text = name == "NULL" ? rest : Substring("\(name): \(rest)")
+        }
+        while text.hasSuffix(".") { text = text.dropLast() }
+        return String(text)
+    }
+
+    /// Errors FFmpeg logs about one reader's input: damage in that input. FFmpeg logs them on the
+    /// reader's thread (demuxer, parser) or on a decoder's worker threads, so the collector is
+    /// found through the context that logged (`attach(to:)`) or else through the thread.
+    public final class Collector: @unchecked Sendable {
+        private let lock = NSLock()
+        private var messages: [String] = []
+        private var total = 0
+
+        /// How many errors were logged, and the first few of them.
+        public var count: Int { lock.lock(); defer { lock.unlock() }; return total }
+        public var first: [String] { lock.lock(); defer { lock.unlock() }; return messages }
+
+        fileprivate func add(_ text: String) {
+            lock.lock()
+            total += 1
+            if messages.count < 8 { messages.append(text) }
+            lock.unlock()
+        }
+
+        /// The value to store in a codec or format context's `opaque`, so that what FFmpeg logs
+        /// through that context (and its worker copies) comes here. The collector must outlive it.
+        var contextTag: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
     }
 
     private static let collectorKey = "lockstep.ffmpeg-log-collector"
@@ -46,9 +76,13 @@ public enum FFmpegLog {
         return try body()
     }
 
-    private static func record(level: Int32, _ text: String) {
-        if level <= AV_LOG_ERROR, let collector = Thread.current.threadDictionary[collectorKey] as? Collector {
-            collector.add(text)
+    private static func record(level: Int32, _ text: String, context: UnsafeMutableRawPointer?) {
+        if level <= AV_LOG_ERROR {
+            if let context {
+                Unmanaged<Collector>.fromOpaque(context).takeUnretainedValue().add(text)
+            } else if let collector = Thread.current.threadDictionary[collectorKey] as? Collector {
+                collector.add(text)
+            }
         }
         lock.lock()
         if level <= AV_LOG_ERROR { lastError = text }

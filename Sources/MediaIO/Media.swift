@@ -3,14 +3,19 @@ import Foundation
 /// Opens inputs and outputs by path: a directory is a sequence of frames, anything else a video file.
 public enum Media {
     /// A reader for `path`: a frame directory or a video file, limited to `frames` when given.
-    public static func openSource(_ path: String, frameRate: Rational = Rational(25, 1), frames: FrameRange? = nil) throws -> FrameSource {
+    /// A video's damage goes to `damageLog` (see `VideoReader`).
+    public static func openSource(_ path: String, frameRate: Rational = Rational(25, 1), frames: FrameRange? = nil,
+                                  damageLog: DamageLog? = nil) throws -> FrameSource {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw MediaError(.missing, path: path, "no such file or directory")
         }
-        let source: FrameSource = isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate) : try VideoReader(path: path)
+        let source: FrameSource = isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate)
+            : try VideoReader(path: path, damageLog: damageLog)
         if let frames, frames != FrameRange() {
-            if let total = source.info.declaredFrameCount, frames.start >= total {
+            // Only a directory's count is exact; a container's declared count is not (edit lists,
+            // over-counting headers), so a video's range is checked by decoding.
+            if source is FrameDirectoryReader, let total = source.info.declaredFrameCount, frames.start >= total {
                 throw MediaError(.invalidArgument, path: path, "frames \(frames) are outside the video, which has \(total) frames")
             }
             return FrameRangeSource(source, range: frames)
@@ -41,10 +46,10 @@ public enum Media {
     /// The frames at `indices` (decode order, from 0) of the video or frame directory at `path`,
     /// read in one pass that stops after the last of them. An index past the end is an error that
     /// names the video's length.
-    public static func readFrames(_ path: String, indices: Set<Int>) throws -> [Int: VideoFrame] {
+    public static func readFrames(_ path: String, indices: Set<Int>, damageLog: DamageLog? = nil) throws -> [Int: VideoFrame] {
         guard let last = indices.max() else { return [:] }
-        let source = try openSource(path)
-        if let total = source.info.declaredFrameCount, last >= total, let bad = indices.sorted().first(where: { $0 >= total }) {
+        let source = try openSource(path, damageLog: damageLog)
+        if source is FrameDirectoryReader, let total = source.info.declaredFrameCount, last >= total, let bad = indices.sorted().first(where: { $0 >= total }) {
             throw MediaError(.invalidArgument, path: path, "frame \(bad) is outside the video, which has \(total) frames (0 to \(total - 1))")
         }
         var found: [Int: VideoFrame] = [:]

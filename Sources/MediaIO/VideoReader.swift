@@ -6,8 +6,10 @@ import Tensor
 /// RGB with presentation timestamps. Follows FFmpeg's doc/examples/demux_decode.c: read, send,
 /// receive, and drain at the end.
 ///
-/// Damage (a truncated file, corrupt packets, decode errors) does not stop decoding: every frame
-/// that can be decoded is returned, and `next()` throws `MediaError(.damaged)` at the end.
+/// Damage is what FFmpeg reports while reading (demuxer and decoder errors, corrupt packets),
+/// never a frame count the container declares. Under `DamagePolicy.report` it does not stop
+/// decoding: every frame that can be decoded is returned, and the damage is kept in `damage`
+/// (and the job's `DamageLog`). Under `.refuse`, `next()` throws `MediaError(.damaged)` at once.
 public final class VideoReader: FrameSource {
     public let path: String
     public private(set) var info: StreamInfo
@@ -26,11 +28,22 @@ public final class VideoReader: FrameSource {
     private var finished = false
     private var decodedCount = 0
     private var lastPts: Int64 = Int64.min
-    private var damage = FFmpegLog.Collector()
-    private var damageNotes: [String] = []
 
-    public init(path: String) throws {
+    private let logged = FFmpegLog.Collector()
+    private var notes: [String] = []
+    private var noteCount = 0
+    private var firstDamagedFrame: Int?
+    private let damageLog: DamageLog?
+    private let policy: DamagePolicy
+    /// The damage found so far (complete once `next()` has returned nil); nil for a clean input.
+    public private(set) var damage: Damage?
+
+    /// Opens `path`. Damage found while decoding goes to `damageLog`, whose policy says whether
+    /// it stops the reading (`.report` when there is no log).
+    public init(path: String, damageLog: DamageLog? = nil) throws {
         self.path = path
+        self.damageLog = damageLog
+        policy = damageLog?.policy ?? .report
         FFmpegLog.install()
         try Self.checkReadableFile(path)
 
@@ -57,6 +70,9 @@ public final class VideoReader: FrameSource {
             throw MediaError(.notMedia, path: path, "not a video: it has no video stream")
         }
         streamIndex = best
+        // From here on, what FFmpeg logs through these contexts is about this input.
+        handles.logCollector = logged
+        ctx!.pointee.opaque = logged.contextTag
         let stream = ctx!.pointee.streams[Int(best)]!
         for i in 0..<Int(ctx!.pointee.nb_streams) where i != Int(best) {
             ctx!.pointee.streams[i]!.pointee.discard = AVDISCARD_ALL
@@ -64,6 +80,7 @@ public final class VideoReader: FrameSource {
 
         guard let dec = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
         handles.codec = dec
+        dec.pointee.opaque = logged.contextTag
         try check(avcodec_parameters_to_context(dec, stream.pointee.codecpar), "read codec parameters")
         dec.pointee.pkt_timebase = stream.pointee.time_base
         dec.pointee.thread_count = 0  // one per core: decoding is single-threaded otherwise
@@ -115,7 +132,10 @@ public final class VideoReader: FrameSource {
 
     public func next() throws -> VideoFrame? {
         if finished { return nil }
-        return try FFmpegLog.collecting(into: damage) { try decodeNext() }
+        let index = decodedCount
+        let frame = try FFmpegLog.collecting(into: logged) { try decodeNext() }
+        try noticeDamage(whileDecoding: index)
+        return frame
     }
 
     private func decodeNext() throws -> VideoFrame? {
@@ -130,13 +150,12 @@ public final class VideoReader: FrameSource {
             }
             if received == lockstep_averror_eof() {
                 finished = true
-                try reportDamage()
                 return nil
             }
             if received != lockstep_averror_eagain() {
                 note(FFmpegError(code: received, operation: "decode").description)
                 // The decoder cannot continue from this state; drain what it has.
-                if demuxerDone { finished = true; try reportDamage(); return nil }
+                if demuxerDone { finished = true; return nil }
             }
             try feedDecoder()
         }
@@ -195,18 +214,27 @@ public final class VideoReader: FrameSource {
     }
 
     private func note(_ text: String) {
-        if damageNotes.count < 8 { damageNotes.append(text) }
+        noteCount += 1
+        if notes.count < 8 { notes.append(text) }
     }
 
-    private func reportDamage() throws {
-        var reasons = damageNotes
-        if damage.count > 0, let last = damage.last { reasons.append("FFmpeg: \(last)") }
-        if let declared = info.declaredFrameCount, decodedCount < declared {
-            reasons.insert("truncated: \(decodedCount) of \(declared) frames decoded", at: 0)
+    /// Brings `damage` up to date with what FFmpeg logged and the reader noted, hands it to the
+    /// log, and stops the reading when the policy refuses damaged input.
+    private func noticeDamage(whileDecoding index: Int) throws {
+        let total = logged.count + noteCount
+        guard total > 0 else { return }
+        if firstDamagedFrame == nil { firstDamagedFrame = index }
+        // FFmpeg's own words first: they say what is wrong ("partial file"), the reader's notes
+        // only which call failed.
+        let current = Damage(path: path, reasons: Array((logged.first + notes).prefix(8)), errorCount: total,
+                             firstFrame: firstDamagedFrame!, framesDecoded: decodedCount)
+        guard current != damage else { return }
+        damage = current
+        damageLog?.record(current)
+        if policy == .refuse {
+            finished = true
+            throw MediaError(.damaged, path: path, "damaged video: \(current.reasons.first ?? "decode error") (at frame \(current.firstFrame))")
         }
-        guard !reasons.isEmpty else { return }
-        let summary = reasons.first!
-        throw MediaError(.damaged, path: path, "damaged video: \(summary) (\(decodedCount) frames decoded)")
     }
 
     static func checkReadableFile(_ path: String) throws {

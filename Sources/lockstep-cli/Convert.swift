@@ -17,10 +17,11 @@ struct Convert: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var segment: SegmentOptions
+    @OptionGroup var damage: DamageOptions
     @OptionGroup var report: ReportOptions
 
     func run() throws {
-        let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range)
+        let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input],
                                       overwrite: output.overwrite, options: output.encoder)
         if let writer = sink as? VideoWriter, !report.quiet {

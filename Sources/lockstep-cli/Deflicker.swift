@@ -25,6 +25,7 @@ struct Deflicker: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var segment: SegmentOptions
+    @OptionGroup var damage: DamageOptions
     @OptionGroup var report: ReportOptions
 
     var fixedReference: Int? { Int(reference) }
@@ -37,14 +38,14 @@ struct Deflicker: ParsableCommand {
 
     func run() throws {
         // Everything that can be refused is checked before the first pass.
-        let analysisSource = try Media.openSource(input, frameRate: output.frameRate)
+        let analysisSource = try Media.openSource(input, frameRate: output.frameRate, damageLog: damage.log)
         let info = analysisSource.info
-        let guideSource = try guide.map { try Media.openSource($0, frameRate: output.frameRate) }
-        let outputSource = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range)
+        let guideSource = try guide.map { try Media.openSource($0, frameRate: output.frameRate, damageLog: damage.log) }
+        let outputSource = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         var fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)?
         if let index = fixedReference {
-            let frame = try Media.readFrames(input, indices: [index])[index]!.image
-            let guideFrame = try guide.map { try scaled(Media.readFrames($0, indices: [index])[index]!.image, to: info) }
+            let frame = try Media.readFrames(input, indices: [index], damageLog: damage.log)[index]!.image
+            let guideFrame = try guide.map { try scaled(Media.readFrames($0, indices: [index], damageLog: damage.log)[index]!.image, to: info) }
             fixed = (index, frame, guideFrame)
         }
         let sink = try Media.openSink(output.output, info: outputSource.info, inputs: [input] + (guide.map { [$0] } ?? []),
@@ -83,7 +84,7 @@ struct Deflicker: ParsableCommand {
         var after = BrightnessFlicker()
         let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
         let measureGuide = try report.json ? guide.map {
-            GuidedSource(input: outputSource, guide: try Media.openSource($0, frameRate: output.frameRate, frames: segment.range),
+            GuidedSource(input: outputSource, guide: try Media.openSource($0, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log),
                          guidePath: $0, size: info)
         } : nil
         let done = try ProgressView(label: "deflicker: writing", quiet: report.quiet).track { update in

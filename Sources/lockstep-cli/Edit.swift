@@ -24,6 +24,7 @@ struct Edit: ParsableCommand {
 
     @OptionGroup var output: OutputOptions
     @OptionGroup var segment: SegmentOptions
+    @OptionGroup var damage: DamageOptions
     @OptionGroup var report: ReportOptions
 
     /// (index, image path) pairs from the --keyframe values.
@@ -45,7 +46,7 @@ struct Edit: ParsableCommand {
 
     func run() throws {
         // The references first: read the keyframes' frames from the input, and the edits.
-        let originals = try Media.readFrames(input, indices: Set(parsedKeyframes.map(\.index)))
+        let originals = try Media.readFrames(input, indices: Set(parsedKeyframes.map(\.index)), damageLog: damage.log)
         var references: [Keyframe] = []
         for (index, path) in parsedKeyframes {
             let original = originals[index]!.image
@@ -57,7 +58,7 @@ struct Edit: ParsableCommand {
         }
         let propagator = EditPropagator(keyframes: references, encoder: AliasFreeCodec(), strength: strength)
 
-        let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range)
+        let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + parsedKeyframes.map(\.image),
                                       overwrite: output.overwrite, options: output.encoder)
         let done = try ProgressView(label: "edit", quiet: report.quiet).track { update in

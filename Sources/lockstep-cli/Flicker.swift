@@ -6,13 +6,21 @@ import MediaIO
 struct Flicker: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure how much a video flickers.",
-        discussion: "Prints a table on stdout; --json, --csv and --plot give the numbers, the per-frame series and a chart.")
+        discussion: """
+        Prints a table on stdout; --json, --csv and --plot give the numbers, the per-frame series and \
+        a chart. Brightness flicker and the temporal difference run at decoding speed; E_warp (the \
+        warping error along the motion) needs the motion between frames and is measured only with \
+        --ewarp or --guide.
+        """)
 
     @Argument(help: ArgumentHelp("A video file or a directory of frames.", valueName: "INPUT"))
     var input: String
 
-    @Option(help: ArgumentHelp("The unprocessed original: motion for E_warp is measured on it (default: on INPUT itself).", valueName: "ORIGINAL"))
+    @Option(help: ArgumentHelp("The unprocessed original: E_warp is measured, with the motion found on it. Implies --ewarp.", valueName: "ORIGINAL"))
     var guide: String?
+
+    @Flag(help: "Also measure E_warp, with the motion found on INPUT itself (several times slower than the rest).")
+    var ewarp = false
 
     @Option(help: ArgumentHelp("Write the per-frame series as CSV.", valueName: "FILE"))
     var csv: String?
@@ -24,6 +32,7 @@ struct Flicker: ParsableCommand {
     var overwrite = false
 
     @OptionGroup var segment: SegmentOptions
+    @OptionGroup var damage: DamageOptions
     @OptionGroup var report: ReportOptions
 
     func validate() throws {
@@ -36,10 +45,10 @@ struct Flicker: ParsableCommand {
         // Check the report files before the long part, so a bad path fails at once.
         let csvTarget = try csv.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
         let plotTarget = try plot.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
-        let source = try Media.openSource(input, frames: segment.range)
+        let source = try Media.openSource(input, frames: segment.range, damageLog: damage.log)
         let analyzer = FlickerAnalyzer()
-        let warping = WarpingErrorMeter()
-        let guideSource = try guide.map { try Media.openSource($0, frames: segment.range) }
+        let warping = ewarp || guide != nil ? WarpingErrorMeter() : nil
+        let guideSource = try guide.map { try Media.openSource($0, frames: segment.range, damageLog: damage.log) }
         if let guideSource, guideSource.info.width != source.info.width || guideSource.info.height != source.info.height {
             throw MediaError(.sizeMismatch, path: guide!, "is \(guideSource.info.width)×\(guideSource.info.height), but \(input) is \(source.info.width)×\(source.info.height)")
         }
@@ -47,6 +56,7 @@ struct Flicker: ParsableCommand {
         let last = try ProgressView(label: "flicker", quiet: report.quiet).track { update in
             try StreamingProcessor.run(source: source, sink: nil, process: { frame in
                 analyzer.add(frame.image, seconds: Double(frame.pts) * timeBase)
+                guard let warping else { return }
                 var guideImage = frame.image
                 if let guideSource {
                     guard let g = try guideSource.next() else {

@@ -20,6 +20,7 @@ struct LockstepCommand: ParsableCommand {
         do {
             var command = try parseAsRoot()
             try command.run()
+            reportDamage()
         } catch let error as MediaError {
             fail(error.description)
         } catch is Cancelled {
@@ -31,10 +32,43 @@ struct LockstepCommand: ParsableCommand {
         }
     }
 
+    /// The job's output is complete; a damaged input is said on stderr, one line per file, and
+    /// the exit status says it (3), so a script can tell a clean run from one that lost frames.
+    static func reportDamage() {
+        guard let damaged = DamageOptions.jobLog?.entries, !damaged.isEmpty else { return }
+        for damage in damaged {
+            FileHandle.standardError.write(Data("lockstep: warning: \(damage); what decoded was used\n".utf8))
+        }
+        Foundation.exit(ExitStatus.damagedInput)
+    }
+
     static func fail(_ message: String) -> Never {
         TemporaryFiles.shared.removeAll()
         FileHandle.standardError.write(Data("lockstep: error: \(message)\n".utf8))
-        Foundation.exit(1)
+        Foundation.exit(ExitStatus.failure)
+    }
+}
+
+/// The exit statuses, as the README's table lists them.
+enum ExitStatus {
+    static let failure: Int32 = 1
+    /// The output was written, from an input FFmpeg reported damaged (see `--strict`).
+    static let damagedInput: Int32 = 3
+}
+
+/// How a command treats a damaged input.
+struct DamageOptions: ParsableArguments {
+    @Flag(help: "Refuse a damaged input: stop at FFmpeg's first decoding error, write nothing, exit 1. By default what decodes is used, the damage is reported on stderr and the exit status is 3.")
+    var strict = false
+
+    /// The one log of this process's job: every reader of the command adds to it.
+    nonisolated(unsafe) static var jobLog: DamageLog?
+
+    var log: DamageLog {
+        if let log = Self.jobLog { return log }
+        let log = DamageLog(policy: strict ? .refuse : .report)
+        Self.jobLog = log
+        return log
     }
 }
 

@@ -69,6 +69,45 @@ import TestSupport
         #expect(json?["ewarp"] is Double && json?["ewarp_first"] is Double)
     }
 
+    /// E_warp is opt-in (it needs the motion, several times slower than the rest).
+    @Test func flickerMeasuresEwarpOnlyWhenAsked() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let plain = try Self.run(["flicker", input, "--json", "--quiet"])
+        let asked = try Self.run(["flicker", input, "--json", "--quiet", "--ewarp"])
+        #expect(plain.status == 0 && asked.status == 0)
+        let plainJSON = try JSONSerialization.jsonObject(with: Data(plain.stdout.utf8)) as? [String: Any]
+        let askedJSON = try JSONSerialization.jsonObject(with: Data(asked.stdout.utf8)) as? [String: Any]
+        #expect(plainJSON?["ewarp"] == nil && plainJSON?["brightness_flicker"] is Double)
+        #expect(askedJSON?["ewarp"] is Double)
+    }
+
+    /// A damaged input: the output is written from what decodes, one warning line names the file,
+    /// and the exit status is 3; with --strict, exit 1 and nothing written.
+    @Test func damagedInputIsWrittenWithStatus3() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("cut.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-movflags", "+faststart", input])
+        try truncate(input, keeping: 0.6)
+        let r = try Self.run(["convert", input, "-o", dir.file("out.mkv"), "--codec", "ffv1", "--quiet"])
+        #expect(r.status == 3, "\(r.stderr)")
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1 && lines[0].hasPrefix("lockstep: warning: \(input): damaged video: "), "\(r.stderr)")
+        let written = try SyntheticClip.readAll(dir.file("out.mkv")).frames.count
+        #expect(written > 5 && written < 50)
+
+        let flicker = try Self.run(["flicker", input, "--json", "--quiet"])
+        #expect(flicker.status == 3)
+        let json = try JSONSerialization.jsonObject(with: Data(flicker.stdout.utf8)) as? [String: Any]
+        #expect(json?["frames"] as? Int == written)
+
+        let strict = try Self.run(["convert", input, "-o", dir.file("strict.mkv"), "--strict", "--quiet"])
+        #expect(strict.status == 1)
+        #expect(strict.stderr.hasPrefix("lockstep: error: \(input): damaged video: "))
+        #expect(dir.contents == ["cut.mp4", "out.mkv"])
+    }
+
     @Test func flickerWritesJSONCSVAndPlot() throws {
         let dir = TemporaryDirectory()
         let input = try Self.clip(in: dir)

@@ -108,22 +108,32 @@ import TestSupport
         #expect(dir.contents == ["in.mkv"])
     }
 
-    /// A truncated input: the output is not kept, and the damage is what is reported.
-    @Test func damagedInputAbortsTheOutput() throws {
+    /// A truncated input: what decodes is written in full and the damage is logged; refusing
+    /// damage leaves nothing.
+    @Test func damagedInputIsWrittenAsFarAsItDecodes() throws {
         let dir = TemporaryDirectory()
         let input = dir.file("cut.mp4")
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
                     "-movflags", "+faststart", input])
         try truncate(input, keeping: 0.6)
-        let source = try Media.openSource(input)
-        let sink = try Media.openSink(dir.file("out.mp4"), info: source.info, inputs: [input], overwrite: false)
+        let log = DamageLog()
+        let source = try Media.openSource(input, damageLog: log)
+        let sink = try Media.openSink(dir.file("out.mkv"), info: source.info, inputs: [input], overwrite: false,
+                                      options: EncoderOptions(codec: "ffv1"))
+        let done = try StreamingProcessor.run(source: source, sink: sink) { _ in }
+        #expect(log.entries.count == 1)
+        #expect(log.entries.first?.framesDecoded == done.framesDone)
+        #expect(try SyntheticClip.readAll(dir.file("out.mkv")).frames.count == done.framesDone)
+
+        let strict = try Media.openSource(input, damageLog: DamageLog(policy: .refuse))
+        let refused = try Media.openSink(dir.file("strict.mkv"), info: strict.info, inputs: [input], overwrite: false)
         do {
-            try StreamingProcessor.run(source: source, sink: sink) { _ in }
-            Issue.record("a truncated input was processed as complete")
+            try StreamingProcessor.run(source: strict, sink: refused) { _ in }
+            Issue.record("a truncated input was processed under .refuse")
         } catch let error as MediaError {
             #expect(error.kind == .damaged)
         }
-        #expect(dir.contents == ["cut.mp4"])
+        #expect(dir.contents == ["cut.mp4", "out.mkv"])
     }
 }
 

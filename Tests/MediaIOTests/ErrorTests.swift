@@ -39,7 +39,8 @@ import TestSupport
         expectError(.notMedia, naming: path) { _ = try Media.openSource(path) }
     }
 
-    /// A cut-off file decodes what is there, then reports the damage.
+    /// A cut-off file decodes what is there and reports the damage FFmpeg found; refusing
+    /// damage stops at the first error instead.
     @Test(arguments: ["mp4", "mkv"])
     func truncatedVideo(ext: String) throws {
         let dir = TemporaryDirectory()
@@ -47,16 +48,40 @@ import TestSupport
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
                     "-g", "25", "-movflags", "+faststart", path])
         try truncate(path, keeping: 0.5)
-        let source = try Media.openSource(path)
+        let log = DamageLog()
+        let source = try Media.openSource(path, damageLog: log)
         var decoded = 0
-        do {
-            while try source.next() != nil { decoded += 1 }
-            Issue.record("truncated \(ext) read as complete (\(decoded) frames)")
-        } catch let error as MediaError {
-            #expect(error.kind == .damaged, "\(error)")
-            #expect(error.description.hasPrefix(path))
-        }
+        while try source.next() != nil { decoded += 1 }
         #expect(decoded > 10 && decoded < 100, "decoded \(decoded) of 100 frames")
+        let damage = try #require(log.entries.first, "a truncated \(ext) read as complete")
+        #expect(log.entries.count == 1)
+        #expect(damage.path == path && damage.framesDecoded == decoded && damage.firstFrame <= decoded)
+        #expect((source as? VideoReader)?.damage == damage)
+        #expect(!damage.description.contains("\n") && damage.description.hasPrefix(path))
+
+        let strict = try Media.openSource(path, damageLog: DamageLog(policy: .refuse))
+        var before = 0
+        expectError(.damaged, naming: path) { while try strict.next() != nil { before += 1 } }
+        #expect(before <= decoded)
+    }
+
+    /// A container that declares more frames than decode (an mp4 whose edit list hides the
+    /// packets before a cut) is not damaged.
+    @Test func declaredCountIsNotDamage() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("edited.mp4")
+        // -ss with -c copy keeps the packets before the start and an edit list that hides them:
+        // the container declares more frames than decode.
+        let full = dir.file("full.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3", "-c:v", "libx264", "-g", "50", full])
+        try ffmpeg(["-ss", "0.5", "-i", full, "-c", "copy", path])
+        let log = DamageLog(policy: .refuse)
+        let source = try Media.openSource(path, damageLog: log)
+        var decoded = 0
+        while try source.next() != nil { decoded += 1 }
+        #expect(log.entries.isEmpty)
+        let declared = try #require(source.info.declaredFrameCount)
+        #expect(declared > decoded, "declared \(declared), decoded \(decoded): the fixture has no hidden frames")
     }
 
     /// A file cut before its index (an mp4 whose moov atom is at the end) cannot be opened.
