@@ -28,6 +28,8 @@ public final class VideoReader: FrameSource {
     private var finished = false
     private var decodedCount = 0
     private var lastPts: Int64 = Int64.min
+    /// Added to the stream's timestamps after its clock restarted (see `convertCurrentFrame`).
+    private var clockOffset: Int64 = 0
 
     private let logged = FFmpegLog.Collector()
     private var notes: [String] = []
@@ -199,12 +201,25 @@ public final class VideoReader: FrameSource {
         converter!.toFloat(UnsafePointer(frame), into: &image)
         if quarterTurns != 0 { image = image.rotatedClockwise(quarterTurns: quarterTurns) }
 
-        // Timestamps: the decoder's best guess, made strictly increasing so that muxers accept them.
+        // Timestamps: the decoder's best guess, made strictly increasing so that muxers accept
+        // them. A clock that restarts (streams joined end to end) steps back by more than a
+        // frame: the rest of the stream is moved on to follow, keeping its own spacing, so the
+        // frames after the join are neither crammed together nor dropped. A step back of less
+        // than a frame is jitter, and moves that frame alone.
         var pts = f.best_effort_timestamp
         if pts == lockstep_nopts_value() {
             pts = lastPts == Int64.min ? 0 : lastPts + frameDuration
+        } else {
+            pts += clockOffset
         }
-        if lastPts != Int64.min && pts <= lastPts { pts = lastPts + 1 }
+        if lastPts != Int64.min && pts <= lastPts {
+            if lastPts - pts >= frameDuration {
+                clockOffset += lastPts + frameDuration - pts
+                pts = lastPts + frameDuration
+            } else {
+                pts = lastPts + 1
+            }
+        }
         lastPts = pts
         var duration = lockstep_frame_duration(frame)
         if duration <= 0 { duration = frameDuration }

@@ -234,7 +234,10 @@ public final class VideoWriter: FrameSink {
            let x264 = avcodec_find_encoder_by_name("libx264") {
             return x264
         }
-        guard let codec = avcodec_find_encoder(format.pointee.video_codec) else {
+        // The container's codec for this file name: an image muxer takes it from the extension
+        // (PNG for .png; its default would be JPEG whatever the name).
+        let guessed = av_guess_codec(UnsafeMutablePointer(mutating: format), nil, path, nil, AVMEDIA_TYPE_VIDEO)
+        guard let codec = avcodec_find_encoder(guessed != AV_CODEC_ID_NONE ? guessed : format.pointee.video_codec) else {
             throw MediaError(.unsupported, path: path, "no video encoder for the \(container) container in this FFmpeg")
         }
         return codec

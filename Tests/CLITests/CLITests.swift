@@ -23,7 +23,9 @@ import TestSupport
         return URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../.build/debug/lockstep").standardized.path
     }()
 
-    static func run(_ arguments: [String], interruptAfter seconds: Double? = nil) throws -> Result {
+    /// Runs `lockstep` with `arguments`. A run still going after `killAfter` seconds is killed
+    /// and recorded as hung (a guard against a hang, not a speed check: it is minutes).
+    static func run(_ arguments: [String], interruptAfter seconds: Double? = nil, killAfter limit: Double = 600) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = arguments
@@ -35,9 +37,19 @@ import TestSupport
             Thread.sleep(forTimeInterval: seconds)
             process.interrupt()
         }
+        let guardTimer = DispatchWorkItem { [process] in if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: guardTimer)
+        // Both pipes are drained together: a child that fills one while the other is read would block.
+        var stderr = Data()
+        let errorsRead = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { stderr = err.fileHandleForReading.readDataToEndOfFile(); errorsRead.signal() }
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        errorsRead.wait()
         process.waitUntilExit()
+        guardTimer.cancel()
+        if process.terminationReason == .uncaughtSignal {
+            Issue.record("lockstep \(arguments.joined(separator: " ")) died of signal \(process.terminationStatus) (killed after \(Int(limit)) s if 15)")
+        }
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                       stderr: String(decoding: stderr, as: UTF8.self))
     }
@@ -278,6 +290,22 @@ import TestSupport
         let r = try CLITests.run(["deflicker", input, "-o", dir.file("out.mp4")], interruptAfter: 1.5)
         #expect(r.status == 130, "\(r.stderr)")
         #expect(dir.contents == ["long.mp4"])
+    }
+
+    /// A white frame (a plane whose variance from sums comes out a rounding error below zero)
+    /// is analysed and comes back white, blind and guided.
+    @Test func whiteFramesComeBackWhite() throws {
+        let dir = TemporaryDirectory()
+        let input = try SyntheticClip.write((0..<6).map { _ in SyntheticClip.flat(level: 255, width: 96, height: 64) },
+                                            to: dir.file("white.mkv"), codec: "ffv1")
+        for extra in [[], ["--guide", input]] {
+            let output = dir.file("out\(extra.count).mkv")
+            let r = try CLITests.run(["deflicker", input, "-o", output, "--codec", "ffv1", "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            let frames = try SyntheticClip.readAll(output).frames
+            #expect(frames.count == 6)
+            #expect(frames.allSatisfy { $0.image.values.allSatisfy { $0 == 1 } })
+        }
     }
 
     /// Two segments, each with the analysis of the whole video, make the whole run (within a

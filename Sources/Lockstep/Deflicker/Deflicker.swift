@@ -442,7 +442,9 @@ public final class DeflickerAnalysis {
                 let plane = p.baseAddress! + c * n
                 var sum = 0.0, squares = 0.0
                 for i in 0..<n { sum += Double(plane[i]); squares += Double(plane[i]) * Double(plane[i]) }
-                let mean = sum / Double(n), sd = max((squares / Double(n) - mean * mean).squareRoot(), 1e-6)
+                // The variance from sums can come out a rounding error below zero on a flat plane (a
+                // white frame), where its square root would be NaN.
+                let mean = sum / Double(n), sd = max(max(squares / Double(n) - mean * mean, 0).squareRoot(), 1e-6)
                 for i in 0..<n { plane[i] = Float((Double(plane[i]) - mean) / sd) }
             }
         }
