@@ -8,6 +8,11 @@ struct LockstepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "Temporally consistent video editing, and flicker measurement.",
+        discussion: """
+        Exit status: 0 done; 1 error, nothing written; 2 or 64 usage error; 3 done from a damaged \
+        input (FFmpeg reported errors decoding it; what decoded was used, see --strict); 130 or \
+        143 interrupted, partial output removed.
+        """,
         version: LockstepVersion.string,
         subcommands: [Edit.self, Deflicker.self, Flicker.self, Convert.self, Equivariance.self])
 
