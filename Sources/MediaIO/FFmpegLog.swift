@@ -43,7 +43,8 @@ public enum FFmpegLog {
 
     /// Errors FFmpeg logs about one reader's input: damage in that input. FFmpeg logs them on the
     /// reader's thread (demuxer, parser) or on a decoder's worker threads, so the collector is
-    /// found through the context that logged (`attach(to:)`) or else through the thread.
+    /// found through the context that logged (its `opaque` holds `contextTag`) or else
+    /// through the thread.
     public final class Collector: @unchecked Sendable {
         private let lock = NSLock()
         private var messages: [String] = []
