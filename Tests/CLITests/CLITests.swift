@@ -120,6 +120,16 @@ import TestSupport
         #expect(dir.contents == ["cut.mp4", "out.mkv"])
     }
 
+    /// Shell completions for bash, zsh and fish come from the same definitions as the commands.
+    @Test(arguments: ["bash", "zsh", "fish"])
+    func completionScripts(shell: String) throws {
+        let r = try Self.run(["--generate-completion-script", shell])
+        #expect(r.status == 0, "\(r.stderr)")
+        for word in ["edit", "deflicker", "flicker", "convert", "keyframe", "strict", "ewarp"] {
+            #expect(r.stdout.contains(word), "\(shell) completion lacks \(word)")
+        }
+    }
+
     @Test func flickerWritesJSONCSVAndPlot() throws {
         let dir = TemporaryDirectory()
         let input = try Self.clip(in: dir)
