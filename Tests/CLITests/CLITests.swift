@@ -99,9 +99,7 @@ import TestSupport
     @Test func damagedInputIsWrittenWithStatus3() throws {
         let dir = TemporaryDirectory()
         let input = dir.file("cut.mp4")
-        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    "-movflags", "+faststart", input])
-        try truncate(input, keeping: 0.6)
+        try writeTruncatedClip(to: input, size: "96x64", seconds: 2)
         let r = try Self.run(["convert", input, "-o", dir.file("out.mkv"), "--codec", "ffv1", "--quiet"])
         #expect(r.status == 3, "\(r.stderr)")
         let lines = r.stderr.split(separator: "\n")

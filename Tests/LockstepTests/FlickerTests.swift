@@ -113,9 +113,7 @@ import TestSupport
     @Test func damagedInputIsWrittenAsFarAsItDecodes() throws {
         let dir = TemporaryDirectory()
         let input = dir.file("cut.mp4")
-        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    "-movflags", "+faststart", input])
-        try truncate(input, keeping: 0.6)
+        try writeTruncatedClip(to: input, size: "160x120", seconds: 3)
         let log = DamageLog()
         let source = try Media.openSource(input, damageLog: log)
         let sink = try Media.openSink(dir.file("out.mkv"), info: source.info, inputs: [input], overwrite: false,

@@ -45,9 +45,7 @@ import TestSupport
     func truncatedVideo(ext: String) throws {
         let dir = TemporaryDirectory()
         let path = dir.file("cut.\(ext)")
-        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
-                    "-g", "25", "-movflags", "+faststart", path])
-        try truncate(path, keeping: 0.5)
+        try writeTruncatedClip(to: path, size: "160x120", seconds: 4, keeping: 0.5)
         let log = DamageLog()
         let source = try Media.openSource(path, damageLog: log)
         var decoded = 0

@@ -104,6 +104,14 @@ public func ffmpeg(_ arguments: [String]) throws {
     }
 }
 
+/// An H.264 clip of FFmpeg's testsrc2 (index at the front, so it opens) cut to its first
+/// `fraction` of bytes: a download that stopped half-way.
+public func writeTruncatedClip(to path: String, size: String, seconds: Int, keeping fraction: Double = 0.6) throws {
+    try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=\(size):rate=25:duration=\(seconds)", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                "-g", "25", "-movflags", "+faststart", path])
+    try truncate(path, keeping: fraction)
+}
+
 /// Cuts `path` to its first `fraction` of bytes, as an interrupted download would.
 public func truncate(_ path: String, keeping fraction: Double) throws {
     let data = try Data(contentsOf: URL(fileURLWithPath: path))
