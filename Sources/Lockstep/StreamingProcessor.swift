@@ -13,6 +13,8 @@ public struct JobProgress: Sendable {
     /// Frames expected in all, when the source declares it.
     public var framesTotal: Int?
     public var elapsedSeconds: Double
+    /// Media time done: from the first frame's start to the last frame's end, in seconds.
+    public var mediaSeconds: Double = 0
 
     public var framesPerSecond: Double { elapsedSeconds > 0 ? Double(framesDone) / elapsedSeconds : 0 }
     public var etaSeconds: Double? {
@@ -75,18 +77,20 @@ public enum StreamingProcessor {
         }
 
         let start = Date()
-        var count = 0
-        let total = source.info.declaredFrameCount
+        var done = JobProgress(framesDone: 0, framesTotal: source.info.declaredFrameCount, elapsedSeconds: 0)
+        let timeBase = source.info.timeBase.value
+        var firstPts: Int64?
         do {
             while let frame = decoded.pop() {
                 if failure.error != nil { break }
                 var frame = frame
                 try process(&frame)
-                count += 1
+                done.framesDone += 1
+                if firstPts == nil { firstPts = frame.pts }
+                done.mediaSeconds = Double(frame.pts + frame.duration - firstPts!) * timeBase
+                done.elapsedSeconds = Date().timeIntervalSince(start)
                 if sink != nil, !processed.push(frame) { break }
-                if !progress(JobProgress(framesDone: count, framesTotal: total, elapsedSeconds: Date().timeIntervalSince(start))) {
-                    throw Cancelled()
-                }
+                if !progress(done) { throw Cancelled() }
             }
         } catch {
             failure.record(error)
@@ -106,7 +110,8 @@ public enum StreamingProcessor {
             sink?.abort()
             throw error
         }
-        return JobProgress(framesDone: count, framesTotal: total, elapsedSeconds: Date().timeIntervalSince(start))
+        done.elapsedSeconds = Date().timeIntervalSince(start)
+        return done
     }
 }
 

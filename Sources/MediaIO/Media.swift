@@ -7,7 +7,7 @@ public enum Media {
     public static func openSource(_ path: String, frameRate: Rational = Rational(25, 1), frames: FrameRange? = nil,
                                   damageLog: DamageLog? = nil) throws -> FrameSource {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        guard StandardStream.isStandard(path) || FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw MediaError(.missing, path: path, "no such file or directory")
         }
         let source: FrameSource = isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate)
@@ -24,8 +24,9 @@ public enum Media {
     }
 
     /// True when `path` names a frame directory as output: it ends in "/", is an existing
-    /// directory, or has no extension.
+    /// directory, or has no extension ("-" is standard output, a stream).
     public static func isDirectoryOutput(_ path: String) -> Bool {
+        if StandardStream.isStandard(path) { return false }
         if path.hasSuffix("/") { return true }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) { return isDirectory.boolValue }

@@ -14,8 +14,20 @@ public struct OutputTarget: Sendable {
     public let temporaryPath: String
     public let overwrite: Bool
 
+    /// True for "-": standard output, written as it goes (a pipe has no final name to protect).
+    public var isStandardOutput: Bool { StandardStream.isStandard(finalPath) }
+
+    /// How the output is named in messages.
+    public var shownName: String { isStandardOutput ? "stdout" : finalPath }
+
     /// Checks the output path against `inputs` and the file system, and reserves a temporary name.
     public init(path: String, inputs: [String], overwrite: Bool) throws {
+        if StandardStream.isStandard(path) {
+            finalPath = path
+            temporaryPath = path
+            self.overwrite = overwrite
+            return
+        }
         let url = URL(fileURLWithPath: path)
         let fm = FileManager.default
         for input in inputs where Self.sameFile(input, path) {
@@ -43,10 +55,13 @@ public struct OutputTarget: Sendable {
     }
 
     /// Registers the temporary path for removal on SIGINT/SIGTERM.
-    public func begin() { TemporaryFiles.shared.add(temporaryPath) }
+    public func begin() {
+        if !isStandardOutput { TemporaryFiles.shared.add(temporaryPath) }
+    }
 
     /// Moves the finished temporary file or directory to the final name.
     public func commit() throws {
+        if isStandardOutput { return }
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         let replacingDirectory = fm.fileExists(atPath: finalPath, isDirectory: &isDirectory) && isDirectory.boolValue
@@ -68,6 +83,14 @@ public struct OutputTarget: Sendable {
 
     /// Writes a whole small file (an image, a report) under the temporary name, then commits it.
     public func write(_ data: Data) throws {
+        if isStandardOutput {
+            do {
+                try FileHandle.standardOutput.write(contentsOf: data)
+            } catch {
+                throw MediaError(.io, path: shownName, "cannot write: \(error.localizedDescription)")
+            }
+            return
+        }
         begin()
         do {
             try data.write(to: URL(fileURLWithPath: temporaryPath))
@@ -84,6 +107,7 @@ public struct OutputTarget: Sendable {
 
     /// Removes whatever was written.
     public func discard() {
+        if isStandardOutput { return }
         try? FileManager.default.removeItem(atPath: temporaryPath)
         TemporaryFiles.shared.remove(temporaryPath)
     }

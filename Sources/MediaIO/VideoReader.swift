@@ -42,20 +42,32 @@ public final class VideoReader: FrameSource {
 
     /// Opens `path`. Damage found while decoding goes to `damageLog`, whose policy says whether
     /// it stops the reading (`.report` when there is no log).
-    public init(path: String, damageLog: DamageLog? = nil) throws {
+    /// "-" reads standard input: a stream FFmpeg can demux from a pipe (yuv4mpegpipe, NUT,
+    /// Matroska, MPEG-TS), read once.
+    public init(path location: String, damageLog: DamageLog? = nil) throws {
+        let path = StandardStream.shownName(location)
+        let fromPipe = StandardStream.isStandard(location)
         self.path = path
         self.damageLog = damageLog
         policy = damageLog?.policy ?? .report
         FFmpegLog.install()
-        try Self.checkReadableFile(path)
+        if fromPipe {
+            if isatty(STDIN_FILENO) != 0 {
+                throw MediaError(.invalidArgument, path: path, "is a terminal: pipe a video into it (ffmpeg -i IN -f yuv4mpegpipe - | lockstep …) or give a file")
+            }
+        } else {
+            try Self.checkReadableFile(location)
+        }
 
         let handles = CodecHandles()
         self.handles = handles
         var ctx: UnsafeMutablePointer<AVFormatContext>?
-        let openCode = avformat_open_input(&ctx, path, nil, nil)
+        let openCode = avformat_open_input(&ctx, StandardStream.inputURL(location), nil, nil)
         if openCode < 0 {
             let reason = FFmpegError(code: openCode, operation: "open").message
-            throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (\(reason))")
+            throw MediaError(.notMedia, path: path, fromPipe
+                ? "not a stream FFmpeg can read from a pipe (\(reason)); send yuv4mpegpipe or NUT: ffmpeg -i IN -f yuv4mpegpipe -"
+                : "not a video file FFmpeg can read (\(reason))")
         }
         // From here on, `handles` frees what was opened, also when init throws.
         handles.format = ctx
@@ -129,7 +141,7 @@ public final class VideoReader: FrameSource {
             timeBase: timeBase, frameRate: rate, sampleAspectRatio: sar, declaredFrameCount: declared,
             codecName: String(cString: codec.pointee.name), bitsPerComponent: bits,
             pixelFormat: av_get_pix_fmt_name(dec.pointee.pix_fmt).map { String(cString: $0) }, color: color,
-            sourceFile: path)
+            sourceFile: fromPipe ? nil : location)
     }
 
     public func next() throws -> VideoFrame? {

@@ -8,19 +8,26 @@ public struct EncoderOptions: Sendable {
     public var codec: String?
     public var crf: Int?
     public var preset: String?
+    /// The container, by FFmpeg's muxer name (as `ffmpeg -f`); by default from the file name.
+    /// Needed for standard output.
+    public var format: String?
 
-    public init(codec: String? = nil, crf: Int? = nil, preset: String? = nil) {
+    public init(codec: String? = nil, crf: Int? = nil, preset: String? = nil, format: String? = nil) {
         self.codec = codec
         self.crf = crf
         self.preset = preset
+        self.format = format
     }
 }
 
-/// Encodes frames and muxes them into a file whose container follows the extension, copying
-/// the input's audio and subtitle streams. Follows FFmpeg's doc/examples/transcode.c: timestamps
+/// Encodes frames and muxes them into a file whose container follows the extension (or
+/// `EncoderOptions.format`), or into standard output, copying the input's audio and subtitle
+/// streams. Follows FFmpeg's doc/examples/transcode.c: timestamps
 /// rescaled at every time-base boundary, packet durations set, flush in order, then the trailer.
 public final class VideoWriter: FrameSink {
     public var path: String { target.finalPath }
+    /// How the output is named in messages ("stdout" for "-").
+    private var shownPath: String { target.shownName }
     /// The encoder actually used, e.g. "libx264".
     public let encoderName: String
     /// Streams of the input that could not be copied into this container, one line each.
@@ -46,13 +53,8 @@ public final class VideoWriter: FrameSink {
         FFmpegLog.install()
         self.target = target
         self.info = info
-        let path = target.finalPath
-        guard let outputFormat = av_guess_format(nil, path, nil) else {
-            let ext = URL(fileURLWithPath: path).pathExtension
-            throw MediaError(.invalidArgument, path: path, ext.isEmpty
-                ? "no container: give the output a file extension such as .mp4 or .mkv, or write to a directory that does not exist yet"
-                : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
-        }
+        let path = target.shownName
+        let outputFormat = try Self.chooseContainer(options.format, target: target)
         let codec = try Self.chooseEncoder(options.codec, format: outputFormat, path: path)
         encoderName = String(cString: codec.pointee.name)
 
@@ -105,14 +107,20 @@ public final class VideoWriter: FrameSink {
 
         target.begin()
         if outputFormat.pointee.flags & AVFMT_NOFILE == 0 {
-            let opened = avio_open(&oc!.pointee.pb, target.temporaryPath, AVIO_FLAG_WRITE)
+            let opened = avio_open(&oc!.pointee.pb, target.isStandardOutput ? "pipe:1" : target.temporaryPath, AVIO_FLAG_WRITE)
             if opened < 0 {
                 target.discard()
                 throw MediaError(.unwritable, path: path, "cannot create the output: \(FFmpegError(code: opened, operation: "open").message)")
             }
         }
+        var muxerOptions: OpaquePointer?
+        defer { av_dict_free(&muxerOptions) }
+        if target.isStandardOutput, Self.isMP4Family(outputFormat) {
+            // A pipe cannot be seeked back to write the index at the start: fragmented MP4.
+            av_dict_set(&muxerOptions, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0)
+        }
         do {
-            try check(avformat_write_header(oc, nil), "write header")
+            try check(avformat_write_header(oc, &muxerOptions), "write header")
         } catch let error as FFmpegError {
             abort()
             throw error.forOutput(path)
@@ -129,10 +137,10 @@ public final class VideoWriter: FrameSink {
 
     public func write(_ frame: VideoFrame) throws {
         guard frame.image.width == info.width, frame.image.height == info.height, frame.image.channels == 3 else {
-            throw MediaError(.sizeMismatch, path: path, "frame \(frame.index) is \(frame.image.width)×\(frame.image.height), the output is \(info.width)×\(info.height)")
+            throw MediaError(.sizeMismatch, path: shownPath, "frame \(frame.index) is \(frame.image.width)×\(frame.image.height), the output is \(info.width)×\(info.height)")
         }
         let f = handles.frame
-        try checkOutput(av_frame_make_writable(f), "make frame writable", path: path)
+        try checkOutput(av_frame_make_writable(f), "make frame writable", path: shownPath)
         converter.fromFloat(frame.image, into: f)
         var pts = av_rescale_q(frame.pts, info.timeBase.av, encoderTimeBase)
         if lastEncoderPts != Int64.min && pts <= lastEncoderPts { pts = lastEncoderPts + 1 }
@@ -162,7 +170,7 @@ public final class VideoWriter: FrameSink {
             try target.commit()
         } catch let error as FFmpegError {
             abort()
-            throw error.forOutput(path)
+            throw error.forOutput(shownPath)
         } catch {
             abort()
             throw error
@@ -209,11 +217,40 @@ public final class VideoWriter: FrameSink {
                 try checkWriteError()
             }
         } catch let error as FFmpegError {
-            throw error.forOutput(path)
+            throw error.forOutput(shownPath)
         }
     }
 
     // MARK: - Choices
+
+    /// The muxer: by name when given (FFmpeg's, as `ffmpeg -f`), otherwise from the file name.
+    static func chooseContainer(_ name: String?, target: OutputTarget) throws -> UnsafePointer<AVOutputFormat> {
+        let path = target.shownName
+        if let name {
+            guard let format = av_guess_format(name, nil, nil) else {
+                throw MediaError(.invalidArgument, path: path, "unknown format '\(name)' (FFmpeg's muxer names, as ffmpeg -f: nut, yuv4mpegpipe, matroska, mp4, mpegts)")
+            }
+            return format
+        }
+        if target.isStandardOutput {
+            throw MediaError(.invalidArgument, path: path, "writing to stdout needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4")
+        }
+        guard let format = av_guess_format(nil, target.finalPath, nil) else {
+            let ext = URL(fileURLWithPath: path).pathExtension
+            throw MediaError(.invalidArgument, path: path, ext.isEmpty
+                ? "no container: give the output a file extension such as .mp4 or .mkv, or write to a directory that does not exist yet"
+                : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
+        }
+        return format
+    }
+
+    /// The MP4 family's muxers, which need fragmenting to write to a pipe.
+    static func isMP4Family(_ format: UnsafePointer<AVOutputFormat>) -> Bool {
+        ["mp4", "mov", "ipod", "ismv", "3gp", "3g2", "psp", "f4v"].contains(String(cString: format.pointee.name))
+    }
+
+    /// Containers made for pipes between tools: raw video by default (see `chooseEncoder`).
+    static let rawByDefault: Set<String> = ["nut", "yuv4mpegpipe"]
 
     static func chooseEncoder(_ name: String?, format: UnsafePointer<AVOutputFormat>, path: String) throws -> UnsafePointer<AVCodec> {
         let container = String(cString: format.pointee.name)
@@ -229,6 +266,11 @@ public final class VideoWriter: FrameSink {
                 throw MediaError(.invalidArgument, path: path, "the \(container) container cannot hold \(name) video")
             }
             return codec
+        }
+        // NUT and yuv4mpegpipe carry frames to another tool: uncompressed, as FFmpeg's own pipes do.
+        if rawByDefault.contains(container) {
+            let raw = format.pointee.video_codec == AV_CODEC_ID_WRAPPED_AVFRAME ? AV_CODEC_ID_WRAPPED_AVFRAME : AV_CODEC_ID_RAWVIDEO
+            if let codec = avcodec_find_encoder(raw) { return codec }
         }
         if avformat_query_codec(format, AV_CODEC_ID_H264, FF_COMPLIANCE_NORMAL) == 1,
            let x264 = avcodec_find_encoder_by_name("libx264") {
@@ -251,16 +293,21 @@ public final class VideoWriter: FrameSink {
         if var p = codec.pointee.pix_fmts {
             while p.pointee != AV_PIX_FMT_NONE { supported.append(p.pointee); p += 1 }
         }
-        if supported.isEmpty { return AV_PIX_FMT_YUV420P }
+        let even = info.width % 2 == 0 && info.height % 2 == 0
+        let source = info.pixelFormat.map { av_get_pix_fmt($0) } ?? AV_PIX_FMT_NONE
+        let subsampled = av_pix_fmt_desc_get(source).map { $0.pointee.log2_chroma_w > 0 || $0.pointee.log2_chroma_h > 0 } ?? true
+        let sourceFits = PixelConverter.isYUV(source) && (even || !subsampled)
+        if supported.isEmpty {
+            // Raw video (to a pipe) takes any layout: the input's own planar YUV, as it came;
+            // otherwise the plain 4:2:0 (4:4:4 at odd sizes) every reader of raw video knows.
+            let planar = av_pix_fmt_desc_get(source).map { $0.pointee.flags & UInt64(AV_PIX_FMT_FLAG_PLANAR) != 0 && $0.pointee.nb_components == 3 } ?? false
+            if sourceFits && planar && !PixelConverter.isJPEGFormat(source) { return source }
+            return even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P
+        }
         let descriptor = avcodec_descriptor_get(codec.pointee.id)
         let props = descriptor?.pointee.props ?? 0
         let losslessOnly = props & AV_CODEC_PROP_LOSSLESS != 0 && props & AV_CODEC_PROP_LOSSY == 0
-        let even = info.width % 2 == 0 && info.height % 2 == 0
-        if !losslessOnly, let name = info.pixelFormat {
-            let source = av_get_pix_fmt(name)
-            let subsampled = av_pix_fmt_desc_get(source).map { $0.pointee.log2_chroma_w > 0 || $0.pointee.log2_chroma_h > 0 } ?? true
-            if supported.contains(source) && PixelConverter.isYUV(source) && (even || !subsampled) { return source }
-        }
+        if !losslessOnly && sourceFits && supported.contains(source) { return source }
         let preferred: AVPixelFormat = losslessOnly
             ? (info.bitsPerComponent > 8 ? AV_PIX_FMT_GBRP16LE : AV_PIX_FMT_GBRP)
             : (even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P)

@@ -12,7 +12,7 @@ struct Convert: ParsableCommand {
         as the edit: its speed is the floor of every other command.
         """)
 
-    @Argument(help: ArgumentHelp("A video file or a directory of frames.", valueName: "INPUT"))
+    @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (yuv4mpegpipe, NUT).", valueName: "INPUT"))
     var input: String
 
     @OptionGroup var output: OutputOptions
@@ -27,18 +27,16 @@ struct Convert: ParsableCommand {
         if let writer = sink as? VideoWriter, !report.quiet {
             for warning in writer.warnings { FileHandle.standardError.write(Data("lockstep: warning: \(input): \(warning)\n".utf8)) }
         }
-        let last = try ProgressView(label: "convert", quiet: report.quiet).track { update in
+        let last = try ProgressView(label: "convert", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { _ in },
                                        progress: update)
         }
         if report.json {
-            let object: [String: Any] = [
+            try Report.printJSON([
                 "input": input, "output": output.output, "frames": last.framesDone,
                 "seconds": last.elapsedSeconds, "fps": last.framesPerSecond,
                 "encoder": (sink as? VideoWriter)?.encoderName ?? "png",
-            ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            ])
         }
     }
 }

@@ -14,7 +14,7 @@ struct Deflicker: ParsableCommand {
         frame's flicker, the second writes the output. A new reference is taken at scene cuts.
         """)
 
-    @Argument(help: ArgumentHelp("The flickering video, or a directory of frames.", valueName: "INPUT"))
+    @Argument(help: ArgumentHelp("The flickering video, a directory of frames, or - for a stream on stdin (kept in TMPDIR for the two passes).", valueName: "INPUT"))
     var input: String
 
     @Option(help: ArgumentHelp("The unprocessed original, with the same frames (scaled if its size differs).", valueName: "ORIGINAL"))
@@ -34,10 +34,13 @@ struct Deflicker: ParsableCommand {
         if reference != "auto", fixedReference.map({ $0 < 0 }) ?? true {
             throw ValidationError("--reference takes auto or a frame index from 0, e.g. --reference 12")
         }
+        if let guide, StandardStream.isStandard(guide) { throw ValidationError("--guide must be a file; only INPUT may be - (stdin)") }
     }
 
     func run() throws {
         // Everything that can be refused is checked before the first pass.
+        let input = try readableTwice(self.input, label: "deflicker", quiet: report.quiet)
+        let shownInput = StandardStream.shownName(input)
         let analysisSource = try Media.openSource(input, frameRate: output.frameRate, damageLog: damage.log)
         let info = analysisSource.info
         let guideSource = try guide.map { try Media.openSource($0, frameRate: output.frameRate, damageLog: damage.log) }
@@ -58,17 +61,17 @@ struct Deflicker: ParsableCommand {
             analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
             let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
             let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)) }
-            _ = try ProgressView(label: "deflicker: analysing", quiet: report.quiet).track { update in
+            _ = try ProgressView(label: "deflicker: analysing", report: report, stage: "analysing").track { update in
                 try StreamingProcessor.run(source: analysed, sink: nil, process: { frame in
                     try analysis.add(analysed.take(frame.index))
                     if segment.range?.contains(frame.index) ?? true { before.add(frame.image) }
                 }, progress: update)
             }
             if let guideSource, try guideSource.next() != nil {
-                throw MediaError(.invalidArgument, path: guide!, "has more frames than \(input) (\(analysis.frameCount)): the guide must have the same frames")
+                throw MediaError(.invalidArgument, path: guide!, "has more frames than \(shownInput) (\(analysis.frameCount)): the guide must have the same frames")
             }
             if let index = fixedReference, index >= analysis.frameCount {
-                throw MediaError(.invalidArgument, path: input, "frame \(index) is outside the video, which has \(analysis.frameCount) frames")
+                throw MediaError(.invalidArgument, path: shownInput, "frame \(index) is outside the video, which has \(analysis.frameCount) frames")
             }
             plan = try analysis.finish()
         } catch {
@@ -87,7 +90,7 @@ struct Deflicker: ParsableCommand {
             GuidedSource(input: outputSource, guide: try Media.openSource($0, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log),
                          guidePath: $0, size: info)
         } : nil
-        let done = try ProgressView(label: "deflicker: writing", quiet: report.quiet).track { update in
+        let done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
             try StreamingProcessor.run(source: measureGuide ?? outputSource, sink: sink, process: { frame in
                 let original = frame.image
                 frame.image = try plan.apply(to: original, index: frame.index)
@@ -99,7 +102,7 @@ struct Deflicker: ParsableCommand {
         let scenes = plan.scenes.map { ["start": $0.start, "reference": $0.reference, "reason": $0.reason.rawValue] as [String: Any] }
         if report.json {
             var object: [String: Any] = [
-                "input": input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
+                "input": self.input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
                 "fps": done.framesPerSecond, "cuts": plan.cuts, "references": scenes,
                 "brightness_flicker": ["before": before.value, "after": after.value],
             ]
@@ -108,11 +111,10 @@ struct Deflicker: ParsableCommand {
                 object["ewarp"] = ["before": warping.ewarp(output: 0), "after": warping.ewarp(output: 1)]
                 object["ewarp_first"] = ["before": warping.ewarpFirst(output: 0), "after": warping.ewarpFirst(output: 1)]
             }
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            try Report.printJSON(object)
         } else if !report.quiet {
-            print(String(format: "brightness flicker %.3f → %.3f (mean |ΔY|, 8-bit)", before.value, after.value))
-            print("scene cuts: " + (plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")))
+            Report.print(String(format: "brightness flicker %.3f → %.3f (mean |ΔY|, 8-bit)", before.value, after.value))
+            Report.print("scene cuts: " + (plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")))
         }
     }
 

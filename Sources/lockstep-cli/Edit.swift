@@ -13,7 +13,7 @@ struct Edit: ParsableCommand {
         new in the picture gets the edit's colour change.
         """)
 
-    @Argument(help: ArgumentHelp("A video file or a directory of frames.", valueName: "INPUT"))
+    @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (kept in TMPDIR: the keyframes are read first).", valueName: "INPUT"))
     var input: String
 
     @Option(name: .customLong("keyframe"), help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes.", valueName: "INDEX=IMAGE"))
@@ -42,17 +42,19 @@ struct Edit: ParsableCommand {
         }
         if Set(parsedKeyframes.map(\.index)).count != keyframes.count { throw ValidationError("each keyframe index may be given once") }
         guard strength.isFinite, abs(strength) <= 10 else { throw ValidationError("--strength must be between -10 and 10") }
+        if parsedKeyframes.contains(where: { StandardStream.isStandard($0.image) }) { throw ValidationError("a keyframe image must be a file; only INPUT may be - (stdin)") }
     }
 
     func run() throws {
         // The references first: read the keyframes' frames from the input, and the edits.
+        let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
         let originals = try Media.readFrames(input, indices: Set(parsedKeyframes.map(\.index)), damageLog: damage.log)
         var references: [Keyframe] = []
         for (index, path) in parsedKeyframes {
             let original = originals[index]!.image
             let edited = try ImageFile.read(path).image
             guard edited.width == original.width, edited.height == original.height else {
-                throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(input) is \(original.width)×\(original.height)")
+                throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(StandardStream.shownName(input)) is \(original.width)×\(original.height)")
             }
             references.append(Keyframe(index: index, original: original, edited: edited))
         }
@@ -61,18 +63,16 @@ struct Edit: ParsableCommand {
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + parsedKeyframes.map(\.image),
                                       overwrite: output.overwrite, options: output.encoder)
-        let done = try ProgressView(label: "edit", quiet: report.quiet).track { update in
+        let done = try ProgressView(label: "edit", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { frame in
                 frame.image = propagator.apply(to: frame.image)
             }, progress: update)
         }
         if report.json {
-            let object: [String: Any] = [
-                "input": input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
+            try Report.printJSON([
+                "input": self.input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
                 "fps": done.framesPerSecond, "keyframes": parsedKeyframes.map(\.index), "strength": strength,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            ])
         }
     }
 }

@@ -13,7 +13,7 @@ struct Flicker: ParsableCommand {
         --ewarp or --guide.
         """)
 
-    @Argument(help: ArgumentHelp("A video file or a directory of frames.", valueName: "INPUT"))
+    @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (yuv4mpegpipe, NUT).", valueName: "INPUT"))
     var input: String
 
     @Option(help: ArgumentHelp("The unprocessed original: E_warp is measured, with the motion found on it. Implies --ewarp.", valueName: "ORIGINAL"))
@@ -22,7 +22,7 @@ struct Flicker: ParsableCommand {
     @Flag(help: "Also measure E_warp, with the motion found on INPUT itself (several times slower than the rest).")
     var ewarp = false
 
-    @Option(help: ArgumentHelp("Write the per-frame series as CSV.", valueName: "FILE"))
+    @Option(help: ArgumentHelp("Write the per-frame series as CSV (- for stdout; the table then goes to stderr).", valueName: "FILE"))
     var csv: String?
 
     @Option(help: ArgumentHelp("Write a chart of the series (SVG).", valueName: "FILE"))
@@ -39,6 +39,8 @@ struct Flicker: ParsableCommand {
         if let plot, URL(fileURLWithPath: plot).pathExtension.lowercased() != "svg" {
             throw ValidationError("--plot writes SVG: give it a .svg file name")
         }
+        if let guide, StandardStream.isStandard(guide) { throw ValidationError("--guide must be a file; only INPUT may be - (stdin)") }
+        if let csv, StandardStream.isStandard(csv) { try Report.claimStdout(for: "--csv -") }
     }
 
     func run() throws {
@@ -50,17 +52,17 @@ struct Flicker: ParsableCommand {
         let warping = ewarp || guide != nil ? WarpingErrorMeter() : nil
         let guideSource = try guide.map { try Media.openSource($0, frames: segment.range, damageLog: damage.log) }
         if let guideSource, guideSource.info.width != source.info.width || guideSource.info.height != source.info.height {
-            throw MediaError(.sizeMismatch, path: guide!, "is \(guideSource.info.width)×\(guideSource.info.height), but \(input) is \(source.info.width)×\(source.info.height)")
+            throw MediaError(.sizeMismatch, path: guide!, "is \(guideSource.info.width)×\(guideSource.info.height), but \(StandardStream.shownName(input)) is \(source.info.width)×\(source.info.height)")
         }
         let timeBase = source.info.timeBase.value
-        let last = try ProgressView(label: "flicker", quiet: report.quiet).track { update in
+        let last = try ProgressView(label: "flicker", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: nil, process: { frame in
                 analyzer.add(frame.image, seconds: Double(frame.pts) * timeBase)
                 guard let warping else { return }
                 var guideImage = frame.image
                 if let guideSource {
                     guard let g = try guideSource.next() else {
-                        throw MediaError(.invalidArgument, path: guide!, "has fewer frames than \(input) (it ends before frame \(frame.index))")
+                        throw MediaError(.invalidArgument, path: guide!, "has fewer frames than \(StandardStream.shownName(input)) (it ends before frame \(frame.index))")
                     }
                     guideImage = g.image
                 }
@@ -68,12 +70,12 @@ struct Flicker: ParsableCommand {
             }, progress: update)
         }
         if let guideSource, try guideSource.next() != nil {
-            throw MediaError(.invalidArgument, path: guide!, "has more frames than \(input) (\(last.framesDone)): the guide must have the same frames")
+            throw MediaError(.invalidArgument, path: guide!, "has more frames than \(StandardStream.shownName(input)) (\(last.framesDone)): the guide must have the same frames")
         }
         let result = FlickerReport(input: input, analyzer: analyzer, warping: warping)
         if let csvTarget { try csvTarget.write(Data(result.csv.utf8)) }
         if let plotTarget { try plotTarget.write(Data(result.svg.utf8)) }
-        print(report.json ? result.json : result.table, terminator: "")
+        Report.print(report.json ? result.json : result.table, terminator: "")
     }
 }
 

@@ -22,9 +22,13 @@ struct LockstepCommand: ParsableCommand {
         TemporaryFiles.shared.removeOnSignals { signal in
             "lockstep: interrupted (\(signal == SIGINT ? "Ctrl-C" : "SIGTERM")); partial output removed"
         }
+        // A reader of stdout that goes away (| head) gives a write error, reported as one; not
+        // a silent death by SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             try command.run()
+            MachineProgress.shared?.end()
             reportDamage()
         } catch let error as MediaError {
             fail(error.description)
@@ -79,7 +83,7 @@ struct DamageOptions: ParsableArguments {
 
 /// Options of every command that writes a video or a directory of frames.
 struct OutputOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: ArgumentHelp("Output: a video file (container from the extension) or a directory of PNG frames.", valueName: "OUTPUT"))
+    @Option(name: .shortAndLong, help: ArgumentHelp("Output: a video file (container from the extension), a directory of PNG frames, or - for stdout (with --format).", valueName: "OUTPUT"))
     var output: String
 
     @Option(help: ArgumentHelp("Video encoder (libx264, libx265, libvpx-vp9, ffv1 for lossless, mpeg4, …). Default: H.264 where the container allows it.", valueName: "NAME"))
@@ -91,13 +95,16 @@ struct OutputOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Encoder speed preset, e.g. ultrafast … veryslow (libx264 default medium).", valueName: "NAME"))
     var preset: String?
 
+    @Option(help: ArgumentHelp("Container by FFmpeg's muxer name, as ffmpeg -f: nut or yuv4mpegpipe (raw video, for a pipe), matroska, mp4, mpegts. Default: from OUTPUT's extension; needed for -o -.", valueName: "NAME"))
+    var format: String?
+
     @Option(help: ArgumentHelp("Frame rate given to a directory of frames (default 25).", valueName: "FPS"))
     var fps: Double = 25
 
     @Flag(help: "Replace OUTPUT if it exists.")
     var overwrite = false
 
-    var encoder: EncoderOptions { EncoderOptions(codec: codec, crf: crf, preset: preset) }
+    var encoder: EncoderOptions { EncoderOptions(codec: codec, crf: crf, preset: preset, format: format) }
 
     var frameRate: Rational {
         let denominator: Int32 = 1001
@@ -107,6 +114,12 @@ struct OutputOptions: ParsableArguments {
     func validate() throws {
         guard fps > 0 && fps <= 1000 else { throw ValidationError("--fps must be between 0 and 1000") }
         if let crf, crf < 0 || crf > 63 { throw ValidationError("--crf must be between 0 and 63") }
+        if StandardStream.isStandard(output) {
+            guard format != nil else {
+                throw ValidationError("-o - writes to stdout and needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts or mp4")
+            }
+            try Report.claimStdout(for: "-o -")
+        }
     }
 }
 
@@ -129,6 +142,13 @@ struct ReportOptions: ParsableArguments {
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
-    @Flag(help: "Print the result as one JSON object on stdout.")
+    @Flag(help: "Print the result as one JSON object on stdout (on stderr when stdout carries the video).")
     var json = false
+
+    @Option(help: ArgumentHelp("Progress for programs, as ffmpeg -progress writes it: blocks of key=value lines (frame, fps, out_time, speed, progress=continue|end) every half second, to FILE or - (stdout).", valueName: "FILE|-"))
+    var progress: String?
+
+    func validate() throws {
+        if let progress, StandardStream.isStandard(progress) { try Report.claimStdout(for: "--progress -") }
+    }
 }

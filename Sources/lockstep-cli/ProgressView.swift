@@ -2,21 +2,28 @@ import Foundation
 import Lockstep
 
 /// JobProgress on stderr, in the manner of swift-tools-support-core's ProgressAnimation: a live bar
-/// redrawn in place on a terminal, plain periodic lines otherwise, nothing when quiet.
+/// redrawn in place on a terminal, plain periodic lines otherwise, nothing when quiet; and, with
+/// `--progress`, FFmpeg-style key=value blocks for programs (`MachineProgress`).
 final class ProgressView {
     private let label: String
     private let quiet: Bool
+    private let stage: String?
+    private let machine: MachineProgress?
     private let isTerminal = isatty(STDERR_FILENO) != 0
     private var lastDraw = Date.distantPast
     private var drewLive = false
 
-    init(label: String, quiet: Bool) {
+    /// `stage` names the pass in the machine-readable progress of a command with more than one.
+    init(label: String, report: ReportOptions, stage: String? = nil) throws {
         self.label = label
-        self.quiet = quiet
+        self.quiet = report.quiet
+        self.stage = stage
+        machine = try report.progress.map { try MachineProgress.open($0) }
     }
 
     /// The handler given to the library; it never cancels.
     func update(_ progress: JobProgress) -> Bool {
+        machine?.update(progress, stage: stage)
         guard !quiet else { return true }
         let now = Date()
         let interval = isTerminal ? 0.1 : 2.0
@@ -33,6 +40,7 @@ final class ProgressView {
 
     /// The closing line, after the last frame.
     func finish(_ progress: JobProgress) {
+        machine?.update(progress, stage: stage, force: true)
         guard !quiet else { return }
         if drewLive { write("\r\u{1B}[K") }
         write("\(label): \(progress.framesDone) frames in \(String(format: "%.1f", progress.elapsedSeconds)) s (\(String(format: "%.1f", progress.framesPerSecond)) fps)\n")
