@@ -9,10 +9,10 @@ struct Equivariance: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check that the latent is shift-equivariant (alias-free), next to a naive encoder.",
         discussion: """
-            Measures SPSNR (shift PSNR, as in AF-LDM) of the latent, E(T_Δ x) against T_{Δ/k} E(x), and of the \
-            decoded image, D(T_{Δ/k} z) against T_Δ D(z), for integer and 1/8-pixel shifts along x and y (worst \
-            case, border cropped); scale equivariance, D(down₂(E(x))) against down₂(D(E(x))); and reconstruction \
-            PSNR of D(E(x)) alone and with the detail residual added back. The naive encoder is a k×k box average \
+            Measures SPSNR (shift PSNR, as in AF-LDM) of the latent, E(T_d x) against T_{d/k} E(x), and of the \
+            decoded image, D(T_{d/k} z) against T_d D(z), for shifts d of whole and 1/8 pixels along x and y (worst \
+            case, border cropped); scale equivariance, D(down2(E(x))) against down2(D(E(x))); and reconstruction \
+            PSNR of D(E(x)) alone and with the detail residual added back. The naive encoder is a k x k box average \
             with stride k, decoded bilinearly. In --json, reconstruction_psnr is D(E(x)) alone and \
             reconstruction_with_residual_psnr adds the residual back; an exact (infinite) PSNR is written as 999.
             """)
@@ -21,7 +21,7 @@ struct Equivariance: ParsableCommand {
                                  valueName: "IMAGE"))
     var input: String?
 
-    @Option(help: ArgumentHelp("Latent factor k: the latent has one sample per k×k pixels (4, 8 or 16).", valueName: "K"))
+    @Option(help: ArgumentHelp("Latent factor k: the latent has one sample per k x k pixels (4, 8 or 16).", valueName: "K"))
     var factor: Int = 8
 
     @Flag(help: "Print the result as one JSON object on stdout.")

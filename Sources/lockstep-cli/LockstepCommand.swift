@@ -86,13 +86,13 @@ struct OutputOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: ArgumentHelp("Output: a video file (container from the extension), a directory of PNG frames, or - for stdout (with --format).", valueName: "OUTPUT"))
     var output: String
 
-    @Option(help: ArgumentHelp("Video encoder (libx264, libx265, libvpx-vp9, ffv1 for lossless, mpeg4, …). Default: H.264 where the container allows it.", valueName: "NAME"))
+    @Option(help: ArgumentHelp("Video encoder (libx264, libx265, libvpx-vp9, ffv1 for lossless, mpeg4, ...). Default: H.264 where the container allows it.", valueName: "NAME"))
     var codec: String?
 
     @Option(help: ArgumentHelp("Constant rate factor: lower is better quality (libx264 default 18).", valueName: "N"))
     var crf: Int?
 
-    @Option(help: ArgumentHelp("Encoder speed preset, e.g. ultrafast … veryslow (libx264 default medium).", valueName: "NAME"))
+    @Option(help: ArgumentHelp("Encoder speed preset, e.g. ultrafast ... veryslow (libx264 default medium).", valueName: "NAME"))
     var preset: String?
 
     @Option(help: ArgumentHelp("Container by FFmpeg's muxer name, as ffmpeg -f: nut or yuv4mpegpipe (raw video, for a pipe), matroska, mp4, mpegts. Default: from OUTPUT's extension; needed for -o -.", valueName: "NAME"))
@@ -125,7 +125,7 @@ struct OutputOptions: ParsableArguments {
 
 /// Which frames of the input to process.
 struct SegmentOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("Only frames START to END−1 (from 0, in decode order); either may be left out, as in 100: or :50. Segments cut at the same indices concatenate into the whole.", valueName: "START:END"))
+    @Option(help: ArgumentHelp("Only frames START to END-1 (from 0, in decode order); either may be left out, as in 100: or :50. Segments cut at the same indices concatenate into the whole.", valueName: "START:END"))
     var frames: String?
 
     var range: FrameRange? { frames.flatMap(FrameRange.init) }

@@ -39,6 +39,16 @@ import TestSupport
         }
         let guardTimer = DispatchWorkItem { [process] in if process.isRunning { process.terminate() } }
         DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: guardTimer)
+        let result = collect(process, out: out, err: err)
+        guardTimer.cancel()
+        if process.terminationReason == .uncaughtSignal {
+            Issue.record("lockstep \(arguments.joined(separator: " ")) died of signal \(process.terminationStatus) (killed after \(Int(limit)) s if 15)")
+        }
+        return result
+    }
+
+    /// Waits for a started `process`, reading its stdout and stderr pipes to the end.
+    static func collect(_ process: Process, out: Pipe, err: Pipe) -> Result {
         // Both pipes are drained together: a child that fills one while the other is read would block.
         var stderr = Data()
         let errorsRead = DispatchSemaphore(value: 0)
@@ -46,10 +56,6 @@ import TestSupport
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         errorsRead.wait()
         process.waitUntilExit()
-        guardTimer.cancel()
-        if process.terminationReason == .uncaughtSignal {
-            Issue.record("lockstep \(arguments.joined(separator: " ")) died of signal \(process.terminationStatus) (killed after \(Int(limit)) s if 15)")
-        }
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                       stderr: String(decoding: stderr, as: UTF8.self))
     }
@@ -125,6 +131,42 @@ import TestSupport
         #expect(r.status == 0, "\(r.stderr)")
         for word in ["edit", "deflicker", "flicker", "convert", "keyframe", "strict", "ewarp"] {
             #expect(r.stdout.contains(word), "\(shell) completion lacks \(word)")
+        }
+    }
+
+    /// The manual pages, made from the binary under test by ArgumentParser's generate-manual tool
+    /// (built by scripts/man), say everything --help says: every command's abstract and
+    /// discussion and every option with its help, whole (mdoc drops what is not ASCII).
+    @Test func manualPagesSayWhatHelpSays() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        let tool = root.appendingPathComponent(".build/debug/generate-manual-tool").path
+        try #require(FileManager.default.isExecutableFile(atPath: tool), "no \(tool): run scripts/man once (scripts/test does)")
+        let dir = TemporaryDirectory()
+        let generate = Process()
+        generate.executableURL = URL(fileURLWithPath: tool)
+        generate.arguments = [Self.binary, "--multi-page", "--output-directory", dir.path]
+        try generate.run()
+        generate.waitUntilExit()
+        #expect(generate.terminationStatus == 0)
+
+        let dump = try Self.run(["--experimental-dump-help"])
+        let rootCommand = try #require((try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any])?["command"] as? [String: Any])
+        let commands = [rootCommand] + ((rootCommand["subcommands"] as? [[String: Any]]) ?? []).filter { $0["commandName"] as? String != "help" }
+        #expect(commands.count == 6)
+        for command in commands {
+            let name = command["commandName"] as! String
+            let page = name == "lockstep" ? "lockstep.1" : "lockstep.\(name).1"
+            let text = try String(contentsOfFile: dir.file(page), encoding: .utf8)
+            for prose in [command["abstract"], command["discussion"]].compactMap({ $0 as? String }) {
+                #expect(text.contains(prose), "\(page) lacks: \(prose)")
+            }
+            for argument in (command["arguments"] as? [[String: Any]]) ?? [] where argument["shouldDisplay"] as? Bool != false {
+                let help = argument["abstract"] as? String ?? ""
+                #expect(text.contains(help), "\(page) lacks the help: \(help)")
+                if let long = (argument["names"] as? [[String: Any]])?.first(where: { $0["kind"] as? String == "long" })?["name"] as? String {
+                    #expect(text.contains("Fl -\(long)"), "\(page) lacks --\(long)")
+                }
+            }
         }
     }
 

@@ -21,14 +21,7 @@ import TestSupport
         process.standardError = err
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        var stderr = Data()
-        let errorsRead = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { stderr = err.fileHandleForReading.readDataToEndOfFile(); errorsRead.signal() }
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        errorsRead.wait()
-        process.waitUntilExit()
-        return CLITests.Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                               stderr: String(decoding: stderr, as: UTF8.self))
+        return CLITests.collect(process, out: out, err: err)
     }
 
     /// A flickering clip in 4:2:0 H.264, so that FFmpeg's yuv4mpegpipe carries the very pixels
