@@ -11,7 +11,7 @@ final class StreamCopier {
     private var input: UnsafeMutablePointer<AVFormatContext>?
     private var mapping: [Int32: UnsafeMutablePointer<AVStream>] = [:]
     private let packet: UnsafeMutablePointer<AVPacket> = av_packet_alloc()
-    private var lastDts: [Int32: Int64] = [:]
+    private var increasing = IncreasingDts()
     private var pending = false
     private var done = false
     private let path: String
@@ -82,23 +82,28 @@ final class StreamCopier {
             }
             av_packet_rescale_ts(packet, inStream.pointee.time_base, outStream.pointee.time_base)
             packet.pointee.stream_index = outStream.pointee.index
-            keepDtsIncreasing(packet, output: output)
+            increasing.apply(to: packet, output: output)
             packet.pointee.pos = -1
             let written = av_interleaved_write_frame(output, packet)
             if written < 0 { throw FFmpegError(code: written, operation: "write copied stream") }
         }
     }
+}
 
-    /// Some files carry audio whose timestamps step back (a Matroska file with a 5.1 AAC track
-    /// that restarts its clock), which a muxer refuses. As FFmpeg's own command does, a step
-    /// back is moved to just after the previous packet, so the stream is copied whole.
-    private func keepDtsIncreasing(_ packet: UnsafeMutablePointer<AVPacket>, output: UnsafeMutablePointer<AVFormatContext>) {
+/// Keeps each output stream's dts increasing, strictly where the muxer needs it. Some files carry
+/// audio whose timestamps step back (a Matroska file with a 5.1 AAC track that restarts its
+/// clock), which a muxer refuses. As FFmpeg's own command does, a step back is moved to just
+/// after the previous packet, so the stream is copied whole.
+struct IncreasingDts {
+    private var last: [Int32: Int64] = [:]
+
+    mutating func apply(to packet: UnsafeMutablePointer<AVPacket>, output: UnsafeMutablePointer<AVFormatContext>) {
         let index = packet.pointee.stream_index
         let dts = packet.pointee.dts
         guard dts != lockstep_nopts_value() else { return }
-        if let last = lastDts[index] {
+        if let previous = last[index] {
             let strict: Int64 = output.pointee.oformat.pointee.flags & AVFMT_TS_NONSTRICT != 0 ? 0 : 1
-            let least = last + strict
+            let least = previous + strict
             if dts < least {
                 if packet.pointee.pts != lockstep_nopts_value() && packet.pointee.pts >= dts {
                     packet.pointee.pts = max(packet.pointee.pts, least)
@@ -106,6 +111,6 @@ final class StreamCopier {
                 packet.pointee.dts = least
             }
         }
-        lastDts[index] = packet.pointee.dts
+        last[index] = packet.pointee.dts
     }
 }

@@ -105,25 +105,11 @@ public final class VideoWriter: FrameSink {
             self.copier = copier
         }
 
-        target.begin()
-        if outputFormat.pointee.flags & AVFMT_NOFILE == 0 {
-            let opened = avio_open(&oc!.pointee.pb, target.isStandardOutput ? "pipe:1" : target.temporaryPath, AVIO_FLAG_WRITE)
-            if opened < 0 {
-                target.discard()
-                throw MediaError(.unwritable, path: path, "cannot create the output: \(FFmpegError(code: opened, operation: "open").message)")
-            }
-        }
-        var muxerOptions: OpaquePointer?
-        defer { av_dict_free(&muxerOptions) }
-        if target.isStandardOutput, Self.isMP4Family(outputFormat) {
-            // A pipe cannot be seeked back to write the index at the start: fragmented MP4.
-            av_dict_set(&muxerOptions, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0)
-        }
         do {
-            try check(avformat_write_header(oc, &muxerOptions), "write header")
-        } catch let error as FFmpegError {
+            try Self.begin(oc!, target: target)
+        } catch {
             abort()
-            throw error.forOutput(path)
+            throw error
         }
 
         let f = handles.frame
@@ -149,7 +135,9 @@ public final class VideoWriter: FrameSink {
         let duration = max(1, av_rescale_q(frame.duration, info.timeBase.av, encoderTimeBase))
         lockstep_frame_set_duration(f, duration)
         durations[pts] = duration
-        if info.segment != nil, let copier, copier.startSeconds == nil {
+        // A segment's audio starts with its first frame; the first segment keeps what comes
+        // before (an encoder's priming packets), as the whole run does, so segments join into it.
+        if let segment = info.segment, segment.start > 0, let copier, copier.startSeconds == nil {
             copier.startSeconds = Double(frame.pts) * info.timeBase.value
         }
         endSeconds = Double(frame.pts + frame.duration) * info.timeBase.value
@@ -242,6 +230,37 @@ public final class VideoWriter: FrameSink {
                 : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
         }
         return format
+    }
+
+    /// Opens the muxer's file, under the target's temporary name or on stdout, and writes the
+    /// container header. On failure the caller aborts: closes what was opened and discards it.
+    static func begin(_ oc: UnsafeMutablePointer<AVFormatContext>, target: OutputTarget) throws {
+        target.begin()
+        let format = oc.pointee.oformat!
+        if format.pointee.flags & AVFMT_NOFILE == 0 {
+            let opened = avio_open(&oc.pointee.pb, target.isStandardOutput ? "pipe:1" : target.temporaryPath, AVIO_FLAG_WRITE)
+            if opened < 0 {
+                throw MediaError(.unwritable, path: target.shownName, "cannot create the output: \(FFmpegError(code: opened, operation: "open").message)")
+            }
+        }
+        var muxerOptions: OpaquePointer?
+        defer { av_dict_free(&muxerOptions) }
+        if target.isStandardOutput, isMP4Family(format) {
+            // A pipe cannot be seeked back to write the index at the start: fragmented MP4.
+            av_dict_set(&muxerOptions, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0)
+        }
+        if isMP4Family(format) {
+            // A segment that starts later than 0 is placed by an edit list counted in the movie's
+            // time scale, by default milliseconds; in one that every stream's time base divides,
+            // each stream starts at its exact time, so segments join into the whole run.
+            var scale: Int64 = 1
+            for i in 0..<Int(oc.pointee.nb_streams) {
+                let den = Int64(oc.pointee.streams[i]!.pointee.time_base.den)
+                if den > 0 { scale = scale / gcd(scale, den) * den }
+            }
+            if scale > 1 && scale <= Int64(Int32.max) { av_dict_set(&muxerOptions, "movie_timescale", String(scale), 0) }
+        }
+        try checkOutput(avformat_write_header(oc, &muxerOptions), "write header", path: target.shownName)
     }
 
     /// The MP4 family's muxers, which need fragmenting to write to a pipe.
@@ -357,3 +376,4 @@ public final class VideoWriter: FrameSink {
     }
 }
 
+private func gcd(_ a: Int64, _ b: Int64) -> Int64 { b == 0 ? a : gcd(b, a % b) }

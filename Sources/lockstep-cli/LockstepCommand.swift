@@ -14,7 +14,7 @@ struct LockstepCommand: ParsableCommand {
         143 interrupted, partial output removed.
         """,
         version: LockstepVersion.string,
-        subcommands: [Edit.self, Deflicker.self, Flicker.self, Convert.self, Equivariance.self])
+        subcommands: [Edit.self, Deflicker.self, Flicker.self, Convert.self, Concat.self, Equivariance.self])
 
     /// Errors in the input or output get one line naming the file and the problem; usage
     /// errors get ArgumentParser's message. Interrupted jobs remove their partial output.

@@ -1,0 +1,174 @@
+import CFFmpeg
+import Foundation
+
+/// Joins videos end to end without re-encoding: every stream of every part, packet for packet,
+/// into one container (FFmpeg's doc/examples/remux.c, over several inputs). Made for the parts of
+/// a job split with `--frames`: they keep the whole input's timestamps, so joined they are the
+/// whole run, frame for frame, with each part's span of audio. A part that starts before the
+/// previous one ends (files made separately, each from zero) is moved on to follow it.
+///
+/// The parts must have the same streams, encoded the same way: one container header describes
+/// them all, so a part whose codec header differs would not decode after the join; it is refused.
+public enum Concatenation {
+    public struct Summary: Sendable {
+        /// Video packets written: the frames of the joined video.
+        public var frames: Int
+        /// From the first video frame's start to the last one's end.
+        public var seconds: Double
+    }
+
+    /// Joins `parts` into `target`, in the container named `format` or the one of its extension.
+    /// `progress` gets the index of the part being copied. Nothing is left under the target's
+    /// final name on failure.
+    @discardableResult
+    public static func join(_ parts: [String], into target: OutputTarget, format: String? = nil,
+                            progress: (Int) -> Void = { _ in }) throws -> Summary {
+        FFmpegLog.install()
+        let inputs = try parts.map(Part.init)
+        let first = inputs[0]
+        for part in inputs.dropFirst() { try part.check(against: first) }
+
+        let outputFormat = try VideoWriter.chooseContainer(format, target: target)
+        let handles = CodecHandles()
+        var oc: UnsafeMutablePointer<AVFormatContext>?
+        try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: target.shownName)
+        handles.format = oc
+        for index in 0..<first.streamCount {
+            let stream = first.stream(index)
+            let parameters = stream.pointee.codecpar!
+            if avformat_query_codec(outputFormat, parameters.pointee.codec_id, FF_COMPLIANCE_NORMAL) == 0 {
+                throw MediaError(.invalidArgument, path: target.shownName, "the \(String(cString: outputFormat.pointee.name)) container cannot hold stream \(index) (\(String(cString: avcodec_get_name(parameters.pointee.codec_id)))) of \(first.path); choose another container")
+            }
+            guard let out = avformat_new_stream(oc, nil), avcodec_parameters_copy(out.pointee.codecpar, parameters) >= 0 else {
+                throw MediaError(.io, path: target.shownName, "out of memory")
+            }
+            out.pointee.codecpar.pointee.codec_tag = 0
+            out.pointee.time_base = stream.pointee.time_base
+            out.pointee.avg_frame_rate = stream.pointee.avg_frame_rate
+            out.pointee.sample_aspect_ratio = stream.pointee.sample_aspect_ratio
+            out.pointee.disposition = stream.pointee.disposition
+            av_dict_copy(&out.pointee.metadata, stream.pointee.metadata, 0)
+            // Rotation and other stream side data travel with the stream.
+            for s in 0..<Int(stream.pointee.nb_side_data) {
+                let side = stream.pointee.side_data[s]
+                if let data = av_stream_new_side_data(out, side.type, side.size) { data.update(from: side.data, count: side.size) }
+            }
+        }
+
+        var increasing = IncreasingDts()
+        let packet = handles.packet
+        var frames = 0
+        var videoStart: Int64?, videoEnd: Int64 = 0  // microseconds, after the parts' moves
+        do {
+            try VideoWriter.begin(oc!, target: target)
+            for (number, part) in inputs.enumerated() {
+                progress(number)
+                // A part that starts before the previous one ends (made separately, from zero),
+                // or within half a frame of its end (a container that rounds times), starts
+                // exactly where the previous one ends; one that starts later keeps its gap.
+                let gap = videoEnd - part.videoStart
+                let shift = number > 0 && (gap > 0 || -gap < part.frameMicroseconds / 2) ? gap : 0
+                while true {
+                    let read = av_read_frame(part.context, packet)
+                    if read == lockstep_averror_eof() { break }
+                    if read < 0 { throw MediaError(.damaged, path: part.path, "cannot read it to the end: \(FFmpegError(code: read, operation: "read").message)") }
+                    defer { av_packet_unref(packet) }
+                    let inBase = part.stream(Int(packet.pointee.stream_index)).pointee.time_base
+                    let moved = av_rescale_q(shift, lockstep_time_base_q(), inBase)
+                    if packet.pointee.pts != lockstep_nopts_value() { packet.pointee.pts += moved }
+                    if packet.pointee.dts != lockstep_nopts_value() { packet.pointee.dts += moved }
+                    if packet.pointee.stream_index == part.videoIndex {
+                        frames += 1
+                        if packet.pointee.pts != lockstep_nopts_value() {
+                            let start = av_rescale_q(packet.pointee.pts, inBase, lockstep_time_base_q())
+                            let end = av_rescale_q(packet.pointee.pts + max(packet.pointee.duration, 0), inBase, lockstep_time_base_q())
+                            videoStart = min(videoStart ?? start, start)
+                            videoEnd = max(videoEnd, end)
+                        }
+                    }
+                    let out = oc!.pointee.streams[Int(packet.pointee.stream_index)]!
+                    av_packet_rescale_ts(packet, inBase, out.pointee.time_base)
+                    increasing.apply(to: packet, output: oc!)
+                    packet.pointee.pos = -1
+                    try checkOutput(av_interleaved_write_frame(oc, packet), "write", path: target.shownName)
+                }
+            }
+            try checkOutput(av_write_trailer(oc), "write trailer", path: target.shownName)
+            if let pb = oc!.pointee.pb, pb.pointee.error < 0 { throw FFmpegError(code: pb.pointee.error, operation: "write").forOutput(target.shownName) }
+            if oc!.pointee.pb != nil { try checkOutput(avio_closep(&oc!.pointee.pb), "close", path: target.shownName) }
+            try target.commit()
+        } catch {
+            if oc!.pointee.pb != nil { avio_closep(&oc!.pointee.pb) }
+            target.discard()
+            throw error
+        }
+        return Summary(frames: frames, seconds: Double(videoEnd - (videoStart ?? 0)) / 1_000_000)
+    }
+
+    /// One input, opened, with what the join needs to know of it.
+    final class Part {
+        let path: String
+        private let handles = CodecHandles()
+        var context: UnsafeMutablePointer<AVFormatContext> { handles.format! }
+        let videoIndex: Int32
+        /// The first video frame's time, in microseconds.
+        let videoStart: Int64
+        /// One frame's duration at the stream's average rate, in microseconds.
+        let frameMicroseconds: Int64
+        var streamCount: Int { Int(context.pointee.nb_streams) }
+
+        init(_ path: String) throws {
+            self.path = path
+            try VideoReader.checkReadableFile(path)
+            var ctx: UnsafeMutablePointer<AVFormatContext>?
+            let opened = avformat_open_input(&ctx, path, nil, nil)
+            guard opened >= 0 else {
+                throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (\(FFmpegError(code: opened, operation: "open").message))")
+            }
+            handles.format = ctx
+            guard avformat_find_stream_info(ctx, nil) >= 0 else {
+                throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (no stream information)")
+            }
+            let best = av_find_best_stream(ctx, AVMEDIA_TYPE_VIDEO, -1, -1, nil, 0)
+            guard best >= 0 else { throw MediaError(.notMedia, path: path, "not a video: it has no video stream") }
+            videoIndex = best
+            let video = ctx!.pointee.streams[Int(best)]!
+            let start = video.pointee.start_time != lockstep_nopts_value() ? video.pointee.start_time : 0
+            videoStart = av_rescale_q(start, video.pointee.time_base, lockstep_time_base_q())
+            var rate = video.pointee.avg_frame_rate
+            if rate.num <= 0 || rate.den <= 0 { rate = video.pointee.r_frame_rate }
+            frameMicroseconds = rate.num > 0 && rate.den > 0 ? av_rescale(1_000_000, Int64(rate.den), Int64(rate.num)) : 40_000
+        }
+
+        func stream(_ index: Int) -> UnsafeMutablePointer<AVStream> { context.pointee.streams[index]! }
+
+        /// Refuses a part whose streams are not those of `first`, encoded the same way.
+        func check(against first: Part) throws {
+            guard streamCount == first.streamCount, videoIndex == first.videoIndex else {
+                throw MediaError(.invalidArgument, path: path, "has other streams than \(first.path) (\(streamCount) against \(first.streamCount)): the parts must come from the same input and command")
+            }
+            for index in 0..<streamCount {
+                let a = stream(index).pointee.codecpar.pointee, b = first.stream(index).pointee.codecpar.pointee
+                let name = String(cString: avcodec_get_name(a.codec_id))
+                guard a.codec_type == b.codec_type, a.codec_id == b.codec_id else {
+                    throw MediaError(.invalidArgument, path: path, "stream \(index) is \(name), in \(first.path) \(String(cString: avcodec_get_name(b.codec_id))): the parts must be encoded the same way")
+                }
+                if a.codec_type == AVMEDIA_TYPE_VIDEO, a.width != b.width || a.height != b.height || a.format != b.format {
+                    throw MediaError(.invalidArgument, path: path, "its video is \(a.width)×\(a.height) \(Self.pixelFormatName(a.format)), that of \(first.path) \(b.width)×\(b.height) \(Self.pixelFormatName(b.format)): the parts must be encoded the same way")
+                }
+                if a.codec_type == AVMEDIA_TYPE_AUDIO, a.sample_rate != b.sample_rate || a.ch_layout.nb_channels != b.ch_layout.nb_channels {
+                    throw MediaError(.invalidArgument, path: path, "its audio is \(a.sample_rate) Hz with \(a.ch_layout.nb_channels) channels, that of \(first.path) \(b.sample_rate) Hz with \(b.ch_layout.nb_channels): the parts must come from the same input")
+                }
+                let sameHeader = a.extradata_size == b.extradata_size
+                    && (a.extradata_size == 0 || memcmp(a.extradata, b.extradata, Int(a.extradata_size)) == 0)
+                guard sameHeader else {
+                    throw MediaError(.invalidArgument, path: path, "its \(name) stream \(index) was encoded with other settings than that of \(first.path) (the codec headers differ), so the joined file would not decode; make the parts with the same command and options")
+                }
+            }
+        }
+
+        static func pixelFormatName(_ format: Int32) -> String {
+            av_get_pix_fmt_name(AVPixelFormat(rawValue: format)).map { String(cString: $0) } ?? "?"
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+import MediaIO
+import Tensor
+import Testing
+import TestSupport
+
+/// `lockstep concat`: a job split with --frames, its parts run at the same time, joined.
+@Suite struct ConcatTests {
+    /// Two seconds of testsrc2 with a sine tone, and an edit of its frame 10.
+    static func clipWithAudio(in dir: TemporaryDirectory) throws -> (input: String, key: String) {
+        let input = dir.file("in.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-c:v", "libx264", "-c:a", "aac", "-shortest", input])
+        let key = dir.file("key.png")
+        try ffmpeg(["-i", input, "-vf", "select=eq(n\\,10),negate", "-frames:v", "1", key])
+        return (input, key)
+    }
+
+    /// Runs `lockstep` once per argument list, all at the same time, as a render farm would.
+    static func runTogether(_ runs: [[String]]) -> [CLITests.Result?] {
+        let results = ResultBox(count: runs.count)
+        DispatchQueue.concurrentPerform(iterations: runs.count) { i in results.set(i, try? CLITests.run(runs[i])) }
+        return results.values
+    }
+
+    /// Three parts of an edit, run at once and joined, are the whole run: the same frames bit
+    /// for bit (lossless video), the same timestamps, and the same audio packets.
+    @Test func partsRunTogetherJoinIntoTheWholeRun() throws {
+        let dir = TemporaryDirectory()
+        let (input, key) = try Self.clipWithAudio(in: dir)
+        let edit = ["edit", input, "--keyframe", "10=\(key)", "--codec", "ffv1", "--quiet"]
+        let ranges = ["0:17", "17:31", "31:"]
+        let results = Self.runTogether([edit + ["-o", dir.file("whole.mkv")]]
+            + ranges.enumerated().map { edit + ["--frames", $1, "-o", dir.file("part\($0).mkv")] })
+        for result in results { #expect(result?.status == 0, "\(result?.stderr ?? "did not run")") }
+        let join = try CLITests.run(["concat"] + ranges.indices.map { dir.file("part\($0).mkv") } + ["-o", dir.file("joined.mkv"), "--json", "--quiet"])
+        #expect(join.status == 0, "\(join.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(join.stdout.utf8)) as? [String: Any]
+        #expect(json?["frames"] as? Int == 50)
+
+        let whole = try SyntheticClip.readAll(dir.file("whole.mkv")).frames, joined = try SyntheticClip.readAll(dir.file("joined.mkv")).frames
+        #expect(whole.count == 50 && joined.count == 50)
+        for (a, b) in zip(whole, joined) {
+            #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
+            #expect(a.pts == b.pts, "frame \(a.index)")
+        }
+        #expect(try Self.audioPackets(dir.file("joined.mkv")) == Self.audioPackets(dir.file("whole.mkv")))
+        #expect(try Self.audioPackets(dir.file("whole.mkv")).count > 80)
+    }
+
+    /// H.264 parts in MP4 (B-frames, edit lists) join into a file FFmpeg decodes without an error,
+    /// with the whole run's frame times.
+    @Test func h264PartsJoinIntoAFileThatDecodes() throws {
+        let dir = TemporaryDirectory()
+        let (input, _) = try Self.clipWithAudio(in: dir)
+        for (name, extra) in [("whole.mp4", [String]()), ("a.mp4", ["--frames", "0:23"]), ("b.mp4", ["--frames", "23:"])] {
+            let r = try CLITests.run(["convert", input, "-o", dir.file(name), "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        let join = try CLITests.run(["concat", dir.file("a.mp4"), dir.file("b.mp4"), "-o", dir.file("joined.mp4"), "--quiet"])
+        #expect(join.status == 0, "\(join.stderr)")
+        let joined = try FFprobe.decode(dir.file("joined.mp4")), whole = try FFprobe.decode(dir.file("whole.mp4"))
+        #expect(joined.errors.isEmpty, "\(joined.errors)")
+        #expect(joined.timestamps.count == 50 && joined.timestamps == whole.timestamps)
+    }
+
+    /// Files made separately each start at zero: joined, the second follows the first.
+    @Test func separatelyMadeFilesFollowEachOther() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let join = try CLITests.run(["concat", input, input, "-o", dir.file("twice.mkv"), "--quiet"])
+        #expect(join.status == 0, "\(join.stderr)")
+        let frames = try SyntheticClip.readAll(dir.file("twice.mkv")).frames
+        #expect(frames.count == 20)
+        let seconds = frames.map { Double($0.pts) / 1000 }  // Matroska's millisecond
+        #expect(zip(seconds, seconds.dropFirst()).allSatisfy { abs($1 - $0 - 0.04) < 0.0015 }, "\(seconds)")
+    }
+
+    /// Parts that are not one job's are refused in one line naming the part, before anything is
+    /// written; so are a missing part and a part that is not a video.
+    @Test func foreignPartsAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let other = try SyntheticClip.write((0..<3).map { SyntheticClip.movingPattern(t: $0, width: 48, height: 32) },
+                                            to: dir.file("other.mkv"), codec: "ffv1")
+        let size = try CLITests.run(["concat", input, other, "-o", dir.file("out.mkv")])
+        #expect(size.status == 1)
+        #expect(size.stderr.hasPrefix("lockstep: error: \(other): its video is 48×32 ") && size.stderr.split(separator: "\n").count == 1, "\(size.stderr)")
+        let missing = try CLITests.run(["concat", input, dir.file("nope.mkv"), "-o", dir.file("out.mkv")])
+        #expect(missing.status == 1 && missing.stderr == "lockstep: error: \(dir.file("nope.mkv")): no such file or directory\n")
+        try Data("not a video".utf8).write(to: URL(fileURLWithPath: dir.file("notes.txt")))
+        let text = try CLITests.run(["concat", input, dir.file("notes.txt"), "-o", dir.file("out.mkv")])
+        #expect(text.status == 1 && text.stderr.hasPrefix("lockstep: error: \(dir.file("notes.txt")): not a video file"))
+        #expect(dir.contents == ["in.mkv", "notes.txt", "other.mkv"])
+    }
+
+    /// The audio packets' times and sizes, as ffprobe lists them.
+    static func audioPackets(_ path: String) throws -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "packet=pts,size", "-of", "csv=p=0", path]
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        return CLITests.collect(process, out: out, err: err).stdout.split(separator: "\n").map(String.init)
+    }
+}
+
+/// Results filled in from several threads.
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [CLITests.Result?]
+    init(count: Int) { stored = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: CLITests.Result?) { lock.lock(); stored[index] = value; lock.unlock() }
+    var values: [CLITests.Result?] { lock.lock(); defer { lock.unlock() }; return stored }
+}
