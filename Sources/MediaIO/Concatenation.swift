@@ -5,7 +5,9 @@ import Foundation
 /// into one container (FFmpeg's doc/examples/remux.c, over several inputs). Made for the parts of
 /// a job split with `--frames`: they keep the whole input's timestamps, so joined they are the
 /// whole run, frame for frame, with each part's span of audio. A part that starts before the
-/// previous one ends (files made separately, each from zero) is moved on to follow it.
+/// previous one ends (files made separately, each from zero) is moved on to follow it. A part
+/// that starts later than the previous one ends means a part is missing between them: refused,
+/// unless gaps are allowed.
 ///
 /// The parts must have the same streams, encoded the same way: one container header describes
 /// them all, so a part whose codec header differs would not decode after the join; it is refused.
@@ -21,7 +23,7 @@ public enum Concatenation {
     /// `progress` gets the index of the part being copied. Nothing is left under the target's
     /// final name on failure.
     @discardableResult
-    public static func join(_ parts: [String], into target: OutputTarget, format: String? = nil,
+    public static func join(_ parts: [String], into target: OutputTarget, format: String? = nil, allowGaps: Bool = false,
                             progress: (Int) -> Void = { _ in }) throws -> Summary {
         FFmpegLog.install()
         let inputs = try parts.map(Part.init)
@@ -68,6 +70,10 @@ public enum Concatenation {
                 // exactly where the previous one ends; one that starts later keeps its gap.
                 let gap = videoEnd - part.videoStart
                 let shift = number > 0 && (gap > 0 || -gap < part.frameMicroseconds / 2) ? gap : 0
+                if number > 0 && shift == 0 && gap < 0 && !allowGaps {
+                    let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
+                    throw MediaError(.invalidArgument, path: part.path, "starts at \(seconds(part.videoStart)), \(seconds(-gap)) after \(inputs[number - 1].path) ends: a part is missing between them (--allow-gaps joins them anyway)")
+                }
                 while true {
                     let read = av_read_frame(part.context, packet)
                     if read == lockstep_averror_eof() { break }
@@ -81,7 +87,9 @@ public enum Concatenation {
                         frames += 1
                         if packet.pointee.pts != lockstep_nopts_value() {
                             let start = av_rescale_q(packet.pointee.pts, inBase, lockstep_time_base_q())
-                            let end = av_rescale_q(packet.pointee.pts + max(packet.pointee.duration, 0), inBase, lockstep_time_base_q())
+                            // A packet without a duration (some MP4s' last) lasts a frame.
+                            let duration = packet.pointee.duration > 0 ? av_rescale_q(packet.pointee.duration, inBase, lockstep_time_base_q()) : part.frameMicroseconds
+                            let end = start + duration
                             videoStart = min(videoStart ?? start, start)
                             videoEnd = max(videoEnd, end)
                         }

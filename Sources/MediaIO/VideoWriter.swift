@@ -99,7 +99,8 @@ public final class VideoWriter: FrameSink {
         stream.pointee.avg_frame_rate = info.frameRate.av
         stream.pointee.sample_aspect_ratio = info.sampleAspectRatio.av
 
-        if let source = info.sourceFile {
+        // A still image (one frame exported to edit) has no room for audio, and needs no word on it.
+        if let source = info.sourceFile, String(cString: outputFormat.pointee.name) != "image2" {
             let copier = try StreamCopier(inputPath: source, output: oc!)
             warnings = copier.skipped
             self.copier = copier

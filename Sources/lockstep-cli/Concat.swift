@@ -9,7 +9,9 @@ struct Concat: ParsableCommand {
         For jobs split with --frames (on one machine or many): run each part with the same \
         command and options, then join them in order. The parts keep the whole input's \
         timestamps and their own span of its audio, so the joined video is the whole run, frame \
-        for frame. Every stream is copied as it is; parts encoded differently are refused.
+        for frame. Every stream is copied as it is; parts encoded differently are refused, and so \
+        is a gap between two parts (a part missing). Files made separately, each starting at \
+        zero, are joined one after the other.
         """)
 
     @Argument(help: ArgumentHelp("The parts, in order.", valueName: "PART"))
@@ -20,6 +22,9 @@ struct Concat: ParsableCommand {
 
     @Option(help: ArgumentHelp("Container by FFmpeg's muxer name, as ffmpeg -f (default: from OUTPUT's extension; needed for -o -).", valueName: "NAME"))
     var format: String?
+
+    @Flag(help: "Join parts even where one starts later than the previous one ends (by default that means a part is missing, and is refused).")
+    var allowGaps = false
 
     @Flag(help: "Replace OUTPUT if it exists.")
     var overwrite = false
@@ -42,7 +47,7 @@ struct Concat: ParsableCommand {
     func run() throws {
         let target = try OutputTarget(path: output, inputs: parts, overwrite: overwrite)
         let start = Date()
-        let summary = try Concatenation.join(parts, into: target, format: format) { part in
+        let summary = try Concatenation.join(parts, into: target, format: format, allowGaps: allowGaps) { part in
             if !quiet { FileHandle.standardError.write(Data("concat: part \(part + 1)/\(parts.count): \(parts[part])\n".utf8)) }
         }
         if json {

@@ -112,7 +112,7 @@ struct Deflicker: ParsableCommand {
                 object["ewarp_first"] = ["before": warping.ewarpFirst(output: 0), "after": warping.ewarpFirst(output: 1)]
             }
             try Report.printJSON(object)
-        } else if !report.quiet {
+        } else {
             Report.print(String(format: "brightness flicker %.3f → %.3f (mean |ΔY|, 8-bit)", before.value, after.value))
             Report.print("scene cuts: " + (plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")))
         }

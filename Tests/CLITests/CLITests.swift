@@ -170,6 +170,25 @@ import TestSupport
         }
     }
 
+    /// Every recipe in the README's cookbook runs as shown on the bundled sample (scripts/cookbook
+    /// runs them with the binary under test and checks what they print, numbers aside).
+    @Test func cookbookRunsAsShown() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized
+        let process = Process()
+        process.executableURL = root.appendingPathComponent("scripts/cookbook")
+        var environment = ProcessInfo.processInfo.environment
+        environment["LOCKSTEP_BIN_DIR"] = URL(fileURLWithPath: Self.binary).deletingLastPathComponent().path
+        process.environment = environment
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let r = Self.collect(process, out: out, err: err)
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("cookbook: every recipe runs as shown"))
+        #expect(r.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count >= 8, "\(r.stdout)")
+    }
+
     @Test func flickerWritesJSONCSVAndPlot() throws {
         let dir = TemporaryDirectory()
         let input = try Self.clip(in: dir)

@@ -92,6 +92,18 @@ import TestSupport
         let text = try CLITests.run(["concat", input, dir.file("notes.txt"), "-o", dir.file("out.mkv")])
         #expect(text.status == 1 && text.stderr.hasPrefix("lockstep: error: \(dir.file("notes.txt")): not a video file"))
         #expect(dir.contents == ["in.mkv", "notes.txt", "other.mkv"])
+
+        // A part missing from the middle of a split job leaves a gap: refused, unless allowed.
+        for (name, range) in [("a.mkv", "0:3"), ("c.mkv", "6:")] {
+            #expect(try CLITests.run(["convert", input, "--frames", range, "--codec", "ffv1", "-o", dir.file(name), "--quiet"]).status == 0)
+        }
+        let gap = try CLITests.run(["concat", dir.file("a.mkv"), dir.file("c.mkv"), "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(gap.status == 1 && gap.stderr == "lockstep: error: \(dir.file("c.mkv")): starts at 0.240 s, 0.120 s after \(dir.file("a.mkv")) ends: a part is missing between them (--allow-gaps joins them anyway)\n", "\(gap.stderr)")
+        #expect(!dir.contents.contains("out.mkv"))
+        let allowed = try CLITests.run(["concat", dir.file("a.mkv"), dir.file("c.mkv"), "-o", dir.file("out.mkv"), "--allow-gaps", "--quiet"])
+        #expect(allowed.status == 0)
+        let joined = try SyntheticClip.readAll(dir.file("out.mkv")).frames.map(\.pts)
+        #expect(joined == [0, 40, 80, 240, 280, 320, 360])
     }
 
     /// The audio packets' times and sizes, as ffprobe lists them.
