@@ -135,9 +135,14 @@ public struct BrightnessFlicker: Sendable {
     public init() {}
 
     public mutating func add(_ image: PlanarImage) {
-        let luma = FlickerAnalyzer.meanLuma(image) * 255
-        if let last { total += abs(luma - last); changes += 1 }
-        last = luma
+        add(luma: FlickerAnalyzer.meanLuma(image))
+    }
+
+    /// Adds a frame by its mean luma, in [0, 1].
+    public mutating func add(luma: Double) {
+        let level = luma * 255
+        if let last { total += abs(level - last); changes += 1 }
+        last = level
     }
 
     public var value: Double { changes > 0 ? total / Double(changes) : 0 }

@@ -11,7 +11,9 @@ struct Deflicker: ParsableCommand {
         With --guide, motion is found on the unprocessed original; without, on the input itself. \
         Each frame keeps its own detail; its tone and colour, globally and locally, are brought to \
         the appearance the whole shot agrees on. Two passes over the input: the first learns each \
-        frame's flicker, the second writes the output. A new reference is taken at scene cuts.
+        frame's flicker, the second writes the output. A new reference is taken at scene cuts. \
+        With --analysis FILE the first pass is kept in FILE and read from there the next time: \
+        the parts of a split job (--frames) share one analysis.
         """)
 
     @Argument(help: ArgumentHelp("The flickering video, a directory of frames, or - for a stream on stdin (kept in TMPDIR for the two passes).", valueName: "INPUT"))
@@ -23,7 +25,13 @@ struct Deflicker: ParsableCommand {
     @Option(help: ArgumentHelp("The reference frame: auto (the first frame, and the first after each cut) or a frame INDEX for the whole video.", valueName: "INDEX|auto"))
     var reference: String = "auto"
 
-    @OptionGroup var output: OutputOptions
+    @Option(name: .shortAndLong, help: ArgumentHelp(OutputOptions.outputHelp + " Leave it out with --analysis FILE to make the analysis only.", valueName: "OUTPUT"))
+    var output: String?
+
+    @Option(help: ArgumentHelp("The first pass's analysis of INPUT: read from FILE when it exists (and the first pass skipped), otherwise made and written there. Parts of a split job share one; a stream on stdin is then read once.", valueName: "FILE"))
+    var analysis: String?
+
+    @OptionGroup var writing: WritingOptions
     @OptionGroup var segment: SegmentOptions
     @OptionGroup var damage: DamageOptions
     @OptionGroup var report: ReportOptions
@@ -35,78 +43,116 @@ struct Deflicker: ParsableCommand {
             throw ValidationError("--reference takes auto or a frame index from 0, e.g. --reference 12")
         }
         if let guide, StandardStream.isStandard(guide) { throw ValidationError("--guide must be a file; only INPUT may be - (stdin)") }
+        if let analysis, StandardStream.isStandard(analysis) { throw ValidationError("--analysis must be a file") }
+        guard let output else {
+            guard analysis != nil else { throw ValidationError("give -o OUTPUT (or --analysis FILE alone, to make the analysis only)") }
+            return
+        }
+        try writing.validate(output: output)
     }
 
     func run() throws {
-        // Everything that can be refused is checked before the first pass.
-        let input = try readableTwice(self.input, label: "deflicker", quiet: report.quiet)
-        let shownInput = StandardStream.shownName(input)
-        let analysisSource = try Media.openSource(input, frameRate: output.frameRate, damageLog: damage.log)
+        // With the analysis at hand the input is read once, so a stream on stdin needs no copy.
+        let reusing = analysis.map { FileManager.default.fileExists(atPath: $0) } ?? false
+        let input = reusing ? self.input : try readableTwice(self.input, label: "deflicker", quiet: report.quiet)
+        let plan: DeflickerPlan
+        var outputSource: FrameSource?, sink: FrameSink?
+        if reusing {
+            let source = try Media.openSource(input, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log)
+            plan = try DeflickerPlan.read(from: analysis!, width: source.info.width, height: source.info.height)
+            outputSource = source
+            sink = try output.map { _ in try openSink(for: input, info: source.info) }
+        } else {
+            // Everything that can be refused is checked before the first pass.
+            let analysisTarget = try analysis.map { try OutputTarget(path: $0, inputs: [input] + (guide.map { [$0] } ?? []), overwrite: false) }
+            outputSource = try output.map { _ in try Media.openSource(input, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log) }
+            sink = try outputSource.map { try openSink(for: input, info: $0.info) }
+            do {
+                plan = try firstPass(input)
+                try analysisTarget.map { try plan.write(to: $0) }
+            } catch {
+                sink?.abort()
+                throw error
+            }
+            // The first pass's buffers are free now; give the pages back before the encoder takes
+            // its own, so that the second pass does not sit on a heap fragmented by the first.
+            _ = malloc_trim(0)
+        }
+        guard let outputSource, let sink else {
+            let cuts = plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")
+            Report.print("analysis of \(plan.frameCount) frames \(reusing ? "already in" : "written to") \(analysis!) (\(plan.scenes.count) reference\(plan.scenes.count == 1 ? "" : "s"); scene cuts: \(cuts))")
+            return
+        }
+        try secondPass(input, source: outputSource, sink: sink, plan: plan)
+    }
+
+    private func openSink(for input: String, info: StreamInfo) throws -> FrameSink {
+        try Media.openSink(output!, info: info, inputs: [input] + (guide.map { [$0] } ?? []) + (analysis.map { [$0] } ?? []),
+                           overwrite: writing.overwrite, options: writing.encoder)
+    }
+
+    /// Pass 1: every frame's flicker relative to its reference.
+    private func firstPass(_ input: String) throws -> DeflickerPlan {
+        let analysisSource = try Media.openSource(input, frameRate: writing.frameRate, damageLog: damage.log)
         let info = analysisSource.info
-        let guideSource = try guide.map { try Media.openSource($0, frameRate: output.frameRate, damageLog: damage.log) }
-        let outputSource = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
+        let guideSource = try guide.map { try Media.openSource($0, frameRate: writing.frameRate, damageLog: damage.log) }
         var fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)?
         if let index = fixedReference {
             let frame = try Media.readFrames(input, indices: [index], damageLog: damage.log)[index]!.image
             let guideFrame = try guide.map { try scaled(Media.readFrames($0, indices: [index], damageLog: damage.log)[index]!.image, to: info) }
             fixed = (index, frame, guideFrame)
         }
-        let sink = try Media.openSink(output.output, info: outputSource.info, inputs: [input] + (guide.map { [$0] } ?? []),
-                                      overwrite: output.overwrite, options: output.encoder)
-
-        // Pass 1: every frame's flicker relative to its reference.
-        var before = BrightnessFlicker()
-        let analysis: DeflickerAnalysis, plan: DeflickerPlan
-        do {
-            analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
-            let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
-            let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)) }
-            _ = try ProgressView(label: "deflicker: analysing", report: report, stage: "analysing").track { update in
-                try StreamingProcessor.run(source: analysed, sink: nil, process: { frame in
-                    try analysis.add(analysed.take(frame.index))
-                    if segment.range?.contains(frame.index) ?? true { before.add(frame.image) }
-                }, progress: update)
-            }
-            if let guideSource, try guideSource.next() != nil {
-                throw MediaError(.invalidArgument, path: guide!, "has more frames than \(shownInput) (\(analysis.frameCount)): the guide must have the same frames")
-            }
-            if let index = fixedReference, index >= analysis.frameCount {
-                throw MediaError(.invalidArgument, path: shownInput, "frame \(index) is outside the video, which has \(analysis.frameCount) frames")
-            }
-            plan = try analysis.finish()
-        } catch {
-            sink.abort()
-            throw error
-        }
-        // The first pass's buffers are free now; give the pages back before the encoder takes its
-        // own, so that the second pass does not sit on a heap fragmented by the first.
-        _ = malloc_trim(0)
-
-        // Pass 2: each frame brought to its scene's consensus and written. E_warp before and after
-        // is measured for --json, on the guide's motion, at up to 640 pixels wide.
-        var after = BrightnessFlicker()
-        let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
-        let measureGuide = try report.json ? guide.map {
-            GuidedSource(input: outputSource, guide: try Media.openSource($0, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log),
-                         guidePath: $0, size: info)
-        } : nil
-        let done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
-            try StreamingProcessor.run(source: measureGuide ?? outputSource, sink: sink, process: { frame in
-                let original = frame.image
-                frame.image = try plan.apply(to: original, index: frame.index)
-                after.add(frame.image)
-                if let warping { warping.add(guide: measureGuide?.guide(for: frame.index) ?? original, outputs: [original, frame.image]) }
+        let analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
+        let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
+        let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)) }
+        _ = try ProgressView(label: "deflicker: analysing", report: report, stage: "analysing").track { update in
+            try StreamingProcessor.run(source: analysed, sink: nil, process: { frame in
+                try analysis.add(analysed.take(frame.index))
             }, progress: update)
         }
+        if let guideSource, try guideSource.next() != nil {
+            throw MediaError(.invalidArgument, path: guide!, "has more frames than \(StandardStream.shownName(input)) (\(analysis.frameCount)): the guide must have the same frames")
+        }
+        if let index = fixedReference, index >= analysis.frameCount {
+            throw MediaError(.invalidArgument, path: StandardStream.shownName(input), "frame \(index) is outside the video, which has \(analysis.frameCount) frames")
+        }
+        return try analysis.finish()
+    }
 
-        let scenes = plan.scenes.map { ["start": $0.start, "reference": $0.reference, "reason": $0.reason.rawValue] as [String: Any] }
+    /// Pass 2: each frame brought to its scene's consensus and written. E_warp before and after is
+    /// measured for --json, on the guide's motion, at up to 640 pixels wide.
+    private func secondPass(_ input: String, source: FrameSource, sink: FrameSink, plan: DeflickerPlan) throws {
+        var before = BrightnessFlicker(), after = BrightnessFlicker()
+        for index in 0..<plan.frameCount where segment.range?.contains(index) ?? true { before.add(luma: Double(plan.lumas[index])) }
+        let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
+        let info = source.info
+        let measureGuide = try report.json ? guide.map {
+            GuidedSource(input: source, guide: try Media.openSource($0, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log),
+                         guidePath: $0, size: info)
+        } : nil
+        let done: JobProgress
+        do {
+            done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
+                try StreamingProcessor.run(source: measureGuide ?? source, sink: sink, process: { frame in
+                    let original = frame.image
+                    frame.image = try plan.apply(to: original, index: frame.index)
+                    after.add(frame.image)
+                    if let warping { warping.add(guide: measureGuide?.guide(for: frame.index) ?? original, outputs: [original, frame.image]) }
+                }, progress: update)
+            }
+        } catch let other as DeflickerPlan.OtherFrame {
+            throw mismatch(other, input: input)
+        }
+
         if report.json {
             var object: [String: Any] = [
-                "input": self.input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
-                "fps": done.framesPerSecond, "cuts": plan.cuts, "references": scenes,
+                "input": self.input, "output": output!, "frames": done.framesDone, "seconds": done.elapsedSeconds,
+                "fps": done.framesPerSecond, "cuts": plan.cuts,
+                "references": plan.scenes.map { ["start": $0.start, "reference": $0.reference, "reason": $0.reason.rawValue] as [String: Any] },
                 "brightness_flicker": ["before": before.value, "after": after.value],
             ]
             if let guide { object["guide"] = guide }
+            if let analysis { object["analysis"] = analysis }
             if let warping {
                 object["ewarp"] = ["before": warping.ewarp(output: 0), "after": warping.ewarp(output: 1)]
                 object["ewarp_first"] = ["before": warping.ewarpFirst(output: 0), "after": warping.ewarpFirst(output: 1)]
@@ -116,6 +162,21 @@ struct Deflicker: ParsableCommand {
             Report.print(String(format: "brightness flicker %.3f → %.3f (mean |ΔY|, 8-bit)", before.value, after.value))
             Report.print("scene cuts: " + (plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")))
         }
+    }
+
+    /// A frame the plan was not made for, said as the user sees it: an analysis file of another
+    /// video, or an input that did not decode the same twice.
+    private func mismatch(_ other: DeflickerPlan.OtherFrame, input: String) -> MediaError {
+        let shown = StandardStream.shownName(input)
+        guard let analysed = other.analysed, let given = other.given else {
+            return MediaError(.invalidArgument, path: analysis ?? shown, analysis != nil
+                ? "is the analysis of a video of \(other.frameCount) frames; \(shown) has more"
+                : "has more frames the second time it is read (\(other.frameCount) the first)")
+        }
+        let levels = String(format: "mean level %.2f where the analysis saw %.2f", given, analysed)
+        return MediaError(.invalidArgument, path: analysis ?? shown, analysis != nil
+            ? "is the analysis of another video: frame \(other.index) of \(shown) has \(levels)"
+            : "decodes differently the second time it is read: frame \(other.index) has \(levels)")
     }
 
     func scaled(_ image: PlanarImage, to info: StreamInfo) -> PlanarImage {

@@ -83,9 +83,23 @@ struct DamageOptions: ParsableArguments {
 
 /// Options of every command that writes a video or a directory of frames.
 struct OutputOptions: ParsableArguments {
-    @Option(name: .shortAndLong, help: ArgumentHelp("Output: a video file (container from the extension), a directory of PNG frames, or - for stdout (with --format).", valueName: "OUTPUT"))
+    @Option(name: .shortAndLong, help: ArgumentHelp(OutputOptions.outputHelp, valueName: "OUTPUT"))
     var output: String
 
+    @OptionGroup var writing: WritingOptions
+
+    static let outputHelp = "Output: a video file (container from the extension), a directory of PNG frames, or - for stdout (with --format)."
+
+    var encoder: EncoderOptions { writing.encoder }
+    var frameRate: Rational { writing.frameRate }
+    var overwrite: Bool { writing.overwrite }
+
+    func validate() throws { try writing.validate(output: output) }
+}
+
+/// How a command writes video: every output option but OUTPUT itself (which `lockstep deflicker
+/// --analysis` may leave out).
+struct WritingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Video encoder (libx264, libx265, libvpx-vp9, ffv1 for lossless, mpeg4, ...). Default: H.264 where the container allows it.", valueName: "NAME"))
     var codec: String?
 
@@ -114,12 +128,15 @@ struct OutputOptions: ParsableArguments {
     func validate() throws {
         guard fps > 0 && fps <= 1000 else { throw ValidationError("--fps must be between 0 and 1000") }
         if let crf, crf < 0 || crf > 63 { throw ValidationError("--crf must be between 0 and 63") }
-        if StandardStream.isStandard(output) {
-            guard format != nil else {
-                throw ValidationError("-o - writes to stdout and needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts or mp4")
-            }
-            try Report.claimStdout(for: "-o -")
+    }
+
+    /// Writing to stdout needs a container named, and stdout to itself.
+    func validate(output: String) throws {
+        guard StandardStream.isStandard(output) else { return }
+        guard format != nil else {
+            throw ValidationError("-o - writes to stdout and needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts or mp4")
         }
+        try Report.claimStdout(for: "-o -")
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Lockstep
+import MediaIO
 import Tensor
 import Testing
 import TestSupport
@@ -32,6 +33,29 @@ import TestSupport
         for (t, frame) in frames.enumerated() { try analysis.add(input: frame, guide: guides?[t]) }
         let plan = try analysis.finish()
         return (try frames.enumerated().map { try plan.apply(to: $1, index: $0) }, plan)
+    }
+
+    /// A plan written to an analysis file and read back applies exactly as the plan itself, with
+    /// its references and cuts; a frame it was not made for is refused, not corrected.
+    @Test func analysisFileRoundTrip() throws {
+        let frames = (0..<8).map { Self.flickered(Self.scene($0), gain: $0 % 2 == 0 ? 1.1 : 0.9, tilt: $0 % 3 == 0 ? 0.2 : 0) }
+        let (out, plan) = try Self.deflicker(frames, guides: frames.indices.map { Self.scene($0) })
+        let dir = TemporaryDirectory()
+        try plan.write(to: OutputTarget(path: dir.file("shot.analysis"), inputs: [], overwrite: false))
+        let read = try DeflickerPlan.read(from: dir.file("shot.analysis"), width: Self.size.width, height: Self.size.height)
+        #expect(read.frameCount == 8 && read.cuts == plan.cuts && read.scenes.map(\.reference) == plan.scenes.map(\.reference))
+        #expect(read.lumas == plan.lumas)
+        for (index, frame) in frames.enumerated() { #expect(try read.apply(to: frame, index: index).isIdentical(to: out[index]), "frame \(index)") }
+
+        #expect(throws: DeflickerPlan.OtherFrame.self) { try read.apply(to: Self.flickered(frames[2], gain: 1.05), index: 2) }
+        #expect(throws: DeflickerPlan.OtherFrame.self) { try read.apply(to: frames[7], index: 8) }
+        #expect(throws: MediaError.self) { try DeflickerPlan.read(from: dir.file("shot.analysis"), width: 320, height: 224) }
+        // Cut short: refused as such, not read past its end.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("shot.analysis")))
+        try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: dir.file("cut.analysis")))
+        #expect(throws: MediaError(.invalidArgument, path: dir.file("cut.analysis"), "is cut short or damaged (\(bytes.count - 100) bytes where \(bytes.count) were written)")) {
+            try DeflickerPlan.read(from: dir.file("cut.analysis"), width: Self.size.width, height: Self.size.height)
+        }
     }
 
     static func mean(_ image: PlanarImage) -> Double { image.values.reduce(0.0) { $0 + Double($1) } / Double(image.count) }

@@ -299,6 +299,15 @@ final class ReferenceGains {
         store = try RecordStore(recordLength: 3 * grid.count)
     }
 
+    /// Gains already computed, in `store` (as `records` gives them).
+    init(grid: AppearanceGrid, store: RecordStore) {
+        self.grid = grid
+        self.store = store
+    }
+
+    /// The store behind the gains, for writing them out.
+    var records: RecordStore { store }
+
     /// Adds the gain of the reference before the last one added.
     func appendGoingBack(_ gain: PlanarImage) throws { try store.append(gain.values) }
 

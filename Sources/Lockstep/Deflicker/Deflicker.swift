@@ -104,6 +104,8 @@ public final class DeflickerAnalysis {
     public private(set) var cuts: [Int] = []
     public private(set) var frameCount = 0
     public let width: Int, height: Int
+    /// Every frame's mean luma, in order.
+    private var lumas: [Float] = []
 
     /// - Parameters:
     ///   - fixed: a reference chosen by the user (its index, input frame and guide frame), used
@@ -137,6 +139,7 @@ public final class DeflickerAnalysis {
     /// Adds the next frame, analysed beforehand (`analyse`, which can run on another thread).
     public func add(_ frame: AnalysedFrame) throws {
         let index = frameCount
+        lumas.append(frame.luma)
         let colour = frame.colour
         hasGuide = frame.guide != nil
         let thumbnail = frame.thumbnail
@@ -215,8 +218,8 @@ public final class DeflickerAnalysis {
             let link = record.last! > 0 ? FrameAppearance(record: Array(record[sumsLength..<(record.count - 1)]), grid: grid) : nil
             return (own, link)
         }
-        return DeflickerPlan(store: store, grid: grid, scale: scale, gains: gains,
-                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, frameCount: frameCount, guided: hasGuide)
+        return DeflickerPlan(width: width, height: height, store: store, grid: grid, scale: scale, gains: gains,
+                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, lumas: lumas, guided: hasGuide)
     }
 
     /// Stores the current reference's gain sums and link.
@@ -379,6 +382,8 @@ public final class DeflickerAnalysis {
         var thumbnail: [Float]
         var colour: PlanarImage
         var guide: PlanarImage?
+        /// The full-size input's mean luma: the frame's fingerprint (`DeflickerPlan.apply`).
+        var luma: Float
     }
 
     /// The part of a frame's analysis that depends on the frame alone: safe to run on any thread,
@@ -388,7 +393,8 @@ public final class DeflickerAnalysis {
         let input = fullInput.averagePooled(scale), guide = fullGuide?.averagePooled(scale)
         let features = guide.map { codec.encode($0) } ?? Self.illuminationRobust(codec.encode(input))
         return AnalysedFrame(pyramid: FeaturePyramid(features, levels: CrossFrameAttention.Configuration().levels),
-                             thumbnail: Self.thumbnail(features), colour: input.averagePooled2(), guide: guide?.averagePooled2())
+                             thumbnail: Self.thumbnail(features), colour: input.averagePooled2(), guide: guide?.averagePooled2(),
+                             luma: Float(FlickerAnalyzer.meanLuma(fullInput)))
     }
 
     /// A reference frame and how frames are matched to it. With a guide, the attention's answer
@@ -516,24 +522,48 @@ public final class DeflickerPlan {
     public let scenes: [DeflickerAnalysis.Scene]
     let shotStarts: [Int]
     public let cuts: [Int]
-    public let frameCount: Int
+    public var frameCount: Int { lumas.count }
+    /// Every frame's mean luma (BT.709, in [0, 1]) as the analysis saw it: a frame given to
+    /// `apply` must show the same, or it is not the frame the plan was made for.
+    public let lumas: [Float]
     /// Whether the records hold the guide's curves.
     let guided: Bool
+    /// The analysed size divides the frame's by this.
+    let scale: Int
     /// Curves (the input's, the guide's) of the frames around the last one applied, by index.
     private var curveCache: [Int: (input: [ToneCurve], guide: [ToneCurve])] = [:]
 
-    init(store: RecordStore, grid: AppearanceGrid, scale: Int, gains: ReferenceGains,
-         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], frameCount: Int, guided: Bool) {
+    /// The size of the frames the plan applies to.
+    public let width: Int, height: Int
+
+    init(width: Int, height: Int, store: RecordStore, grid: AppearanceGrid, scale: Int, gains: ReferenceGains,
+         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], lumas: [Float], guided: Bool) {
+        self.width = width
+        self.height = height
         self.store = store
         self.grid = grid
+        self.scale = scale
         outputGrid = grid.scaled(by: scale)
         self.gains = gains
         self.scenes = scenes
         self.shotStarts = shotStarts
         self.cuts = cuts
-        self.frameCount = frameCount
+        self.lumas = lumas
         self.guided = guided
     }
+
+    /// A frame that is not the one the plan was made for: past the analysed video's end, or with
+    /// another picture (its mean luma differs from the analysis's by more than `lumaTolerance`).
+    public struct OtherFrame: Error, Sendable {
+        public let index: Int
+        /// The analysed video's length; and, for a frame within it, both mean lumas (8-bit).
+        public let frameCount: Int
+        public let analysed: Float?, given: Float?
+    }
+
+    /// Half an 8-bit level: a frame decoded again reads the same to the last bit; one from another
+    /// video (or another decode of it) almost never stays within this on every frame.
+    public static let lumaTolerance: Float = 0.5 / 255
 
     /// A frame's record: its appearance, its guide's curves (identity without a guide), its
     /// reference's number.
@@ -554,6 +584,11 @@ public final class DeflickerPlan {
 
     /// Frame `index` (counted from 0 over the whole video) made consistent.
     public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
+        guard index < frameCount else { throw OtherFrame(index: index, frameCount: frameCount, analysed: nil, given: nil) }
+        let luma = Float(FlickerAnalyzer.meanLuma(frame))
+        guard abs(luma - lumas[index]) <= Self.lumaTolerance else {
+            throw OtherFrame(index: index, frameCount: frameCount, analysed: lumas[index] * 255, given: luma * 255)
+        }
         let (current, _, scene) = try appearance(of: index)
         let shot = shotStarts.lastIndex(where: { $0 <= index }) ?? 0
         let lower = max(index - Self.window, shotStarts[shot])

@@ -1,0 +1,101 @@
+import Foundation
+import MediaIO
+
+/// A deflicker plan kept in a file (`lockstep deflicker --analysis FILE`), so that the parts of a
+/// split job, or a second run, share one first pass. The file is a line naming the format and
+/// its version, a little-endian UInt32 with the length of a JSON header (sizes, the grid, the
+/// references, the cuts), then the Float32 records: every frame's, every reference's consensus
+/// gain, and every frame's mean luma. Floats are stored as the machine holds them: little-endian
+/// on every machine Lockstep builds for (x86-64, ARM64).
+extension DeflickerPlan {
+    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 1\n".utf8)
+
+    struct FileHeader: Codable {
+        struct Grid: Codable { var latentWidth, latentHeight, factor: Int; var origin: Float }
+        struct SceneEntry: Codable { var start, reference: Int; var reason: String }
+        var width, height, scale: Int
+        var grid: Grid
+        var frames, recordLength, gains, gainLength: Int
+        var scenes: [SceneEntry]
+        var shotStarts, cuts: [Int]
+        var guided: Bool
+    }
+
+    /// Writes the plan to `target` (under its temporary name, then renamed into place).
+    public func write(to target: OutputTarget) throws {
+        let header = FileHeader(
+            width: width, height: height, scale: scale,
+            grid: .init(latentWidth: grid.latentWidth, latentHeight: grid.latentHeight, factor: grid.factor, origin: grid.origin),
+            frames: frameCount, recordLength: store.length, gains: gains.records.count, gainLength: gains.records.length,
+            scenes: scenes.map { .init(start: $0.start, reference: $0.reference, reason: $0.reason.rawValue) },
+            shotStarts: shotStarts, cuts: cuts, guided: guided)
+        let json = try JSONEncoder().encode(header)
+        target.begin()
+        do {
+            guard FileManager.default.createFile(atPath: target.temporaryPath, contents: nil),
+                  let file = FileHandle(forWritingAtPath: target.temporaryPath) else {
+                throw MediaError(.unwritable, path: target.shownName, "cannot create it: \(String(cString: strerror(errno)))")
+            }
+            defer { try? file.close() }
+            var length = UInt32(json.count).littleEndian
+            try file.write(contentsOf: Self.fileMagic + Data(bytes: &length, count: 4) + json)
+            try store.copyAll(to: file)
+            try gains.records.copyAll(to: file)
+            try file.write(contentsOf: lumas.withUnsafeBytes { Data($0) })
+            try file.synchronize()
+        } catch let error as MediaError {
+            target.discard()
+            throw error
+        } catch {
+            target.discard()
+            let full = (error as NSError).code == Int(ENOSPC) || (error as NSError).code == NSFileWriteOutOfSpaceError
+            throw MediaError(full ? .diskFull : .io, path: target.shownName, full ? "disk full while writing the analysis" : "cannot write the analysis: \(error.localizedDescription)")
+        }
+        try target.commit()
+    }
+
+    /// The plan in the analysis file at `path`, for frames of `width` × `height`.
+    public static func read(from path: String, width: Int, height: Int) throws -> DeflickerPlan {
+        guard let file = FileHandle(forReadingAtPath: path) else {
+            throw MediaError(.missing, path: path, FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file or directory")
+        }
+        defer { try? file.close() }
+        let notAnalysis = MediaError(.invalidArgument, path: path, "is not a Lockstep deflicker analysis (lockstep deflicker --analysis writes one)")
+        let start = (try file.read(upToCount: fileMagic.count + 4)) ?? Data()
+        guard start.count == fileMagic.count + 4 else { throw notAnalysis }
+        guard start.prefix(fileMagic.count) == fileMagic else {
+            if start.starts(with: Data("LOCKSTEP DEFLICKER ANALYSIS ".utf8)) {
+                throw MediaError(.unsupported, path: path, "is an analysis in another version of the format; make it again with this lockstep")
+            }
+            throw notAnalysis
+        }
+        let length = start.suffix(4).withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+        guard length < 1 << 28, let json = try file.read(upToCount: length), json.count == length,
+              let header = try? JSONDecoder().decode(FileHeader.self, from: json) else { throw notAnalysis }
+        guard header.width == width && header.height == height else {
+            throw MediaError(.sizeMismatch, path: path, "is the analysis of a \(header.width)×\(header.height) video; the input is \(width)×\(height)")
+        }
+        let grid = AppearanceGrid(latentWidth: header.grid.latentWidth, latentHeight: header.grid.latentHeight,
+                                  factor: header.grid.factor, origin: header.grid.origin)
+        guard header.recordLength == recordLength(grid), header.gainLength == 3 * grid.count,
+              header.frames > 0, header.shotStarts.first == 0 else { throw notAnalysis }
+        let float = MemoryLayout<Float>.size
+        let recordsAt = fileMagic.count + 4 + length
+        let gainsAt = recordsAt + header.frames * header.recordLength * float
+        let lumasAt = gainsAt + header.gains * header.gainLength * float
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        guard size == lumasAt + header.frames * float else {
+            throw MediaError(.invalidArgument, path: path, "is cut short or damaged (\(size) bytes where \(lumasAt + header.frames * float) were written)")
+        }
+        try file.seek(toOffset: UInt64(lumasAt))
+        let lumas = ((try file.read(upToCount: header.frames * float)) ?? Data()).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+        let scenes = try header.scenes.map { entry -> DeflickerAnalysis.Scene in
+            guard let reason = DeflickerAnalysis.Reason(rawValue: entry.reason) else { throw notAnalysis }
+            return DeflickerAnalysis.Scene(start: entry.start, reference: entry.reference, reason: reason)
+        }
+        let store = try RecordStore(reading: path, offset: recordsAt, count: header.frames, recordLength: header.recordLength)
+        let gains = ReferenceGains(grid: grid, store: try RecordStore(reading: path, offset: gainsAt, count: header.gains, recordLength: header.gainLength))
+        return DeflickerPlan(width: width, height: height, store: store, grid: grid, scale: header.scale, gains: gains,
+                             scenes: scenes, shotStarts: header.shotStarts, cuts: header.cuts, lumas: lumas, guided: header.guided)
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import MediaIO
+import Tensor
+import Testing
+import TestSupport
+
+/// `lockstep deflicker --analysis FILE`: one first pass, shared by the parts of a split job and by
+/// a stream on stdin.
+@Suite struct AnalysisTests {
+    /// The analysis made once (no OUTPUT) and shared by two parts run at the same time: joined,
+    /// they are the run that reads the same analysis whole, bit for bit, and a fresh run's frames
+    /// within a level.
+    @Test func partsShareOneAnalysis() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try DeflickerCLITests.flickering(in: dir)
+        let make = try CLITests.run(["deflicker", input, "--guide", guide, "--analysis", dir.file("shot.analysis")])
+        #expect(make.status == 0, "\(make.stderr)")
+        #expect(make.stdout.hasPrefix("analysis of 10 frames written to \(dir.file("shot.analysis")) (") && make.stdout.hasSuffix("; scene cuts: none)\n"), "\(make.stdout)")
+        let common = ["deflicker", input, "--analysis", dir.file("shot.analysis"), "--codec", "ffv1", "--quiet"]
+        let runs = ConcatTests.runTogether([common + ["-o", dir.file("whole.mkv")], common + ["--frames", "0:6", "-o", dir.file("a.mkv")],
+                                            common + ["--frames", "6:", "-o", dir.file("b.mkv")]])
+        for run in runs { #expect(run?.status == 0, "\(run?.stderr ?? "did not run")") }
+        #expect(try CLITests.run(["concat", dir.file("a.mkv"), dir.file("b.mkv"), "-o", dir.file("joined.mkv"), "--quiet"]).status == 0)
+        let fresh = try CLITests.run(["deflicker", input, "--guide", guide, "-o", dir.file("fresh.mkv"), "--codec", "ffv1", "--quiet"])
+        #expect(fresh.status == 0)
+        let whole = try SyntheticClip.readAll(dir.file("whole.mkv")).frames, joined = try SyntheticClip.readAll(dir.file("joined.mkv")).frames
+        let fromScratch = try SyntheticClip.readAll(dir.file("fresh.mkv")).frames
+        #expect(whole.count == 10 && joined.count == 10 && fromScratch.count == 10)
+        for (a, b) in zip(whole, joined) { #expect(a.image.isIdentical(to: b.image) && a.pts == b.pts, "frame \(a.index)") }
+        for (a, b) in zip(whole, fromScratch) { #expect(psnr(a.image, b.image) > 50, "frame \(a.index)") }
+    }
+
+    /// With the analysis at hand, a stream on stdin is read once: no copy is kept, and the frames
+    /// are those from the file.
+    @Test func stdinWithAnAnalysisIsReadOnce() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try PipeTests.flickering(in: dir)
+        #expect(try CLITests.run(["deflicker", input, "--guide", guide, "--analysis", dir.file("shot.analysis"), "-o", dir.file("direct.nut"), "--quiet"]).status == 0)
+        let piped = try PipeTests.shell("""
+            ffmpeg -v error -i \(input) -f yuv4mpegpipe - | "$LOCKSTEP" deflicker - --analysis shot.analysis -o - --format nut \
+              | ffmpeg -v error -f nut -i - -c copy piped.nut
+            """, in: dir)
+        #expect(piped.status == 0, "\(piped.stderr)")
+        #expect(!piped.stderr.contains("stdin kept"))
+        let a = try SyntheticClip.readAll(dir.file("direct.nut")).frames, b = try SyntheticClip.readAll(dir.file("piped.nut")).frames
+        #expect(a.count == 10 && b.count == 10)
+        for (x, y) in zip(a, b) { #expect(x.image.isIdentical(to: y.image), "frame \(x.index)") }
+    }
+
+    /// An analysis used on a video it was not made from is refused in one line naming the file,
+    /// and nothing is written: another video of the same size, another size, not an analysis.
+    @Test func analysisOfAnotherVideoIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try DeflickerCLITests.flickering(in: dir)
+        let analysis = dir.file("shot.analysis")
+        #expect(try CLITests.run(["deflicker", input, "--analysis", analysis, "--quiet"]).status == 0)
+        let other = try CLITests.run(["deflicker", guide, "--analysis", analysis, "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(other.status == 1)
+        #expect(other.stderr.hasPrefix("lockstep: error: \(analysis): is the analysis of another video: frame 0 of \(guide) has mean level ") && other.stderr.split(separator: "\n").count == 1, "\(other.stderr)")
+        let small = try SyntheticClip.write((0..<10).map { SyntheticClip.movingPattern(t: $0, width: 32, height: 24) }, to: dir.file("small.mkv"), codec: "ffv1")
+        let size = try CLITests.run(["deflicker", small, "--analysis", analysis, "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(size.status == 1 && size.stderr == "lockstep: error: \(analysis): is the analysis of a 64×48 video; the input is 32×24\n")
+        let notOne = try CLITests.run(["deflicker", input, "--analysis", input, "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(notOne.status == 1 && notOne.stderr == "lockstep: error: \(input): is not a Lockstep deflicker analysis (lockstep deflicker --analysis writes one)\n")
+        let missing = try CLITests.run(["deflicker", input])
+        #expect(missing.status == 64 && missing.stderr.contains("give -o OUTPUT (or --analysis FILE alone"))
+        #expect(Set(dir.contents) == ["flicker.mkv", "in.mkv", "shot.analysis", "small.mkv"])
+    }
+}
