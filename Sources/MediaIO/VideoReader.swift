@@ -98,7 +98,12 @@ public final class VideoReader: FrameSource {
         try check(avcodec_parameters_to_context(dec, stream.pointee.codecpar), "read codec parameters")
         dec.pointee.pkt_timebase = stream.pointee.time_base
         dec.pointee.thread_count = 0  // one per core: decoding is single-threaded otherwise
-        dec.pointee.thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE
+        // Frames must decode the same every time they are read (two-pass jobs check it). FFmpeg
+        // 5.1's VP3/Theora decoder with frame threads does not, on a stream of the corpus (a race:
+        // frame 1 came out 87 or 13 levels bright; `ffmpeg -f framemd5` differs from run to run,
+        // with -thread_type slice it never does), so it gets slice threads only. It is cheap to decode.
+        let racy = [AV_CODEC_ID_THEORA, AV_CODEC_ID_VP3].contains(codec.pointee.id)
+        dec.pointee.thread_type = racy ? FF_THREAD_SLICE : FF_THREAD_FRAME | FF_THREAD_SLICE
         let openDecoder = avcodec_open2(dec, codec, nil)
         if openDecoder < 0 {
             throw MediaError(.unsupported, path: path, "cannot open the \(String(cString: codec.pointee.name)) decoder: \(FFmpegError(code: openDecoder, operation: "open").message)")
