@@ -108,7 +108,9 @@ public enum StandardInputSpool {
         return fd
     }
 
-    static func megabytes(_ bytes: Int64) -> String {
-        bytes >= 1 << 30 ? String(format: "%.1f GB", Double(bytes) / Double(1 << 30)) : "\(bytes >> 20) MB"
+    /// A size as people read it: "840 KB", "12 MB", "1.4 GB".
+    public static func megabytes(_ bytes: Int64) -> String {
+        if bytes >= 1 << 30 { return String(format: "%.1f GB", Double(bytes) / Double(1 << 30)) }
+        return bytes >= 1 << 20 ? "\(bytes >> 20) MB" : "\(max(1, bytes >> 10)) KB"
     }
 }

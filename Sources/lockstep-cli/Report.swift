@@ -103,7 +103,7 @@ func readableTwice(_ input: String, label: String, quiet: Bool) throws -> String
     var bytes: Int64 = 0
     let path = try StandardInputSpool.spool { bytes = $0 }
     if !quiet {
-        FileHandle.standardError.write(Data("\(label): stdin kept in the temporary directory for a second reading (\(bytes >> 20) MB)\n".utf8))
+        FileHandle.standardError.write(Data("\(label): stdin kept in the temporary directory for a second reading (\(StandardInputSpool.megabytes(bytes)))\n".utf8))
     }
     return path
 }
