@@ -16,7 +16,7 @@ public enum Media {
             // Only a directory's count is exact; a container's declared count is not (edit lists,
             // over-counting headers), so a video's range is checked by decoding.
             if source is FrameDirectoryReader, let total = source.info.declaredFrameCount, frames.start >= total {
-                throw MediaError(.invalidArgument, path: path, "frames \(frames) are outside the video, which has \(total) frames")
+                throw MediaError(.invalidArgument, path: StandardStream.shownName(path), "frames \(frames) are outside the video, which has \(total) frames")
             }
             return FrameRangeSource(source, range: frames)
         }
@@ -51,7 +51,7 @@ public enum Media {
         guard let last = indices.max() else { return [:] }
         let source = try openSource(path, damageLog: damageLog)
         if source is FrameDirectoryReader, let total = source.info.declaredFrameCount, last >= total, let bad = indices.sorted().first(where: { $0 >= total }) {
-            throw MediaError(.invalidArgument, path: path, "frame \(bad) is outside the video, which has \(total) frames (0 to \(total - 1))")
+            throw MediaError(.invalidArgument, path: StandardStream.shownName(path), "frame \(bad) is outside the video, which has \(total) frames (0 to \(total - 1))")
         }
         var found: [Int: VideoFrame] = [:]
         var count = 0
@@ -61,7 +61,7 @@ public enum Media {
             if frame.index >= last { break }
         }
         if let bad = indices.sorted().first(where: { found[$0] == nil }) {
-            throw MediaError(.invalidArgument, path: path, "frame \(bad) is outside the video, which has \(count) frames (0 to \(count - 1))")
+            throw MediaError(.invalidArgument, path: StandardStream.shownName(path), "frame \(bad) is outside the video, which has \(count) frames (0 to \(count - 1))")
         }
         return found
     }

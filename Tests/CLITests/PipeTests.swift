@@ -123,6 +123,19 @@ import TestSupport
         #expect(dir.contents == ["in.mkv"])
     }
 
+    /// yuv4mpegpipe has no timestamps, only a frame rate in its header: the input's (25), not
+    /// its time base (Matroska's 1000).
+    @Test func yuv4mpegCarriesTheFrameRate() throws {
+        let dir = TemporaryDirectory()
+        _ = try CLITests.clip(in: dir)
+        let r = try Self.shell("""
+            "$LOCKSTEP" convert in.mkv -o - --format yuv4mpegpipe --quiet \
+              | ffprobe -v error -count_frames -show_entries stream=r_frame_rate,nb_read_frames -of csv=p=0 -
+            """, in: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout == "25/1,10\n")
+    }
+
     /// What is not a stream on stdin gets one line naming stdin; a reader of stdout that goes
     /// away gets one line too (not a silent death by SIGPIPE).
     @Test func badStreamsAreOneLine() throws {
