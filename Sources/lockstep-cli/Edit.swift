@@ -16,7 +16,7 @@ struct Edit: ParsableCommand {
     @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (kept in TMPDIR: the keyframes are read first).", valueName: "INPUT"))
     var input: String
 
-    @Option(name: .customLong("keyframe"), help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes.", valueName: "INDEX=IMAGE"))
+    @Option(name: .customLong("keyframe"), help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
     var keyframes: [String] = []
 
     @Option(help: ArgumentHelp("Scale of the edit: 1 as made, 0 none, negative the opposite edit.", valueName: "S"))
@@ -65,7 +65,7 @@ struct Edit: ParsableCommand {
                                       overwrite: output.overwrite, options: output.encoder)
         let done = try ProgressView(label: "edit", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { frame in
-                frame.image = propagator.apply(to: frame.image)
+                frame.image = propagator.apply(to: frame.image, index: frame.index)
             }, progress: update)
         }
         if report.json {

@@ -59,7 +59,7 @@ struct PooledFeatures: FeatureEncoder {
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: ColourTransformTests.grade(key))],
                                         encoder: PooledFeatures(), strength: 0)
         let other = Self.frame(4)
-        #expect(propagator.apply(to: other).isIdentical(to: other))
+        #expect(propagator.apply(to: other, index: 4).isIdentical(to: other))
     }
 
     /// A grade made on frame 0 is reproduced on a later frame.
@@ -68,7 +68,7 @@ struct PooledFeatures: FeatureEncoder {
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: ColourTransformTests.grade(key))],
                                         encoder: PooledFeatures())
         let later = Self.frame(6)
-        let quality = psnr(propagator.apply(to: later), ColourTransformTests.grade(later))
+        let quality = psnr(propagator.apply(to: later, index: 6), ColourTransformTests.grade(later))
         #expect(quality > 35, "PSNR \(quality) dB")
     }
 
@@ -79,24 +79,46 @@ struct PooledFeatures: FeatureEncoder {
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: Self.withSticker(key, x: 60, y: 50))],
                                         encoder: PooledFeatures())
         let later = Self.frame(5)
-        let output = propagator.apply(to: later)
+        let output = propagator.apply(to: later, index: 5)
         let truth = Self.withSticker(later, x: 65, y: 52.5)
         let moved = psnr(output, truth), stuck = psnr(output, Self.withSticker(later, x: 60, y: 50))
         #expect(moved > 32, "PSNR against the moved sticker \(moved) dB")
         #expect(moved > stuck + 6, "moved \(moved) dB vs stuck \(stuck) dB")
     }
 
-    /// Two keyframes: a frame between them takes each edit where it matches that reference.
-    @Test func severalKeyframesCombine() {
-        let first = Self.frame(0), second = Self.frame(10)
+    /// Two keyframes of one edit (the same sticker on the same content, as dense keyframes of one
+    /// style are): every frame between them shows it whole and in place, and each keyframe
+    /// comes out as it was edited, so the edit hands over without a jump.
+    @Test func keyframesOfOneEditHandOverWithoutAJump() {
+        let first = Self.frame(0), last = Self.frame(10)
+        let propagator = EditPropagator(keyframes: [
+            Keyframe(index: 10, original: last, edited: Self.withSticker(last, x: 50, y: 45)),
+            Keyframe(index: 0, original: first, edited: Self.withSticker(first, x: 40, y: 40)),
+        ], encoder: PooledFeatures())
+        for t in 0...10 {
+            let truth = Self.withSticker(Self.frame(t), x: 40 + Double(t), y: 40 + 0.5 * Double(t))
+            let quality = psnr(propagator.apply(to: Self.frame(t), index: t), truth)
+            #expect(quality > (t == 0 || t == 10 ? 40 : 30), "frame \(t): PSNR \(quality) dB")
+        }
+    }
+
+    /// Between two keyframes, a frame takes each one's edit by its nearness in time: two frames
+    /// on from keyframe 0 of 10, keyframe 0's sticker shows at about 80% and keyframe 10's at
+    /// about 20%, where both keyframes match the frame alike. A keyframe further away is never
+    /// used, so what a frame shows cannot flip between keyframes.
+    @Test func aFrameTakesItsNeighbouringKeyframesByNearness() {
+        let first = Self.frame(0), second = Self.frame(10), third = Self.frame(20)
         let propagator = EditPropagator(keyframes: [
             Keyframe(index: 0, original: first, edited: Self.withSticker(first, x: 40, y: 40)),
             Keyframe(index: 10, original: second, edited: Self.withSticker(second, x: 120, y: 80)),
+            Keyframe(index: 20, original: third, edited: Self.withSticker(third, x: 80, y: 60)),
         ], encoder: PooledFeatures())
-        let middle = Self.frame(5)
-        let truth = Self.withSticker(Self.withSticker(middle, x: 45, y: 42.5), x: 115, y: 77.5)
-        let quality = psnr(propagator.apply(to: middle), truth)
-        #expect(quality > 30, "PSNR \(quality) dB")
+        let frame = Self.frame(2), out = propagator.apply(to: frame, index: 2)
+        // The red a full sticker adds at its centre: half the way to white.
+        func share(x: Int, y: Int) -> Float { (out[0, y, x] - frame[0, y, x]) / (0.5 * (1 - frame[0, y, x])) }
+        let a = share(x: 42, y: 41), b = share(x: 112, y: 76), c = share(x: 62, y: 51)
+        #expect(abs(a - 0.8) < 0.15 && abs(b - 0.2) < 0.15, "keyframe 0's sticker at \(a), keyframe 10's at \(b)")
+        #expect(abs(c) < 0.02, "keyframe 20's sticker at \(c)")
     }
 
     /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
@@ -114,10 +136,10 @@ struct PooledFeatures: FeatureEncoder {
         })
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: posterised)],
                                         encoder: PooledFeatures())
-        let first = propagator.apply(to: key).cropped(y: 16, x: 16, height: 64, width: 64)
+        let first = propagator.apply(to: key, index: 0).cropped(y: 16, x: 16, height: 64, width: 64)
         var worst = Double.infinity
         for t in [1, 3, 6] {
-            let back = fourierShifted(propagator.apply(to: periodicPan(t: t, vx: vx, vy: vy)),
+            let back = fourierShifted(propagator.apply(to: periodicPan(t: t, vx: vx, vy: vy), index: t),
                                       dx: -vx * Double(t), dy: -vy * Double(t))
             worst = min(worst, psnr(back.cropped(y: 16, x: 16, height: 64, width: 64), first))
         }

@@ -24,35 +24,20 @@ public struct Keyframe: Sendable {
 
 /// Propagates the edits made on keyframes to any frame (DESIGN.md, "Editors: edit").
 ///
-/// The edit δ = edited − original is split, as a linear latent direction is in Asyrrp, by where a
-/// function of colour alone (`ColourTransform`, fitted on every keyframe) explains it:
-/// - where it does (a grade, a tint), that colour part is applied to each frame's own colours:
-///   exact under any motion, and it cannot flicker;
-/// - everything else (strokes, texture, a painted label, and the whole edit wherever the colour
-///   function fits it poorly) is carried from the references along the cross-frame attention's
-///   correspondence, refined on the pictures (`ImageAlignment`), at full resolution with
-///   band-limited sampling (`Transport`). On matched content each frame shows that part of the
-///   keyframe's edit itself, moved, however the motion's sub-pixel phase falls.
-/// How far each pixel takes the carried part is how well its block matches the reference where it
-/// points (`ImageAlignment.matchQuality`). Content that matches nothing (uncovered, new or
-/// changed) gets the colour part alone, so it looks edited too, with no hole or seam.
-/// With m the carried share of the colour part (see `carriedEdit`) and t the match quality:
-/// out = frame + s · ((1 − t(1 − m)) · colour(frame) + t · carried(δ − m · colour(original)));
-/// s = `strength`, so 0 leaves the video unchanged and negative values invert the edit.
+/// Each keyframe's edit is propagated on its own (`KeyframeEdit`). A frame before the first
+/// keyframe or after the last takes that keyframe's; a frame between two takes both, the nearer
+/// weighing more, linearly in time, so that the edit hands over from one keyframe to the next
+/// without a jump, and is exactly each keyframe's own at the keyframe. Within that, each pixel
+/// leans towards the keyframe it matches better (weight × match quality): what only the next
+/// keyframe shows takes its edit, not a blend with the colour-only fallback of the other. A
+/// frame is never matched against a keyframe beyond its neighbours, so a region cannot flip from
+/// one keyframe's version to another's from frame to frame.
 public final class EditPropagator: @unchecked Sendable {
     public let strength: Float
-    let encoder: FeatureEncoder
-    let colour: ColourTransform
-    let attention: CrossFrameAttention
-    /// What is carried of each keyframe's edit (`carriedEdit`), side by side as the attention's
-    /// references are, as B-spline coefficients for `Transport`.
-    let edits: PlanarImage
-    /// The keyframes' own pictures side by side, for the correspondence's last, pixel-level step.
-    let alignment: ImageAlignment
+    /// One propagation per keyframe, in frame order.
+    let keys: [KeyframeEdit]
     let width: Int, height: Int
 
-    /// Columns of zero features between references, so no refinement window spans two.
-    static let gap = 8
     /// Match quality below which the carried edit is not computed at all: it would change the
     /// output by less than 10⁻⁴ of the edit (a fortieth of an 8-bit level).
     static let negligibleConfidence: Float = 1e-4
@@ -60,69 +45,155 @@ public final class EditPropagator: @unchecked Sendable {
     public init(keyframes: [Keyframe], encoder: FeatureEncoder, strength: Float = 1,
                 configuration: CrossFrameAttention.Configuration = .init()) {
         precondition(!keyframes.isEmpty)
-        let first = keyframes[0].original
-        width = first.width
-        height = first.height
+        width = keyframes[0].original.width
+        height = keyframes[0].original.height
         self.strength = strength
+        keys = keyframes.sorted { $0.index < $1.index }.map { KeyframeEdit($0, encoder: encoder, configuration: configuration) }
+    }
+
+    /// The keyframes frame `index` takes its edit from, with their weights in time.
+    func neighbours(of index: Int) -> [(key: KeyframeEdit, weight: Float)] {
+        guard let next = keys.firstIndex(where: { $0.index >= index }) else { return [(keys.last!, 1)] }
+        if next == 0 || keys[next].index == index { return [(keys[next], 1)] }
+        let a = keys[next - 1], b = keys[next]
+        let toward = Float(index - a.index) / Float(b.index - a.index)
+        return [(a, 1 - toward), (b, toward)]
+    }
+
+    /// Frame `index` (counted from 0 over the whole video), edited.
+    public func apply(to frame: PlanarImage, index: Int) -> PlanarImage {
+        precondition(frame.width == width && frame.height == height)
+        if strength == 0 { return frame }
+        let active = neighbours(of: index)
+        let matched = active.map { $0.key.match(frame) }
+        var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
+        let w = width, n = width * height, s = strength
+        frame.withUnsafeBufferPointer { f in out.withUnsafeMutableBufferPointer { o in
+            let fp = f.baseAddress!, op = o.baseAddress!
+            parallelChunks(height, minimumChunk: 8) { rows in
+                // Per keyframe: its edit (3 rows) and match quality (1 row).
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * w * active.count) { buffer in
+                    let base = buffer.baseAddress!
+                    for y in rows {
+                        for (k, match) in matched.enumerated() {
+                            match.editRow(y, of: fp, into: base + k &* 4 &* w)
+                        }
+                        let line = y &* w
+                        let red = fp + line, green = red + n, blue = green + n
+                        if active.count == 1 {
+                            let d = base
+                            for x in 0..<w {
+                                op[line &+ x] = Self.clamped(red[x] + s * d[x])
+                                op[n &+ line &+ x] = Self.clamped(green[x] + s * d[w &+ x])
+                                op[2 &* n &+ line &+ x] = Self.clamped(blue[x] + s * d[2 &* w &+ x])
+                            }
+                        } else {
+                            let a = base, b = base + 4 &* w, wa = active[0].weight, wb = active[1].weight
+                            let floor = Self.negligibleConfidence
+                            for x in 0..<w {
+                                let qa = wa * max(a[3 &* w &+ x], floor), qb = wb * max(b[3 &* w &+ x], floor)
+                                let ta = qa / (qa + qb), tb = 1 - ta
+                                op[line &+ x] = Self.clamped(red[x] + s * (ta * a[x] + tb * b[x]))
+                                op[n &+ line &+ x] = Self.clamped(green[x] + s * (ta * a[w &+ x] + tb * b[w &+ x]))
+                                op[2 &* n &+ line &+ x] = Self.clamped(blue[x] + s * (ta * a[2 &* w &+ x] + tb * b[2 &* w &+ x]))
+                            }
+                        }
+                    }
+                }
+            }
+        } }
+        return out
+    }
+
+    @inline(__always)
+    static func clamped(_ v: Float) -> Float { v > 0 ? (v < 1 ? v : 1) : 0 }
+}
+
+/// One keyframe's edit, propagated to any frame.
+///
+/// The edit δ = edited − original is split, as a linear latent direction is in Asyrrp, by where a
+/// function of colour alone (`ColourTransform`, fitted on the keyframe) explains it:
+/// - where it does (a grade, a tint), that colour part is applied to each frame's own colours:
+///   exact under any motion, and it cannot flicker;
+/// - everything else (strokes, texture, a painted label, and the whole edit wherever the colour
+///   function fits it poorly) is carried from the keyframe along the cross-frame attention's
+///   correspondence, refined on the pictures (`ImageAlignment`), at full resolution with
+///   band-limited sampling (`Transport`). On matched content each frame shows that part of the
+///   keyframe's edit itself, moved, however the motion's sub-pixel phase falls.
+/// How far each pixel takes the carried part is how well its block matches the keyframe where it
+/// points (`ImageAlignment.matchQuality`). Content that matches nothing (uncovered, new or
+/// changed) gets the colour part alone, so it looks edited too, with no hole or seam.
+/// With m the carried share of the colour part (see `carriedEdit`) and t the match quality, the
+/// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(δ − m · colour(original)).
+final class KeyframeEdit: @unchecked Sendable {
+    let index: Int
+    let encoder: FeatureEncoder
+    let colour: ColourTransform
+    let attention: CrossFrameAttention
+    /// What is carried of the edit (`carriedEdit`), as B-spline coefficients for `Transport`.
+    let edits: PlanarImage
+    /// The keyframe's own picture, for the correspondence's last, pixel-level step.
+    let alignment: ImageAlignment
+    let width: Int, height: Int
+
+    init(_ key: Keyframe, encoder: FeatureEncoder, configuration: CrossFrameAttention.Configuration) {
+        index = key.index
+        width = key.original.width
+        height = key.original.height
         self.encoder = encoder
-        // Colour part, from all keyframes together.
-        let originals = Self.sideBySide(keyframes.map(\.original), gap: 0)
-        let editedAll = Self.sideBySide(keyframes.map(\.edited), gap: 0)
-        colour = ColourTransform(original: originals, edited: editedAll)
-        let colour = self.colour
-        let editImages = keyframes.map { key in Self.carriedEdit(key, colour: colour) }
-        edits = Self.sideBySide(editImages, gap: Self.gap * encoder.factor).bSplineCoefficients()
-        alignment = ImageAlignment(reference: Self.sideBySide(keyframes.map(\.original), gap: Self.gap * encoder.factor))
-        let features = keyframes.map { encoder.features($0.original) }
+        colour = ColourTransform(original: key.original, edited: key.edited)
+        edits = EditPropagator.carriedEdit(key, colour: colour).bSplineCoefficients()
+        alignment = ImageAlignment(reference: key.original)
         // The alignment starts from the attention's answer pooled 4×4: the attention's own
         // sub-sample steps would change nothing it keeps (the same results, 3 ms less per 720p frame).
         var configuration = configuration
         configuration.subsampleSteps = false
-        attention = CrossFrameAttention(reference: Self.sideBySide(features, gap: Self.gap), configuration: configuration)
+        attention = CrossFrameAttention(reference: encoder.features(key.original), configuration: configuration)
     }
 
-    /// The edited frame.
-    public func apply(to frame: PlanarImage) -> PlanarImage {
-        precondition(frame.width == width && frame.height == height)
-        if strength == 0 { return frame }
+    /// The frame's correspondence to the keyframe, ready to give its edit row by row.
+    func match(_ frame: PlanarImage) -> Match {
         var field = attention.correspondence(for: encoder.features(frame))
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
                                             measuringMatch: true)
-        let carrier = Transport.RowCarrier(field: field, width: width, height: height, factor: encoder.factor, origin: encoder.origin)
-        var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
-        let w = width, n = width * height, s = strength, size = colour.size
-        let rw = edits.width, rh = edits.height
-        // One pass per row: the edit carried along the field (where it is trusted at all) with the
-        // colour part's share, the colour part at the frame's own colours, and the blend.
-        frame.withUnsafeBufferPointer { f in edits.withUnsafeBufferPointer { r in
-        colour.lattice.withUnsafeBufferPointer { lattice in out.withUnsafeMutableBufferPointer { o in
-            let fp = f.baseAddress!, rp = r.baseAddress!, table = lattice.baseAddress!, op = o.baseAddress!
-            parallelChunks(height, minimumChunk: 8) { rows in
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: 5 * w) { buffer in
-                carrier.withScratch { scratch in
-                    let carried = buffer.baseAddress!, trust = carried + 4 &* w
-                    for y in rows {
-                        carrier.carry(row: y, of: rp, width: rw, height: rh, channels: 4, into: carried, channelStride: w,
-                                      confidence: trust, skipBelow: Self.negligibleConfidence, scratch: scratch)
-                        let line = y &* w
-                        let red = fp + line, green = red + n, blue = green + n
-                        for x in 0..<w {
-                            let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
-                            let t = trust[x], u = 1 - t * (1 - carried[3 &* w &+ x])
-                            let vr = red[x] + s * (u * dr + t * carried[x])
-                            let vg = green[x] + s * (u * dg + t * carried[w &+ x])
-                            let vb = blue[x] + s * (u * db + t * carried[2 &* w &+ x])
-                            op[line &+ x] = vr > 0 ? (vr < 1 ? vr : 1) : 0
-                            op[n &+ line &+ x] = vg > 0 ? (vg < 1 ? vg : 1) : 0
-                            op[2 &* n &+ line &+ x] = vb > 0 ? (vb < 1 ? vb : 1) : 0
-                        }
-                    }
-                } }
-            }
-        } } } }
-        return out
+        return Match(edit: self, carrier: Transport.RowCarrier(field: field, width: width, height: height,
+                                                               factor: encoder.factor, origin: encoder.origin))
     }
 
+    struct Match {
+        let edit: KeyframeEdit
+        let carrier: Transport.RowCarrier
+
+        /// Row `y` of the edit for the frame at `frame` (3 planes of width × height): the edit per
+        /// channel into out[0 ..< 3w], the match quality into out[3w ..< 4w].
+        func editRow(_ y: Int, of frame: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+            let w = edit.width, n = w * edit.height, size = edit.colour.size
+            let carried = out, trust = out + 3 &* w
+            edit.edits.withUnsafeBufferPointer { r in edit.colour.lattice.withUnsafeBufferPointer { lattice in
+                let table = lattice.baseAddress!
+                carrier.withScratch { scratch in
+                    // The carried edit: three planes and the colour part's share, a row's width apart.
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * w) { planes in
+                        let p = planes.baseAddress!
+                        carrier.carry(row: y, of: r.baseAddress!, width: w, height: edit.height, channels: 4, into: p, channelStride: w,
+                                      confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
+                        let line = y &* w
+                        let red = frame + line, green = red + n, blue = green + n
+                        for x in 0..<w {
+                            let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
+                            let t = trust[x], u = 1 - t * (1 - p[3 &* w &+ x])
+                            carried[x] = u * dr + t * p[x]
+                            carried[w &+ x] = u * dg + t * p[w &+ x]
+                            carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x]
+                        }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+extension EditPropagator {
     /// τ and the smoothing (binomial passes, σ = 2 px) of the colour part's share; see `carriedEdit`.
     static let tolerance: Float = 0.04, spread = 8
 
@@ -171,30 +242,6 @@ public final class EditPropagator: @unchecked Sendable {
                 d[(ch * h + y) * w + x] = v
             } } }
         } }
-        return out
-    }
-
-    /// Images placed left to right with `gap` zero columns between them (all of one height).
-    static func sideBySide(_ images: [PlanarImage], gap: Int) -> PlanarImage {
-        if images.count == 1 { return images[0] }
-        let h = images[0].height, c = images[0].channels
-        let total = images.map(\.width).reduce(0, +) + gap * (images.count - 1)
-        var out = PlanarImage(channels: c, height: h, width: total)
-        var x0 = 0
-        out.withUnsafeMutableBufferPointer { dst in
-            for image in images {
-                image.withUnsafeBufferPointer { src in
-                    for ch in 0..<c {
-                        for y in 0..<h {
-                            for x in 0..<image.width {
-                                dst[(ch * h + y) * total + x0 + x] = src[(ch * h + y) * image.width + x]
-                            }
-                        }
-                    }
-                }
-                x0 += image.width + gap
-            }
-        }
         return out
     }
 }
