@@ -19,6 +19,9 @@ struct Edit: ParsableCommand {
     @Option(name: .customLong("keyframe"), help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
     var keyframes: [String] = []
 
+    @Option(name: .customLong("keyframes"), help: ArgumentHelp("A directory of edited frames, each named by its frame index (00012.png, key12.png): a --keyframe for each. Two are held in memory at a time, however many there are.", valueName: "DIR"))
+    var keyframeDirectory: String?
+
     @Option(help: ArgumentHelp("Scale of the edit: 1 as made, 0 none, negative the opposite edit.", valueName: "S"))
     var strength: Float = 1
 
@@ -36,43 +39,94 @@ struct Edit: ParsableCommand {
     }
 
     func validate() throws {
-        guard !keyframes.isEmpty else { throw ValidationError("give at least one --keyframe INDEX=IMAGE") }
+        guard !keyframes.isEmpty || keyframeDirectory != nil else { throw ValidationError("give at least one --keyframe INDEX=IMAGE, or --keyframes DIR") }
         if parsedKeyframes.count != keyframes.count {
             throw ValidationError("--keyframe takes INDEX=IMAGE, with INDEX a frame number from 0, e.g. --keyframe 0=edited.png")
         }
-        if Set(parsedKeyframes.map(\.index)).count != keyframes.count { throw ValidationError("each keyframe index may be given once") }
         guard strength.isFinite, abs(strength) <= 10 else { throw ValidationError("--strength must be between -10 and 10") }
         if parsedKeyframes.contains(where: { StandardStream.isStandard($0.image) }) { throw ValidationError("a keyframe image must be a file; only INPUT may be - (stdin)") }
     }
 
-    func run() throws {
-        // The references first: read the keyframes' frames from the input, and the edits.
-        let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
-        let originals = try Media.readFrames(input, indices: Set(parsedKeyframes.map(\.index)), damageLog: damage.log)
-        var references: [Keyframe] = []
-        for (index, path) in parsedKeyframes {
-            let original = originals[index]!.image
-            let edited = try ImageFile.read(path).image
-            guard edited.width == original.width, edited.height == original.height else {
-                throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(StandardStream.shownName(input)) is \(original.width)×\(original.height)")
-            }
-            references.append(Keyframe(index: index, original: original, edited: edited))
+    /// Every keyframe, from --keyframe and --keyframes, in frame order; an index given twice is refused.
+    func allKeyframes() throws -> [(index: Int, image: String)] {
+        var all = parsedKeyframes
+        if let directory = keyframeDirectory { all += try Self.keyframes(in: directory) }
+        all.sort { $0.index < $1.index }
+        for (a, b) in zip(all, all.dropFirst()) where a.index == b.index {
+            throw MediaError(.invalidArgument, path: b.image, "is a keyframe for frame \(b.index), and so is \(a.image): give each frame one")
         }
-        let propagator = EditPropagator(keyframes: references, encoder: AliasFreeCodec(), strength: strength)
+        return all
+    }
 
+    /// The images in `directory`, each with the frame index its name ends in.
+    static func keyframes(in directory: String) throws -> [(index: Int, image: String)] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw MediaError(.missing, path: directory, isDirectory.boolValue ? "no such directory" : "is not a directory of keyframes")
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted(by: naturalOrder)
+            .filter { ImageFile.extensions.contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
+        guard !names.isEmpty else { throw MediaError(.invalidArgument, path: directory, "holds no keyframe images (png, jpg, bmp, tiff)") }
+        return try names.map { name in
+            let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
+            let stem = URL(fileURLWithPath: name).deletingPathExtension().lastPathComponent
+            guard let index = Int(String(stem.reversed().prefix { $0.isASCII && $0.isNumber }.reversed())) else {
+                throw MediaError(.invalidArgument, path: path, "has no frame index in its name: name each keyframe by its frame, e.g. 00012.png")
+            }
+            return (index, path)
+        }
+    }
+
+    func run() throws {
+        let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
+        let keys = try allKeyframes()
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
-        let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + parsedKeyframes.map(\.image),
+        // Everything that can be refused is checked before the stream starts: every keyframe
+        // image is read (one at a time) and must have the video's size, and the last keyframe's
+        // frame must be in the video.
+        let size = (width: source.info.width, height: source.info.height)
+        for (index, path) in keys {
+            let edited = try ImageFile.read(path).image
+            guard edited.width == size.width, edited.height == size.height else {
+                throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(StandardStream.shownName(input)) is \(size.width)×\(size.height)")
+            }
+        }
+        _ = try Media.readFrames(input, indices: [keys.last!.index], damageLog: damage.log)
+        // The keyframes' own frames come from a second reader, which runs ahead of the stream to
+        // each keyframe as the frames come to need it.
+        let originals = ForwardReader(try Media.openSource(input, damageLog: damage.log))
+        let sources = keys.map { key in
+            KeyframeSource(index: key.index) { Keyframe(index: key.index, original: try originals.frame(key.index), edited: try ImageFile.read(key.image).image) }
+        }
+        let propagator = EditPropagator(sources: sources, width: size.width, height: size.height, encoder: AliasFreeCodec(), strength: strength)
+        let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + keys.map(\.image),
                                       overwrite: output.overwrite, options: output.encoder)
         let done = try ProgressView(label: "edit", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { frame in
-                frame.image = propagator.apply(to: frame.image, index: frame.index)
+                frame.image = try propagator.apply(to: frame.image, index: frame.index)
             }, progress: update)
         }
         if report.json {
             try Report.printJSON([
                 "input": self.input, "output": output.output, "frames": done.framesDone, "seconds": done.elapsedSeconds,
-                "fps": done.framesPerSecond, "keyframes": parsedKeyframes.map(\.index), "strength": strength,
+                "fps": done.framesPerSecond, "keyframes": keys.map(\.index), "strength": strength,
             ])
         }
+    }
+}
+
+/// A video read forwards to the frames asked for, in increasing order.
+final class ForwardReader {
+    let source: FrameSource
+
+    init(_ source: FrameSource) { self.source = source }
+
+    /// Frame `index`, which must come after every frame asked for before.
+    func frame(_ index: Int) throws -> PlanarImage {
+        while let frame = try source.next() {
+            if frame.index == index { return frame.image }
+            precondition(frame.index < index, "frames are asked for in increasing order")
+        }
+        throw MediaError(.invalidArgument, path: source.path, "frame \(index) is outside the video")
     }
 }

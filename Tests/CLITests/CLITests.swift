@@ -293,6 +293,34 @@ import TestSupport
         for (a, b) in zip(original, try SyntheticClip.readAll(dir.file("same.mkv")).frames) { #expect(a.image.isIdentical(to: b.image)) }
     }
 
+    /// --keyframes DIR is a --keyframe for each image, its index from its name (00003.png,
+    /// key9.png): the same output, bit for bit. A name without an index, and a frame given twice,
+    /// are refused before anything is written.
+    @Test func keyframeDirectoryIsAKeyframeForEachImage() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let frames = try SyntheticClip.readAll(input).frames
+        try FileManager.default.createDirectory(atPath: dir.file("keys"), withIntermediateDirectories: true)
+        for (index, name) in [(3, "00003.png"), (9, "key9.png")] {
+            var edited = frames[index].image
+            edited.withUnsafeMutableBufferPointer { p in for i in 0..<(p.count / 3) { p[i] = min(p[i] + 0.2, 1) } }
+            try ImageFile.writePNG(edited, to: dir.file("keys/\(name)"))
+        }
+        let common = ["edit", input, "--codec", "ffv1", "--quiet"]
+        let fromDirectory = try CLITests.run(common + ["--keyframes", dir.file("keys"), "-o", dir.file("a.mkv")])
+        let listed = try CLITests.run(common + ["--keyframe", "9=\(dir.file("keys/key9.png"))", "--keyframe", "3=\(dir.file("keys/00003.png"))", "-o", dir.file("b.mkv")])
+        #expect(fromDirectory.status == 0 && listed.status == 0, "\(fromDirectory.stderr)\(listed.stderr)")
+        for (a, b) in zip(try SyntheticClip.readAll(dir.file("a.mkv")).frames, try SyntheticClip.readAll(dir.file("b.mkv")).frames) {
+            #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
+        }
+        let twice = try CLITests.run(common + ["--keyframes", dir.file("keys"), "--keyframe", "3=\(dir.file("keys/key9.png"))", "-o", dir.file("c.mkv")])
+        #expect(twice.status == 1 && twice.stderr.contains("is a keyframe for frame 3, and so is"), "\(twice.stderr)")
+        try ImageFile.writePNG(frames[0].image, to: dir.file("keys/edited.png"))
+        let unnamed = try CLITests.run(common + ["--keyframes", dir.file("keys"), "-o", dir.file("c.mkv")])
+        #expect(unnamed.status == 1 && unnamed.stderr == "lockstep: error: \(dir.file("keys/edited.png")): has no frame index in its name: name each keyframe by its frame, e.g. 00012.png\n")
+        #expect(!dir.contents.contains("c.mkv"))
+    }
+
     /// Two segments edited with the whole video's keyframe equal the whole run, frame for frame.
     @Test func segmentsEqualTheWholeRun() throws {
         let dir = TemporaryDirectory()

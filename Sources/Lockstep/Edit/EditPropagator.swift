@@ -9,6 +9,17 @@ public protocol FeatureEncoder: Sendable {
     func features(_ image: PlanarImage) -> PlanarImage
 }
 
+/// A keyframe to be loaded when it is needed: its index, and how to read it.
+public struct KeyframeSource {
+    public var index: Int
+    public var load: () throws -> Keyframe
+
+    public init(index: Int, load: @escaping () throws -> Keyframe) {
+        self.index = index
+        self.load = load
+    }
+}
+
 /// A keyframe: the frame as it is in the video, and as the user edited it.
 public struct Keyframe: Sendable {
     public var index: Int
@@ -31,41 +42,77 @@ public struct Keyframe: Sendable {
 /// leans towards the keyframe it matches better (weight × match quality): what only the next
 /// keyframe shows takes its edit, not a blend with the colour-only fallback of the other. A
 /// frame is never matched against a keyframe beyond its neighbours, so a region cannot flip from
-/// one keyframe's version to another's from frame to frame.
+/// one keyframe's version to another's from frame to frame; and only those two are held, so
+/// memory does not grow with the number of keyframes (one every few frames, as dense keyframes
+/// from an image model come).
 public final class EditPropagator: @unchecked Sendable {
     public let strength: Float
-    /// One propagation per keyframe, in frame order.
-    let keys: [KeyframeEdit]
+    let encoder: FeatureEncoder
+    let configuration: CrossFrameAttention.Configuration
+    /// Every keyframe, in frame order, loaded when a frame needs it.
+    let sources: [KeyframeSource]
+    /// The propagations of the keyframes the last frame used, by position in `sources`: at most
+    /// two are held, whatever the number of keyframes.
+    private var loaded: [Int: KeyframeEdit] = [:]
     let width: Int, height: Int
 
     /// Match quality below which the carried edit is not computed at all: it would change the
     /// output by less than 10⁻⁴ of the edit (a fortieth of an 8-bit level).
     static let negligibleConfidence: Float = 1e-4
 
-    public init(keyframes: [Keyframe], encoder: FeatureEncoder, strength: Float = 1,
-                configuration: CrossFrameAttention.Configuration = .init()) {
+    /// Keyframes already in memory.
+    public convenience init(keyframes: [Keyframe], encoder: FeatureEncoder, strength: Float = 1,
+                            configuration: CrossFrameAttention.Configuration = .init()) {
         precondition(!keyframes.isEmpty)
-        width = keyframes[0].original.width
-        height = keyframes[0].original.height
-        self.strength = strength
-        keys = keyframes.sorted { $0.index < $1.index }.map { KeyframeEdit($0, encoder: encoder, configuration: configuration) }
+        let first = keyframes[0].original
+        self.init(sources: keyframes.map { key in KeyframeSource(index: key.index) { key } }, width: first.width, height: first.height,
+                  encoder: encoder, strength: strength, configuration: configuration)
     }
 
-    /// The keyframes frame `index` takes its edit from, with their weights in time.
-    func neighbours(of index: Int) -> [(key: KeyframeEdit, weight: Float)] {
-        guard let next = keys.firstIndex(where: { $0.index >= index }) else { return [(keys.last!, 1)] }
-        if next == 0 || keys[next].index == index { return [(keys[next], 1)] }
-        let a = keys[next - 1], b = keys[next]
-        let toward = Float(index - a.index) / Float(b.index - a.index)
-        return [(a, 1 - toward), (b, toward)]
+    /// Keyframes loaded as the frames come to need them, for frames `width` × `height`: frames
+    /// in increasing order (as a stream gives them) hold two keyframes at a time.
+    public init(sources: [KeyframeSource], width: Int, height: Int, encoder: FeatureEncoder, strength: Float = 1,
+                configuration: CrossFrameAttention.Configuration = .init()) {
+        precondition(!sources.isEmpty)
+        self.width = width
+        self.height = height
+        self.strength = strength
+        self.encoder = encoder
+        self.configuration = configuration
+        self.sources = sources.sorted { $0.index < $1.index }
+    }
+
+    /// How many keyframes' propagations are held now.
+    public var keyframesHeld: Int { loaded.count }
+
+    /// The keyframes (positions in `sources`) frame `index` takes its edit from, with their weights in time.
+    func neighbours(of index: Int) -> [(position: Int, weight: Float)] {
+        guard let next = sources.firstIndex(where: { $0.index >= index }) else { return [(sources.count - 1, 1)] }
+        if next == 0 || sources[next].index == index { return [(next, 1)] }
+        let a = sources[next - 1].index, b = sources[next].index
+        let toward = Float(index - a) / Float(b - a)
+        return [(next - 1, 1 - toward), (next, toward)]
+    }
+
+    /// The propagations of `positions`, loading what is missing and letting go of the rest.
+    private func keyframes(_ positions: [Int]) throws -> [KeyframeEdit] {
+        loaded = loaded.filter { positions.contains($0.key) }
+        return try positions.map { position in
+            if let edit = loaded[position] { return edit }
+            let key = try sources[position].load()
+            precondition(key.original.width == width && key.original.height == height && key.index == sources[position].index)
+            let edit = KeyframeEdit(key, encoder: encoder, configuration: configuration)
+            loaded[position] = edit
+            return edit
+        }
     }
 
     /// Frame `index` (counted from 0 over the whole video), edited.
-    public func apply(to frame: PlanarImage, index: Int) -> PlanarImage {
+    public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
         precondition(frame.width == width && frame.height == height)
         if strength == 0 { return frame }
         let active = neighbours(of: index)
-        let matched = active.map { $0.key.match(frame) }
+        let matched = try keyframes(active.map(\.position)).map { $0.match(frame) }
         var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         let w = width, n = width * height, s = strength
         frame.withUnsafeBufferPointer { f in out.withUnsafeMutableBufferPointer { o in
