@@ -147,3 +147,31 @@ public struct BrightnessFlicker: Sendable {
 
     public var value: Double { changes > 0 ? total / Double(changes) : 0 }
 }
+
+/// How far a video's brightness wanders from its original's: the largest |mean over `window`
+/// consecutive frames of (mean luma − the original's mean luma)|, in 8-bit levels (over the
+/// whole video when it is shorter). Flicker averages out over the window; a drift (errors that
+/// add up along a chain of references, a tone that creeps) does not.
+public struct LevelDrift: Sendable {
+    /// About a second of video.
+    public static let window = 31
+    private var differences: [Double] = []
+
+    public init() {}
+
+    /// Adds the next frame and its original (the same size).
+    public mutating func add(_ image: PlanarImage, original: PlanarImage) {
+        differences.append((FlickerAnalyzer.meanLuma(image) - FlickerAnalyzer.meanLuma(original)) * 255)
+    }
+
+    public var value: Double {
+        guard !differences.isEmpty else { return 0 }
+        let span = min(Self.window, differences.count)
+        var sum = differences[..<span].reduce(0, +), largest = abs(sum)
+        for end in stride(from: span, to: differences.count, by: 1) {
+            sum += differences[end] - differences[end - span]
+            largest = max(largest, abs(sum))
+        }
+        return largest / Double(span)
+    }
+}

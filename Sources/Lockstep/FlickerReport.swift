@@ -8,12 +8,15 @@ public struct FlickerReport {
 
     /// E_warp between consecutive frames and against the first (nil when not measured).
     public let ewarp: (consecutive: Double, first: Double)?
+    /// The level drift from the guide (nil without one).
+    public let levelDrift: Double?
 
-    public init(input: String, analyzer: FlickerAnalyzer, warping: WarpingErrorMeter? = nil) {
+    public init(input: String, analyzer: FlickerAnalyzer, warping: WarpingErrorMeter? = nil, drift: LevelDrift? = nil) {
         self.input = input
         self.summary = analyzer.summary
         self.records = analyzer.records
         self.ewarp = warping.map { ($0.ewarp, $0.ewarpFirst) }
+        self.levelDrift = drift?.value
     }
 
     /// A table for people.
@@ -34,6 +37,7 @@ public struct FlickerReport {
             lines.append(row("E_warp", ewarp.consecutive * 1000, "×10⁻³, consecutive frames"))
             lines.append(row("E_warp, first frame", ewarp.first * 1000, "×10⁻³, against frame 0"))
         }
+        if let levelDrift { lines.append(row("level drift", levelDrift, "max |mean ΔY| from the guide over \(LevelDrift.window) frames, 8-bit")) }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -64,6 +68,7 @@ public struct FlickerReport {
             object["ewarp"] = ewarp.consecutive
             object["ewarp_first"] = ewarp.first
         }
+        if let levelDrift { object["level_drift"] = levelDrift }
         let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self) + "\n"
     }

@@ -119,10 +119,12 @@ struct Deflicker: ParsableCommand {
         return try analysis.finish()
     }
 
-    /// Pass 2: each frame brought to its scene's consensus and written. E_warp before and after is
-    /// measured for --json, on the guide's motion, at up to 640 pixels wide.
+    /// Pass 2: each frame brought to its scene's consensus and written. For --json, E_warp before
+    /// and after is measured on the guide's motion, at up to 640 pixels wide, and the level drift
+    /// from the guide.
     private func secondPass(_ input: String, source: FrameSource, sink: FrameSink, plan: DeflickerPlan) throws {
         var before = BrightnessFlicker(), after = BrightnessFlicker()
+        var driftBefore = LevelDrift(), driftAfter = LevelDrift()
         for index in 0..<plan.frameCount where segment.range?.contains(index) ?? true { before.add(luma: Double(plan.lumas[index])) }
         let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
         let info = source.info
@@ -137,7 +139,12 @@ struct Deflicker: ParsableCommand {
                     let original = frame.image
                     frame.image = try plan.apply(to: original, index: frame.index)
                     after.add(frame.image)
-                    if let warping { warping.add(guide: measureGuide?.guide(for: frame.index) ?? original, outputs: [original, frame.image]) }
+                    let guideFrame = measureGuide?.guide(for: frame.index)
+                    if let warping { warping.add(guide: guideFrame ?? original, outputs: [original, frame.image]) }
+                    if let guideFrame {
+                        driftBefore.add(original, original: guideFrame)
+                        driftAfter.add(frame.image, original: guideFrame)
+                    }
                 }, progress: update)
             }
         } catch let other as DeflickerPlan.OtherFrame {
@@ -151,7 +158,10 @@ struct Deflicker: ParsableCommand {
                 "references": plan.scenes.map { ["start": $0.start, "reference": $0.reference, "reason": $0.reason.rawValue] as [String: Any] },
                 "brightness_flicker": ["before": before.value, "after": after.value],
             ]
-            if let guide { object["guide"] = guide }
+            if let guide {
+                object["guide"] = guide
+                object["level_drift"] = ["before": driftBefore.value, "after": driftAfter.value]
+            }
             if let analysis { object["analysis"] = analysis }
             if let warping {
                 object["ewarp"] = ["before": warping.ewarp(output: 0), "after": warping.ewarp(output: 1)]

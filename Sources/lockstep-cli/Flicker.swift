@@ -16,7 +16,7 @@ struct Flicker: ParsableCommand {
     @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (yuv4mpegpipe, NUT).", valueName: "INPUT"))
     var input: String
 
-    @Option(help: ArgumentHelp("The unprocessed original: E_warp is measured, with the motion found on it. Implies --ewarp.", valueName: "ORIGINAL"))
+    @Option(help: ArgumentHelp("The unprocessed original: E_warp is measured, with the motion found on it (implies --ewarp), and the level drift from it.", valueName: "ORIGINAL"))
     var guide: String?
 
     @Flag(help: "Also measure E_warp, with the motion found on INPUT itself (several times slower than the rest).")
@@ -50,6 +50,7 @@ struct Flicker: ParsableCommand {
         let source = try Media.openSource(input, frames: segment.range, damageLog: damage.log)
         let analyzer = FlickerAnalyzer()
         let warping = ewarp || guide != nil ? WarpingErrorMeter() : nil
+        var drift = guide.map { _ in LevelDrift() }
         let guideSource = try guide.map { try Media.openSource($0, frames: segment.range, damageLog: damage.log) }
         if let guideSource, guideSource.info.width != source.info.width || guideSource.info.height != source.info.height {
             throw MediaError(.sizeMismatch, path: guide!, "is \(guideSource.info.width)×\(guideSource.info.height), but \(StandardStream.shownName(input)) is \(source.info.width)×\(source.info.height)")
@@ -65,6 +66,7 @@ struct Flicker: ParsableCommand {
                         throw MediaError(.invalidArgument, path: guide!, "has fewer frames than \(StandardStream.shownName(input)) (it ends before frame \(frame.index))")
                     }
                     guideImage = g.image
+                    drift?.add(frame.image, original: g.image)
                 }
                 warping.add(guide: guideImage, output: frame.image)
             }, progress: update)
@@ -72,7 +74,7 @@ struct Flicker: ParsableCommand {
         if let guideSource, try guideSource.next() != nil {
             throw MediaError(.invalidArgument, path: guide!, "has more frames than \(StandardStream.shownName(input)) (\(last.framesDone)): the guide must have the same frames")
         }
-        let result = FlickerReport(input: input, analyzer: analyzer, warping: warping)
+        let result = FlickerReport(input: input, analyzer: analyzer, warping: warping, drift: drift)
         if let csvTarget { try csvTarget.write(Data(result.csv.utf8)) }
         if let plotTarget { try plotTarget.write(Data(result.svg.utf8)) }
         Report.print(report.json ? result.json : result.table, terminator: "")

@@ -85,6 +85,7 @@ import TestSupport
         #expect(r.status == 0, "\(r.stderr)")
         let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
         #expect(json?["ewarp"] is Double && json?["ewarp_first"] is Double)
+        #expect(json?["level_drift"] as? Double == 0)
     }
 
     /// E_warp is opt-in (it needs the motion, several times slower than the rest).

@@ -163,3 +163,22 @@ import TestSupport
         #expect(flickering.ewarp > 10 * stable.ewarp, "flickering \(flickering.ewarp) vs stable \(stable.ewarp)")
     }
 }
+
+@Suite struct LevelDriftTests {
+    /// The level drift sees a slow creep of the brightness (a ramp to +4 levels over 100 frames:
+    /// its last 31 frames average 3.4 above the original), not a flicker that averages out over
+    /// the window (±2 levels every other frame), and nothing where the video is its original.
+    @Test func levelDriftSeesACreepNotAFlicker() {
+        var drift = LevelDrift(), same = LevelDrift(), flickerOnly = LevelDrift()
+        for t in 0..<100 {
+            let original = PlanarImage(channels: 3, height: 8, width: 8, values: [Float](repeating: 0.5, count: 192))
+            let flicker: Float = (t % 2 == 0 ? 2 : -2) / 255
+            let creep = Float(4 * t) / 99 / 255
+            drift.add(PlanarImage(channels: 3, height: 8, width: 8, values: [Float](repeating: 0.5 + creep + flicker, count: 192)), original: original)
+            flickerOnly.add(PlanarImage(channels: 3, height: 8, width: 8, values: [Float](repeating: 0.5 + flicker, count: 192)), original: original)
+            same.add(original, original: original)
+        }
+        #expect(abs(drift.value - 3.41) < 0.1, "\(drift.value)")
+        #expect(flickerOnly.value < 0.1 && same.value == 0)
+    }
+}
