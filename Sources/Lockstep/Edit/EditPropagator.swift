@@ -112,7 +112,9 @@ public final class EditPropagator: @unchecked Sendable {
         precondition(frame.width == width && frame.height == height)
         if strength == 0 { return frame }
         let active = neighbours(of: index)
-        let matched = try keyframes(active.map(\.position)).map { $0.match(frame) }
+        // The frame's features serve both keyframes between which it lies.
+        let features = encoder.features(frame)
+        let matched = try keyframes(active.map(\.position)).map { $0.match(frame, features: features) }
         var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         let w = width, n = width * height, s = strength
         frame.withUnsafeBufferPointer { f in out.withUnsafeMutableBufferPointer { o in
@@ -198,9 +200,10 @@ final class KeyframeEdit: @unchecked Sendable {
         attention = CrossFrameAttention(reference: encoder.features(key.original), configuration: configuration)
     }
 
-    /// The frame's correspondence to the keyframe, ready to give its edit row by row.
-    func match(_ frame: PlanarImage) -> Match {
-        var field = attention.correspondence(for: encoder.features(frame))
+    /// The frame's correspondence to the keyframe, ready to give its edit row by row; `features`
+    /// are the frame's (`encoder.features`).
+    func match(_ frame: PlanarImage, features: PlanarImage) -> Match {
+        var field = attention.correspondence(for: features)
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
                                             measuringMatch: true)
         return Match(edit: self, carrier: Transport.RowCarrier(field: field, width: width, height: height,
