@@ -41,15 +41,9 @@ public enum Concatenation {
             if avformat_query_codec(outputFormat, parameters.pointee.codec_id, FF_COMPLIANCE_NORMAL) == 0 {
                 throw MediaError(.invalidArgument, path: target.shownName, "the \(String(cString: outputFormat.pointee.name)) container cannot hold stream \(index) (\(String(cString: avcodec_get_name(parameters.pointee.codec_id)))) of \(first.path); choose another container")
             }
-            guard let out = avformat_new_stream(oc, nil), avcodec_parameters_copy(out.pointee.codecpar, parameters) >= 0 else {
-                throw MediaError(.io, path: target.shownName, "out of memory")
-            }
-            out.pointee.codecpar.pointee.codec_tag = 0
-            out.pointee.time_base = stream.pointee.time_base
+            let out = try StreamCopier.addStream(copying: stream, into: oc!, path: first.path)
             out.pointee.avg_frame_rate = stream.pointee.avg_frame_rate
             out.pointee.sample_aspect_ratio = stream.pointee.sample_aspect_ratio
-            out.pointee.disposition = stream.pointee.disposition
-            av_dict_copy(&out.pointee.metadata, stream.pointee.metadata, 0)
             // Rotation and other stream side data travel with the stream.
             for s in 0..<Int(stream.pointee.nb_side_data) {
                 let side = stream.pointee.side_data[s]
@@ -127,16 +121,8 @@ public enum Concatenation {
 
         init(_ path: String) throws {
             self.path = path
-            try VideoReader.checkReadableFile(path)
-            var ctx: UnsafeMutablePointer<AVFormatContext>?
-            let opened = avformat_open_input(&ctx, path, nil, nil)
-            guard opened >= 0 else {
-                throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (\(FFmpegError(code: opened, operation: "open").message))")
-            }
-            handles.format = ctx
-            guard avformat_find_stream_info(ctx, nil) >= 0 else {
-                throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (no stream information)")
-            }
+            try VideoReader.openDemuxer(path, into: handles)
+            let ctx = handles.format
             let best = av_find_best_stream(ctx, AVMEDIA_TYPE_VIDEO, -1, -1, nil, 0)
             guard best >= 0 else { throw MediaError(.notMedia, path: path, "not a video: it has no video stream") }
             videoIndex = best

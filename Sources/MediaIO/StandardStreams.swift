@@ -13,6 +13,13 @@ public enum StandardStream {
 
     public static func isStandard(_ path: String) -> Bool { path == dash }
 
+    /// Refuses a standard input that is a terminal: nothing was piped in.
+    static func requirePipedInput() throws {
+        if isatty(STDIN_FILENO) != 0 {
+            throw MediaError(.invalidArgument, path: "stdin", "is a terminal: pipe a video into it (ffmpeg -i IN -f yuv4mpegpipe - | lockstep …) or give a file")
+        }
+    }
+
     /// The FFmpeg URL of a path to read: standard input for "-".
     static func inputURL(_ path: String) -> String { isStandard(path) ? "pipe:0" : path }
 
@@ -41,11 +48,22 @@ public enum StandardInputSpool {
     /// now and then.
     public static func spool(progress: (Int64) -> Void = { _ in }) throws -> String {
         if let spooledPath { return spooledPath }
-        if isatty(STDIN_FILENO) != 0 {
-            throw MediaError(.invalidArgument, path: "stdin", "is a terminal: pipe a video into it (ffmpeg -i IN -f yuv4mpegpipe - | lockstep …) or give a file")
-        }
+        try StandardStream.requirePipedInput()
         let directory = FileManager.default.temporaryDirectory.path
         let fd = try makeUnlinkedFile(in: directory)
+        do {
+            try copyStandardInput(to: fd, directory: directory, progress: progress)
+        } catch {
+            close(fd)
+            throw error
+        }
+        let path = "/proc/self/fd/\(fd)"
+        spooledPath = path
+        return path
+    }
+
+    /// Copies all of standard input to `fd`, leaving `reserveBytes` free in `directory`.
+    private static func copyStandardInput(to fd: Int32, directory: String, progress: (Int64) -> Void) throws {
         let bufferSize = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bufferSize, alignment: 64)
         defer { buffer.deallocate() }
@@ -56,15 +74,12 @@ public enum StandardInputSpool {
             if got == 0 { break }
             if got < 0 {
                 if errno == EINTR { continue }
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                throw MediaError(.io, path: "stdin", "cannot read: \(reason)")
+                throw MediaError(.io, path: "stdin", "cannot read: \(String(cString: strerror(errno)))")
             }
             // The free space is checked every 64 MB: a cheap call, and a bound that holds to within that.
             if sinceCheck >= 64 << 20 {
                 var fs = statvfs()
                 if fstatvfs(fd, &fs) == 0, Int64(fs.f_bavail) * Int64(fs.f_frsize) - Int64(got) < reserveBytes {
-                    close(fd)
                     throw MediaError(.diskFull, path: "stdin", "the temporary directory \(directory) is nearly full after \(megabytes(total)) of the stream (a job that reads its input twice keeps stdin there; set TMPDIR to a larger disk, or give a file)")
                 }
                 sinceCheck = 0
@@ -73,13 +88,11 @@ public enum StandardInputSpool {
             while offset < got {
                 let wrote = write(fd, buffer + offset, got - offset)
                 if wrote < 0 {
-                    if errno == EINTR { continue }
-                    let full = errno == ENOSPC
-                    let reason = String(cString: strerror(errno))
-                    close(fd)
-                    throw MediaError(full ? .diskFull : .io, path: "stdin", full
+                    let code = errno
+                    if code == EINTR { continue }
+                    throw MediaError(code == ENOSPC ? .diskFull : .io, path: "stdin", code == ENOSPC
                         ? "the temporary directory \(directory) is full after \(megabytes(total)) of the stream (set TMPDIR to a larger disk, or give a file)"
-                        : "cannot keep it in \(directory): \(reason)")
+                        : "cannot keep it in \(directory): \(String(cString: strerror(code)))")
                 }
                 offset += wrote
             }
@@ -87,13 +100,7 @@ public enum StandardInputSpool {
             sinceCheck += Int64(got)
             progress(total)
         }
-        if total == 0 {
-            close(fd)
-            throw MediaError(.notMedia, path: "stdin", "is empty: nothing came through the pipe")
-        }
-        let path = "/proc/self/fd/\(fd)"
-        spooledPath = path
-        return path
+        if total == 0 { throw MediaError(.notMedia, path: "stdin", "is empty: nothing came through the pipe") }
     }
 
     /// A file in `directory` whose name is removed as soon as it is made: only the descriptor

@@ -36,17 +36,23 @@ final class StreamCopier {
                 stream.pointee.discard = AVDISCARD_ALL
                 continue
             }
-            guard let out = avformat_new_stream(output, nil),
-                  avcodec_parameters_copy(out.pointee.codecpar, parameters) >= 0 else {
-                throw MediaError(.io, path: inputPath, "cannot copy stream \(i) (\(codecName))")
-            }
-            out.pointee.codecpar.pointee.codec_tag = 0
-            out.pointee.time_base = stream.pointee.time_base
-            out.pointee.disposition = stream.pointee.disposition
-            av_dict_copy(&out.pointee.metadata, stream.pointee.metadata, 0)
-            mapping[Int32(i)] = out
+            mapping[Int32(i)] = try Self.addStream(copying: stream, into: output, path: inputPath)
         }
         if mapping.isEmpty { done = true }
+    }
+
+    /// A stream of `output` that takes the packets of `stream` as they are: its codec parameters
+    /// (with the tag left to the new container), time base, disposition and metadata.
+    static func addStream(copying stream: UnsafeMutablePointer<AVStream>, into output: UnsafeMutablePointer<AVFormatContext>,
+                          path: String) throws -> UnsafeMutablePointer<AVStream> {
+        guard let out = avformat_new_stream(output, nil), avcodec_parameters_copy(out.pointee.codecpar, stream.pointee.codecpar) >= 0 else {
+            throw MediaError(.io, path: path, "cannot copy stream \(stream.pointee.index) (\(String(cString: avcodec_get_name(stream.pointee.codecpar.pointee.codec_id)))): out of memory")
+        }
+        out.pointee.codecpar.pointee.codec_tag = 0
+        out.pointee.time_base = stream.pointee.time_base
+        out.pointee.disposition = stream.pointee.disposition
+        av_dict_copy(&out.pointee.metadata, stream.pointee.metadata, 0)
+        return out
     }
 
     deinit {

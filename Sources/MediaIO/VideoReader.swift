@@ -51,29 +51,11 @@ public final class VideoReader: FrameSource {
         self.damageLog = damageLog
         policy = damageLog?.policy ?? .report
         FFmpegLog.install()
-        if fromPipe {
-            if isatty(STDIN_FILENO) != 0 {
-                throw MediaError(.invalidArgument, path: path, "is a terminal: pipe a video into it (ffmpeg -i IN -f yuv4mpegpipe - | lockstep …) or give a file")
-            }
-        } else {
-            try Self.checkReadableFile(location)
-        }
-
         let handles = CodecHandles()
         self.handles = handles
-        var ctx: UnsafeMutablePointer<AVFormatContext>?
-        let openCode = avformat_open_input(&ctx, StandardStream.inputURL(location), nil, nil)
-        if openCode < 0 {
-            let reason = FFmpegError(code: openCode, operation: "open").message
-            throw MediaError(.notMedia, path: path, fromPipe
-                ? "not a stream FFmpeg can read from a pipe (\(reason)); send yuv4mpegpipe or NUT: ffmpeg -i IN -f yuv4mpegpipe -"
-                : "not a video file FFmpeg can read (\(reason))")
-        }
         // From here on, `handles` frees what was opened, also when init throws.
-        handles.format = ctx
-        if avformat_find_stream_info(ctx, nil) < 0 {
-            throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (no stream information)")
-        }
+        try Self.openDemuxer(location, into: handles)
+        let ctx = handles.format
         var codec: UnsafePointer<AVCodec>?
         let best = av_find_best_stream(ctx, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0)
         if best == lockstep_averror_decoder_not_found() {
@@ -266,6 +248,30 @@ public final class VideoReader: FrameSource {
         if policy == .refuse {
             finished = true
             throw MediaError(.damaged, path: path, "damaged video: \(current.reasons.first ?? "decode error") (at frame \(current.firstFrame))")
+        }
+    }
+
+    /// Opens the demuxer of `location` ("-" for standard input) into `handles` and reads its
+    /// stream information; what cannot be read is refused in one line naming it.
+    static func openDemuxer(_ location: String, into handles: CodecHandles) throws {
+        let path = StandardStream.shownName(location)
+        let fromPipe = StandardStream.isStandard(location)
+        if fromPipe {
+            try StandardStream.requirePipedInput()
+        } else {
+            try checkReadableFile(location)
+        }
+        var ctx: UnsafeMutablePointer<AVFormatContext>?
+        let openCode = avformat_open_input(&ctx, StandardStream.inputURL(location), nil, nil)
+        if openCode < 0 {
+            let reason = FFmpegError(code: openCode, operation: "open").message
+            throw MediaError(.notMedia, path: path, fromPipe
+                ? "not a stream FFmpeg can read from a pipe (\(reason)); send yuv4mpegpipe or NUT: ffmpeg -i IN -f yuv4mpegpipe -"
+                : "not a video file FFmpeg can read (\(reason))")
+        }
+        handles.format = ctx
+        if avformat_find_stream_info(ctx, nil) < 0 {
+            throw MediaError(.notMedia, path: path, "not a video file FFmpeg can read (no stream information)")
         }
     }
 

@@ -81,9 +81,9 @@ struct Edit: ParsableCommand {
         let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
         let keys = try allKeyframes()
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
-        // Everything that can be refused is checked before the stream starts: every keyframe
-        // image is read (one at a time) and must have the video's size, and the last keyframe's
-        // frame must be in the video.
+        // Every keyframe image is read (one at a time) before the stream starts, and must have
+        // the video's size. A keyframe past the end of the video is found when the stream nears
+        // it, as the output is still unfinished: the job stops, and nothing is left.
         let size = (width: source.info.width, height: source.info.height)
         for (index, path) in keys {
             let edited = try ImageFile.read(path).image
@@ -91,7 +91,6 @@ struct Edit: ParsableCommand {
                 throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(StandardStream.shownName(input)) is \(size.width)×\(size.height)")
             }
         }
-        _ = try Media.readFrames(input, indices: [keys.last!.index], damageLog: damage.log)
         // The keyframes' own frames come from a second reader, which runs ahead of the stream to
         // each keyframe as the frames come to need it.
         let originals = ForwardReader(try Media.openSource(input, damageLog: damage.log))
@@ -121,12 +120,15 @@ final class ForwardReader {
 
     init(_ source: FrameSource) { self.source = source }
 
+    private var count = 0
+
     /// Frame `index`, which must come after every frame asked for before.
     func frame(_ index: Int) throws -> PlanarImage {
         while let frame = try source.next() {
+            count = frame.index + 1
             if frame.index == index { return frame.image }
             precondition(frame.index < index, "frames are asked for in increasing order")
         }
-        throw MediaError(.invalidArgument, path: source.path, "frame \(index) is outside the video")
+        throw MediaError(.invalidArgument, path: source.path, "frame \(index) is outside the video, which has \(count) frames (0 to \(count - 1))")
     }
 }

@@ -175,7 +175,6 @@ public final class EditPropagator: @unchecked Sendable {
 /// With m the carried share of the colour part (see `carriedEdit`) and t the match quality, the
 /// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(δ − m · colour(original)).
 final class KeyframeEdit: @unchecked Sendable {
-    let index: Int
     let encoder: FeatureEncoder
     let colour: ColourTransform
     let attention: CrossFrameAttention
@@ -186,7 +185,6 @@ final class KeyframeEdit: @unchecked Sendable {
     let width: Int, height: Int
 
     init(_ key: Keyframe, encoder: FeatureEncoder, configuration: CrossFrameAttention.Configuration) {
-        index = key.index
         width = key.original.width
         height = key.original.height
         self.encoder = encoder
