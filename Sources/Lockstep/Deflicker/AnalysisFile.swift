@@ -8,7 +8,7 @@ import MediaIO
 /// gain, and every frame's mean luma. Floats are stored as the machine holds them: little-endian
 /// on every machine Lockstep builds for (x86-64, ARM64).
 extension DeflickerPlan {
-    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 1\n".utf8)
+    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 2\n".utf8)
 
     struct FileHeader: Codable {
         struct Grid: Codable { var latentWidth, latentHeight, factor: Int; var origin: Float }
@@ -18,7 +18,9 @@ extension DeflickerPlan {
         var frames, recordLength, gains, gainLength: Int
         var scenes: [SceneEntry]
         var shotStarts, cuts: [Int]
-        var guided: Bool
+        /// With a guide, each scene's edit tone (`ToneRelation.values`, NaN written as null, then
+        /// its weights).
+        var editTones: [[Float?]]
     }
 
     /// Writes the plan to `target` (under its temporary name, then renamed into place).
@@ -28,7 +30,7 @@ extension DeflickerPlan {
             grid: .init(latentWidth: grid.latentWidth, latentHeight: grid.latentHeight, factor: grid.factor, origin: grid.origin),
             frames: frameCount, recordLength: store.length, gains: gains.records.count, gainLength: gains.records.length,
             scenes: scenes.map { .init(start: $0.start, reference: $0.reference, reason: $0.reason.rawValue) },
-            shotStarts: shotStarts, cuts: cuts, guided: guided)
+            shotStarts: shotStarts, cuts: cuts, editTones: editTones.map { ($0.values + $0.weights).map { $0.isFinite ? $0 : nil } })
         let json = try JSONEncoder().encode(header)
         target.begin()
         do {
@@ -78,7 +80,10 @@ extension DeflickerPlan {
         let grid = AppearanceGrid(latentWidth: header.grid.latentWidth, latentHeight: header.grid.latentHeight,
                                   factor: header.grid.factor, origin: header.grid.origin)
         guard header.recordLength == recordLength(grid), header.gainLength == 3 * grid.count,
-              header.frames > 0, header.shotStarts.first == 0 else { throw notAnalysis }
+              header.frames > 0, header.shotStarts.first == 0,
+              header.editTones.isEmpty || (header.editTones.count == header.cuts.count + 1
+                  && header.editTones.allSatisfy { $0.count == 6 * ToneRelation.levels })
+        else { throw notAnalysis }
         let float = MemoryLayout<Float>.size
         let recordsAt = fileMagic.count + 4 + length
         let gainsAt = recordsAt + header.frames * header.recordLength * float
@@ -96,6 +101,10 @@ extension DeflickerPlan {
         let store = try RecordStore(reading: path, offset: recordsAt, count: header.frames, recordLength: header.recordLength)
         let gains = ReferenceGains(grid: grid, store: try RecordStore(reading: path, offset: gainsAt, count: header.gains, recordLength: header.gainLength))
         return DeflickerPlan(width: width, height: height, store: store, grid: grid, scale: header.scale, gains: gains,
-                             scenes: scenes, shotStarts: header.shotStarts, cuts: header.cuts, lumas: lumas, guided: header.guided)
+                             scenes: scenes, shotStarts: header.shotStarts, cuts: header.cuts, lumas: lumas,
+                             editTones: header.editTones.map { tone in
+                                 let n = 3 * ToneRelation.levels, values = tone.map { $0 ?? .nan }
+                                 return ToneRelation(values: Array(values[..<n]), weights: Array(values[n...]))
+                             })
     }
 }

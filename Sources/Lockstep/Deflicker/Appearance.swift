@@ -420,6 +420,24 @@ public struct FrameAppearance: Sendable {
         return out
     }
 
+    /// `frame` (3 × H' × W', `samplesPerCell` samples per cell and axis) mapped to the reference:
+    /// gain_c(x) · curve_c(v), the value the correction takes its consensus from.
+    public func mappedToReference(_ frame: PlanarImage, samplesPerCell: Int, grid: AppearanceGrid) -> PlanarImage {
+        let w = frame.width, h = frame.height, n = w * h
+        var out = PlanarImage(channels: 3, height: h, width: w,
+                              values: Self.gainAtSamples(gain, grid: grid, width: w, height: h, samplesPerCell: samplesPerCell))
+        let tables = curves.map { $0.table(lower: -0.5, upper: 1.5, count: 8192) }
+        frame.withUnsafeBufferPointer { f in out.withUnsafeMutableBufferPointer { o in
+            for c in 0..<3 {
+                let table = tables[c]
+                table.values.withUnsafeBufferPointer { t in
+                    for i in (c &* n)..<((c &+ 1) &* n) { o[i] *= t[table.index(f[i])] }
+                }
+            }
+        } }
+        return out
+    }
+
     /// The grid gain at every sample of a W' × H' grid with `samplesPerCell` samples per cell
     /// (bilinear between cell centres).
     static func gainAtSamples(_ gain: PlanarImage, grid: AppearanceGrid, width lw: Int, height lh: Int, samplesPerCell: Int) -> [Float] {

@@ -326,11 +326,19 @@ public struct ConsensusCorrection: Sendable {
         self.gain = gain
     }
 
+    /// Per channel, the gain's geometric mean over the grid.
+    public var meanGain: [Float] {
+        let n = gain.planeSize, v = gain.values
+        return (0..<3).map { c in Float(exp((0..<n).reduce(0.0) { $0 + log(Double(max(v[c * n + $1], 1e-3))) } / Double(n))) }
+    }
+
     /// The stable version of `frame`, whose appearance relative to the reference is `appearance`:
-    ///   out_c(x) = n_c(w(x)) · ḡ_c(gain_c(x) · curve_c(frame_c(x)))
-    /// with ḡ_c the inverse of `consensus`' curve c (`CurveConsensus.consensus`). Only smooth
-    /// fields and per-value curves touch the frame, so its detail is its own.
-    public func apply(to frame: PlanarImage, appearance: FrameAppearance, consensus: [ToneCurve], grid: AppearanceGrid) -> PlanarImage {
+    ///   out_c(x) = n_c(w(x)) · (ḡ_c(gain_c(x) · curve_c(frame_c(x))) + offset_c)
+    /// with ḡ_c the inverse of `consensus`' curve c (`CurveConsensus.consensus`) and `offset` one
+    /// value per channel (with a guide, `DeflickerPlan`'s anchor; 0 without). Only smooth fields
+    /// and per-value curves touch the frame, so its detail is its own.
+    public func apply(to frame: PlanarImage, appearance: FrameAppearance, consensus: [ToneCurve], offset: [Float] = [0, 0, 0],
+                      grid: AppearanceGrid) -> PlanarImage {
         let count = grid.count
         // The consensus gain at each of the frame's cells, read where the cell lies in the
         // reference; cells that matched poorly take it from their neighbours.
@@ -358,7 +366,10 @@ public struct ConsensusCorrection: Sendable {
         let lower = max(min(-0.5, 1.05 * (reach.min() ?? 0)), -1000), upper = min(max(1.5, 1.05 * (reach.max() ?? 1)), 1000)
         // (At most 65 536 entries: curves gone as steep as a range of 16 get a coarser table.)
         let entries = min(max(8192, Int(((upper - lower) * 4096).rounded(.up))), 1 << 16)
-        let inverse = consensus.map { $0.inverseTable(lower: lower, upper: upper, count: entries) }
+        let inverse = consensus.indices.map { c in
+            let table = consensus[c].inverseTable(lower: lower, upper: upper, count: entries)
+            return offset[c] == 0 ? table : LookupTable(lower: lower, upper: upper, values: table.values.map { offset[c] + $0 })
+        }
         return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
             .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after)
     }

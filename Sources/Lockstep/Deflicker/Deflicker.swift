@@ -106,6 +106,16 @@ public final class DeflickerAnalysis {
     public let width: Int, height: Int
     /// Every frame's mean luma, in order.
     private var lumas: [Float] = []
+    /// With a guide, every frame's tone against it (`GuideTones.frame`), by scene (cut to cut).
+    private var frameTones: [[ToneRelation]] = []
+
+    /// A frame's tone against its guide: the relation from the guide's values to the frame's own
+    /// (`frame`), and to the frame's mapped to its shot's first reference (`shot`). Identity
+    /// without a guide.
+    struct GuideTones {
+        var frame: ToneRelation, shot: ToneRelation
+        static let none = GuideTones(frame: .identity, shot: .identity)
+    }
 
     /// - Parameters:
     ///   - fixed: a reference chosen by the user (its index, input frame and guide frame), used
@@ -203,7 +213,18 @@ public final class DeflickerAnalysis {
         // Curves go to the shot's first reference; the gain field stays with this reference.
         appearance.curves = Self.compose(linkToShot, appearance.curves)
         fields.add(appearance)
-        try store.append(DeflickerPlan.record(appearance, guideCurves: Self.compose(guideLinkToShot, guideCurves), scene: scenes.count - 1))
+        // Against the guide: the frame's own tone (what the edit and this frame's flicker make
+        // of the original) and the tone the frame has once mapped to its shot's first reference.
+        var tones = GuideTones.none
+        if let guide = frame.guide.map({ Self.subsampled($0, stride) }) {
+            let mapped = appearance.mappedToReference(sampledColour, samplesPerCell: samplesPerCell, grid: grid)
+            tones = GuideTones(frame: ToneRelation(from: guide, to: sampledColour, frame: sampledColour),
+                               shot: ToneRelation(from: guide, to: mapped, frame: sampledColour).uncensored)
+        }
+        if index == 0 || isCut { frameTones.append([]) }
+        frameTones[frameTones.count - 1].append(tones.frame)
+        try store.append(DeflickerPlan.record(appearance, guideCurves: Self.compose(guideLinkToShot, guideCurves), shotTone: tones.shot,
+                                              scene: scenes.count - 1))
         frameCount += 1
     }
 
@@ -218,8 +239,10 @@ public final class DeflickerAnalysis {
             let link = record.last! > 0 ? FrameAppearance(record: Array(record[sumsLength..<(record.count - 1)]), grid: grid) : nil
             return (own, link)
         }
+        // The edit's tone: the mean of every frame's tone against its guide, over the scene.
+        let editTones = hasGuide ? frameTones.map(ToneRelation.censoredMean) : []
         return DeflickerPlan(width: width, height: height, store: store, grid: grid, scale: scale, gains: gains,
-                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, lumas: lumas, guided: hasGuide)
+                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, lumas: lumas, editTones: editTones)
     }
 
     /// Stores the current reference's gain sums and link.
@@ -510,6 +533,29 @@ public final class DeflickerAnalysis {
 }
 
 /// The second pass: each frame mapped to the consensus appearance.
+///
+/// The level, with a guide. A frame's curves map it to its shot's first reference, composed
+/// across every link between references on the way, and the tone consensus agrees over a window
+/// of ±`window` frames. Both let the level wander on a long clip: the links' errors add up, and
+/// what the flicker did to a window's frames on average stays (on the 280-frame cockatoo with a
+/// random gamma and offset per frame, the output's 31-frame mean luma wandered by 8 levels of
+/// 255). The guide, unprocessed, has no flicker, and each frame is compared with its own guide
+/// pixel for pixel, with no correspondence and no link (`ToneRelation`):
+///   E_s   the edit's tone for scene s (cut to cut): the mean over all the scene's frames of each
+///         frame's value at each value of its guide. The flicker is new in every frame and
+///         averages out over the scene; the edit, the same for the whole scene, stays.
+///   H_f   the same for frame f once mapped to the reference, held over the window (frames so
+///         mapped carry no flicker of their own), and taken on through the tone consensus and
+///         the gain field: what the correction alone makes of each guide value.
+/// Their mean difference over the frame (`ToneRelation.offset`) is how far the correction's
+/// level lies from the edit's there. Less its mean over the scene, it is added to the frame:
+/// the anchor takes away how the level wanders within the scene, and nothing adds up along the
+/// chain, however long the scene. Where the level lies over the whole scene stays the
+/// consensus's, as without a guide: the anchor reads some edits less well than the consensus
+/// does (a pencil sketch's strokes, mixed with paper that the flicker clips), and its error
+/// there is mostly a constant, which this leaves out. An offset, one number per channel: the
+/// consensus keeps the tone's shape and its frame-to-frame precision, and an error in the
+/// anchor is not magnified in the highlights of a dark frame, as a gain's would be.
 public final class DeflickerPlan {
     /// Frames on each side whose curves make a frame's tone consensus (about a second of video).
     public static let window = 15
@@ -526,18 +572,28 @@ public final class DeflickerPlan {
     /// Every frame's mean luma (BT.709, in [0, 1]) as the analysis saw it: a frame given to
     /// `apply` must show the same, or it is not the frame the plan was made for.
     public let lumas: [Float]
-    /// Whether the records hold the guide's curves.
-    let guided: Bool
+    /// With a guide, each scene's edit tone E_s (the first scene's, then one after each cut);
+    /// empty without one.
+    let editTones: [ToneRelation]
+    /// Whether the analysis had a guide.
+    var guided: Bool { !editTones.isEmpty }
     /// The analysed size divides the frame's by this.
     let scale: Int
-    /// Curves (the input's, the guide's) of the frames around the last one applied, by index.
-    private var curveCache: [Int: (input: [ToneCurve], guide: [ToneCurve])] = [:]
+    /// Curves (the input's, the guide's) and tone against the guide once mapped to the reference,
+    /// of the frames around the last one applied, by index.
+    private var toneCache: [Int: (input: [ToneCurve], guide: [ToneCurve], shot: ToneRelation, scene: Int)] = [:]
+    /// Each frame's consensus and anchor gain, around the last frame applied.
+    private var consensusCache: [Int: (consensus: [ToneCurve], offset: [Float])] = [:]
+    /// Each reference's gain field's mean, by reference.
+    private var fieldMeans: [Int: [Float]] = [:]
+    /// Each scene's mean anchor offset, by its first frame.
+    private var sceneOffsets: [Int: [Float]] = [:]
 
     /// The size of the frames the plan applies to.
     public let width: Int, height: Int
 
     init(width: Int, height: Int, store: RecordStore, grid: AppearanceGrid, scale: Int, gains: ReferenceGains,
-         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], lumas: [Float], guided: Bool) {
+         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], lumas: [Float], editTones: [ToneRelation]) {
         self.width = width
         self.height = height
         self.store = store
@@ -549,7 +605,7 @@ public final class DeflickerPlan {
         self.shotStarts = shotStarts
         self.cuts = cuts
         self.lumas = lumas
-        self.guided = guided
+        self.editTones = editTones
     }
 
     /// A frame that is not the one the plan was made for: past the analysed video's end, or with
@@ -565,21 +621,81 @@ public final class DeflickerPlan {
     /// video (or another decode of it) almost never stays within this on every frame.
     public static let lumaTolerance: Float = 0.5 / 255
 
-    /// A frame's record: its appearance, its guide's curves (identity without a guide), its
-    /// reference's number.
-    static func record(_ appearance: FrameAppearance, guideCurves: [ToneCurve], scene: Int) -> [Float] {
-        appearance.record + guideCurves.flatMap(\.values) + [Float(scene)]
+    /// A frame's record: its appearance, its guide's curves and its tone against the guide once
+    /// mapped to the reference (identities without a guide), its reference's number.
+    static func record(_ appearance: FrameAppearance, guideCurves: [ToneCurve], shotTone: ToneRelation, scene: Int) -> [Float] {
+        appearance.record + guideCurves.flatMap(\.values) + shotTone.values + shotTone.weights + [Float(scene)]
     }
 
-    static func recordLength(_ grid: AppearanceGrid) -> Int { FrameAppearance.recordLength(grid) + 3 * ToneCurve.knotCount + 1 }
+    static func recordLength(_ grid: AppearanceGrid) -> Int {
+        FrameAppearance.recordLength(grid) + 3 * ToneCurve.knotCount + 6 * ToneRelation.levels + 1
+    }
 
-    /// The appearance recorded for frame `index` in the first pass, its guide's curves, and its
-    /// reference's number.
-    public func appearance(of index: Int) throws -> (appearance: FrameAppearance, guideCurves: [ToneCurve], scene: Int) {
+    /// The appearance recorded for frame `index` in the first pass, its guide's curves, its
+    /// tone against the guide once mapped to the reference, and its reference's number.
+    public func appearance(of index: Int) throws -> (appearance: FrameAppearance, guideCurves: [ToneCurve], shotTone: ToneRelation, scene: Int) {
         let record = try store.read(index)
-        let split = FrameAppearance.recordLength(grid), k = ToneCurve.knotCount
+        let split = FrameAppearance.recordLength(grid), k = ToneCurve.knotCount, n = 3 * ToneRelation.levels
         let guide = (0..<3).map { c in ToneCurve(values: Array(record[(split + c * k)..<(split + (c + 1) * k)])) }
-        return (FrameAppearance(record: Array(record[..<split]), grid: grid), guide, Int(record.last!))
+        let tone = split + 3 * k
+        let shotTone = ToneRelation(values: Array(record[tone..<(tone + n)]), weights: Array(record[(tone + n)..<(tone + 2 * n)]))
+        return (FrameAppearance(record: Array(record[..<split]), grid: grid), guide, shotTone, Int(record.last!))
+    }
+
+    /// Frame i's consensus curves (`CurveConsensus.consensus` over its window within its shot)
+    /// and, with a guide, the offset per channel that brings what they make of the guide's
+    /// values to the edit's tone (the anchor; 0 without a guide).
+    private func tone(at i: Int) throws -> (consensus: [ToneCurve], offset: [Float]) {
+        if let known = consensusCache[i] { return known }
+        let shot = shotStarts.lastIndex(where: { $0 <= i }) ?? 0
+        let lower = max(i - Self.window, shotStarts[shot])
+        let upper = min(i + Self.window, (shot + 1 < shotStarts.count ? shotStarts[shot + 1] : frameCount) - 1)
+        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = [], shotTones: [ToneRelation] = []
+        for j in lower...upper {
+            let record = try toneRecord(j)
+            window.append(record.input)
+            guideWindow.append(record.guide)
+            shotTones.append(record.shot)
+        }
+        let consensus = CurveConsensus.consensus(of: window, centre: i - lower, guide: guided ? guideWindow : nil)
+        var anchor: [Float] = [0, 0, 0]
+        if guided {
+            let edit = editTones[cuts.lastIndex(where: { $0 <= i }).map { $0 + 1 } ?? 0]
+            // What the consensus makes of the guide's values: its curves' inverse, then the
+            // reference's gain field (on average over the frame).
+            let reference = Int(try toneRecord(i).scene)
+            if fieldMeans[reference] == nil { fieldMeans[reference] = ConsensusCorrection(gain: try gains.gain(of: reference)).meanGain }
+            anchor = ToneRelation.robustMean(shotTones).offset(through: consensus, field: fieldMeans[reference]!, to: edit)
+        }
+        consensusCache[i] = (consensus, anchor)
+        return (consensus, anchor)
+    }
+
+    /// The parts of frame i's record that `tone(at:)` needs, read once while they are in use.
+    private func toneRecord(_ i: Int) throws -> (input: [ToneCurve], guide: [ToneCurve], shot: ToneRelation, scene: Int) {
+        if let known = toneCache[i] { return known }
+        let record = try appearance(of: i)
+        toneCache[i] = (record.appearance.curves, record.guideCurves, record.shotTone, record.scene)
+        return toneCache[i]!
+    }
+
+    /// The mean of the anchor's offsets over a scene's frames (`first`...`last`), computed once:
+    /// where the consensus's own level lies, the flicker averaged over the whole scene, is kept,
+    /// and the anchor only takes away how it wanders. (The anchor's own error on an edit it
+    /// reads poorly, a pencil sketch's strokes mixed with clipped paper, is then mostly a
+    /// constant, and goes with it.)
+    private func sceneOffset(from first: Int, to last: Int) throws -> [Float] {
+        if let known = sceneOffsets[first] { return known }
+        var sums: [Double] = [0, 0, 0]
+        for i in first...last {
+            let offset = try tone(at: i).offset
+            for c in 0..<3 { sums[c] += Double(offset[c]) }
+            toneCache = toneCache.filter { $0.key >= i - Self.window }
+            consensusCache = consensusCache.filter { $0.key >= i }
+        }
+        let mean = sums.map { Float($0 / Double(last - first + 1)) }
+        sceneOffsets[first] = mean
+        return mean
     }
 
     /// Frame `index` (counted from 0 over the whole video) made consistent.
@@ -589,22 +705,17 @@ public final class DeflickerPlan {
         guard abs(luma - lumas[index]) <= Self.lumaTolerance else {
             throw OtherFrame(index: index, frameCount: frameCount, analysed: lumas[index] * 255, given: luma * 255)
         }
-        let (current, _, scene) = try appearance(of: index)
-        let shot = shotStarts.lastIndex(where: { $0 <= index }) ?? 0
-        let lower = max(index - Self.window, shotStarts[shot])
-        let upper = min(index + Self.window, (shot + 1 < shotStarts.count ? shotStarts[shot + 1] : frameCount) - 1)
-        curveCache = curveCache.filter { $0.key >= lower && $0.key <= upper }
-        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = []
-        for i in lower...upper {
-            if curveCache[i] == nil {
-                let record = try appearance(of: i)
-                curveCache[i] = (record.appearance.curves, record.guideCurves)
-            }
-            window.append(curveCache[i]!.input)
-            guideWindow.append(curveCache[i]!.guide)
+        let (current, _, _, scene) = try appearance(of: index)
+        let (consensus, offset) = try tone(at: index)
+        var drift: [Float] = [0, 0, 0]
+        if guided {
+            // The anchor's offset, less its mean over the scene.
+            let held = try sceneOffset(from: cuts.last(where: { $0 <= index }) ?? 0, to: (cuts.first(where: { $0 > index }) ?? frameCount) - 1)
+            drift = (0..<3).map { offset[$0] - held[$0] }
         }
-        let consensus = CurveConsensus.consensus(of: window, centre: index - lower, guide: guided ? guideWindow : nil)
+        toneCache = toneCache.filter { $0.key >= index - Self.window }
+        consensusCache = consensusCache.filter { $0.key >= index }
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
-        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, grid: outputGrid)
+        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: drift, grid: outputGrid)
     }
 }

@@ -1,0 +1,153 @@
+import Foundation
+import Tensor
+
+/// How one picture's values relate to another's on the same pixels (a frame and its guide): at
+/// each of `levels` guide values on [0, 1], the mean value of the other picture where the guide
+/// has that value (a binned regression, per channel). A conditional mean, not a matching of
+/// distributions: a gain that varies across the frame spreads a picture's distribution (its
+/// brightest values are where the picture is bright and the gain high), which would read as a
+/// steeper tone, but it leaves the mean at each guide value at the gain's mean. An edit that
+/// flattens a range of tones (a pencil sketch's paper takes most light tones to white) or
+/// scatters them (strokes) is related as it is, the same in every frame. NaN where the guide has
+/// too few values near a level to say (a dark scene has no highlights to relate). Where the frame
+/// was clipped (`censored`), the value is only a lower bound: the clipped samples' truth lies
+/// above white.
+public struct ToneRelation: Sendable, Equatable {
+    /// Guide values k / (levels − 1).
+    public static let levels = 65
+    /// Fewer samples than this near a level leave it unknown: their mean would be off by more
+    /// than an eighth of their spread.
+    static let minimumSamples: Float = 64
+    /// More than this share of a level's samples clipped, and its mean is taken as a bound only
+    /// (clipped samples lower it by up to their flicker's gain: at 1%, by well under a level).
+    static let censoringShare: Float = 0.01
+    /// Per channel, the related value at each guide level, then each level's weight (samples).
+    public var values: [Float]
+    public var weights: [Float]
+    /// Per channel and level, whether the frame was clipped there (the value is then a bound).
+    public var censored: [Bool]
+
+    public init(values: [Float], weights: [Float]) {
+        precondition(values.count == 3 * Self.levels && weights.count == 3 * Self.levels)
+        self.values = values
+        self.weights = weights
+        censored = [Bool](repeating: false, count: values.count)
+    }
+
+    /// The relation from `guide`'s values to `picture`'s (both 3 × H × W, the same pixels): each
+    /// sample counts at the two levels around its guide value, in proportion to its nearness.
+    /// A sample is clipped where `frame` (the frame `picture` was made from) is at white.
+    public init(from guide: PlanarImage, to picture: PlanarImage, frame: PlanarImage) {
+        precondition(guide.channels == 3 && picture.channels == 3 && guide.count == picture.count && frame.count == picture.count)
+        let n = guide.planeSize, last = Self.levels - 1, white = FrameAppearance.clippedLevel
+        var sums = [Double](repeating: 0, count: 3 * Self.levels), counts = sums, clipped = sums
+        guide.withUnsafeBufferPointer { g in picture.withUnsafeBufferPointer { p in frame.withUnsafeBufferPointer { f in
+            for c in 0..<3 {
+                let base = c * Self.levels
+                for i in (c &* n)..<((c &+ 1) &* n) {
+                    let t = min(max(g[i], 0), 1) * Float(last)
+                    let k = min(Int(t), last - 1), a = Double(t - Float(k)), v = Double(p[i])
+                    sums[base + k] += (1 - a) * v; counts[base + k] += 1 - a
+                    sums[base + k + 1] += a * v; counts[base + k + 1] += a
+                    if f[i] >= white { clipped[base + k] += 1 - a; clipped[base + k + 1] += a }
+                }
+            }
+        } } }
+        let known = (0..<(3 * Self.levels)).map { Float(counts[$0]) >= Self.minimumSamples }
+        censored = (0..<(3 * Self.levels)).map { known[$0] && Float(clipped[$0]) > Self.censoringShare * Float(counts[$0]) }
+        values = (0..<(3 * Self.levels)).map { known[$0] ? Float(sums[$0] / counts[$0]) : .nan }
+        weights = (0..<(3 * Self.levels)).map { known[$0] ? Float(counts[$0]) : 0 }
+    }
+
+    /// The relation with its censored levels unknown (NaN), their weights kept: what a frame
+    /// mapped to the reference's tone says, where the others speak for a censored one.
+    public var uncensored: ToneRelation {
+        var out = ToneRelation(values: values, weights: weights)
+        for i in censored.indices where censored[i] { out.values[i] = .nan }
+        return out
+    }
+
+    /// The identity: every value related to itself, at every level.
+    public static let identity = ToneRelation(values: (0..<(3 * levels)).map { Float($0 % levels) / Float(levels - 1) },
+                                              weights: [Float](repeating: 1, count: 3 * levels))
+
+    /// Level by level, the robust mean (`robustLocation`) of the relations that know it, and
+    /// their mean weight; NaN where none does. For frames mapped to one reference's tone, which
+    /// carry no flicker of their own (`uncensored`).
+    public static func robustMean(_ relations: [ToneRelation]) -> ToneRelation {
+        let count = Float(max(relations.count, 1))
+        return ToneRelation(values: (0..<(3 * levels)).map { i in
+            let v = relations.map { Double($0.values[i]) }.filter { $0.isFinite }
+            return v.isEmpty ? .nan : Float(robustLocation(v))
+        }, weights: (0..<(3 * levels)).map { i in relations.reduce(0) { $0 + $1.weights[i] } / count })
+    }
+
+    /// Level by level, the mean of frames that each carry their own flicker, and their mean
+    /// weight. Where some were clipped, their values are bounds the truth lies above, and
+    /// leaving them out would leave out the brightest frames: the mean is that of a normal
+    /// censored at those bounds (`FieldConsensus.censoredMean`, the same estimate as the gain
+    /// consensus makes, mirrored: there the bounds are upper ones).
+    public static func censoredMean(_ relations: [ToneRelation]) -> ToneRelation {
+        let count = Float(max(relations.count, 1))
+        return ToneRelation(values: (0..<(3 * levels)).map { i in
+            var observed: Float = 0, sum: Float = 0, squares: Float = 0, censored: Float = 0, bounds: Float = 0
+            for relation in relations where relation.values[i].isFinite {
+                let z = -relation.values[i]
+                if relation.censored[i] {
+                    censored += 1; bounds += z
+                } else {
+                    observed += 1; sum += z; squares += z * z
+                }
+            }
+            guard observed > 0 else { return .nan }
+            return -FieldConsensus.censoredMean(observed: observed, sum: sum, squares: squares, censored: censored, bounds: bounds)
+        }, weights: (0..<(3 * levels)).map { i in relations.reduce(0) { $0 + $1.weights[i] } / count })
+    }
+
+    /// Per channel, the offset that brings this relation, taken through the inverse of
+    /// `consensus` and then a gain of `field` (what the correction makes of it), to `target` on
+    /// average, as it is added before that gain: the mean
+    /// difference over the levels both know, each level weighed by this relation's weight there
+    /// (its share of the frame), so the frame's mean value comes out as `target` says. Only
+    /// levels the edit keeps below `headroom` count (above, a flicker of a few percent clips,
+    /// and what is seen there says little); the others count as needing nothing, so a frame
+    /// mostly at white (a pencil sketch's paper) is left nearly as it is. An offset, not a gain:
+    /// an error in the anchor moves every value by as much, and is not magnified in the
+    /// highlights of a dark frame.
+    public func offset(through consensus: [ToneCurve], field: [Float], to target: ToneRelation) -> [Float] {
+        (0..<3).map { c in
+            let inverse = consensus[c].inverseTable(lower: -0.5, upper: 2, count: 10_001)
+            var difference = 0.0, total = 0.0
+            for level in 0..<Self.levels {
+                let i = c * Self.levels + level
+                total += Double(weights[i])
+                guard values[i].isFinite, target.values[i].isFinite, target.values[i] <= Self.headroom, weights[i] > 0 else { continue }
+                difference += Double(weights[i] * (target.values[i] / field[c] - inverse.values[inverse.index(values[i])]))
+            }
+            return total > 0 ? Float(difference / total) : 0
+        }
+    }
+
+    /// See `offset(through:to:)`.
+    static let headroom: Float = 0.9
+}
+
+/// Huber's M-estimate of the location of `values`: scale from the median absolute deviation,
+/// the usual k = 1.345, which keeps 95% of a mean's precision on normal data. As precise as a
+/// mean where the values scatter evenly (an interquartile mean's error was twice the mean's on a
+/// uniform jitter), and the few that are wrong (a failed fit, clipped tones) pull it only so far.
+func robustLocation(_ values: [Double]) -> Double {
+    guard values.count > 2 else { return values.reduce(0, +) / Double(max(values.count, 1)) }
+    let sorted = values.sorted()
+    var centre = sorted[sorted.count / 2]
+    let deviations = values.map { abs($0 - centre) }.sorted()
+    let scale = 1.4826 * deviations[deviations.count / 2]
+    guard scale > 1e-9 else { return centre }
+    let bound = 1.345 * scale
+    for _ in 0..<50 {
+        let next = values.reduce(0.0) { $0 + centre + min(max($1 - centre, -bound), bound) } / Double(values.count)
+        if abs(next - centre) < 1e-8 { return next }
+        centre = next
+    }
+    return centre
+}
