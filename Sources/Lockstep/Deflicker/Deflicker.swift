@@ -106,8 +106,9 @@ public final class DeflickerAnalysis {
     public let width: Int, height: Int
     /// Every frame's mean luma, in order.
     private var lumas: [Float] = []
-    /// With a guide, every frame's tone against it (`GuideTones.frame`), by scene (cut to cut).
-    private var frameTones: [[ToneRelation]] = []
+    /// With a guide, the mean of the frames' tones against it (`GuideTones.frame`), by scene
+    /// (cut to cut).
+    private var sceneTones: [ToneRelation.CensoredMean] = []
 
     /// A frame's tone against its guide: the relation from the guide's values to the frame's own
     /// (`frame`), and to the frame's mapped to its shot's first reference (`shot`). Identity
@@ -221,8 +222,8 @@ public final class DeflickerAnalysis {
             tones = GuideTones(frame: ToneRelation(from: guide, to: sampledColour, frame: sampledColour),
                                shot: ToneRelation(from: guide, to: mapped, frame: sampledColour).uncensored)
         }
-        if index == 0 || isCut { frameTones.append([]) }
-        frameTones[frameTones.count - 1].append(tones.frame)
+        if index == 0 || isCut { sceneTones.append(ToneRelation.CensoredMean()) }
+        sceneTones[sceneTones.count - 1].add(tones.frame)
         try store.append(DeflickerPlan.record(appearance, guideCurves: Self.compose(guideLinkToShot, guideCurves), shotTone: tones.shot,
                                               scene: scenes.count - 1))
         frameCount += 1
@@ -240,7 +241,7 @@ public final class DeflickerAnalysis {
             return (own, link)
         }
         // The edit's tone: the mean of every frame's tone against its guide, over the scene.
-        let editTones = hasGuide ? frameTones.map(ToneRelation.censoredMean) : []
+        let editTones = hasGuide ? sceneTones.map(\.mean) : []
         return DeflickerPlan(width: width, height: height, store: store, grid: grid, scale: scale, gains: gains,
                              scenes: scenes, shotStarts: shotStarts, cuts: cuts, lumas: lumas, editTones: editTones)
     }

@@ -82,26 +82,43 @@ public struct ToneRelation: Sendable, Equatable {
         }, weights: (0..<(3 * levels)).map { i in relations.reduce(0) { $0 + $1.weights[i] } / count })
     }
 
-    /// Level by level, the mean of frames that each carry their own flicker, and their mean
-    /// weight. Where some were clipped, their values are bounds the truth lies above, and
-    /// leaving them out would leave out the brightest frames: the mean is that of a normal
-    /// censored at those bounds (`FieldConsensus.censoredMean`, the same estimate as the gain
-    /// consensus makes, mirrored: there the bounds are upper ones).
-    public static func censoredMean(_ relations: [ToneRelation]) -> ToneRelation {
-        let count = Float(max(relations.count, 1))
-        return ToneRelation(values: (0..<(3 * levels)).map { i in
-            var observed: Float = 0, sum: Float = 0, squares: Float = 0, censored: Float = 0, bounds: Float = 0
-            for relation in relations where relation.values[i].isFinite {
+    /// Level by level, the mean of relations of frames that each carry their own flicker, and
+    /// their mean weight, gathered one frame at a time in constant memory. Where some frames
+    /// were clipped, their values are bounds the truth lies above, and leaving them out would
+    /// leave out the brightest frames: the mean is that of a normal censored at those bounds
+    /// (`FieldConsensus.censoredMean`, the estimate the gain consensus makes, mirrored: there
+    /// the bounds are upper ones).
+    public struct CensoredMean: Sendable {
+        /// Per channel and level: observed count, Σ z, Σ z²; censored count, Σ bounds (z = −value).
+        private var sums = [Float](repeating: 0, count: 5 * 3 * ToneRelation.levels)
+        private var weights = [Float](repeating: 0, count: 3 * ToneRelation.levels)
+        private var count = 0
+
+        public init() {}
+
+        public mutating func add(_ relation: ToneRelation) {
+            let n = 3 * ToneRelation.levels
+            for i in 0..<n {
+                weights[i] += relation.weights[i]
+                guard relation.values[i].isFinite else { continue }
                 let z = -relation.values[i]
                 if relation.censored[i] {
-                    censored += 1; bounds += z
+                    sums[3 * n + i] += 1; sums[4 * n + i] += z
                 } else {
-                    observed += 1; sum += z; squares += z * z
+                    sums[i] += 1; sums[n + i] += z; sums[2 * n + i] += z * z
                 }
             }
-            guard observed > 0 else { return .nan }
-            return -FieldConsensus.censoredMean(observed: observed, sum: sum, squares: squares, censored: censored, bounds: bounds)
-        }, weights: (0..<(3 * levels)).map { i in relations.reduce(0) { $0 + $1.weights[i] } / count })
+            count += 1
+        }
+
+        public var mean: ToneRelation {
+            let n = 3 * ToneRelation.levels
+            return ToneRelation(values: (0..<n).map { i in
+                guard sums[i] > 0 else { return .nan }
+                return -FieldConsensus.censoredMean(observed: sums[i], sum: sums[n + i], squares: sums[2 * n + i],
+                                                    censored: sums[3 * n + i], bounds: sums[4 * n + i])
+            }, weights: weights.map { $0 / Float(max(count, 1)) })
+        }
     }
 
     /// Per channel, the offset that brings this relation, taken through the inverse of
