@@ -583,7 +583,7 @@ public final class DeflickerPlan {
     /// Curves (the input's, the guide's) and tone against the guide once mapped to the reference,
     /// of the frames around the last one applied, by index.
     private var toneCache: [Int: (input: [ToneCurve], guide: [ToneCurve], shot: ToneRelation, scene: Int)] = [:]
-    /// Each frame's consensus and anchor gain, around the last frame applied.
+    /// Each frame's consensus and anchor offset, around the last frame applied.
     private var consensusCache: [Int: (consensus: [ToneCurve], offset: [Float])] = [:]
     /// Each reference's gain field's mean, by reference.
     private var fieldMeans: [Int: [Float]] = [:]
