@@ -583,12 +583,13 @@ public final class DeflickerPlan {
     /// Curves (the input's, the guide's) and tone against the guide once mapped to the reference,
     /// of the frames around the last one applied, by index.
     private var toneCache: [Int: (input: [ToneCurve], guide: [ToneCurve], shot: ToneRelation, scene: Int)] = [:]
-    /// Each frame's consensus and anchor offset, around the last frame applied.
-    private var consensusCache: [Int: (consensus: [ToneCurve], offset: [Float])] = [:]
+    /// Each frame's consensus curves, around the last frame applied.
+    private var consensusCache: [Int: [ToneCurve]] = [:]
     /// Each reference's gain field's mean, by reference.
     private var fieldMeans: [Int: [Float]] = [:]
-    /// Each scene's mean anchor offset, by its first frame.
-    private var sceneOffsets: [Int: [Float]] = [:]
+    /// The anchor's offsets, less their scene's mean, of the frames of the current scene still
+    /// to come (`drift(at:)`).
+    private var drifts: [Int: [Float]] = [:]
 
     /// The size of the frames the plan applies to.
     public let width: Int, height: Int
@@ -643,36 +644,40 @@ public final class DeflickerPlan {
         return (FrameAppearance(record: Array(record[..<split]), grid: grid), guide, shotTone, Int(record.last!))
     }
 
-    /// Frame i's consensus curves (`CurveConsensus.consensus` over its window within its shot)
-    /// and, with a guide, the offset per channel that brings what they make of the guide's
-    /// values to the edit's tone (the anchor; 0 without a guide).
-    private func tone(at i: Int) throws -> (consensus: [ToneCurve], offset: [Float]) {
+    /// Frame i's consensus curves (`CurveConsensus.consensus` over its window within its shot).
+    private func consensus(at i: Int) throws -> [ToneCurve] {
         if let known = consensusCache[i] { return known }
-        let shot = shotStarts.lastIndex(where: { $0 <= i }) ?? 0
-        let lower = max(i - Self.window, shotStarts[shot])
-        let upper = min(i + Self.window, (shot + 1 < shotStarts.count ? shotStarts[shot + 1] : frameCount) - 1)
-        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = [], shotTones: [ToneRelation] = []
+        let (lower, upper) = try window(around: i)
+        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = []
         for j in lower...upper {
             let record = try toneRecord(j)
             window.append(record.input)
             guideWindow.append(record.guide)
-            shotTones.append(record.shot)
         }
         let consensus = CurveConsensus.consensus(of: window, centre: i - lower, guide: guided ? guideWindow : nil)
-        var anchor: [Float] = [0, 0, 0]
-        if guided {
-            let edit = editTones[cuts.lastIndex(where: { $0 <= i }).map { $0 + 1 } ?? 0]
-            // What the consensus makes of the guide's values: its curves' inverse, then the
-            // reference's gain field (on average over the frame).
-            let reference = Int(try toneRecord(i).scene)
-            if fieldMeans[reference] == nil { fieldMeans[reference] = ConsensusCorrection(gain: try gains.gain(of: reference)).meanGain }
-            anchor = ToneRelation.robustMean(shotTones).offset(through: consensus, field: fieldMeans[reference]!, to: edit)
-        }
-        consensusCache[i] = (consensus, anchor)
-        return (consensus, anchor)
+        consensusCache[i] = consensus
+        return consensus
     }
 
-    /// The parts of frame i's record that `tone(at:)` needs, read once while they are in use.
+    /// The frames whose curves make frame i's consensus: within `window` of it, in its shot.
+    private func window(around i: Int) throws -> (lower: Int, upper: Int) {
+        let shot = shotStarts.lastIndex(where: { $0 <= i }) ?? 0
+        return (max(i - Self.window, shotStarts[shot]), min(i + Self.window, (shot + 1 < shotStarts.count ? shotStarts[shot + 1] : frameCount) - 1))
+    }
+
+    /// With a guide, the offset per channel that brings what frame i's correction makes of the
+    /// guide's values (its consensus curves' inverse, then the reference's gain field on average
+    /// over the frame) to the edit's tone: the anchor.
+    private func anchor(at i: Int) throws -> [Float] {
+        let (lower, upper) = try window(around: i)
+        let held = ToneRelation.robustMean(try (lower...upper).map { try toneRecord($0).shot })
+        let edit = editTones[cuts.lastIndex(where: { $0 <= i }).map { $0 + 1 } ?? 0]
+        let reference = try toneRecord(i).scene
+        if fieldMeans[reference] == nil { fieldMeans[reference] = ConsensusCorrection(gain: try gains.gain(of: reference)).meanGain }
+        return held.offset(through: try consensus(at: i), field: fieldMeans[reference]!, to: edit)
+    }
+
+    /// The parts of frame i's record that the tone needs, read once while they are in use.
     private func toneRecord(_ i: Int) throws -> (input: [ToneCurve], guide: [ToneCurve], shot: ToneRelation, scene: Int) {
         if let known = toneCache[i] { return known }
         let record = try appearance(of: i)
@@ -680,23 +685,26 @@ public final class DeflickerPlan {
         return toneCache[i]!
     }
 
-    /// The mean of the anchor's offsets over a scene's frames (`first`...`last`), computed once:
+    /// With a guide, the anchor's offset for frame `index` less its mean over the scene:
     /// where the consensus's own level lies, the flicker averaged over the whole scene, is kept,
     /// and the anchor only takes away how it wanders. (The anchor's own error on an edit it
     /// reads poorly, a pencil sketch's strokes mixed with clipped paper, is then mostly a
-    /// constant, and goes with it.)
-    private func sceneOffset(from first: Int, to last: Int) throws -> [Float] {
-        if let known = sceneOffsets[first] { return known }
-        var sums: [Double] = [0, 0, 0]
+    /// constant, and goes with it.) Computed for the whole scene when its first frame comes, as
+    /// three numbers per frame, each given once.
+    private func drift(at index: Int) throws -> [Float] {
+        if let known = drifts.removeValue(forKey: index) { return known }
+        let first = cuts.last(where: { $0 <= index }) ?? 0, last = (cuts.first(where: { $0 > index }) ?? frameCount) - 1
+        var offsets: [[Float]] = []
         for i in first...last {
-            let offset = try tone(at: i).offset
-            for c in 0..<3 { sums[c] += Double(offset[c]) }
+            offsets.append(try anchor(at: i))
             toneCache = toneCache.filter { $0.key >= i - Self.window }
             consensusCache = consensusCache.filter { $0.key >= i }
         }
-        let mean = sums.map { Float($0 / Double(last - first + 1)) }
-        sceneOffsets[first] = mean
-        return mean
+        let mean = (0..<3).map { c in offsets.reduce(0.0) { $0 + Double($1[c]) } / Double(offsets.count) }
+        for (k, offset) in offsets.enumerated() where first + k > index {
+            drifts[first + k] = (0..<3).map { offset[$0] - Float(mean[$0]) }
+        }
+        return (0..<3).map { offsets[index - first][$0] - Float(mean[$0]) }
     }
 
     /// Frame `index` (counted from 0 over the whole video) made consistent.
@@ -707,16 +715,11 @@ public final class DeflickerPlan {
             throw OtherFrame(index: index, frameCount: frameCount, analysed: lumas[index] * 255, given: luma * 255)
         }
         let (current, _, _, scene) = try appearance(of: index)
-        let (consensus, offset) = try tone(at: index)
-        var drift: [Float] = [0, 0, 0]
-        if guided {
-            // The anchor's offset, less its mean over the scene.
-            let held = try sceneOffset(from: cuts.last(where: { $0 <= index }) ?? 0, to: (cuts.first(where: { $0 > index }) ?? frameCount) - 1)
-            drift = (0..<3).map { offset[$0] - held[$0] }
-        }
+        let offset = guided ? try drift(at: index) : [0, 0, 0]
+        let consensus = try consensus(at: index)
         toneCache = toneCache.filter { $0.key >= index - Self.window }
         consensusCache = consensusCache.filter { $0.key >= index }
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
-        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: drift, grid: outputGrid)
+        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: offset, grid: outputGrid)
     }
 }

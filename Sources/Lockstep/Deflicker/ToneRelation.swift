@@ -145,7 +145,8 @@ public struct ToneRelation: Sendable, Equatable {
         }
     }
 
-    /// See `offset(through:to:)`.
+    /// See `offset(through:field:to:)`. (Without it, on the public cases, guided: the pencil
+    /// sketches 0.3 to 0.9 dB lower, the video's global jitter 39.2 → 38.9 dB.)
     static let headroom: Float = 0.9
 }
 
