@@ -157,6 +157,7 @@ public final class DeflickerAnalysis {
         // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
         let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
         let samplesPerCell = AppearanceGrid.cell * grid.factor / 2 / stride, sampledColour = Self.subsampled(colour, stride)
+        let sampledGuide = frame.guide.map { Self.subsampled($0, stride) }
         let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
         previousThumbnail = thumbnail
         if isCut { cuts.append(index) }
@@ -174,8 +175,8 @@ public final class DeflickerAnalysis {
                 var (carried, confidence) = carry(reference.pictures, along: field, stride: stride)
                 var referenceColour = carried.channels(0..<3)
                 var guidePair: (frame: PlanarImage, reference: PlanarImage)?
-                if let guide = frame.guide, carried.channels == 9 {
-                    let pair = (frame: Self.subsampled(guide, stride), reference: carried.channels(3..<6))
+                if let guide = frame.guide, let sampledGuide, carried.channels == 9 {
+                    let pair = (frame: sampledGuide, reference: carried.channels(3..<6))
                     let agreement = Self.guideAgreement(guide, carried: pair.reference, stride: stride)
                     for i in confidence.indices { confidence[i] *= agreement[i] }
                     referenceColour = Self.followingContent(referenceColour, slope: carried.channels(6..<9), from: pair.reference, to: pair.frame)
@@ -217,7 +218,7 @@ public final class DeflickerAnalysis {
         // Against the guide: the frame's own tone (what the edit and this frame's flicker make
         // of the original) and the tone the frame has once mapped to its shot's first reference.
         var tones = GuideTones.none
-        if let guide = frame.guide.map({ Self.subsampled($0, stride) }) {
+        if let guide = sampledGuide {
             let mapped = appearance.mappedToReference(sampledColour, samplesPerCell: samplesPerCell, grid: grid)
             tones = GuideTones(frame: ToneRelation(from: guide, to: sampledColour, frame: sampledColour),
                                shot: ToneRelation(from: guide, to: mapped, frame: sampledColour).uncensored)

@@ -12,7 +12,7 @@ import Tensor
 /// too few values near a level to say (a dark scene has no highlights to relate). Where the frame
 /// was clipped (`censored`), the value is only a lower bound: the clipped samples' truth lies
 /// above white.
-public struct ToneRelation: Sendable, Equatable {
+public struct ToneRelation: Sendable {
     /// Guide values k / (levels − 1).
     public static let levels = 65
     /// Fewer samples than this near a level leave it unknown: their mean would be off by more
