@@ -180,6 +180,10 @@ final class KeyframeEdit: @unchecked Sendable {
     let attention: CrossFrameAttention
     /// What is carried of the edit (`carriedEdit`), as B-spline coefficients for `Transport`.
     let edits: PlanarImage
+    /// The same, as samples, for the synthesis's votes (whole-pixel sources).
+    let samples: PlanarImage
+    /// Where the transport fails: the edit synthesised by appearance.
+    let synthesis: PatchSynthesis
     /// The keyframe's own picture, for the correspondence's last, pixel-level step.
     let alignment: ImageAlignment
     let width: Int, height: Int
@@ -189,7 +193,9 @@ final class KeyframeEdit: @unchecked Sendable {
         height = key.original.height
         self.encoder = encoder
         colour = ColourTransform(original: key.original, edited: key.edited)
-        edits = EditPropagator.carriedEdit(key, colour: colour).bSplineCoefficients()
+        samples = EditPropagator.carriedEdit(key, colour: colour)
+        edits = samples.bSplineCoefficients()
+        synthesis = PatchSynthesis(original: key.original)
         alignment = ImageAlignment(reference: key.original)
         // The alignment starts from the attention's answer pooled 4×4: the attention's own
         // sub-sample steps would change nothing it keeps (the same results, 3 ms less per 720p frame).
@@ -204,39 +210,60 @@ final class KeyframeEdit: @unchecked Sendable {
         var field = attention.correspondence(for: features)
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
                                             measuringMatch: true)
+        let start = synthesis.start(from: field, factor: encoder.factor, origin: encoder.origin)
+        let synthesised = start.trust.contains { $0 < 1 - EditPropagator.negligibleConfidence }
+            ? synthesis.field(for: frame, start: (start.dx, start.dy), trust: start.trust) : nil
         return Match(edit: self, carrier: Transport.RowCarrier(field: field, width: width, height: height,
-                                                               factor: encoder.factor, origin: encoder.origin))
+                                                               factor: encoder.factor, origin: encoder.origin),
+                     synthesised: synthesised)
     }
 
     struct Match {
         let edit: KeyframeEdit
         let carrier: Transport.RowCarrier
+        /// The synthesis's field, where the transport does not reach everywhere.
+        let synthesised: PatchSynthesis.Field?
 
         /// Row `y` of the edit for the frame at `frame` (3 planes of width × height): the edit per
-        /// channel into out[0 ..< 3w], the match quality into out[3w ..< 4w].
+        /// channel into out[0 ..< 3w], how much of it comes from the keyframe (transport and
+        /// synthesis, rather than the colour part alone) into out[3w ..< 4w].
+        ///
+        /// With t the transport's match quality and s the synthesis's, the transport takes t and
+        /// the synthesis what is left of it, (1 − t)·s; each brings its own share m of the colour
+        /// part (see `KeyframeEdit`), and the colour part fills the rest.
         func editRow(_ y: Int, of frame: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
             let w = edit.width, n = w * edit.height, size = edit.colour.size
             let carried = out, trust = out + 3 &* w
-            edit.edits.withUnsafeBufferPointer { r in edit.colour.lattice.withUnsafeBufferPointer { lattice in
+            edit.edits.withUnsafeBufferPointer { r in edit.samples.withUnsafeBufferPointer { samples in
+            edit.colour.lattice.withUnsafeBufferPointer { lattice in
                 let table = lattice.baseAddress!
                 carrier.withScratch { scratch in
-                    // The carried edit: three planes and the colour part's share, a row's width apart.
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * w) { planes in
-                        let p = planes.baseAddress!
+                    // The carried edit: three planes and the colour part's share, a row's width
+                    // apart; then the synthesised one likewise, and its quality.
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * w) { planes in
+                        let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w
                         carrier.carry(row: y, of: r.baseAddress!, width: w, height: edit.height, channels: 4, into: p, channelStride: w,
                                       confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
+                        if let synthesised {
+                            edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
+                                                      quality: quality, skip: trust)
+                        } else {
+                            for x in 0..<w { q[3 &* w &+ x] = 0; quality[x] = 0 }
+                        }
                         let line = y &* w
                         let red = frame + line, green = red + n, blue = green + n
                         for x in 0..<w {
                             let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
-                            let t = trust[x], u = 1 - t * (1 - p[3 &* w &+ x])
-                            carried[x] = u * dr + t * p[x]
-                            carried[w &+ x] = u * dg + t * p[w &+ x]
-                            carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x]
+                            let t = trust[x], s = (1 - t) * quality[x]
+                            let u = 1 - t * (1 - p[3 &* w &+ x]) - s * (1 - q[3 &* w &+ x])
+                            carried[x] = u * dr + t * p[x] + s * q[x]
+                            carried[w &+ x] = u * dg + t * p[w &+ x] + s * q[w &+ x]
+                            carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x] + s * q[2 &* w &+ x]
+                            trust[x] = t + s
                         }
                     }
                 }
-            } }
+            } } }
         }
     }
 }

@@ -1,0 +1,292 @@
+import Foundation
+import Tensor
+
+/// The edit where the transport cannot carry it (new, turned or deformed content): synthesised
+/// from the keyframe by appearance, as image analogies and EbSynth do. Each patch of the frame
+/// takes the edit of the keyframe patch that looks most like it, wherever that lies.
+///
+/// - The nearest-neighbour field is found by PatchMatch (Barnes et al. 2009) on the 2×2-pooled
+///   pictures, 5×5 patches (10×10 px), colour SSD. It starts from the transport's own
+///   correspondence, so confident neighbours seed their uncertain surroundings. Each round tries
+///   the offsets of the neighbours at 8, 4, 2 and 1 half-pixels, and random offsets around the best
+///   at radii halving from the whole picture (a global search by appearance).
+/// - A round reads the previous round's field only (Jacobi, not a raster scan), and the random
+///   offsets are a hash of the position. The field is then a function of the frame and the
+///   keyframe alone: identical on every run, however the rows are split between cores, and the
+///   same for a frame whether a job starts there or before it (`--frames` chunks stay exact).
+/// - Each full-resolution pixel takes the edit of the four nearest patches' sources (bilinear in
+///   the patch grid, weighted by each patch's match quality): overlapping patches vote, as in
+///   EbSynth, so there is no seam between patches that point to different places.
+/// - A patch's match quality is `ImageAlignment.matchQuality`'s measure: its residual against
+///   what noise and a misalignment of half a patch-grid step (the offsets are whole half-pixels)
+///   would leave. Where nothing in the keyframe looks like the frame, it is near 0 and the
+///   colour part stays alone.
+struct PatchSynthesis: Sendable {
+    static let radius = 2
+    static let rounds = 5
+    /// Half-resolution pixels a patch may be off (the grid's own step is 1).
+    static let slack: Float = 0.5
+
+    let width: Int, height: Int
+    /// The half-resolution grid; a half-resolution pixel u covers pixels 2u and 2u + 1.
+    let gridWidth: Int, gridHeight: Int
+    /// The keyframe's pooled picture, padded (`Padded`).
+    let key: Padded
+
+    /// The keyframe's picture, full size.
+    init(original: PlanarImage) {
+        width = original.width
+        height = original.height
+        let pooled = original.averagePooled2()
+        gridWidth = pooled.width
+        gridHeight = pooled.height
+        key = Padded(pooled, radius: Self.radius)
+    }
+
+    /// A pooled picture, pixel-major with four floats per pixel (RGB, 0), padded by `radius`
+    /// replicated pixels on every side, so a patch is read without bounds checks.
+    struct Padded: Sendable {
+        let values: [Float]
+        let stride: Int
+
+        init(_ image: PlanarImage, radius r: Int) {
+            let w = image.width, h = image.height, n = image.planeSize, pw = w + 2 * r
+            stride = 4 * pw
+            var values = [Float](repeating: 0, count: 4 * pw * (h + 2 * r) + 16)
+            image.withUnsafeBufferPointer { src in
+                for py in 0..<(h + 2 * r) {
+                    let y = min(max(py - r, 0), h - 1)
+                    for px in 0..<pw {
+                        let x = min(max(px - r, 0), w - 1), o = 4 * (py * pw + px)
+                        for ch in 0..<3 { values[o + ch] = src[ch * n + y * w + x] }
+                    }
+                }
+            }
+            self.values = values
+        }
+    }
+
+    /// The nearest-neighbour field of a frame: per half-resolution pixel, the offset to its source
+    /// in the keyframe (half-resolution pixels) and the patch's match quality in [0, 1].
+    struct Field: Sendable {
+        let width: Int, height: Int
+        var dx: [Int32], dy: [Int32]
+        var quality: [Float]
+    }
+
+    /// The field for `frame`, starting from the transport's correspondence (`start`: offsets in
+    /// half-resolution pixels, `trust` its confidence, per half-resolution pixel). Only patches
+    /// the transport does not fully trust are searched; the others keep the transport's offset.
+    func field(for frame: PlanarImage, start: (dx: [Int32], dy: [Int32]), trust: [Float]) -> Field {
+        let gw = gridWidth, gh = gridHeight, count = gw * gh, r = Self.radius
+        let pooled = frame.averagePooled2()
+        let padded = Padded(pooled, radius: r)
+        let energy = Self.gradientEnergy(pooled, radius: r)
+        let active = (0..<count).filter { trust[$0] < 1 - EditPropagator.negligibleConfidence }
+        var dx = start.dx, dy = start.dy
+        // Sources clamped into the keyframe.
+        for u in 0..<count {
+            let ux = Int32(u % gw), uy = Int32(u / gw)
+            dx[u] = min(max(dx[u], -ux), Int32(gw - 1) - ux)
+            dy[u] = min(max(dy[u], -uy), Int32(gh - 1) - uy)
+        }
+        var cost = [Float](repeating: 0, count: count)
+        padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
+            let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
+            // Each patch's cost where it starts.
+            cost.withUnsafeMutableBufferPointer { cb in
+                let c = cb.baseAddress!
+                parallelChunks(count, minimumChunk: 256) { range in
+                    for u in range { c[u] = patches.distance(u, Int32(u % gw) &+ dx[u], Int32(u / gw) &+ dy[u], bound: .infinity) }
+                }
+            }
+            guard !active.isEmpty else { return }
+            let steps = [8, 4, 2, 1, 1]
+            for round in 0..<Self.rounds {
+                var nextX = dx, nextY = dy, nextCost = cost
+                dx.withUnsafeBufferPointer { px in dy.withUnsafeBufferPointer { py in cost.withUnsafeBufferPointer { pc in
+                nextX.withUnsafeMutableBufferPointer { nx in nextY.withUnsafeMutableBufferPointer { ny in
+                nextCost.withUnsafeMutableBufferPointer { nc in
+                active.withUnsafeBufferPointer { list in
+                    let previous = (px.baseAddress!, py.baseAddress!, pc.baseAddress!)
+                    let next = (nx.baseAddress!, ny.baseAddress!, nc.baseAddress!)
+                    parallelChunks(list.count, minimumChunk: 64) { range in
+                        for a in range {
+                            patches.improve(list[a], round: round, step: steps[min(round, steps.count - 1)], previous: previous, next: next)
+                        }
+                    }
+                } } } } } } }
+                dx = nextX; dy = nextY; cost = nextCost
+            }
+        } }
+        let patch = Float((2 * r + 1) * (2 * r + 1) * 3)
+        let noise = ImageAlignment.matchNoise * ImageAlignment.matchNoise, slack = Self.slack * Self.slack
+        let quality = (0..<count).map { exp(-0.5 * cost[$0] / (patch * noise + slack * energy[$0])) }
+        return Field(width: gw, height: gh, dx: dx, dy: dy, quality: quality)
+    }
+
+    /// The transport's correspondence at each half-resolution pixel's centre (bilinear between
+    /// feature-grid samples, as `Transport.RowCarrier` interpolates it): offsets in whole
+    /// half-resolution pixels, and the confidence.
+    func start(from field: CorrespondenceField, factor: Int, origin: Float) -> (dx: [Int32], dy: [Int32], trust: [Float]) {
+        let gw = gridWidth, gh = gridHeight, fw = field.width, fh = field.height, k = Float(factor)
+        var dx = [Int32](repeating: 0, count: gw * gh), dy = dx, trust = [Float](repeating: 0, count: gw * gh)
+        for v in 0..<gh {
+            let fy = min(max((2 * Float(v) + 0.5 - origin) / k, 0), Float(fh - 1))
+            let y0 = min(Int(fy), fh - 1), y1 = min(y0 + 1, fh - 1), ay = fy - Float(y0)
+            for u in 0..<gw {
+                let fx = min(max((2 * Float(u) + 0.5 - origin) / k, 0), Float(fw - 1))
+                let x0 = min(Int(fx), fw - 1), x1 = min(x0 + 1, fw - 1), ax = fx - Float(x0)
+                func at(_ values: [Float], _ minus: (Int, Int) -> Float) -> Float {
+                    (1 - ay) * ((1 - ax) * (values[y0 * fw + x0] - minus(x0, y0)) + ax * (values[y0 * fw + x1] - minus(x1, y0)))
+                        + ay * ((1 - ax) * (values[y1 * fw + x0] - minus(x0, y1)) + ax * (values[y1 * fw + x1] - minus(x1, y1)))
+                }
+                // Displacement in pixels, halved into half-resolution pixels.
+                dx[v * gw + u] = Int32((k * at(field.x) { x, _ in Float(x) } / 2).rounded())
+                dy[v * gw + u] = Int32((k * at(field.y) { _, y in Float(y) } / 2).rounded())
+                trust[v * gw + u] = at(field.confidence) { _, _ in 0 }
+            }
+        }
+        return (dx, dy, trust)
+    }
+
+    /// The frame's and the keyframe's padded pooled pictures, and one round of PatchMatch.
+    struct Patches {
+        let frame: UnsafePointer<Float>, key: UnsafePointer<Float>
+        let stride: Int, width: Int, height: Int
+
+        /// The cost of the frame's patch at u against the keyframe's at (sx, sy).
+        @inline(__always)
+        func distance(_ u: Int, _ sx: Int32, _ sy: Int32, bound: Float) -> Float {
+            let ux = u % width, uy = u / width
+            let a = frame + (uy &* stride &+ 4 &* ux)
+            let b = key + (Int(sy) &* stride &+ 4 &* Int(sx))
+            return PatchSynthesis.distance(a, b, stride: stride, bound: bound)
+        }
+
+        typealias State = (dx: UnsafePointer<Int32>, dy: UnsafePointer<Int32>, cost: UnsafePointer<Float>)
+        typealias Output = (dx: UnsafeMutablePointer<Int32>, dy: UnsafeMutablePointer<Int32>, cost: UnsafeMutablePointer<Float>)
+
+        /// Patch u's best offset after trying its neighbours' (`step` away) and random ones.
+        @inline(__always)
+        func improve(_ u: Int, round: Int, step: Int, previous: State, next: Output) {
+            let gw = Int32(width), gh = Int32(height)
+            let ux = Int32(u % width), uy = Int32(u / width)
+            var bx = previous.dx[u], by = previous.dy[u], best = previous.cost[u]
+            @inline(__always) func attempt(_ ox: Int32, _ oy: Int32) {
+                let sx = min(max(ux &+ ox, 0), gw &- 1), sy = min(max(uy &+ oy, 0), gh &- 1)
+                if sx &- ux == bx && sy &- uy == by { return }
+                let d = distance(u, sx, sy, bound: best)
+                if d < best { best = d; bx = sx &- ux; by = sy &- uy }
+            }
+            // Propagation: the neighbours' offsets, `step` away on each side.
+            let s = Int32(step)
+            if ux >= s { attempt(previous.dx[u &- step], previous.dy[u &- step]) }
+            if ux &+ s < gw { attempt(previous.dx[u &+ step], previous.dy[u &+ step]) }
+            if uy >= s { attempt(previous.dx[u &- step &* width], previous.dy[u &- step &* width]) }
+            if uy &+ s < gh { attempt(previous.dx[u &+ step &* width], previous.dy[u &+ step &* width]) }
+            // Random search around the best, at radii halving from the whole picture.
+            var radius = max(gw, gh)
+            var draw: UInt32 = 0
+            while radius >= 1 {
+                let h = PatchSynthesis.hash(UInt32(truncatingIfNeeded: u), UInt32(truncatingIfNeeded: round) &* 64 &+ draw)
+                let span = UInt32(2 &* radius &+ 1)
+                let rx = Int32(h % span) &- radius, ry = Int32((h / span) % span) &- radius
+                attempt(bx &+ rx, by &+ ry)
+                radius /= 2
+                draw &+= 1
+            }
+            next.dx[u] = bx; next.dy[u] = by; next.cost[u] = best
+        }
+    }
+
+    /// Σ over a patch's pixels and channels of (∂x I)² + (∂y I)² (central differences): what a
+    /// misalignment of one pixel costs the patch, to first order.
+    static func gradientEnergy(_ image: PlanarImage, radius r: Int) -> [Float] {
+        let w = image.width, h = image.height, n = image.planeSize
+        var g = [Float](repeating: 0, count: n)
+        image.withUnsafeBufferPointer { s in
+            for ch in 0..<image.channels { for y in 0..<h { for x in 0..<w {
+                let p = ch * n + y * w
+                let gx = 0.5 * (s[p + min(x + 1, w - 1)] - s[p + max(x - 1, 0)])
+                let gy = 0.5 * (s[ch * n + min(y + 1, h - 1) * w + x] - s[ch * n + max(y - 1, 0) * w + x])
+                g[y * w + x] += gx * gx + gy * gy
+            } } }
+        }
+        // Box sums over the patch, rows then columns (edges clamped, as the padded patches are).
+        var rows = [Float](repeating: 0, count: n), out = [Float](repeating: 0, count: n)
+        for y in 0..<h { for x in 0..<w {
+            var v: Float = 0
+            for d in -r...r { v += g[y * w + min(max(x + d, 0), w - 1)] }
+            rows[y * w + x] = v
+        } }
+        for y in 0..<h { for x in 0..<w {
+            var v: Float = 0
+            for d in -r...r { v += rows[min(max(y + d, 0), h - 1) * w + x] }
+            out[y * w + x] = v
+        } }
+        return out
+    }
+
+    /// Σ of squared differences over a 5×5 patch of 4-float pixels (the fourth is 0 in both),
+    /// stopping early once past `bound`.
+    @inline(__always)
+    static func distance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, stride: Int, bound: Float) -> Float {
+        var sum: Float = 0
+        for j in 0..<5 {
+            let pa = UnsafeRawPointer(a + j &* stride), pb = UnsafeRawPointer(b + j &* stride)
+            let d16 = pa.loadUnaligned(as: SIMD16<Float>.self) - pb.loadUnaligned(as: SIMD16<Float>.self)
+            let d4 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self)
+            sum += (d16 * d16).sum() + (d4 * d4).sum()
+            if sum >= bound { return sum }
+        }
+        return sum
+    }
+
+    /// A well-mixed 32-bit hash of two numbers (the random search's draws).
+    @inline(__always)
+    static func hash(_ a: UInt32, _ b: UInt32) -> UInt32 {
+        var h = a &* 0x9E37_79B1 ^ (b &* 0x85EB_CA77 &+ 0x27D4_EB2F)
+        h ^= h >> 15; h &*= 0x2C1B_3C6D
+        h ^= h >> 12; h &*= 0x297A_2D39
+        h ^= h >> 15
+        return h
+    }
+
+    /// Row `y` of the synthesised edit: each pixel's four nearest patches vote with their
+    /// sources' values of `carried` (4 planes, full size: the edit and its colour share), weighted
+    /// by bilinear weight × match quality. Writes the 4 planes (`w` apart) and the quality.
+    @inline(__always)
+    func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
+                    quality: UnsafeMutablePointer<Float>, skip: UnsafePointer<Float>) {
+        let w = width, h = height, n = w &* h, gw = field.width, gh = field.height
+        let gy = min(max((Float(y) - 0.5) / 2, 0), Float(gh - 1))
+        let y0 = min(Int(gy), gh - 1), y1 = min(y0 + 1, gh - 1), ay = gy - Float(y0)
+        field.dx.withUnsafeBufferPointer { fx in field.dy.withUnsafeBufferPointer { fy in field.quality.withUnsafeBufferPointer { fq in
+            for x in 0..<w {
+                // Nothing to fill where the transport is trusted.
+                guard skip[x] < 1 - EditPropagator.negligibleConfidence else {
+                    out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0
+                    continue
+                }
+                let gx = min(max((Float(x) - 0.5) / 2, 0), Float(gw - 1))
+                let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = gx - Float(x0)
+                var v = SIMD4<Float>(), mass: Float = 0, q: Float = 0
+                @inline(__always) func vote(_ u: Int, _ b: Float) {
+                    let sx = min(max(x &+ 2 &* Int(fx[u]), 0), w &- 1), sy = min(max(y &+ 2 &* Int(fy[u]), 0), h &- 1)
+                    let s = sy &* w &+ sx, weight = b * (fq[u] + 1e-6)
+                    v += weight * SIMD4(carried[s], carried[n &+ s], carried[2 &* n &+ s], carried[3 &* n &+ s])
+                    mass += weight
+                    q += b * fq[u]
+                }
+                vote(y0 &* gw &+ x0, (1 - ax) * (1 - ay))
+                vote(y0 &* gw &+ x1, ax * (1 - ay))
+                vote(y1 &* gw &+ x0, (1 - ax) * ay)
+                vote(y1 &* gw &+ x1, ax * ay)
+                v /= mass
+                out[x] = v[0]; out[w &+ x] = v[1]; out[2 &* w &+ x] = v[2]; out[3 &* w &+ x] = v[3]
+                quality[x] = q
+            }
+        } } }
+    }
+}
