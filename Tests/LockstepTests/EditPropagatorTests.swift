@@ -141,6 +141,63 @@ struct PooledFeatures: FeatureEncoder {
         #expect(most == 2 && loads.value == 50)
     }
 
+    /// Content the keyframe does not show where the frame shows it (a third disc, where the
+    /// keyframe has background) gets the keyframe's style from what looks like it elsewhere in
+    /// the keyframe. The style is an outline: the background within 4 px of each disc darkened
+    /// to a quarter. No function of colour can give it (the same background colour is darkened
+    /// beside a disc and not elsewhere), so the colour part alone leaves the new disc's ring as
+    /// it was.
+    @Test func synthesisGivesNewContentTheKeyframesStyle() throws {
+        let centres = [(30.0, 35.0), (34.0, 85.0)], newcomer = (118.0, 62.0)
+        let background = PlanarImage(channels: 3, height: Self.size.height, width: Self.size.width,
+                                     values: Self.frame(0).values.map { 0.5 + 0.25 * ($0 - 0.5) })
+        func distance(_ x: Int, _ y: Int, _ c: (Double, Double)) -> Double { hypot(Double(x) - c.0, Double(y) - c.1) }
+        func discs(_ at: [(Double, Double)], outlined: Bool) -> PlanarImage {
+            var values = background.values
+            let n = background.planeSize, w = background.width
+            for y in 0..<background.height { for x in 0..<w {
+                let d = at.map { distance(x, y, $0) }.min()!
+                let inside = Float(min(max(10.5 - d, 0), 1))  // antialiased edge
+                let colours: [Float] = [0.85, 0.25, 0.2]
+                for ch in 0..<3 {
+                    let i = ch * n + y * w + x
+                    var v = values[i]
+                    v += inside * (colours[ch] - v)
+                    if outlined && d >= 10.5 && d < 14.5 { v *= 0.25 }
+                    values[i] = v
+                }
+            } }
+            return PlanarImage(channels: 3, height: background.height, width: w, values: values)
+        }
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: discs(centres, outlined: false),
+                                                             edited: discs(centres, outlined: true))],
+                                        encoder: PooledFeatures())
+        let frame = discs(centres + [newcomer], outlined: false)
+        let out = try propagator.apply(to: frame, index: 1)
+        let truth = discs(centres + [newcomer], outlined: true)
+        // Mean over the new disc's ring of output ÷ frame: the truth's is 0.25, the colour part's 1.
+        var ratio: Double = 0, count = 0, farError: Double = 0, farCount = 0
+        for y in 0..<frame.height { for x in 0..<frame.width {
+            let d = distance(x, y, newcomer)
+            if d >= 11.5 && d < 13.5 {
+                for ch in 0..<3 {
+                    let kept: Float = out[ch, y, x] / frame[ch, y, x]
+                    ratio += Double(kept); count += 1
+                }
+            }
+            let far = (centres + [newcomer]).allSatisfy { (c: (Double, Double)) -> Bool in distance(x, y, c) > 20 }
+            if far {
+                for ch in 0..<3 {
+                    let error: Float = abs(out[ch, y, x] - truth[ch, y, x])
+                    farError += Double(error); farCount += 1
+                }
+            }
+        } }
+        ratio /= Double(count)
+        #expect(ratio < 0.5, "the new disc's ring kept \(ratio) of its level; the outline keeps 0.25")
+        #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")
+    }
+
     /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
     /// posterises the colours to four levels with soft steps: a function of colour, but so
     /// non-linear that applying it to each frame's own colours makes every edge shimmer as its

@@ -230,7 +230,10 @@ final class KeyframeEdit: @unchecked Sendable {
         ///
         /// With t the transport's match quality and s the synthesis's, the transport takes t and
         /// the synthesis what is left of it, (1 − t)·s; each brings its own share m of the colour
-        /// part (see `KeyframeEdit`), and the colour part fills the rest.
+        /// part (see `KeyframeEdit`), and the colour part fills the rest. Where the synthesis
+        /// found a better source than the transport's, t is at most the transport's own quality
+        /// at the synthesis's patch scale (`PatchSynthesis.Field.transportCap`): a block that
+        /// matches the background beside new content still says nothing of the content's style.
         func editRow(_ y: Int, of frame: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
             let w = edit.width, n = w * edit.height, size = edit.colour.size
             let carried = out, trust = out + 3 &* w
@@ -240,21 +243,21 @@ final class KeyframeEdit: @unchecked Sendable {
                 carrier.withScratch { scratch in
                     // The carried edit: three planes and the colour part's share, a row's width
                     // apart; then the synthesised one likewise, and its quality.
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * w) { planes in
-                        let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 10 * w) { planes in
+                        let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w
                         carrier.carry(row: y, of: r.baseAddress!, width: w, height: edit.height, channels: 4, into: p, channelStride: w,
                                       confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
                         if let synthesised {
                             edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
-                                                      quality: quality, skip: trust)
+                                                      quality: quality, cap: cap, skip: trust)
                         } else {
-                            for x in 0..<w { q[3 &* w &+ x] = 0; quality[x] = 0 }
+                            for x in 0..<w { q[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1 }
                         }
                         let line = y &* w
                         let red = frame + line, green = red + n, blue = green + n
                         for x in 0..<w {
                             let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
-                            let t = trust[x], s = (1 - t) * quality[x]
+                            let t = min(trust[x], cap[x]), s = (1 - t) * quality[x]
                             let u = 1 - t * (1 - p[3 &* w &+ x]) - s * (1 - q[3 &* w &+ x])
                             carried[x] = u * dr + t * p[x] + s * q[x]
                             carried[w &+ x] = u * dg + t * p[w &+ x] + s * q[w &+ x]

@@ -24,14 +24,12 @@ import Tensor
 struct PatchSynthesis: Sendable {
     static let radius = 2
     static let rounds = 5
-    /// Half-resolution pixels a patch may be off (the grid's own step is 1).
-    static let slack: Float = 0.5
 
     let width: Int, height: Int
     /// The half-resolution grid; a half-resolution pixel u covers pixels 2u and 2u + 1.
     let gridWidth: Int, gridHeight: Int
-    /// The keyframe's pooled picture, padded (`Padded`).
-    let key: Padded
+    /// The keyframe's pooled picture, padded (`Padded`), and its full-size one.
+    let key: Padded, fineKey: Padded
 
     /// The keyframe's picture, full size.
     init(original: PlanarImage) {
@@ -41,7 +39,12 @@ struct PatchSynthesis: Sendable {
         gridWidth = pooled.width
         gridHeight = pooled.height
         key = Padded(pooled, radius: Self.radius)
+        fineKey = Padded(original, radius: Self.finePad)
     }
+
+    /// The full-resolution patch of half-resolution pixel u: 8×8 px, pixels 2u − 3 … 2u + 4 (its
+    /// two pixels and three or four around them), read from pictures padded by 4.
+    static let finePad = 4
 
     /// A pooled picture, pixel-major with four floats per pixel (RGB, 0), padded by `radius`
     /// replicated pixels on every side, so a patch is read without bounds checks.
@@ -67,67 +70,169 @@ struct PatchSynthesis: Sendable {
     }
 
     /// The nearest-neighbour field of a frame: per half-resolution pixel, the offset to its source
-    /// in the keyframe (half-resolution pixels) and the patch's match quality in [0, 1].
+    /// in the keyframe (whole pixels, full resolution) and the patch's match quality in [0, 1].
     struct Field: Sendable {
         let width: Int, height: Int
         var dx: [Int32], dy: [Int32]
         var quality: [Float]
+        /// Where the search left the transport's source for another: the transport's own patch
+        /// quality there, at most as much as the transport may be trusted; 1 elsewhere.
+        var transportCap: [Float]
     }
 
     /// The field for `frame`, starting from the transport's correspondence (`start`: offsets in
-    /// half-resolution pixels, `trust` its confidence, per half-resolution pixel). Only patches
-    /// the transport does not fully trust are searched; the others keep the transport's offset.
+    /// whole pixels, `trust` its confidence, per half-resolution pixel). Only patches the
+    /// transport does not fully trust are searched; the others keep the transport's offset.
+    ///
+    /// The search runs on the half-resolution pictures; each answer is then refined to the
+    /// whole pixel on the full-resolution ones (the 3×3 offsets around it, and the transport's),
+    /// and every patch's quality is measured there.
     func field(for frame: PlanarImage, start: (dx: [Int32], dy: [Int32]), trust: [Float]) -> Field {
         let gw = gridWidth, gh = gridHeight, count = gw * gh, r = Self.radius
         let pooled = frame.averagePooled2()
-        let padded = Padded(pooled, radius: r)
-        let energy = Self.gradientEnergy(pooled, radius: r)
         let active = (0..<count).filter { trust[$0] < 1 - EditPropagator.negligibleConfidence }
-        var dx = start.dx, dy = start.dy
-        // Sources clamped into the keyframe.
+        // Half-resolution offsets, their sources clamped into the keyframe.
+        var dx = [Int32](repeating: 0, count: count), dy = dx
         for u in 0..<count {
             let ux = Int32(u % gw), uy = Int32(u / gw)
-            dx[u] = min(max(dx[u], -ux), Int32(gw - 1) - ux)
-            dy[u] = min(max(dy[u], -uy), Int32(gh - 1) - uy)
+            dx[u] = min(max(Int32((Float(start.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux)
+            dy[u] = min(max(Int32((Float(start.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy)
         }
-        var cost = [Float](repeating: 0, count: count)
-        padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
-            let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
-            // Each patch's cost where it starts.
-            cost.withUnsafeMutableBufferPointer { cb in
-                let c = cb.baseAddress!
-                parallelChunks(count, minimumChunk: 256) { range in
-                    for u in range { c[u] = patches.distance(u, Int32(u % gw) &+ dx[u], Int32(u / gw) &+ dy[u], bound: .infinity) }
+        if !active.isEmpty {
+            let padded = Padded(pooled, radius: r)
+            var cost = [Float](repeating: 0, count: count)
+            padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
+                let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
+                cost.withUnsafeMutableBufferPointer { cb in
+                    let c = cb.baseAddress!
+                    parallelChunks(count, minimumChunk: 256) { range in
+                        for u in range { c[u] = patches.distance(u, Int32(u % gw) &+ dx[u], Int32(u / gw) &+ dy[u], bound: .infinity) }
+                    }
+                }
+                let steps = [8, 4, 2, 1, 1]
+                for round in 0..<Self.rounds {
+                    var nextX = dx, nextY = dy, nextCost = cost
+                    dx.withUnsafeBufferPointer { px in dy.withUnsafeBufferPointer { py in cost.withUnsafeBufferPointer { pc in
+                    nextX.withUnsafeMutableBufferPointer { nx in nextY.withUnsafeMutableBufferPointer { ny in
+                    nextCost.withUnsafeMutableBufferPointer { nc in
+                    active.withUnsafeBufferPointer { list in
+                        let previous = (px.baseAddress!, py.baseAddress!, pc.baseAddress!)
+                        let next = (nx.baseAddress!, ny.baseAddress!, nc.baseAddress!)
+                        parallelChunks(list.count, minimumChunk: 64) { range in
+                            for a in range {
+                                patches.improve(list[a], round: round, step: steps[min(round, steps.count - 1)], previous: previous, next: next)
+                            }
+                        }
+                    } } } } } } }
+                    dx = nextX; dy = nextY; cost = nextCost
+                }
+            } }
+        }
+        // Whole pixels, on the full-resolution pictures.
+        let fine = Padded(frame, radius: Self.finePad)
+        let (energy, contrast) = Self.fineEnergies(frame, gridWidth: gw, gridHeight: gh)
+        let noise = Float(64 * 3) * ImageAlignment.matchNoise * ImageAlignment.matchNoise
+        let slack = ImageAlignment.matchSlack * ImageAlignment.matchSlack
+        var field = Field(width: gw, height: gh, dx: start.dx, dy: start.dy,
+                          quality: [Float](repeating: 0, count: count), transportCap: [Float](repeating: 1, count: count))
+        let searched = { var mask = [Bool](repeating: false, count: count); for u in active { mask[u] = true }; return mask }()
+        let w = Int32(width), h = Int32(height)
+        fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
+        field.dx.withUnsafeMutableBufferPointer { ox in field.dy.withUnsafeMutableBufferPointer { oy in
+        field.quality.withUnsafeMutableBufferPointer { oq in field.transportCap.withUnsafeMutableBufferPointer { oc in
+            let f = fb.baseAddress!, k = kb.baseAddress!, stride = fineKey.stride
+            parallelChunks(count, minimumChunk: 256) { range in
+                for u in range {
+                    let cx = 2 &* Int32(u % gw), cy = 2 &* Int32(u / gw)
+                    let patch = f + (Int(cy) &* stride &+ 4 &* Int(cx))
+                    // The source's centre pixel kept where its whole patch lies in the padding.
+                    @inline(__always) func cost(_ sx: Int32, _ sy: Int32, bound: Float) -> (Float, Int32, Int32) {
+                        let x = min(max(cx &+ sx, 0), w &- 2), y = min(max(cy &+ sy, 0), h &- 2)
+                        let d = Self.fineDistance(patch, k + (Int(y) &* stride &+ 4 &* Int(x)), stride: stride, bound: bound)
+                        return (d, x &- cx, y &- cy)
+                    }
+                    let (transportCost, tx, ty) = cost(start.dx[u], start.dy[u], bound: .infinity)
+                    var best = transportCost, bx = tx, by = ty
+                    if searched[u] {
+                        let hx = 2 &* dx[u], hy = 2 &* dy[u]
+                        for j in Int32(-1)...1 { for i in Int32(-1)...1 {
+                            let (d, x, y) = cost(hx &+ i, hy &+ j, bound: best)
+                            if d < best { best = d; bx = x; by = y }
+                        } }
+                    }
+                    let allowance = noise + slack * energy[u]
+                    ox[u] = bx; oy[u] = by
+                    oq[u] = exp(-0.5 * best / (allowance + contrast[u]))
+                    // A source more than a pixel from the transport's is another place, not the
+                    // same one refined, and it matched better: the two compete by their costs
+                    // (a softmax at the allowance's scale), which the search's source wins.
+                    if abs(bx &- tx) > 1 || abs(by &- ty) > 1 {
+                        oc[u] = 1 / (1 + exp(min(0.5 * (transportCost - best) / allowance, 80)))
+                    }
                 }
             }
-            guard !active.isEmpty else { return }
-            let steps = [8, 4, 2, 1, 1]
-            for round in 0..<Self.rounds {
-                var nextX = dx, nextY = dy, nextCost = cost
-                dx.withUnsafeBufferPointer { px in dy.withUnsafeBufferPointer { py in cost.withUnsafeBufferPointer { pc in
-                nextX.withUnsafeMutableBufferPointer { nx in nextY.withUnsafeMutableBufferPointer { ny in
-                nextCost.withUnsafeMutableBufferPointer { nc in
-                active.withUnsafeBufferPointer { list in
-                    let previous = (px.baseAddress!, py.baseAddress!, pc.baseAddress!)
-                    let next = (nx.baseAddress!, ny.baseAddress!, nc.baseAddress!)
-                    parallelChunks(list.count, minimumChunk: 64) { range in
-                        for a in range {
-                            patches.improve(list[a], round: round, step: steps[min(round, steps.count - 1)], previous: previous, next: next)
+        } } } } } }
+        return field
+    }
+
+    /// Per half-resolution pixel, over its full-resolution patch (pixels and channels):
+    /// - the energy Σ (∂x I)² + (∂y I)² (central differences): what a misalignment of one pixel
+    ///   costs the patch, to first order;
+    /// - the contrast Σ (I − mean)²: what matching it with a flat patch of its mean would cost.
+    static func fineEnergies(_ image: PlanarImage, gridWidth gw: Int, gridHeight gh: Int) -> (energy: [Float], contrast: [Float]) {
+        let w = image.width, h = image.height, n = image.planeSize
+        var g = [Float](repeating: 0, count: n)
+        image.withUnsafeBufferPointer { s in
+            for ch in 0..<image.channels { for y in 0..<h { for x in 0..<w {
+                let p = ch * n + y * w
+                let gx = 0.5 * (s[p + min(x + 1, w - 1)] - s[p + max(x - 1, 0)])
+                let gy = 0.5 * (s[ch * n + min(y + 1, h - 1) * w + x] - s[ch * n + max(y - 1, 0) * w + x])
+                g[y * w + x] += gx * gx + gy * gy
+            } } }
+        }
+        var energy = [Float](repeating: 0, count: gw * gh), contrast = energy
+        image.withUnsafeBufferPointer { s in
+            for v in 0..<gh { for u in 0..<gw {
+                var sum: Float = 0, moments = [Float](repeating: 0, count: 2 * image.channels)
+                for y in (2 * v - 3)...(2 * v + 4) {
+                    let row = min(max(y, 0), h - 1) * w
+                    for x in (2 * u - 3)...(2 * u + 4) {
+                        let i = row + min(max(x, 0), w - 1)
+                        sum += g[i]
+                        for ch in 0..<image.channels {
+                            let value = s[ch * n + i]
+                            moments[2 * ch] += value; moments[2 * ch + 1] += value * value
                         }
                     }
-                } } } } } } }
-                dx = nextX; dy = nextY; cost = nextCost
-            }
-        } }
-        let patch = Float((2 * r + 1) * (2 * r + 1) * 3)
-        let noise = ImageAlignment.matchNoise * ImageAlignment.matchNoise, slack = Self.slack * Self.slack
-        let quality = (0..<count).map { exp(-0.5 * cost[$0] / (patch * noise + slack * energy[$0])) }
-        return Field(width: gw, height: gh, dx: dx, dy: dy, quality: quality)
+                }
+                energy[v * gw + u] = sum
+                contrast[v * gw + u] = (0..<image.channels).reduce(0) { $0 + max(moments[2 * $1 + 1] - moments[2 * $1] * moments[2 * $1] / 64, 0) }
+            } }
+        }
+        return (energy, contrast)
+    }
+
+    /// Σ of squared differences over an 8×8 patch of 4-float pixels from its top-left pixel's
+    /// centre pointer − (3, 3), stopping early once past `bound`.
+    @inline(__always)
+    static func fineDistance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, stride: Int, bound: Float) -> Float {
+        // `a` and `b` point at the patch's pixel (3, 3) in padded coordinates − 4, i.e. the padded
+        // pictures' (cx + 1, cy + 1) is the patch's top-left.
+        let pa0 = a + (stride &+ 4), pb0 = b + (stride &+ 4)
+        var sum: Float = 0
+        for j in 0..<8 {
+            let pa = UnsafeRawPointer(pa0 + j &* stride), pb = UnsafeRawPointer(pb0 + j &* stride)
+            let d0 = pa.loadUnaligned(as: SIMD16<Float>.self) - pb.loadUnaligned(as: SIMD16<Float>.self)
+            let d1 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
+            sum += (d0 * d0).sum() + (d1 * d1).sum()
+            if sum >= bound { return sum }
+        }
+        return sum
     }
 
     /// The transport's correspondence at each half-resolution pixel's centre (bilinear between
     /// feature-grid samples, as `Transport.RowCarrier` interpolates it): offsets in whole
-    /// half-resolution pixels, and the confidence.
+    /// pixels, and the confidence.
     func start(from field: CorrespondenceField, factor: Int, origin: Float) -> (dx: [Int32], dy: [Int32], trust: [Float]) {
         let gw = gridWidth, gh = gridHeight, fw = field.width, fh = field.height, k = Float(factor)
         var dx = [Int32](repeating: 0, count: gw * gh), dy = dx, trust = [Float](repeating: 0, count: gw * gh)
@@ -141,9 +246,9 @@ struct PatchSynthesis: Sendable {
                     (1 - ay) * ((1 - ax) * (values[y0 * fw + x0] - minus(x0, y0)) + ax * (values[y0 * fw + x1] - minus(x1, y0)))
                         + ay * ((1 - ax) * (values[y1 * fw + x0] - minus(x0, y1)) + ax * (values[y1 * fw + x1] - minus(x1, y1)))
                 }
-                // Displacement in pixels, halved into half-resolution pixels.
-                dx[v * gw + u] = Int32((k * at(field.x) { x, _ in Float(x) } / 2).rounded())
-                dy[v * gw + u] = Int32((k * at(field.y) { _, y in Float(y) } / 2).rounded())
+                // Displacement in pixels, to the nearest.
+                dx[v * gw + u] = Int32((k * at(field.x) { x, _ in Float(x) }).rounded())
+                dy[v * gw + u] = Int32((k * at(field.y) { _, y in Float(y) }).rounded())
                 trust[v * gw + u] = at(field.confidence) { _, _ in 0 }
             }
         }
@@ -200,34 +305,6 @@ struct PatchSynthesis: Sendable {
         }
     }
 
-    /// Σ over a patch's pixels and channels of (∂x I)² + (∂y I)² (central differences): what a
-    /// misalignment of one pixel costs the patch, to first order.
-    static func gradientEnergy(_ image: PlanarImage, radius r: Int) -> [Float] {
-        let w = image.width, h = image.height, n = image.planeSize
-        var g = [Float](repeating: 0, count: n)
-        image.withUnsafeBufferPointer { s in
-            for ch in 0..<image.channels { for y in 0..<h { for x in 0..<w {
-                let p = ch * n + y * w
-                let gx = 0.5 * (s[p + min(x + 1, w - 1)] - s[p + max(x - 1, 0)])
-                let gy = 0.5 * (s[ch * n + min(y + 1, h - 1) * w + x] - s[ch * n + max(y - 1, 0) * w + x])
-                g[y * w + x] += gx * gx + gy * gy
-            } } }
-        }
-        // Box sums over the patch, rows then columns (edges clamped, as the padded patches are).
-        var rows = [Float](repeating: 0, count: n), out = [Float](repeating: 0, count: n)
-        for y in 0..<h { for x in 0..<w {
-            var v: Float = 0
-            for d in -r...r { v += g[y * w + min(max(x + d, 0), w - 1)] }
-            rows[y * w + x] = v
-        } }
-        for y in 0..<h { for x in 0..<w {
-            var v: Float = 0
-            for d in -r...r { v += rows[min(max(y + d, 0), h - 1) * w + x] }
-            out[y * w + x] = v
-        } }
-        return out
-    }
-
     /// Σ of squared differences over a 5×5 patch of 4-float pixels (the fourth is 0 in both),
     /// stopping early once past `bound`.
     @inline(__always)
@@ -255,29 +332,32 @@ struct PatchSynthesis: Sendable {
 
     /// Row `y` of the synthesised edit: each pixel's four nearest patches vote with their
     /// sources' values of `carried` (4 planes, full size: the edit and its colour share), weighted
-    /// by bilinear weight × match quality. Writes the 4 planes (`w` apart) and the quality.
+    /// by bilinear weight × match quality. Writes the 4 planes (`w` apart), the quality, and the
+    /// cap on the transport's trust (`Field.transportCap`, bilinear).
     @inline(__always)
     func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
-                    quality: UnsafeMutablePointer<Float>, skip: UnsafePointer<Float>) {
+                    quality: UnsafeMutablePointer<Float>, cap: UnsafeMutablePointer<Float>, skip: UnsafePointer<Float>) {
         let w = width, h = height, n = w &* h, gw = field.width, gh = field.height
         let gy = min(max((Float(y) - 0.5) / 2, 0), Float(gh - 1))
         let y0 = min(Int(gy), gh - 1), y1 = min(y0 + 1, gh - 1), ay = gy - Float(y0)
         field.dx.withUnsafeBufferPointer { fx in field.dy.withUnsafeBufferPointer { fy in field.quality.withUnsafeBufferPointer { fq in
+        field.transportCap.withUnsafeBufferPointer { fcap in
             for x in 0..<w {
                 // Nothing to fill where the transport is trusted.
                 guard skip[x] < 1 - EditPropagator.negligibleConfidence else {
-                    out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0
+                    out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1
                     continue
                 }
                 let gx = min(max((Float(x) - 0.5) / 2, 0), Float(gw - 1))
                 let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = gx - Float(x0)
-                var v = SIMD4<Float>(), mass: Float = 0, q: Float = 0
+                var v = SIMD4<Float>(), mass: Float = 0, q: Float = 0, c: Float = 0
                 @inline(__always) func vote(_ u: Int, _ b: Float) {
-                    let sx = min(max(x &+ 2 &* Int(fx[u]), 0), w &- 1), sy = min(max(y &+ 2 &* Int(fy[u]), 0), h &- 1)
+                    let sx = min(max(x &+ Int(fx[u]), 0), w &- 1), sy = min(max(y &+ Int(fy[u]), 0), h &- 1)
                     let s = sy &* w &+ sx, weight = b * (fq[u] + 1e-6)
                     v += weight * SIMD4(carried[s], carried[n &+ s], carried[2 &* n &+ s], carried[3 &* n &+ s])
                     mass += weight
                     q += b * fq[u]
+                    c += b * fcap[u]
                 }
                 vote(y0 &* gw &+ x0, (1 - ax) * (1 - ay))
                 vote(y0 &* gw &+ x1, ax * (1 - ay))
@@ -286,7 +366,8 @@ struct PatchSynthesis: Sendable {
                 v /= mass
                 out[x] = v[0]; out[w &+ x] = v[1]; out[2 &* w &+ x] = v[2]; out[3 &* w &+ x] = v[3]
                 quality[x] = q
+                cap[x] = c
             }
-        } } }
+        } } } }
     }
 }
