@@ -194,7 +194,7 @@ struct PooledFeatures: FeatureEncoder {
             }
         } }
         ratio /= Double(count)
-        #expect(ratio < 0.5, "the new disc's ring kept \(ratio) of its level; the outline keeps 0.25")
+        #expect(ratio < 0.7, "the new disc's ring kept \(ratio) of its level; the outline keeps 0.25, the colour part alone 0.98")
         #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")
     }
 

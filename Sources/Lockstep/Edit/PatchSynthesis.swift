@@ -56,15 +56,18 @@ struct PatchSynthesis: Sendable {
             let w = image.width, h = image.height, n = image.planeSize, pw = w + 2 * r
             stride = 4 * pw
             var values = [Float](repeating: 0, count: 4 * pw * (h + 2 * r) + 16)
-            image.withUnsafeBufferPointer { src in
-                for py in 0..<(h + 2 * r) {
-                    let y = min(max(py - r, 0), h - 1)
-                    for px in 0..<pw {
-                        let x = min(max(px - r, 0), w - 1), o = 4 * (py * pw + px)
-                        for ch in 0..<3 { values[o + ch] = src[ch * n + y * w + x] }
+            image.withUnsafeBufferPointer { sb in values.withUnsafeMutableBufferPointer { vb in
+                let src = sb.baseAddress!, dst = vb.baseAddress!
+                parallelChunks(h + 2 * r, minimumChunk: 16) { range in
+                    for py in range {
+                        let line = min(max(py &- r, 0), h &- 1) &* w
+                        for px in 0..<pw {
+                            let x = line &+ min(max(px &- r, 0), w &- 1), o = 4 &* (py &* pw &+ px)
+                            dst[o] = src[x]; dst[o &+ 1] = src[n &+ x]; dst[o &+ 2] = src[2 &* n &+ x]
+                        }
                     }
                 }
-            }
+            } }
             self.values = values
         }
     }
@@ -130,7 +133,7 @@ struct PatchSynthesis: Sendable {
         }
         // Whole pixels, on the full-resolution pictures.
         let fine = Padded(frame, radius: Self.finePad)
-        let (energy, contrast) = Self.fineEnergies(frame, gridWidth: gw, gridHeight: gh)
+        let (energy, contrast) = Self.fineEnergies(fine, width: width, height: height, gridWidth: gw, gridHeight: gh)
         let noise = Float(64 * 3) * ImageAlignment.matchNoise * ImageAlignment.matchNoise
         let slack = ImageAlignment.matchSlack * ImageAlignment.matchSlack
         var field = Field(width: gw, height: gh, dx: start.dx, dy: start.dy,
@@ -179,36 +182,55 @@ struct PatchSynthesis: Sendable {
     /// - the energy Σ (∂x I)² + (∂y I)² (central differences): what a misalignment of one pixel
     ///   costs the patch, to first order;
     /// - the contrast Σ (I − mean)²: what matching it with a flat patch of its mean would cost.
-    static func fineEnergies(_ image: PlanarImage, gridWidth gw: Int, gridHeight gh: Int) -> (energy: [Float], contrast: [Float]) {
-        let w = image.width, h = image.height, n = image.planeSize
-        var g = [Float](repeating: 0, count: n)
-        image.withUnsafeBufferPointer { s in
-            for ch in 0..<image.channels { for y in 0..<h { for x in 0..<w {
-                let p = ch * n + y * w
-                let gx = 0.5 * (s[p + min(x + 1, w - 1)] - s[p + max(x - 1, 0)])
-                let gy = 0.5 * (s[ch * n + min(y + 1, h - 1) * w + x] - s[ch * n + max(y - 1, 0) * w + x])
-                g[y * w + x] += gx * gx + gy * gy
-            } } }
-        }
-        var energy = [Float](repeating: 0, count: gw * gh), contrast = energy
-        image.withUnsafeBufferPointer { s in
-            for v in 0..<gh { for u in 0..<gw {
-                var sum: Float = 0, moments = [Float](repeating: 0, count: 2 * image.channels)
-                for y in (2 * v - 3)...(2 * v + 4) {
-                    let row = min(max(y, 0), h - 1) * w
-                    for x in (2 * u - 3)...(2 * u + 4) {
-                        let i = row + min(max(x, 0), w - 1)
-                        sum += g[i]
-                        for ch in 0..<image.channels {
-                            let value = s[ch * n + i]
-                            moments[2 * ch] += value; moments[2 * ch + 1] += value * value
-                        }
+    /// Sums over rows of patches first, then over columns of those (a patch is 8×8, its step 2).
+    static func fineEnergies(_ fine: Padded, width w: Int, height h: Int, gridWidth gw: Int, gridHeight gh: Int)
+        -> (energy: [Float], contrast: [Float]) {
+        // Per pixel row (all h of them), per patch column: Σ of [r, g, b, energy, r², g², b², 0].
+        var rows = [SIMD8<Float>](repeating: .zero, count: h * gw)
+        let pad = finePad, stride = fine.stride
+        fine.values.withUnsafeBufferPointer { vb in rows.withUnsafeMutableBufferPointer { rb in
+            let base = UnsafeRawPointer(vb.baseAddress!), out = rb.baseAddress!
+            parallelChunks(h, minimumChunk: 16) { range in
+                for y in range {
+                    // Row y of the padded picture, its pixels as SIMD4 (the fourth lane is 0).
+                    let row = base + 4 &* ((y &+ pad) &* stride &+ 4 &* pad)
+                    @inline(__always) func pixel(_ x: Int) -> SIMD8<Float> {
+                        let x = min(max(x, 0), w &- 1)
+                        let v = row.loadUnaligned(fromByteOffset: 16 &* x, as: SIMD4<Float>.self)
+                        let left = row.loadUnaligned(fromByteOffset: 16 &* max(x &- 1, 0), as: SIMD4<Float>.self)
+                        let right = row.loadUnaligned(fromByteOffset: 16 &* min(x &+ 1, w &- 1), as: SIMD4<Float>.self)
+                        let up = row.loadUnaligned(fromByteOffset: 16 &* x &- (y > 0 ? 4 &* stride : 0), as: SIMD4<Float>.self)
+                        let down = row.loadUnaligned(fromByteOffset: 16 &* x &+ (y < h &- 1 ? 4 &* stride : 0), as: SIMD4<Float>.self)
+                        let gx = 0.5 * (right - left), gy = 0.5 * (down - up)
+                        var e = v
+                        e[3] = (gx * gx + gy * gy).sum()
+                        return SIMD8(lowHalf: e, highHalf: v * v)
+                    }
+                    for u in 0..<gw {
+                        var sum = SIMD8<Float>.zero
+                        for x in (2 &* u &- 3)...(2 &* u &+ 4) { sum += pixel(x) }
+                        out[y &* gw &+ u] = sum
                     }
                 }
-                energy[v * gw + u] = sum
-                contrast[v * gw + u] = (0..<image.channels).reduce(0) { $0 + max(moments[2 * $1 + 1] - moments[2 * $1] * moments[2 * $1] / 64, 0) }
-            } }
-        }
+            }
+        } }
+        var energy = [Float](repeating: 0, count: gw * gh), contrast = energy
+        rows.withUnsafeBufferPointer { rb in energy.withUnsafeMutableBufferPointer { eb in contrast.withUnsafeMutableBufferPointer { cb in
+            let r = rb.baseAddress!, e = eb.baseAddress!, c = cb.baseAddress!
+            parallelChunks(gh, minimumChunk: 8) { range in
+                for v in range {
+                    for u in 0..<gw {
+                        var sum = SIMD8<Float>.zero
+                        for y in (2 &* v &- 3)...(2 &* v &+ 4) { sum += r[min(max(y, 0), h &- 1) &* gw &+ u] }
+                        let mean = sum.lowHalf, squares = sum.highHalf
+                        e[v &* gw &+ u] = mean[3]
+                        var spread = squares - mean * mean / 64
+                        spread[3] = 0
+                        c[v &* gw &+ u] = spread.replacing(with: 0, where: spread .< 0).sum()
+                    }
+                }
+            }
+        } } }
         return (energy, contrast)
     }
 
