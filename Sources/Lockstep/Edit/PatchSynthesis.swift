@@ -23,13 +23,12 @@ import Tensor
 ///   colour part stays alone.
 struct PatchSynthesis: Sendable {
     static let radius = 2
-    static let rounds = 5
 
     let width: Int, height: Int
     /// The half-resolution grid; a half-resolution pixel u covers pixels 2u and 2u + 1.
     let gridWidth: Int, gridHeight: Int
     /// The keyframe's pooled picture, padded (`Padded`), and its full-size one.
-    let key: Padded, fineKey: Padded
+    let key: Padded, fineKey: Padded, coarseKey: Padded
 
     /// The keyframe's picture, full size.
     init(original: PlanarImage) {
@@ -39,6 +38,7 @@ struct PatchSynthesis: Sendable {
         gridWidth = pooled.width
         gridHeight = pooled.height
         key = Padded(pooled, radius: Self.radius)
+        coarseKey = Padded(pooled.averagePooled2(), radius: Self.radius)
         fineKey = Padded(original, radius: Self.finePad)
     }
 
@@ -92,90 +92,115 @@ struct PatchSynthesis: Sendable {
     /// and every patch's quality is measured there.
     func field(for frame: PlanarImage, start: (dx: [Int32], dy: [Int32]), trust: [Float]) -> Field {
         let gw = gridWidth, gh = gridHeight, count = gw * gh, r = Self.radius
-        let pooled = frame.averagePooled2()
-        let active = (0..<count).filter { trust[$0] < 1 - EditPropagator.negligibleConfidence }
-        // Half-resolution offsets, their sources clamped into the keyframe.
-        var dx = [Int32](repeating: 0, count: count), dy = dx
-        for u in 0..<count {
-            let ux = Int32(u % gw), uy = Int32(u / gw)
-            dx[u] = min(max(Int32((Float(start.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux)
-            dy[u] = min(max(Int32((Float(start.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy)
-        }
-        if !active.isEmpty {
-            let padded = Padded(pooled, radius: r)
-            var cost = [Float](repeating: 0, count: count)
-            padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
-                let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
-                cost.withUnsafeMutableBufferPointer { cb in
-                    let c = cb.baseAddress!
-                    parallelChunks(count, minimumChunk: 256) { range in
-                        for u in range { c[u] = patches.distance(u, Int32(u % gw) &+ dx[u], Int32(u / gw) &+ dy[u], bound: .infinity) }
-                    }
-                }
-                let steps = [8, 4, 2, 1, 1]
-                for round in 0..<Self.rounds {
-                    var nextX = dx, nextY = dy, nextCost = cost
-                    dx.withUnsafeBufferPointer { px in dy.withUnsafeBufferPointer { py in cost.withUnsafeBufferPointer { pc in
-                    nextX.withUnsafeMutableBufferPointer { nx in nextY.withUnsafeMutableBufferPointer { ny in
-                    nextCost.withUnsafeMutableBufferPointer { nc in
-                    active.withUnsafeBufferPointer { list in
-                        let previous = (px.baseAddress!, py.baseAddress!, pc.baseAddress!)
-                        let next = (nx.baseAddress!, ny.baseAddress!, nc.baseAddress!)
-                        parallelChunks(list.count, minimumChunk: 64) { range in
-                            for a in range {
-                                patches.improve(list[a], round: round, step: steps[min(round, steps.count - 1)], previous: previous, next: next)
-                            }
-                        }
-                    } } } } } } }
-                    dx = nextX; dy = nextY; cost = nextCost
-                }
-            } }
-        }
-        // Whole pixels, on the full-resolution pictures.
+        // The transport's own patches, on the full-resolution pictures: their costs, and what
+        // noise and a misalignment of `matchSlack` would cost them (the allowance).
         let fine = Padded(frame, radius: Self.finePad)
         let (energy, contrast) = Self.fineEnergies(fine, width: width, height: height, gridWidth: gw, gridHeight: gh)
         let noise = Float(64 * 3) * ImageAlignment.matchNoise * ImageAlignment.matchNoise
         let slack = ImageAlignment.matchSlack * ImageAlignment.matchSlack
+        let allowance = energy.map { noise + slack * $0 }
         var field = Field(width: gw, height: gh, dx: start.dx, dy: start.dy,
                           quality: [Float](repeating: 0, count: count), transportCap: [Float](repeating: 1, count: count))
-        let searched = { var mask = [Bool](repeating: false, count: count); for u in active { mask[u] = true }; return mask }()
+        var transportCost = [Float](repeating: 0, count: count)
         let w = Int32(width), h = Int32(height)
         fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
         field.dx.withUnsafeMutableBufferPointer { ox in field.dy.withUnsafeMutableBufferPointer { oy in
+        transportCost.withUnsafeMutableBufferPointer { tc in
+            let fine = FinePatches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: fineKey.stride, gridWidth: gw, width: w, height: h)
+            parallelChunks(count, minimumChunk: 256) { range in
+                for u in range { (tc[u], ox[u], oy[u]) = fine.cost(u, ox[u], oy[u], bound: .infinity) }
+            }
+        } } } } }
+        // Searched: patches the transport does not fully trust, and whose own source is further
+        // off than noise and misalignment explain. Elsewhere no source can do meaningfully better.
+        let active = (0..<count).filter {
+            trust[$0] < 1 - EditPropagator.negligibleConfidence && transportCost[$0] > allowance[$0]
+        }
+        var dx = [Int32](repeating: 0, count: count), dy = dx
+        let searched = { var mask = [Bool](repeating: false, count: count); for u in active { mask[u] = true }; return mask }()
+        if !active.isEmpty {
+            // The search runs on the quarter-resolution pictures (where the keyframe fits in a
+            // core's cache), from the transport's offsets, then each half-resolution patch
+            // refines its parent's answer (the 3×3 offsets around it, and its own transport's).
+            let qw = gw / 2, qh = gh / 2
+            var qx = [Int32](repeating: 0, count: qw * qh), qy = qx
+            var parents = [Bool](repeating: false, count: qw * qh)
+            for u in active {
+                let c = min(u / gw / 2, qh - 1) * qw + min(u % gw / 2, qw - 1)
+                if !parents[c] {
+                    parents[c] = true
+                    qx[c] = Int32((Float(field.dx[u]) / 4).rounded()); qy[c] = Int32((Float(field.dy[u]) / 4).rounded())
+                }
+            }
+            let coarse = Padded(frame.averagePooled2().averagePooled2(), radius: r)
+            Self.patchMatch(frame: coarse, key: coarseKey, width: qw, height: qh, dx: &qx, dy: &qy,
+                            active: (0..<(qw * qh)).filter { parents[$0] })
+            // Each half-resolution patch starts from its parent's answer, or its own transport's
+            // where that matches better, and searches locally: neighbours' offsets, and random
+            // ones within two pixels.
+            let padded = Padded(frame.averagePooled2(), radius: r)
+            padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
+                let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
+                for u in 0..<count {
+                    let ux = Int32(u % gw), uy = Int32(u / gw)
+                    let own = (min(max(Int32((Float(field.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux),
+                               min(max(Int32((Float(field.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy))
+                    dx[u] = own.0; dy[u] = own.1
+                    guard searched[u] else { continue }
+                    let c = min(u / gw / 2, qh - 1) * qw + min(u % gw / 2, qw - 1)
+                    let parent = (min(max(2 &* qx[c], -ux), Int32(gw - 1) - ux), min(max(2 &* qy[c], -uy), Int32(gh - 1) - uy))
+                    let ownCost = patches.distance(u, ux &+ own.0, uy &+ own.1, bound: .infinity)
+                    if patches.distance(u, ux &+ parent.0, uy &+ parent.1, bound: ownCost) < ownCost { dx[u] = parent.0; dy[u] = parent.1 }
+                }
+            } }
+            Self.patchMatch(frame: padded, key: key, width: gw, height: gh, dx: &dx, dy: &dy, active: active, steps: [2, 1], searchRadius: 2)
+        }
+        fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
+        field.dx.withUnsafeMutableBufferPointer { ox in field.dy.withUnsafeMutableBufferPointer { oy in
         field.quality.withUnsafeMutableBufferPointer { oq in field.transportCap.withUnsafeMutableBufferPointer { oc in
-            let f = fb.baseAddress!, k = kb.baseAddress!, stride = fineKey.stride
+            let fine = FinePatches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: fineKey.stride, gridWidth: gw, width: w, height: h)
             parallelChunks(count, minimumChunk: 256) { range in
                 for u in range {
-                    let cx = 2 &* Int32(u % gw), cy = 2 &* Int32(u / gw)
-                    let patch = f + (Int(cy) &* stride &+ 4 &* Int(cx))
-                    // The source's centre pixel kept where its whole patch lies in the padding.
-                    @inline(__always) func cost(_ sx: Int32, _ sy: Int32, bound: Float) -> (Float, Int32, Int32) {
-                        let x = min(max(cx &+ sx, 0), w &- 2), y = min(max(cy &+ sy, 0), h &- 2)
-                        let d = Self.fineDistance(patch, k + (Int(y) &* stride &+ 4 &* Int(x)), stride: stride, bound: bound)
-                        return (d, x &- cx, y &- cy)
-                    }
-                    let (transportCost, tx, ty) = cost(start.dx[u], start.dy[u], bound: .infinity)
-                    var best = transportCost, bx = tx, by = ty
+                    let tx = ox[u], ty = oy[u]
+                    var best = transportCost[u]
                     if searched[u] {
+                        // The search's answer to the whole pixel: the 3×3 offsets around it.
                         let hx = 2 &* dx[u], hy = 2 &* dy[u]
                         for j in Int32(-1)...1 { for i in Int32(-1)...1 {
-                            let (d, x, y) = cost(hx &+ i, hy &+ j, bound: best)
-                            if d < best { best = d; bx = x; by = y }
+                            let (d, x, y) = fine.cost(u, hx &+ i, hy &+ j, bound: best)
+                            if d < best { best = d; ox[u] = x; oy[u] = y }
                         } }
                     }
-                    let allowance = noise + slack * energy[u]
-                    ox[u] = bx; oy[u] = by
-                    oq[u] = exp(-0.5 * best / (allowance + contrast[u]))
+                    oq[u] = exp(-0.5 * best / (allowance[u] + contrast[u]))
                     // A source more than a pixel from the transport's is another place, not the
                     // same one refined, and it matched better: the two compete by their costs
                     // (a softmax at the allowance's scale), which the search's source wins.
-                    if abs(bx &- tx) > 1 || abs(by &- ty) > 1 {
-                        oc[u] = 1 / (1 + exp(min(0.5 * (transportCost - best) / allowance, 80)))
+                    if abs(ox[u] &- tx) > 1 || abs(oy[u] &- ty) > 1 {
+                        oc[u] = 1 / (1 + exp(min(0.5 * (transportCost[u] - best) / allowance[u], 80)))
                     }
                 }
             }
         } } } } } }
         return field
+    }
+
+    /// The frame's and the keyframe's padded full-resolution pictures.
+    struct FinePatches {
+        let frame: UnsafePointer<Float>, key: UnsafePointer<Float>
+        let stride: Int, gridWidth: Int
+        let width: Int32, height: Int32
+
+        /// The cost of half-resolution pixel u's 8×8 patch against the keyframe's `offset` away
+        /// (whole pixels; the source's centre kept where its whole patch lies in the padding),
+        /// with the offset as clamped.
+        @inline(__always)
+        func cost(_ u: Int, _ sx: Int32, _ sy: Int32, bound: Float) -> (Float, Int32, Int32) {
+            let cx = 2 &* Int32(u % gridWidth), cy = 2 &* Int32(u / gridWidth)
+            let x = min(max(cx &+ sx, 0), width &- 2), y = min(max(cy &+ sy, 0), height &- 2)
+            let d = PatchSynthesis.fineDistance(frame + (Int(cy) &* stride &+ 4 &* Int(cx)), key + (Int(y) &* stride &+ 4 &* Int(x)),
+                                                stride: stride, bound: bound)
+            return (d, x &- cx, y &- cy)
+        }
     }
 
     /// Per half-resolution pixel, over its full-resolution patch (pixels and channels):
@@ -240,16 +265,23 @@ struct PatchSynthesis: Sendable {
     static func fineDistance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, stride: Int, bound: Float) -> Float {
         // `a` and `b` point at the patch's pixel (3, 3) in padded coordinates − 4, i.e. the padded
         // pictures' (cx + 1, cy + 1) is the patch's top-left.
-        let pa0 = a + (stride &+ 4), pb0 = b + (stride &+ 4)
-        var sum: Float = 0
-        for j in 0..<8 {
-            let pa = UnsafeRawPointer(pa0 + j &* stride), pb = UnsafeRawPointer(pb0 + j &* stride)
-            let d0 = pa.loadUnaligned(as: SIMD16<Float>.self) - pb.loadUnaligned(as: SIMD16<Float>.self)
-            let d1 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self)
-            sum += (d0 * d0).sum() + (d1 * d1).sum()
-            if sum >= bound { return sum }
+        let pa0 = UnsafeRawPointer(a + (stride &+ 4)), pb0 = UnsafeRawPointer(b + (stride &+ 4)), rowBytes = 4 &* stride
+        // Squares gathered in vector lanes, their sum taken (and checked against the bound)
+        // after each half of the patch.
+        var total: Float = 0
+        for half in 0..<2 {
+            var acc = SIMD8<Float>()
+            for j in (4 &* half)..<(4 &* half &+ 4) {
+                let pa = pa0 + j &* rowBytes, pb = pb0 + j &* rowBytes
+                for o in Swift.stride(from: 0, to: 128, by: 32) {
+                    let d = pa.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self) - pb.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self)
+                    acc.addProduct(d, d)
+                }
+            }
+            total += lanesSum(acc)
+            if total >= bound { return total }
         }
-        return sum
+        return total
     }
 
     /// The transport's correspondence at each half-resolution pixel's centre (bilinear between
@@ -277,6 +309,42 @@ struct PatchSynthesis: Sendable {
         return (dx, dy, trust)
     }
 
+    /// PatchMatch over the `active` pixels of a `width` × `height` picture (`dx`, `dy`: the
+    /// offsets to start from, updated), patches 5×5. Rounds are Jacobi steps (see the type's
+    /// comment), so the answer does not depend on how the work is split.
+    static func patchMatch(frame: Padded, key: Padded, width: Int, height: Int, dx: inout [Int32], dy: inout [Int32], active: [Int],
+                           steps: [Int] = [8, 4, 2, 1, 1], searchRadius: Int? = nil) {
+        guard !active.isEmpty else { return }
+        let count = width * height
+        for u in 0..<count {
+            let ux = Int32(u % width), uy = Int32(u / width)
+            dx[u] = min(max(dx[u], -ux), Int32(width - 1) - ux)
+            dy[u] = min(max(dy[u], -uy), Int32(height - 1) - uy)
+        }
+        var cost = [Float](repeating: .infinity, count: count)
+        frame.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
+            let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: width, height: height)
+            for u in active { cost[u] = patches.distance(u, Int32(u % width) &+ dx[u], Int32(u / width) &+ dy[u], bound: .infinity) }
+            let radius = Int32(searchRadius ?? max(width, height))
+            for (round, step) in steps.enumerated() {
+                var nextX = dx, nextY = dy, nextCost = cost
+                dx.withUnsafeBufferPointer { px in dy.withUnsafeBufferPointer { py in cost.withUnsafeBufferPointer { pc in
+                nextX.withUnsafeMutableBufferPointer { nx in nextY.withUnsafeMutableBufferPointer { ny in
+                nextCost.withUnsafeMutableBufferPointer { nc in
+                active.withUnsafeBufferPointer { list in
+                    let previous = (px.baseAddress!, py.baseAddress!, pc.baseAddress!)
+                    let next = (nx.baseAddress!, ny.baseAddress!, nc.baseAddress!)
+                    parallelChunks(list.count, minimumChunk: 64) { range in
+                        for a in range {
+                            patches.improve(list[a], round: round, step: step, searchRadius: radius, previous: previous, next: next)
+                        }
+                    }
+                } } } } } } }
+                dx = nextX; dy = nextY; cost = nextCost
+            }
+        } }
+    }
+
     /// The frame's and the keyframe's padded pooled pictures, and one round of PatchMatch.
     struct Patches {
         let frame: UnsafePointer<Float>, key: UnsafePointer<Float>
@@ -296,7 +364,7 @@ struct PatchSynthesis: Sendable {
 
         /// Patch u's best offset after trying its neighbours' (`step` away) and random ones.
         @inline(__always)
-        func improve(_ u: Int, round: Int, step: Int, previous: State, next: Output) {
+        func improve(_ u: Int, round: Int, step: Int, searchRadius: Int32, previous: State, next: Output) {
             let gw = Int32(width), gh = Int32(height)
             let ux = Int32(u % width), uy = Int32(u / width)
             var bx = previous.dx[u], by = previous.dy[u], best = previous.cost[u]
@@ -313,7 +381,7 @@ struct PatchSynthesis: Sendable {
             if uy >= s { attempt(previous.dx[u &- step &* width], previous.dy[u &- step &* width]) }
             if uy &+ s < gh { attempt(previous.dx[u &+ step &* width], previous.dy[u &+ step &* width]) }
             // Random search around the best, at radii halving from the whole picture.
-            var radius = max(gw, gh)
+            var radius = searchRadius
             var draw: UInt32 = 0
             while radius >= 1 {
                 let h = PatchSynthesis.hash(UInt32(truncatingIfNeeded: u), UInt32(truncatingIfNeeded: round) &* 64 &+ draw)
@@ -331,15 +399,25 @@ struct PatchSynthesis: Sendable {
     /// stopping early once past `bound`.
     @inline(__always)
     static func distance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, stride: Int, bound: Float) -> Float {
-        var sum: Float = 0
+        let rowBytes = 4 &* stride
+        var acc = SIMD8<Float>(), tail = SIMD4<Float>()
+        var total: Float = 0
         for j in 0..<5 {
-            let pa = UnsafeRawPointer(a + j &* stride), pb = UnsafeRawPointer(b + j &* stride)
-            let d16 = pa.loadUnaligned(as: SIMD16<Float>.self) - pb.loadUnaligned(as: SIMD16<Float>.self)
-            let d4 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self)
-            sum += (d16 * d16).sum() + (d4 * d4).sum()
-            if sum >= bound { return sum }
+            let pa = UnsafeRawPointer(a) + j &* rowBytes, pb = UnsafeRawPointer(b) + j &* rowBytes
+            let d0 = pa.loadUnaligned(as: SIMD8<Float>.self) - pb.loadUnaligned(as: SIMD8<Float>.self)
+            let d1 = pa.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self) - pb.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+            let d2 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self)
+            acc.addProduct(d0, d0)
+            acc.addProduct(d1, d1)
+            tail.addProduct(d2, d2)
+            // The bound checked after the second row and at the end: most candidates are far
+            // off, and a sum across lanes costs as much as a row.
+            if j == 1 {
+                total = lanesSum(acc) + (tail[0] + tail[1]) + (tail[2] + tail[3])
+                if total >= bound { return total }
+            }
         }
-        return sum
+        return lanesSum(acc) + (tail[0] + tail[1]) + (tail[2] + tail[3])
     }
 
     /// A well-mixed 32-bit hash of two numbers (the random search's draws).
