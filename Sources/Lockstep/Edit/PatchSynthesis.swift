@@ -5,22 +5,29 @@ import Tensor
 /// from the keyframe by appearance, as image analogies and EbSynth do. Each patch of the frame
 /// takes the edit of the keyframe patch that looks most like it, wherever that lies.
 ///
-/// - The nearest-neighbour field is found by PatchMatch (Barnes et al. 2009) on the 2×2-pooled
-///   pictures, 5×5 patches (10×10 px), colour SSD. It starts from the transport's own
-///   correspondence, so confident neighbours seed their uncertain surroundings. Each round tries
-///   the offsets of the neighbours at 8, 4, 2 and 1 half-pixels, and random offsets around the best
-///   at radii halving from the whole picture (a global search by appearance).
+/// - One patch per half-resolution pixel (8×8 px around its two pixels). Searched are only the
+///   patches that the transport does not fully trust and whose transported source is further off
+///   than noise and a misalignment of `ImageAlignment.matchSlack` explain: elsewhere no source
+///   can do meaningfully better (on the pans, almost none are searched).
+/// - The search is PatchMatch (Barnes et al. 2009), colour SSD over 5×5 patches, coarse to fine:
+///   on the 4×4-pooled pictures it starts from the transport's correspondence (so confident
+///   neighbours seed their uncertain surroundings), tries the neighbours' offsets 8, 4, 2, 1 and 1
+///   steps away, and random offsets around the best at radii halving from the whole picture: a
+///   global search by appearance. Each half-resolution patch then starts from its parent's answer
+///   or its own transport's and searches within two pixels; each full-resolution patch takes the
+///   best of the 3×3 whole-pixel offsets around that.
 /// - A round reads the previous round's field only (Jacobi, not a raster scan), and the random
 ///   offsets are a hash of the position. The field is then a function of the frame and the
 ///   keyframe alone: identical on every run, however the rows are split between cores, and the
 ///   same for a frame whether a job starts there or before it (`--frames` chunks stay exact).
-/// - Each full-resolution pixel takes the edit of the four nearest patches' sources (bilinear in
-///   the patch grid, weighted by each patch's match quality): overlapping patches vote, as in
-///   EbSynth, so there is no seam between patches that point to different places.
-/// - A patch's match quality is `ImageAlignment.matchQuality`'s measure: its residual against
-///   what noise and a misalignment of half a patch-grid step (the offsets are whole half-pixels)
-///   would leave. Where nothing in the keyframe looks like the frame, it is near 0 and the
-///   colour part stays alone.
+/// - Each pixel takes the edit of the four nearest patches' sources (bilinear in the patch grid,
+///   weighted by each patch's match quality): overlapping patches vote, as in EbSynth, so there is
+///   no seam between patches that point to different places.
+/// - A patch's match quality is its residual against what noise, misalignment and its own
+///   contrast would leave (`ImageAlignment.matchQuality`'s measure with the patch's variance
+///   added: a source with the same structure but other fine texture still carries its style).
+///   Where nothing in the keyframe looks like the frame, it is near 0 and the colour part stays
+///   alone.
 struct PatchSynthesis: Sendable {
     static let radius = 2
 
