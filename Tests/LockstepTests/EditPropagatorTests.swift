@@ -146,7 +146,8 @@ struct PooledFeatures: FeatureEncoder {
     /// the keyframe. The style is an outline: the background within 4 px of each disc darkened
     /// to a quarter. No function of colour can give it (the same background colour is darkened
     /// beside a disc and not elsewhere), so the colour part alone leaves the new disc's ring as
-    /// it was.
+    /// it was (0.98 of its level; the synthesis 0.6, the truth 0.25). An outline on one of the
+    /// two discs only is a local edit, and is not copied.
     @Test func synthesisGivesNewContentTheKeyframesStyle() throws {
         let centres = [(30.0, 35.0), (34.0, 85.0)], newcomer = (118.0, 62.0)
         let background = PlanarImage(channels: 3, height: Self.size.height, width: Self.size.width,
@@ -194,6 +195,24 @@ struct PooledFeatures: FeatureEncoder {
             }
         } }
         ratio /= Double(count)
+        // The same outline on the first disc only is that disc's own (a sticker): the keyframe's
+        // other disc looks the same and has none, so the new disc does not get it either.
+        let local = EditPropagator(keyframes: [Keyframe(index: 0, original: discs(centres, outlined: false),
+                                                        edited: discs([centres[0]], outlined: true))],
+                                   encoder: PooledFeatures())
+        let localOut = try local.apply(to: frame, index: 1)
+        var kept: Double = 0, keptCount = 0
+        for y in 0..<frame.height { for x in 0..<frame.width {
+            let d = distance(x, y, newcomer)
+            if d >= 11.5 && d < 13.5 {
+                for ch in 0..<3 {
+                    let level: Float = localOut[ch, y, x] / frame[ch, y, x]
+                    kept += Double(level); keptCount += 1
+                }
+            }
+        } }
+        kept /= Double(keptCount)
+        #expect(kept > 0.9, "a sticker's outline was copied onto the new disc: its ring kept \(kept) of its level")
         #expect(ratio < 0.7, "the new disc's ring kept \(ratio) of its level; the outline keeps 0.25, the colour part alone 0.98")
         #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")
     }

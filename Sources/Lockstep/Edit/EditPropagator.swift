@@ -195,7 +195,7 @@ final class KeyframeEdit: @unchecked Sendable {
         colour = ColourTransform(original: key.original, edited: key.edited)
         samples = EditPropagator.carriedEdit(key, colour: colour)
         edits = samples.bSplineCoefficients()
-        synthesis = PatchSynthesis(original: key.original)
+        synthesis = PatchSynthesis(original: key.original, carried: samples)
         alignment = ImageAlignment(reference: key.original)
         // The alignment starts from the attention's answer pooled 4×4: the attention's own
         // sub-sample steps would change nothing it keeps (the same results, 3 ms less per 720p frame).

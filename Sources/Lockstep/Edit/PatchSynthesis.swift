@@ -31,14 +31,33 @@ import Tensor
 struct PatchSynthesis: Sendable {
     static let radius = 2
 
+    /// The search's pictures are at most this wide: frames wider are `scale`×`scale`-pooled
+    /// first. Its work per frame is then bounded whatever the resolution, and a patch covers
+    /// about the same share of the picture at any; its offsets are whole pixels there, `scale`
+    /// pixels at full size.
+    static let workingWidth = 640
+
+    /// Pixels of the frame per pixel of the search's pictures.
+    let scale: Int
+    /// The frame's size, and the search's pictures'.
+    let frameWidth: Int, frameHeight: Int
     let width: Int, height: Int
     /// The half-resolution grid; a half-resolution pixel u covers pixels 2u and 2u + 1.
     let gridWidth: Int, gridHeight: Int
     /// The keyframe's pooled picture, padded (`Padded`), and its full-size one.
     let key: Padded, fineKey: Padded, coarseKey: Padded
 
-    /// The keyframe's picture, full size.
-    init(original: PlanarImage) {
+    /// Per half-resolution patch of the keyframe: how far its edit can be told from its looks
+    /// (`predictability`). The synthesis takes a source's edit only that far.
+    let predictability: [Float]
+
+    /// The keyframe's picture, and what is carried of its edit (`EditPropagator.carriedEdit`:
+    /// three planes of edit, then the colour part's share), full size.
+    init(original: PlanarImage, carried: PlanarImage) {
+        frameWidth = original.width
+        frameHeight = original.height
+        scale = max(1, original.width / Self.workingWidth)
+        let original = scale > 1 ? original.averagePooled(scale) : original
         width = original.width
         height = original.height
         let pooled = original.averagePooled2()
@@ -47,6 +66,45 @@ struct PatchSynthesis: Sendable {
         key = Padded(pooled, radius: Self.radius)
         coarseKey = Padded(pooled.averagePooled2(), radius: Self.radius)
         fineKey = Padded(original, radius: Self.finePad)
+        let edit = PlanarImage(channels: 3, height: carried.height, width: carried.width,
+                               values: Array(carried.values[0..<(3 * carried.planeSize)]))
+        let reduced = scale > 1 ? edit.averagePooled(scale) : edit
+        predictability = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
+    }
+
+    /// Whether lookalikes were edited alike: each keyframe patch is matched with the most
+    /// similar patch elsewhere in the keyframe (see `away`), and their edits compared,
+    /// 1 − Σ|e_p − e_q|² / (Σ|e_p|² + Σ|e_q|² + noise): 1 where the two carry the same edit (a
+    /// style, which is a function of what the content looks like; also where neither carries
+    /// any), 0 where one carries an edit the other lacks (a sticker or a painted label, which
+    /// belongs to its place and must not be copied onto content that merely looks like what
+    /// is under it), in between as their edits correlate.
+    static func predictability(key: Padded, edit: PlanarImage, width gw: Int, height gh: Int) -> [Float] {
+        let count = gw * gh, r = radius, side = Int32(2 * r + 1)
+        // Lookalikes are sought a quarter of the picture away or more: an edit confined to a
+        // smaller region (a sticker, a label, however large its inside) has no lookalike with
+        // the same edit there, while a style, or an edit of all the sky, has.
+        let away = max(side, Int32(min(gw, gh) / 4))
+        var dx = (0..<count).map { u in u % gw + Int(away) < gw ? away : -away }, dy = [Int32](repeating: 0, count: count)
+        patchMatch(frame: key, key: key, width: gw, height: gh, dx: &dx, dy: &dy, active: Array(0..<count), exclusion: away)
+        let n = edit.planeSize, noise = Float(side * side * 3) * ImageAlignment.matchNoise * ImageAlignment.matchNoise
+        var out = [Float](repeating: 1, count: count)
+        edit.withUnsafeBufferPointer { e in
+            for u in 0..<count {
+                let ux = u % gw, uy = u / gw, qx = ux + Int(dx[u]), qy = uy + Int(dy[u])
+                var difference: Float = 0, energy: Float = noise
+                for j in -r...r { for i in -r...r {
+                    let a = min(max(uy + j, 0), gh - 1) * gw + min(max(ux + i, 0), gw - 1)
+                    let b = min(max(qy + j, 0), gh - 1) * gw + min(max(qx + i, 0), gw - 1)
+                    for ch in 0..<3 {
+                        let ea = e[ch * n + a], eb = e[ch * n + b]
+                        difference += (ea - eb) * (ea - eb); energy += ea * ea + eb * eb
+                    }
+                } }
+                out[u] = max(0, 1 - difference / energy)
+            }
+        }
+        return out
     }
 
     /// The full-resolution patch of half-resolution pixel u: 8×8 px, pixels 2u − 3 … 2u + 4 (its
@@ -99,6 +157,7 @@ struct PatchSynthesis: Sendable {
     /// and every patch's quality is measured there.
     func field(for frame: PlanarImage, start: (dx: [Int32], dy: [Int32]), trust: [Float]) -> Field {
         let gw = gridWidth, gh = gridHeight, count = gw * gh, r = Self.radius
+        let frame = scale > 1 ? frame.averagePooled(scale) : frame
         // The transport's own patches, on the full-resolution pictures: their costs, and what
         // noise and a misalignment of `matchSlack` would cost them (the allowance).
         let fine = Padded(frame, radius: Self.finePad)
@@ -178,12 +237,17 @@ struct PatchSynthesis: Sendable {
                             if d < best { best = d; ox[u] = x; oy[u] = y }
                         } }
                     }
-                    oq[u] = exp(-0.5 * best / (allowance[u] + contrast[u]))
+                    // The source's edit counts as far as lookalikes in the keyframe share it.
+                    let sx = min(max((2 &* (u % gw) &+ Int(ox[u])) / 2, 0), gw &- 1)
+                    let sy = min(max((2 &* (u / gw) &+ Int(oy[u])) / 2, 0), gh &- 1)
+                    let predictable = predictability[sy &* gw &+ sx]
+                    oq[u] = predictable * exp(-0.5 * best / (allowance[u] + contrast[u]))
                     // A source more than a pixel from the transport's is another place, not the
                     // same one refined, and it matched better: the two compete by their costs
                     // (a softmax at the allowance's scale), which the search's source wins.
                     if abs(ox[u] &- tx) > 1 || abs(oy[u] &- ty) > 1 {
-                        oc[u] = 1 / (1 + exp(min(0.5 * (transportCost[u] - best) / allowance[u], 80)))
+                        let yields = 1 - 1 / (1 + exp(min(0.5 * (transportCost[u] - best) / allowance[u], 80)))
+                        oc[u] = 1 - predictable * yields
                     }
                 }
             }
@@ -297,19 +361,22 @@ struct PatchSynthesis: Sendable {
     func start(from field: CorrespondenceField, factor: Int, origin: Float) -> (dx: [Int32], dy: [Int32], trust: [Float]) {
         let gw = gridWidth, gh = gridHeight, fw = field.width, fh = field.height, k = Float(factor)
         var dx = [Int32](repeating: 0, count: gw * gh), dy = dx, trust = [Float](repeating: 0, count: gw * gh)
+        // Search pixel X sits at frame pixel s·X + (s − 1)/2; a half-resolution pixel u at 2u + ½.
+        let s = Float(scale)
+        func centre(_ u: Int) -> Float { s * (2 * Float(u) + 0.5) + (s - 1) / 2 }
         for v in 0..<gh {
-            let fy = min(max((2 * Float(v) + 0.5 - origin) / k, 0), Float(fh - 1))
+            let fy = min(max((centre(v) - origin) / k, 0), Float(fh - 1))
             let y0 = min(Int(fy), fh - 1), y1 = min(y0 + 1, fh - 1), ay = fy - Float(y0)
             for u in 0..<gw {
-                let fx = min(max((2 * Float(u) + 0.5 - origin) / k, 0), Float(fw - 1))
+                let fx = min(max((centre(u) - origin) / k, 0), Float(fw - 1))
                 let x0 = min(Int(fx), fw - 1), x1 = min(x0 + 1, fw - 1), ax = fx - Float(x0)
                 func at(_ values: [Float], _ minus: (Int, Int) -> Float) -> Float {
                     (1 - ay) * ((1 - ax) * (values[y0 * fw + x0] - minus(x0, y0)) + ax * (values[y0 * fw + x1] - minus(x1, y0)))
                         + ay * ((1 - ax) * (values[y1 * fw + x0] - minus(x0, y1)) + ax * (values[y1 * fw + x1] - minus(x1, y1)))
                 }
-                // Displacement in pixels, to the nearest.
-                dx[v * gw + u] = Int32((k * at(field.x) { x, _ in Float(x) }).rounded())
-                dy[v * gw + u] = Int32((k * at(field.y) { _, y in Float(y) }).rounded())
+                // Displacement in the search's pixels, to the nearest.
+                dx[v * gw + u] = Int32((k * at(field.x) { x, _ in Float(x) } / s).rounded())
+                dy[v * gw + u] = Int32((k * at(field.y) { _, y in Float(y) } / s).rounded())
                 trust[v * gw + u] = at(field.confidence) { _, _ in 0 }
             }
         }
@@ -320,7 +387,7 @@ struct PatchSynthesis: Sendable {
     /// offsets to start from, updated), patches 5×5. Rounds are Jacobi steps (see the type's
     /// comment), so the answer does not depend on how the work is split.
     static func patchMatch(frame: Padded, key: Padded, width: Int, height: Int, dx: inout [Int32], dy: inout [Int32], active: [Int],
-                           steps: [Int] = [8, 4, 2, 1, 1], searchRadius: Int? = nil) {
+                           steps: [Int] = [8, 4, 2, 1, 1], searchRadius: Int? = nil, exclusion: Int32 = 0) {
         guard !active.isEmpty else { return }
         let count = width * height
         for u in 0..<count {
@@ -330,7 +397,8 @@ struct PatchSynthesis: Sendable {
         }
         var cost = [Float](repeating: .infinity, count: count)
         frame.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
-            let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: width, height: height)
+            var patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: width, height: height)
+            patches.exclusion = exclusion
             for u in active { cost[u] = patches.distance(u, Int32(u % width) &+ dx[u], Int32(u / width) &+ dy[u], bound: .infinity) }
             let radius = Int32(searchRadius ?? max(width, height))
             for (round, step) in steps.enumerated() {
@@ -356,6 +424,9 @@ struct PatchSynthesis: Sendable {
     struct Patches {
         let frame: UnsafePointer<Float>, key: UnsafePointer<Float>
         let stride: Int, width: Int, height: Int
+        /// Offsets shorter than this (either way) are not candidates: a picture matched with
+        /// itself must find another place.
+        var exclusion: Int32 = 0
 
         /// The cost of the frame's patch at u against the keyframe's at (sx, sy).
         @inline(__always)
@@ -378,6 +449,7 @@ struct PatchSynthesis: Sendable {
             @inline(__always) func attempt(_ ox: Int32, _ oy: Int32) {
                 let sx = min(max(ux &+ ox, 0), gw &- 1), sy = min(max(uy &+ oy, 0), gh &- 1)
                 if sx &- ux == bx && sy &- uy == by { return }
+                if max(abs(sx &- ux), abs(sy &- uy)) < exclusion { return }
                 let d = distance(u, sx, sy, bound: best)
                 if d < best { best = d; bx = sx &- ux; by = sy &- uy }
             }
@@ -444,8 +516,10 @@ struct PatchSynthesis: Sendable {
     @inline(__always)
     func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
                     quality: UnsafeMutablePointer<Float>, cap: UnsafeMutablePointer<Float>, skip: UnsafePointer<Float>) {
-        let w = width, h = height, n = w &* h, gw = field.width, gh = field.height
-        let gy = min(max((Float(y) - 0.5) / 2, 0), Float(gh - 1))
+        let w = frameWidth, h = frameHeight, n = w &* h, gw = field.width, gh = field.height, scale = self.scale
+        // Frame pixel x is search pixel (x − (s − 1)/2)/s, half-resolution pixel (that − ½)/2.
+        let s = Float(scale), shift = (s - 1) / 2 + s / 2
+        let gy = min(max((Float(y) - shift) / (2 * s), 0), Float(gh - 1))
         let y0 = min(Int(gy), gh - 1), y1 = min(y0 + 1, gh - 1), ay = gy - Float(y0)
         field.dx.withUnsafeBufferPointer { fx in field.dy.withUnsafeBufferPointer { fy in field.quality.withUnsafeBufferPointer { fq in
         field.transportCap.withUnsafeBufferPointer { fcap in
@@ -455,11 +529,11 @@ struct PatchSynthesis: Sendable {
                     out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1
                     continue
                 }
-                let gx = min(max((Float(x) - 0.5) / 2, 0), Float(gw - 1))
+                let gx = min(max((Float(x) - shift) / (2 * s), 0), Float(gw - 1))
                 let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = gx - Float(x0)
                 var v = SIMD4<Float>(), mass: Float = 0, q: Float = 0, c: Float = 0
                 @inline(__always) func vote(_ u: Int, _ b: Float) {
-                    let sx = min(max(x &+ Int(fx[u]), 0), w &- 1), sy = min(max(y &+ Int(fy[u]), 0), h &- 1)
+                    let sx = min(max(x &+ scale &* Int(fx[u]), 0), w &- 1), sy = min(max(y &+ scale &* Int(fy[u]), 0), h &- 1)
                     let s = sy &* w &+ sx, weight = b * (fq[u] + 1e-6)
                     v += weight * SIMD4(carried[s], carried[n &+ s], carried[2 &* n &+ s], carried[3 &* n &+ s])
                     mass += weight
