@@ -195,7 +195,10 @@ final class KeyframeEdit: @unchecked Sendable {
         colour = ColourTransform(original: key.original, edited: key.edited)
         samples = EditPropagator.carriedEdit(key, colour: colour)
         edits = samples.bSplineCoefficients()
-        synthesis = PatchSynthesis(original: key.original, carried: samples)
+        let explained = colour.delta(for: key.original).values
+        let unexplained = zip(zip(key.edited.values, key.original.values), explained).map { $0.0 - $0.1 - $1 }
+        synthesis = PatchSynthesis(original: key.original, carried: samples,
+                                   unexplained: PlanarImage(channels: 3, height: height, width: width, values: unexplained))
         alignment = ImageAlignment(reference: key.original)
         // The alignment starts from the attention's answer pooled 4×4: the attention's own
         // sub-sample steps would change nothing it keeps (the same results, 3 ms less per 720p frame).
@@ -210,9 +213,13 @@ final class KeyframeEdit: @unchecked Sendable {
         var field = attention.correspondence(for: features)
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
                                             measuringMatch: true)
-        let start = synthesis.start(from: field, factor: encoder.factor, origin: encoder.origin)
-        let synthesised = start.trust.contains { $0 < 1 - EditPropagator.negligibleConfidence }
-            ? synthesis.field(for: frame, start: (start.dx, start.dy), trust: start.trust) : nil
+        var synthesised: PatchSynthesis.Field?
+        if synthesis.contributes {
+            let start = synthesis.start(from: field, factor: encoder.factor, origin: encoder.origin)
+            if start.trust.contains(where: { $0 < 1 - EditPropagator.negligibleConfidence }) {
+                synthesised = synthesis.field(for: frame, start: (start.dx, start.dy), trust: start.trust)
+            }
+        }
         return Match(edit: self, carrier: Transport.RowCarrier(field: field, width: width, height: height,
                                                                factor: encoder.factor, origin: encoder.origin),
                      synthesised: synthesised)
