@@ -82,9 +82,8 @@ struct PatchSynthesis: Sendable {
         predictability = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
         let departure = (scale > 1 ? unexplained.averagePooled(scale) : unexplained).averagePooled2()
         let n = departure.planeSize, predictability = self.predictability
-        let predictable = (0..<n).map { u in
-            predictability[u] * max(abs(departure.values[u]), abs(departure.values[n + u]), abs(departure.values[2 * n + u]))
-        }
+        let d = departure.values
+        let predictable = (0..<n).map { u in predictability[u] * max(abs(d[u]), abs(d[n + u]), abs(d[2 * n + u])) }
         contributes = predictable.filter { $0 >= 16 / 255 }.count * 100 >= n
     }
 
