@@ -177,41 +177,32 @@ struct PooledFeatures: FeatureEncoder {
         let out = try propagator.apply(to: frame, index: 1)
         let truth = discs(centres + [newcomer], outlined: true)
         // Mean over the new disc's ring of output ÷ frame: the truth's is 0.25, the colour part's 1.
-        var ratio: Double = 0, count = 0, farError: Double = 0, farCount = 0
+        func ringLevel(_ output: PlanarImage) -> Double {
+            var sum: Double = 0, count = 0
+            for y in 0..<frame.height { for x in 0..<frame.width where (11.5..<13.5).contains(distance(x, y, newcomer)) {
+                for ch in 0..<3 {
+                    let level: Float = output[ch, y, x] / frame[ch, y, x]
+                    sum += Double(level); count += 1
+                }
+            } }
+            return sum / Double(count)
+        }
+        let ratio = ringLevel(out)
+        var farError: Double = 0, farCount = 0
         for y in 0..<frame.height { for x in 0..<frame.width {
-            let d = distance(x, y, newcomer)
-            if d >= 11.5 && d < 13.5 {
-                for ch in 0..<3 {
-                    let kept: Float = out[ch, y, x] / frame[ch, y, x]
-                    ratio += Double(kept); count += 1
-                }
-            }
             let far = (centres + [newcomer]).allSatisfy { (c: (Double, Double)) -> Bool in distance(x, y, c) > 20 }
-            if far {
-                for ch in 0..<3 {
-                    let error: Float = abs(out[ch, y, x] - truth[ch, y, x])
-                    farError += Double(error); farCount += 1
-                }
+            guard far else { continue }
+            for ch in 0..<3 {
+                let error: Float = abs(out[ch, y, x] - truth[ch, y, x])
+                farError += Double(error); farCount += 1
             }
         } }
-        ratio /= Double(count)
         // The same outline on the first disc only is that disc's own (a sticker): the keyframe's
         // other disc looks the same and has none, so the new disc does not get it either.
         let local = EditPropagator(keyframes: [Keyframe(index: 0, original: discs(centres, outlined: false),
                                                         edited: discs([centres[0]], outlined: true))],
                                    encoder: PooledFeatures())
-        let localOut = try local.apply(to: frame, index: 1)
-        var kept: Double = 0, keptCount = 0
-        for y in 0..<frame.height { for x in 0..<frame.width {
-            let d = distance(x, y, newcomer)
-            if d >= 11.5 && d < 13.5 {
-                for ch in 0..<3 {
-                    let level: Float = localOut[ch, y, x] / frame[ch, y, x]
-                    kept += Double(level); keptCount += 1
-                }
-            }
-        } }
-        kept /= Double(keptCount)
+        let kept = ringLevel(try local.apply(to: frame, index: 1))
         #expect(kept > 0.9, "a sticker's outline was copied onto the new disc: its ring kept \(kept) of its level")
         #expect(ratio < 0.7, "the new disc's ring kept \(ratio) of its level; the outline keeps 0.25, the colour part alone 0.98")
         #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")

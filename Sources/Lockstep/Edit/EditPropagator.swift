@@ -170,8 +170,10 @@ public final class EditPropagator: @unchecked Sendable {
 ///   band-limited sampling (`Transport`). On matched content each frame shows that part of the
 ///   keyframe's edit itself, moved, however the motion's sub-pixel phase falls.
 /// How far each pixel takes the carried part is how well its block matches the keyframe where it
-/// points (`ImageAlignment.matchQuality`). Content that matches nothing (uncovered, new or
-/// changed) gets the colour part alone, so it looks edited too, with no hole or seam.
+/// points (`ImageAlignment.matchQuality`). Content the transport does not reach (uncovered,
+/// new or changed) takes the edit of what looks like it in the keyframe (`PatchSynthesis`), as
+/// far as that matches; what matches nothing gets the colour part alone, so it looks edited too,
+/// with no hole or seam.
 /// With m the carried share of the colour part (see `carriedEdit`) and t the match quality, the
 /// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(δ − m · colour(original)).
 final class KeyframeEdit: @unchecked Sendable {
@@ -258,7 +260,9 @@ final class KeyframeEdit: @unchecked Sendable {
                             edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
                                                       quality: quality, cap: cap, skip: trust)
                         } else {
-                            for x in 0..<w { q[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1 }
+                            // Zeros, not whatever the scratch held: 0 × NaN would not vanish.
+                            q.initialize(repeating: 0, count: 4 &* w)
+                            for x in 0..<w { quality[x] = 0; cap[x] = 1 }
                         }
                         let line = y &* w
                         let red = frame + line, green = red + n, blue = green + n
