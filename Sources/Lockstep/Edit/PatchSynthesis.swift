@@ -79,6 +79,13 @@ struct PatchSynthesis: Sendable {
         let edit = PlanarImage(channels: 3, height: carried.height, width: carried.width,
                                values: Array(carried.values[0..<(3 * carried.planeSize)]))
         let reduced = scale > 1 ? edit.averagePooled(scale) : edit
+        // A picture under two patches across at quarter resolution gives the search nothing to
+        // work with (and no quarter-resolution grid at all under 4 px).
+        guard gridWidth >= 4 * Self.radius + 2, gridHeight >= 4 * Self.radius + 2 else {
+            predictability = []
+            contributes = false
+            return
+        }
         predictability = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
         let departure = (scale > 1 ? unexplained.averagePooled(scale) : unexplained).averagePooled2()
         let n = departure.planeSize, predictability = self.predictability
@@ -153,13 +160,14 @@ struct PatchSynthesis: Sendable {
     }
 
     /// The nearest-neighbour field of a frame: per half-resolution pixel, the offset to its source
-    /// in the keyframe (whole pixels, full resolution) and the patch's match quality in [0, 1].
+    /// in the keyframe (whole pixels of the search's pictures, `scale` pixels of the frame) and
+    /// the patch's match quality in [0, 1], the source's predictability included.
     struct Field: Sendable {
         let width: Int, height: Int
         var dx: [Int32], dy: [Int32]
         var quality: [Float]
-        /// Where the search left the transport's source for another: the transport's own patch
-        /// quality there, at most as much as the transport may be trusted; 1 elsewhere.
+        /// At most how far the transport may be trusted: below 1 where the search found another,
+        /// better source whose edit is predictable from its looks; 1 elsewhere.
         var transportCap: [Float]
     }
 
@@ -167,13 +175,14 @@ struct PatchSynthesis: Sendable {
     /// whole pixels, `trust` its confidence, per half-resolution pixel). Only patches the
     /// transport does not fully trust are searched; the others keep the transport's offset.
     ///
-    /// The search runs on the half-resolution pictures; each answer is then refined to the
-    /// whole pixel on the full-resolution ones (the 3×3 offsets around it, and the transport's),
-    /// and every patch's quality is measured there.
+    /// The search runs on the quarter-resolution pictures, then locally on the half-resolution
+    /// ones; each answer is refined to the whole pixel on the search's full-size pictures (the
+    /// 3×3 offsets around it, against the transport's), and every patch's quality is measured
+    /// there.
     func field(for frame: PlanarImage, start: (dx: [Int32], dy: [Int32]), trust: [Float]) -> Field {
         let gw = gridWidth, gh = gridHeight, count = gw * gh, r = Self.radius
         let frame = scale > 1 ? frame.averagePooled(scale) : frame
-        // The transport's own patches, on the full-resolution pictures: their costs, and what
+        // The transport's own patches, on the search's full-size pictures: their costs, and what
         // noise and a misalignment of `matchSlack` would cost them (the allowance).
         let fine = Padded(frame, radius: Self.finePad)
         let (energy, contrast) = Self.fineEnergies(fine, width: width, height: height, gridWidth: gw, gridHeight: gh)
