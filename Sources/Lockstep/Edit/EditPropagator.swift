@@ -195,10 +195,11 @@ final class KeyframeEdit: @unchecked Sendable {
         height = key.original.height
         self.encoder = encoder
         colour = ColourTransform(original: key.original, edited: key.edited)
-        samples = EditPropagator.carriedEdit(key, colour: colour)
+        let colourPart = colour.delta(for: key.original)
+        samples = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
         edits = samples.bSplineCoefficients()
-        let explained = colour.delta(for: key.original).values
-        let unexplained = zip(zip(key.edited.values, key.original.values), explained).map { $0.0 - $0.1 - $1 }
+        let e = key.edited.values, o = key.original.values, c = colourPart.values
+        let unexplained = (0..<e.count).map { e[$0] - o[$0] - c[$0] }
         synthesis = PatchSynthesis(original: key.original, carried: samples,
                                    unexplained: PlanarImage(channels: 3, height: height, width: width, values: unexplained))
         alignment = ImageAlignment(reference: key.original)
@@ -294,9 +295,10 @@ extension EditPropagator {
     /// that part is applied to each frame's own colours, exact under any motion; 0 where it does
     /// not (strokes, texture, a painted label, posterised or line-art tones, whose steep curves
     /// would make every edge shimmer as its sub-pixel phase changes), so the whole edit is carried.
-    static func carriedEdit(_ key: Keyframe, colour: ColourTransform) -> PlanarImage {
+    /// `colourPart` is `colour.delta(for: key.original)`, which the caller needs too.
+    static func carriedEdit(_ key: Keyframe, colour: ColourTransform, colourPart: PlanarImage) -> PlanarImage {
         let w = key.original.width, h = key.original.height, n = w * h
-        let e = key.edited.values, o = key.original.values, c = colour.delta(for: key.original).values
+        let e = key.edited.values, o = key.original.values, c = colourPart.values
         // What a frame half a pixel on would get from the colour function, against the keyframe's
         // colour part moved half a pixel: where they differ, the function would shimmer.
         let moved = colour.delta(for: halfPixelShifted(key.original)).values

@@ -222,13 +222,14 @@ struct PatchSynthesis: Sendable {
                     qx[c] = Int32((Float(field.dx[u]) / 4).rounded()); qy[c] = Int32((Float(field.dy[u]) / 4).rounded())
                 }
             }
-            let coarse = Padded(frame.averagePooled2().averagePooled2(), radius: r)
+            let half = frame.averagePooled2()
+            let coarse = Padded(half.averagePooled2(), radius: r)
             Self.patchMatch(frame: coarse, key: coarseKey, width: qw, height: qh, dx: &qx, dy: &qy,
                             active: (0..<(qw * qh)).filter { parents[$0] })
             // Each half-resolution patch starts from its parent's answer, or its own transport's
             // where that matches better, and searches locally: neighbours' offsets, and random
             // ones within two pixels.
-            let padded = Padded(frame.averagePooled2(), radius: r)
+            let padded = Padded(half, radius: r)
             padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
                 let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
                 for u in 0..<count {
