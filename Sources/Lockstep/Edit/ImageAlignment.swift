@@ -285,6 +285,8 @@ extension ImageAlignment {
 
         init(reference: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int, factor: Int,
              origin: Float) {
+            // Pictures are matched by their luma (`matched`); the interior blocks' sums rely on it.
+            precondition(reference.channels == 1 && frame.channels == 1)
             self.reference = reference
             self.frame = frame
             (gradientX, gradientY) = ImageAlignment.gradients(frame)
@@ -328,27 +330,11 @@ extension ImageAlignment {
                                     // its bilinear weights are the same at every pixel of the block.
                                     let fdx = dx.rounded(.down), fdy = dy.rounded(.down)
                                     let ax = dx - fdx, ay = dy - fdy
-                                    let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
                                     let shift = Int(fdy) &* rw &+ Int(fdx)
-                                    var py = yLo
-                                    while py <= yHi {
-                                        var px = xLo
-                                        while px <= xHi {
-                                            let at = py &* w &+ px
-                                            var rp = r + (py &* rw &+ px &+ shift), fq = f + at, gxq = gxp + at, gyq = gyp + at
-                                            for _ in 0..<c {
-                                                let residual = (w00 * rp[0] + w01 * rp[1] + w10 * rp[rw] + w11 * rp[rw &+ 1]) - fq[0]
-                                                let gx = gxq[0], gy = gyq[0]
-                                                hxx += gx * gx; hxy += gx * gy; hyy += gy * gy
-                                                bx -= gx * residual; by -= gy * residual
-                                                rr += residual * residual
-                                                rp += rplane; fq += plane; gxq += plane; gyq += plane
-                                            }
-                                            count += Float(c)
-                                            px &+= step
-                                        }
-                                        py &+= step
-                                    }
+                                    let sums = Self.interiorBlock(reference: r + shift, referenceWidth: rw, frame: f,
+                                                                  gradientX: gxp, gradientY: gyp, width: w,
+                                                                  x: xLo, y: yLo, xEnd: xHi, yEnd: yHi, step: step, ax: ax, ay: ay)
+                                    hxx = sums[0]; hxy = sums[1]; hyy = sums[2]; bx = sums[3]; by = sums[4]; rr = sums[5]; count = sums[6]
                                 } else {  // near a border: clamp each sample
                                     var py = max(yLo, 0)
                                     while py <= min(yHi, h &- 1) {
@@ -384,6 +370,35 @@ extension ImageAlignment {
                     }
                 }
             } } } } } } } }
+        }
+
+        /// `accumulate`'s sums over one block that lies inside both pictures (one channel): the
+        /// reference, already moved by the whole-pixel part of d, sampled bilinearly with the same
+        /// weights (ax, ay) at every pixel. Kept apart so that its loop has registers to itself.
+        /// Returns hxx, hxy, hyy, bx, by, Σ residual², the number of terms.
+        @inline(never)
+        static func interiorBlock(reference r: UnsafePointer<Float>, referenceWidth rw: Int, frame f: UnsafePointer<Float>,
+                                  gradientX gx: UnsafePointer<Float>, gradientY gy: UnsafePointer<Float>, width w: Int,
+                                  x xLo: Int, y yLo: Int, xEnd xHi: Int, yEnd yHi: Int, step: Int,
+                                  ax: Float, ay: Float) -> SIMD8<Float> {
+            let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
+            var hxx: Float = 0, hxy: Float = 0, hyy: Float = 0, bx: Float = 0, by: Float = 0, rr: Float = 0, count: Float = 0
+            var py = yLo
+            while py <= yHi {
+                let top = r + py &* rw, bottom = top + rw, line = py &* w
+                var px = xLo
+                while px <= xHi {
+                    let residual = (w00 * top[px] + w01 * top[px &+ 1]) + (w10 * bottom[px] + w11 * bottom[px &+ 1]) - f[line &+ px]
+                    let u = gx[line &+ px], v = gy[line &+ px]
+                    hxx += u * u; hxy += u * v; hyy += v * v
+                    bx -= u * residual; by -= v * residual
+                    rr += residual * residual
+                    count += 1
+                    px &+= step
+                }
+                py &+= step
+            }
+            return SIMD8(hxx, hxy, hyy, bx, by, rr, count, 0)
         }
 
         /// PatchMatch's propagation: each sample tries the displacements of the neighbours already
