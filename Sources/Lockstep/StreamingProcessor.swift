@@ -1,5 +1,6 @@
 import Foundation
 import MediaIO
+import Tensor
 
 /// How far a streaming job has got, for a progress display.
 public struct JobProgress: Sendable {
@@ -85,6 +86,8 @@ public enum StreamingProcessor {
                 if failure.error != nil { break }
                 var frame = frame
                 try process(&frame)
+                try sink?.prepare(&frame)
+                BufferPool.shared.releaseIdle()
                 done.framesDone += 1
                 if firstPts == nil { firstPts = frame.pts }
                 done.mediaSeconds = Double(frame.pts + frame.duration - firstPts!) * timeBase

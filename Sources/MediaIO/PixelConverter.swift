@@ -1,4 +1,5 @@
 import CFFmpeg
+import Foundation
 import Tensor
 
 /// Converts between a coded pixel format and planar float RGB in [0, 1], with no scaling.
@@ -21,6 +22,7 @@ final class PixelConverter {
     private let wide: Bool
     private let planes: UnsafeMutableRawPointer
     private let planeStride: Int
+    private let lock = NSLock()
 
     /// `color` says which matrix and range the coded side uses; ignored for RGB formats.
     /// `bits` is the depth of the integer RGB in between: 8, or 16 for deeper sources.
@@ -65,9 +67,13 @@ final class PixelConverter {
         (planes + k * planeStride * height).assumingMemoryBound(to: UInt8.self)
     }
 
-    /// Converts a decoded frame into `image` (3 × height × width, R, G, B planes).
+    /// Converts a decoded frame into `image` (3 × height × width, R, G, B planes). Frames are
+    /// converted where they are used, so two threads may ask at once; the planes in between are
+    /// one per converter.
     func toFloat(_ frame: UnsafePointer<AVFrame>, into image: inout PlanarImage) {
         precondition(direction == .toFloat)
+        lock.lock()
+        defer { lock.unlock() }
         if let yuv { return yuv.toFloat(frame, into: &image) }
         var dst: [UnsafeMutablePointer<UInt8>?] = [planePointer(0), planePointer(1), planePointer(2), nil]
         var dstStride: [Int32] = [Int32(planeStride), Int32(planeStride), Int32(planeStride), 0]
@@ -101,6 +107,8 @@ final class PixelConverter {
     /// Converts `image` into `frame`, whose buffers are already allocated in `codedFormat`.
     func fromFloat(_ image: PlanarImage, into frame: UnsafeMutablePointer<AVFrame>) {
         precondition(direction == .fromFloat)
+        lock.lock()
+        defer { lock.unlock() }
         if let yuv { return yuv.fromFloat(image, into: frame) }
         let w = width, h = height, stride = planeStride, wide = self.wide
         let targets = [planePointer(2), planePointer(0), planePointer(1)]  // R, G, B

@@ -196,9 +196,14 @@ public final class VideoReader: FrameSource {
         if converter == nil || converter!.codedFormat != format {
             converter = try PixelConverter(width: codedW, height: codedH, codedFormat: format, direction: .toFloat, color: info.color, bits: info.bitsPerComponent, path: path)
         }
-        var image = PlanarImage(uninitializedChannels: 3, height: codedH, width: codedW)
-        converter!.toFloat(UnsafePointer(frame), into: &image)
-        if quarterTurns != 0 { image = image.rotatedClockwise(quarterTurns: quarterTurns) }
+        // The frame keeps a reference to the decoder's picture, converted when it is first used.
+        guard let copy = av_frame_clone(frame) else { throw MediaError(.io, path: path, "out of memory") }
+        let decoded = DecodedPicture(copy), converter = converter!, turns = quarterTurns
+        let picture = Picture {
+            var image = PlanarImage(uninitializedChannels: 3, height: codedH, width: codedW)
+            converter.toFloat(UnsafePointer(decoded.frame), into: &image)
+            return turns != 0 ? image.rotatedClockwise(quarterTurns: turns) : image
+        }
 
         // Timestamps: the decoder's best guess, made strictly increasing so that muxers accept
         // them. A clock that restarts (streams joined end to end) steps back by more than a
@@ -222,7 +227,7 @@ public final class VideoReader: FrameSource {
         lastPts = pts
         var duration = lockstep_frame_duration(frame)
         if duration <= 0 { duration = frameDuration }
-        let result = VideoFrame(image: image, pts: pts, duration: duration, index: decodedCount)
+        let result = VideoFrame(picture: picture, pts: pts, duration: duration, index: decodedCount)
         decodedCount += 1
         return result
     }
@@ -295,3 +300,12 @@ public final class VideoReader: FrameSource {
     }
 }
 
+/// A reference to a decoded picture (the decoder's buffers stay allocated while it lives).
+final class DecodedPicture {
+    let frame: UnsafeMutablePointer<AVFrame>
+    init(_ frame: UnsafeMutablePointer<AVFrame>) { self.frame = frame }
+    deinit {
+        var f: UnsafeMutablePointer<AVFrame>? = frame
+        av_frame_free(&f)
+    }
+}

@@ -124,13 +124,36 @@ public final class VideoWriter: FrameSink {
 
     deinit { if !closed { abort() } }
 
-    public func write(_ frame: VideoFrame) throws {
+    /// Converts the frame to the encoder's pixel format (into a picture of its own, so that
+    /// several can wait for `write`).
+    public func prepare(_ frame: inout VideoFrame) throws {
+        try checkSize(frame)
+        guard let f = av_frame_alloc() else { throw MediaError(.io, path: shownPath, "out of memory") }
+        let picture = DecodedPicture(f)
+        f.pointee.format = handles.frame.pointee.format
+        f.pointee.width = Int32(info.width)
+        f.pointee.height = Int32(info.height)
+        try checkOutput(av_frame_get_buffer(f, 0), "allocate frame", path: shownPath)
+        converter.fromFloat(frame.image, into: f)
+        frame.replaceImage(by: picture)
+    }
+
+    private func checkSize(_ frame: VideoFrame) throws {
         guard frame.image.width == info.width, frame.image.height == info.height, frame.image.channels == 3 else {
             throw MediaError(.sizeMismatch, path: shownPath, "frame \(frame.index) is \(frame.image.width)×\(frame.image.height), the output is \(info.width)×\(info.height)")
         }
-        let f = handles.frame
-        try checkOutput(av_frame_make_writable(f), "make frame writable", path: shownPath)
-        converter.fromFloat(frame.image, into: f)
+    }
+
+    public func write(_ frame: VideoFrame) throws {
+        let f: UnsafeMutablePointer<AVFrame>
+        if let encoded = frame.encoded {
+            f = encoded.frame
+        } else {
+            try checkSize(frame)
+            f = handles.frame
+            try checkOutput(av_frame_make_writable(f), "make frame writable", path: shownPath)
+            converter.fromFloat(frame.image, into: f)
+        }
         var pts = av_rescale_q(frame.pts, info.timeBase.av, encoderTimeBase)
         if lastEncoderPts != Int64.min && pts <= lastEncoderPts { pts = lastEncoderPts + 1 }
         lastEncoderPts = pts

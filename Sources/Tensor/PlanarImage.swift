@@ -89,38 +89,66 @@ public struct PlanarImage: @unchecked Sendable {
 /// Recycles the buffers of released images. A video pipeline allocates and frees images of the
 /// same few sizes every frame; without recycling, every frame's buffer is fresh memory from the
 /// kernel (page faults on every frame), and malloc's per-thread arenas kept up to twice the
-/// working set alive. At most `limit` free buffers of each size are kept.
-final class BufferPool: @unchecked Sendable {
-    static let shared = BufferPool()
+/// working set alive. At most `limit` free buffers of each size are kept, and a streaming loop
+/// calls `releaseIdle` once a frame: what no frame has taken since the last call (the set-up's
+/// own temporaries, a size no longer used) goes back to the system, so the pool holds what one
+/// frame needs and no more.
+public final class BufferPool: @unchecked Sendable {
+    public static let shared = BufferPool()
     private let lock = NSLock()
-    private var free: [Int: [UnsafeMutablePointer<Float>]] = [:]
-    private let limit = 6
+    /// Free buffers by size; each marked idle once a `releaseIdle` call has seen it in the pool.
+    private var free: [Int: [(pointer: UnsafeMutablePointer<Float>, idle: Bool)]] = [:]
+    private let limit: Int
     /// Buffers smaller than this are left to malloc, which handles them well.
     private let minimumCount = 16384
 
-    func take(count: Int) -> UnsafeMutablePointer<Float> {
+    /// A pool that keeps up to `limit` free buffers of each size (`shared` is the images' own).
+    public init(limit: Int = 6) { self.limit = limit }
+
+    /// A buffer of `count` floats, uninitialised: recycled when one is free.
+    public func take(count: Int) -> UnsafeMutablePointer<Float> {
         if count >= minimumCount {
             lock.lock()
             let recycled = free[count]?.popLast()
             lock.unlock()
-            if let recycled { return recycled }
+            if let recycled { return recycled.pointer }
         }
         // 64-byte alignment keeps SIMD loads on cache-line boundaries.
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<Float>.stride, alignment: 64)
         return raw.bindMemory(to: Float.self, capacity: count)
     }
 
-    func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
+    /// Returns a buffer from `take`.
+    public func give(_ pointer: UnsafeMutablePointer<Float>, count: Int) {
         if count >= minimumCount {
             lock.lock()
             if free[count, default: []].count < limit {
-                free[count, default: []].append(pointer)
+                free[count, default: []].append((pointer, false))
                 lock.unlock()
                 return
             }
             lock.unlock()
         }
         UnsafeMutableRawPointer(pointer).deallocate()
+    }
+
+    /// Frees the buffers that have stayed in the pool since the last call, and marks the rest.
+    /// Buffers are taken from the end of each list, so the idle ones are those nearest its start.
+    public func releaseIdle() {
+        lock.lock()
+        var released: [UnsafeMutablePointer<Float>] = []
+        for (count, buffers) in free {
+            released += buffers.filter(\.idle).map(\.pointer)
+            free[count] = buffers.filter { !$0.idle }.map { ($0.pointer, true) }
+        }
+        lock.unlock()
+        for pointer in released { UnsafeMutableRawPointer(pointer).deallocate() }
+    }
+
+    /// Bytes held by free buffers (for tests and measurements).
+    public var bytesHeld: Int {
+        lock.lock(); defer { lock.unlock() }
+        return free.reduce(0) { $0 + $1.key * $1.value.count } * MemoryLayout<Float>.stride
     }
 }
 

@@ -24,6 +24,24 @@ import Testing
         #expect(fresh.values.allSatisfy { $0 == 0 }, "a recycled buffer must come back zeroed")
     }
 
+    /// A free buffer that nobody takes between two `releaseIdle` calls (a frame's time) goes
+    /// back to the system; one taken and given back in between stays for the next frame.
+    @Test func idleBuffersAreReleasedAfterAFrame() {
+        let pool = BufferPool(), count = 20_000, bytes = count * MemoryLayout<Float>.stride
+        let buffer = pool.take(count: count)
+        pool.give(buffer, count: count)
+        #expect(pool.bytesHeld == bytes)
+        pool.releaseIdle()
+        #expect(pool.bytesHeld == bytes, "seen idle once: kept")
+        let again = pool.take(count: count)
+        #expect(again == buffer, "the free buffer is recycled")
+        pool.give(again, count: count)
+        pool.releaseIdle()
+        #expect(pool.bytesHeld == bytes, "used since the last call: kept")
+        pool.releaseIdle()
+        #expect(pool.bytesHeld == 0, "idle for a whole frame: released")
+    }
+
     /// Each output sample is the mean of its own factor × factor block, a partial last block is
     /// dropped, and factor 1 is the identity.
     @Test(arguments: [1, 2, 3, 5])
