@@ -182,3 +182,16 @@ extension PlanarImage {
         return out
     }
 }
+
+extension PlanarImage {
+    /// `f` applied to each value of this image and the same position of `other` (of the same
+    /// shape), without copying either.
+    public func combined(with other: PlanarImage, _ f: (Float, Float) -> Float) -> PlanarImage {
+        precondition(channels == other.channels && height == other.height && width == other.width)
+        var out = PlanarImage(uninitializedChannels: channels, height: height, width: width)
+        withUnsafeBufferPointer { a in other.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = f(a[i], b[i]) }
+        } } }
+        return out
+    }
+}

@@ -93,7 +93,7 @@ struct Edit: ParsableCommand {
         }
         // The keyframes' own frames come from a second reader, which runs ahead of the stream to
         // each keyframe as the frames come to need it.
-        let originals = ForwardReader(try Media.openSource(input, damageLog: damage.log))
+        let originals = ForwardReader(try Media.openSource(input, damageLog: damage.log), last: keys.map(\.index).max()!)
         let sources = keys.map { key in
             KeyframeSource(index: key.index) { Keyframe(index: key.index, original: try originals.frame(key.index), edited: try ImageFile.read(key.image).image) }
         }
@@ -114,21 +114,33 @@ struct Edit: ParsableCommand {
     }
 }
 
-/// A video read forwards to the frames asked for, in increasing order.
+/// A video read forwards to the frames asked for, in increasing order. Once the last frame that
+/// will be asked for is read, the reader is closed: its decoder and buffers are not held while
+/// the rest of the video streams.
 final class ForwardReader {
-    let source: FrameSource
+    private var source: FrameSource?
+    private let path: String
+    private let last: Int
 
-    init(_ source: FrameSource) { self.source = source }
+    init(_ source: FrameSource, last: Int) {
+        self.source = source
+        path = source.path
+        self.last = last
+    }
 
     private var count = 0
 
-    /// Frame `index`, which must come after every frame asked for before.
+    /// Frame `index` (at most `last`), which must come after every frame asked for before.
     func frame(_ index: Int) throws -> PlanarImage {
-        while let frame = try source.next() {
+        precondition(index <= last, "only frames up to the last announced are asked for")
+        while let source, let frame = try source.next() {
             count = frame.index + 1
-            if frame.index == index { return frame.image }
+            if frame.index == index {
+                if index == last { self.source = nil }
+                return frame.image
+            }
             precondition(frame.index < index, "frames are asked for in increasing order")
         }
-        throw MediaError(.invalidArgument, path: source.path, "frame \(index) is outside the video, which has \(count) frames (0 to \(count - 1))")
+        throw MediaError(.invalidArgument, path: path, "frame \(index) is outside the video, which has \(count) frames (0 to \(count - 1))")
     }
 }

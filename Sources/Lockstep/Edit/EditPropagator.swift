@@ -182,8 +182,9 @@ final class KeyframeEdit: @unchecked Sendable {
     let attention: CrossFrameAttention
     /// What is carried of the edit (`carriedEdit`), as B-spline coefficients for `Transport`.
     let edits: PlanarImage
-    /// The same, as samples, for the synthesis's votes (whole-pixel sources).
-    let samples: PlanarImage
+    /// The same, as samples, for the synthesis's votes (whole-pixel sources); kept only where
+    /// the synthesis runs (`PatchSynthesis.contributes`).
+    let samples: PlanarImage?
     /// Where the transport fails: the edit synthesised by appearance.
     let synthesis: PatchSynthesis
     /// The keyframe's own picture, for the correspondence's last, pixel-level step.
@@ -196,12 +197,11 @@ final class KeyframeEdit: @unchecked Sendable {
         self.encoder = encoder
         colour = ColourTransform(original: key.original, edited: key.edited)
         let colourPart = colour.delta(for: key.original)
-        samples = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
-        edits = samples.bSplineCoefficients()
-        let e = key.edited.values, o = key.original.values, c = colourPart.values
-        let unexplained = (0..<e.count).map { e[$0] - o[$0] - c[$0] }
-        synthesis = PatchSynthesis(original: key.original, carried: samples,
-                                   unexplained: PlanarImage(channels: 3, height: height, width: width, values: unexplained))
+        let carried = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
+        edits = carried.bSplineCoefficients()
+        let unexplained = key.edited.combined(with: key.original, -).combined(with: colourPart, -)
+        synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
+        samples = synthesis.contributes ? carried : nil
         alignment = ImageAlignment(reference: key.original)
         // The alignment starts from the attention's answer pooled 4×4: the attention's own
         // sub-sample steps would change nothing it keeps (the same results, 3 ms less per 720p frame).
@@ -247,7 +247,7 @@ final class KeyframeEdit: @unchecked Sendable {
         func editRow(_ y: Int, of frame: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
             let w = edit.width, n = w * edit.height, size = edit.colour.size
             let carried = out, trust = out + 3 &* w
-            edit.edits.withUnsafeBufferPointer { r in edit.samples.withUnsafeBufferPointer { samples in
+            edit.edits.withUnsafeBufferPointer { r in
             edit.colour.lattice.withUnsafeBufferPointer { lattice in
                 let table = lattice.baseAddress!
                 carrier.withScratch { scratch in
@@ -257,9 +257,11 @@ final class KeyframeEdit: @unchecked Sendable {
                         let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w
                         carrier.carry(row: y, of: r.baseAddress!, width: w, height: edit.height, channels: 4, into: p, channelStride: w,
                                       confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
-                        if let synthesised {
-                            edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
-                                                      quality: quality, cap: cap, skip: trust)
+                        if let synthesised, let samples = edit.samples {
+                            samples.withUnsafeBufferPointer { samples in
+                                edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
+                                                          quality: quality, cap: cap, skip: trust)
+                            }
                         } else {
                             // Zeros, not whatever the scratch held: 0 × NaN would not vanish.
                             q.initialize(repeating: 0, count: 4 &* w)
@@ -278,7 +280,7 @@ final class KeyframeEdit: @unchecked Sendable {
                         }
                     }
                 }
-            } } }
+            } }
         }
     }
 }
@@ -298,23 +300,30 @@ extension EditPropagator {
     /// `colourPart` is `colour.delta(for: key.original)`, which the caller needs too.
     static func carriedEdit(_ key: Keyframe, colour: ColourTransform, colourPart: PlanarImage) -> PlanarImage {
         let w = key.original.width, h = key.original.height, n = w * h
-        let e = key.edited.values, o = key.original.values, c = colourPart.values
+        let delta = key.edited.combined(with: key.original, -)
         // What a frame half a pixel on would get from the colour function, against the keyframe's
         // colour part moved half a pixel: where they differ, the function would shimmer.
-        let moved = colour.delta(for: halfPixelShifted(key.original)).values
-        let colourMoved = halfPixelShifted(PlanarImage(channels: 3, height: h, width: w, values: c)).values
-        var unexplained = [Float](repeating: 0, count: n)
-        for ch in 0..<3 { for i in 0..<n {
-            let r = e[ch * n + i] - o[ch * n + i] - c[ch * n + i], d = moved[ch * n + i] - colourMoved[ch * n + i]
-            unexplained[i] += r * r + d * d
-        } }
-        var local = PlanarImage(channels: 1, height: h, width: w, values: unexplained)
-        for _ in 0..<spread { local = local.binomialSmoothed() }
-        let share = local.values.map { exp(-$0 / (tolerance * tolerance)) }
-        var values = [Float](repeating: 0, count: 4 * n)
-        for ch in 0..<3 { for i in 0..<n { values[ch * n + i] = e[ch * n + i] - o[ch * n + i] - share[i] * c[ch * n + i] } }
-        for i in 0..<n { values[3 * n + i] = share[i] }
-        return PlanarImage(channels: 4, height: h, width: w, values: values)
+        let movedDelta = colour.delta(for: halfPixelShifted(key.original))
+        let shimmer = movedDelta.combined(with: halfPixelShifted(colourPart), -)
+        var local = PlanarImage(channels: 1, height: h, width: w)
+        var carried = PlanarImage(uninitializedChannels: 4, height: h, width: w)
+        delta.withUnsafeBufferPointer { e in colourPart.withUnsafeBufferPointer { c in shimmer.withUnsafeBufferPointer { d in
+            local.withUnsafeMutableBufferPointer { u in
+                for ch in 0..<3 { for i in 0..<n {
+                    let r = e[ch &* n &+ i] - c[ch &* n &+ i], s = d[ch &* n &+ i]
+                    u[i] += r * r + s * s
+                } }
+            }
+            for _ in 0..<spread { local = local.binomialSmoothed() }
+            local.withUnsafeBufferPointer { u in carried.withUnsafeMutableBufferPointer { v in
+                for i in 0..<n {
+                    let share = exp(-u[i] / (tolerance * tolerance))
+                    for ch in 0..<3 { v[ch &* n &+ i] = e[ch &* n &+ i] - share * c[ch &* n &+ i] }
+                    v[3 &* n &+ i] = share
+                }
+            } }
+        } } }
+        return carried
     }
 
     /// The image sampled half a pixel right and down, band-limited (cubic B-spline).

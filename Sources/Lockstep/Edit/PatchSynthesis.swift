@@ -76,9 +76,10 @@ struct PatchSynthesis: Sendable {
         key = Padded(pooled, radius: Self.radius)
         coarseKey = Padded(pooled.averagePooled2(), radius: Self.radius)
         fineKey = Padded(original, radius: Self.finePad)
-        let edit = PlanarImage(channels: 3, height: carried.height, width: carried.width,
-                               values: Array(carried.values[0..<(3 * carried.planeSize)]))
-        let reduced = scale > 1 ? edit.averagePooled(scale) : edit
+        // The carried edit's three colour planes (not its fourth, the colour part's share), pooled.
+        let pooledCarried = scale > 1 ? carried.averagePooled(scale) : carried
+        let reduced = PlanarImage(channels: 3, height: pooledCarried.height, width: pooledCarried.width,
+                                  values: pooledCarried.withUnsafeBufferPointer { Array($0[0..<(3 * pooledCarried.planeSize)]) })
         // A picture under two patches across at quarter resolution gives the search nothing to
         // work with (and no quarter-resolution grid at all under 4 px).
         guard gridWidth >= 4 * Self.radius + 2, gridHeight >= 4 * Self.radius + 2 else {
