@@ -90,6 +90,14 @@ public struct VideoFrame: Sendable {
         set { picture = Picture(newValue) }
     }
 
+    /// The picture, which the frame no longer holds: the caller's copy is then the only one,
+    /// so that it can change it in place (set it back with `image`).
+    public mutating func takeImage() -> PlanarImage {
+        let image = picture.image
+        picture = Picture { preconditionFailure("a frame's image is read after it was taken") }
+        return image
+    }
+
     public init(image: PlanarImage, pts: Int64, duration: Int64, index: Int) {
         self.init(picture: Picture(image), pts: pts, duration: duration, index: index)
     }

@@ -102,7 +102,9 @@ struct Edit: ParsableCommand {
                                       overwrite: output.overwrite, options: output.encoder)
         let done = try ProgressView(label: "edit", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { frame in
-                frame.image = try propagator.apply(to: frame.image, index: frame.index)
+                var image = frame.takeImage()
+                try propagator.apply(to: &image, index: frame.index)
+                frame.image = image
             }, progress: update)
         }
         if report.json {

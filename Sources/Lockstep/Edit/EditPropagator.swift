@@ -109,16 +109,24 @@ public final class EditPropagator: @unchecked Sendable {
 
     /// Frame `index` (counted from 0 over the whole video), edited.
     public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
+        var out = frame
+        try apply(to: &out, index: index)
+        return out
+    }
+
+    /// Frame `index` edited in place: each row is read, then written, by the same worker, and
+    /// everything else the edit needs of the frame is taken before the rows (no second
+    /// full-size image: 25 MB at 1080p).
+    public func apply(to frame: inout PlanarImage, index: Int) throws {
         precondition(frame.width == width && frame.height == height)
-        if strength == 0 { return frame }
+        if strength == 0 { return }
         let active = neighbours(of: index)
         // The frame's features serve both keyframes between which it lies.
         let features = encoder.features(frame)
         let matched = try keyframes(active.map(\.position)).map { $0.match(frame, features: features) }
-        var out = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         let w = width, n = width * height, s = strength
-        frame.withUnsafeBufferPointer { f in out.withUnsafeMutableBufferPointer { o in
-            let fp = f.baseAddress!, op = o.baseAddress!
+        frame.withUnsafeMutableBufferPointer { f in
+            let fp = UnsafePointer(f.baseAddress!), op = f.baseAddress!
             parallelChunks(height, minimumChunk: 8) { rows in
                 // Per keyframe: its edit (3 rows) and match quality (1 row).
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * w * active.count) { buffer in
@@ -150,8 +158,7 @@ public final class EditPropagator: @unchecked Sendable {
                     }
                 }
             }
-        } }
-        return out
+        }
     }
 
     @inline(__always)
