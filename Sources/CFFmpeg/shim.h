@@ -12,6 +12,8 @@
 #include <libavutil/pixdesc.h>
 #include <libavutil/display.h>
 #include <libavutil/error.h>
+// Not FFmpeg's, but C glue all the same: mallopt, which Swift's Glibc module leaves out.
+#include <malloc.h>
 
 static inline int lockstep_averror(int posixError) { return AVERROR(posixError); }
 static inline int lockstep_averror_eof(void) { return AVERROR_EOF; }

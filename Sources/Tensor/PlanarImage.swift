@@ -145,6 +145,16 @@ public final class BufferPool: @unchecked Sendable {
         for pointer in released { UnsafeMutableRawPointer(pointer).deallocate() }
     }
 
+    /// Frees every free buffer: after a one-off step (a keyframe's set-up) whose temporaries
+    /// the frames to come will not use.
+    public func releaseAll() {
+        lock.lock()
+        let released = free.flatMap { count, buffers in buffers.map { ($0.pointer, count) } }
+        free.removeAll()
+        lock.unlock()
+        for (pointer, _) in released { UnsafeMutableRawPointer(pointer).deallocate() }
+    }
+
     /// Bytes held by free buffers (for tests and measurements).
     public var bytesHeld: Int {
         lock.lock(); defer { lock.unlock() }

@@ -194,4 +194,17 @@ extension PlanarImage {
         } } }
         return out
     }
+
+    /// `f` applied to each value of this image and the same position of `b` and `c`.
+    public func combined(with b: PlanarImage, _ c: PlanarImage, _ f: (Float, Float, Float) -> Float) -> PlanarImage {
+        precondition(channels == b.channels && height == b.height && width == b.width)
+        precondition(channels == c.channels && height == c.height && width == c.width)
+        var out = PlanarImage(uninitializedChannels: channels, height: height, width: width)
+        withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in c.withUnsafeBufferPointer { z in
+            out.withUnsafeMutableBufferPointer { o in
+                for i in 0..<o.count { o[i] = f(x[i], y[i], z[i]) }
+            }
+        } } }
+        return out
+    }
 }

@@ -102,6 +102,7 @@ public final class EditPropagator: @unchecked Sendable {
             let key = try sources[position].load()
             precondition(key.original.width == width && key.original.height == height && key.index == sources[position].index)
             let edit = KeyframeEdit(key, encoder: encoder, configuration: configuration)
+            BufferPool.shared.releaseAll()
             loaded[position] = edit
             return edit
         }
@@ -206,7 +207,7 @@ final class KeyframeEdit: @unchecked Sendable {
         let colourPart = colour.delta(for: key.original)
         let carried = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
         edits = carried.bSplineCoefficients()
-        let unexplained = key.edited.combined(with: key.original, -).combined(with: colourPart, -)
+        let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
         samples = synthesis.contributes ? carried : nil
         alignment = ImageAlignment(reference: key.original)
@@ -307,25 +308,30 @@ extension EditPropagator {
     /// `colourPart` is `colour.delta(for: key.original)`, which the caller needs too.
     static func carriedEdit(_ key: Keyframe, colour: ColourTransform, colourPart: PlanarImage) -> PlanarImage {
         let w = key.original.width, h = key.original.height, n = w * h
-        let delta = key.edited.combined(with: key.original, -)
-        // What a frame half a pixel on would get from the colour function, against the keyframe's
-        // colour part moved half a pixel: where they differ, the function would shimmer.
-        let movedDelta = colour.delta(for: halfPixelShifted(key.original))
-        let shimmer = movedDelta.combined(with: halfPixelShifted(colourPart), -)
         var local = PlanarImage(channels: 1, height: h, width: w)
+        // What a frame half a pixel on would get from the colour function, against the keyframe's
+        // colour part moved half a pixel: where they differ, the function would shimmer. (First,
+        // and on its own, so that its full-size temporaries are gone before the next.)
+        do {
+            let movedDelta = colour.delta(for: halfPixelShifted(key.original))
+            let shimmer = movedDelta.combined(with: halfPixelShifted(colourPart), -)
+            shimmer.withUnsafeBufferPointer { d in local.withUnsafeMutableBufferPointer { u in
+                for ch in 0..<3 { for i in 0..<n { u[i] += d[ch &* n &+ i] * d[ch &* n &+ i] } }
+            } }
+        }
         var carried = PlanarImage(uninitializedChannels: 4, height: h, width: w)
-        delta.withUnsafeBufferPointer { e in colourPart.withUnsafeBufferPointer { c in shimmer.withUnsafeBufferPointer { d in
+        key.edited.withUnsafeBufferPointer { e in key.original.withUnsafeBufferPointer { o in colourPart.withUnsafeBufferPointer { c in
             local.withUnsafeMutableBufferPointer { u in
                 for ch in 0..<3 { for i in 0..<n {
-                    let r = e[ch &* n &+ i] - c[ch &* n &+ i], s = d[ch &* n &+ i]
-                    u[i] += r * r + s * s
+                    let r = e[ch &* n &+ i] - o[ch &* n &+ i] - c[ch &* n &+ i]
+                    u[i] += r * r
                 } }
             }
             for _ in 0..<spread { local = local.binomialSmoothed() }
             local.withUnsafeBufferPointer { u in carried.withUnsafeMutableBufferPointer { v in
                 for i in 0..<n {
                     let share = exp(-u[i] / (tolerance * tolerance))
-                    for ch in 0..<3 { v[ch &* n &+ i] = e[ch &* n &+ i] - share * c[ch &* n &+ i] }
+                    for ch in 0..<3 { v[ch &* n &+ i] = e[ch &* n &+ i] - o[ch &* n &+ i] - share * c[ch &* n &+ i] }
                     v[3 &* n &+ i] = share
                 }
             } }
