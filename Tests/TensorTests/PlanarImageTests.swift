@@ -40,6 +40,11 @@ import Testing
         #expect(pool.bytesHeld == bytes, "used since the last call: kept")
         pool.releaseIdle()
         #expect(pool.bytesHeld == 0, "idle for a whole frame: released")
+        pool.withoutRecycling {
+            let temporary = pool.take(count: count)
+            pool.give(temporary, count: count)
+        }
+        #expect(pool.bytesHeld == 0, "a one-off step's temporaries are not kept")
     }
 
     /// Each output sample is the mean of its own factor × factor block, a partial last block is

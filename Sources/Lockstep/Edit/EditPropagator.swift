@@ -101,8 +101,7 @@ public final class EditPropagator: @unchecked Sendable {
             if let edit = loaded[position] { return edit }
             let key = try sources[position].load()
             precondition(key.original.width == width && key.original.height == height && key.index == sources[position].index)
-            let edit = KeyframeEdit(key, encoder: encoder, configuration: configuration)
-            BufferPool.shared.releaseAll()
+            let edit = BufferPool.shared.withoutRecycling { KeyframeEdit(key, encoder: encoder, configuration: configuration) }
             loaded[position] = edit
             return edit
         }
