@@ -111,9 +111,9 @@ public struct VideoFrame: Sendable {
 
     /// The picture in the sink's own format, made by `FrameSink.prepare`; the float picture is
     /// let go then, and is not to be read again.
-    var encoded: DecodedPicture?
+    var encoded: OwnedFrame?
 
-    mutating func replaceImage(by encoded: DecodedPicture) {
+    mutating func replaceImage(by encoded: OwnedFrame) {
         self.encoded = encoded
         picture = Picture { preconditionFailure("a frame prepared for its sink is not read again") }
     }

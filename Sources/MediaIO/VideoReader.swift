@@ -198,7 +198,7 @@ public final class VideoReader: FrameSource {
         }
         // The frame keeps a reference to the decoder's picture, converted when it is first used.
         guard let copy = av_frame_clone(frame) else { throw MediaError(.io, path: path, "out of memory") }
-        let decoded = DecodedPicture(copy), converter = converter!, turns = quarterTurns
+        let decoded = OwnedFrame(copy), converter = converter!, turns = quarterTurns
         let picture = Picture {
             var image = PlanarImage(uninitializedChannels: 3, height: codedH, width: codedW)
             converter.toFloat(UnsafePointer(decoded.frame), into: &image)
@@ -300,8 +300,10 @@ public final class VideoReader: FrameSource {
     }
 }
 
-/// A reference to a decoded picture (the decoder's buffers stay allocated while it lives).
-final class DecodedPicture {
+/// An AVFrame owned by a Swift object and freed with it: a reference to a decoder's picture
+/// (whose buffers stay allocated while it lives), or a picture made for the encoder. Only one
+/// thread uses it at a time (the frame's `Picture` serialises the conversion).
+final class OwnedFrame: @unchecked Sendable {
     let frame: UnsafeMutablePointer<AVFrame>
     init(_ frame: UnsafeMutablePointer<AVFrame>) { self.frame = frame }
     deinit {

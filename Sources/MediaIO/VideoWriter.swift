@@ -129,7 +129,7 @@ public final class VideoWriter: FrameSink {
     public func prepare(_ frame: inout VideoFrame) throws {
         try checkSize(frame)
         guard let f = av_frame_alloc() else { throw MediaError(.io, path: shownPath, "out of memory") }
-        let picture = DecodedPicture(f)
+        let picture = OwnedFrame(f)
         f.pointee.format = handles.frame.pointee.format
         f.pointee.width = Int32(info.width)
         f.pointee.height = Int32(info.height)
