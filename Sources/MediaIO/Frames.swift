@@ -87,7 +87,11 @@ public struct VideoFrame: Sendable {
     /// the thread that reads it (see `Picture`).
     public var image: PlanarImage {
         get { picture.image }
-        set { picture = Picture(newValue) }
+        set {
+            picture = Picture(newValue)
+            // A picture prepared for the sink (`encoded`) showed the old image.
+            encoded = nil
+        }
     }
 
     /// The picture, which the frame no longer holds: the caller's copy is then the only one,
