@@ -104,7 +104,7 @@ struct Deflicker: ParsableCommand {
         }
         let analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
         let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
-        let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)) }
+        let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)?()) }
         _ = try ProgressView(label: "deflicker: analysing", report: report, stage: "analysing").track { update in
             try StreamingProcessor.run(source: analysed, sink: nil, process: { frame in
                 try analysis.add(analysed.take(frame.index))
@@ -119,27 +119,29 @@ struct Deflicker: ParsableCommand {
         return try analysis.finish()
     }
 
-    /// Pass 2: each frame brought to its scene's consensus and written. For --json, E_warp before
-    /// and after is measured on the guide's motion, at up to 640 pixels wide, and the level drift
-    /// from the guide.
+    /// Pass 2: each frame brought to its scene's consensus and written; with a guide, the values
+    /// the input lost to clipping are taken from it (`DeflickerPlan.apply`). For --json, E_warp
+    /// before and after is measured on the guide's motion, at up to 640 pixels wide, and the
+    /// level drift from the guide.
     private func secondPass(_ input: String, source: FrameSource, sink: FrameSink, plan: DeflickerPlan) throws {
         var before = BrightnessFlicker(), after = BrightnessFlicker()
         var driftBefore = LevelDrift(), driftAfter = LevelDrift()
         for index in 0..<plan.frameCount where segment.range?.contains(index) ?? true { before.add(luma: Double(plan.lumas[index])) }
         let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
         let info = source.info
-        let measureGuide = try report.json ? guide.map {
+        let paired = try guide.map {
             GuidedSource(input: source, guide: try Media.openSource($0, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log),
-                         guidePath: $0, size: info)
-        } : nil
+                         guidePath: $0, size: info, eager: report.json)
+        }
         let done: JobProgress
         do {
             done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
-                try StreamingProcessor.run(source: measureGuide ?? source, sink: sink, process: { frame in
+                try StreamingProcessor.run(source: paired ?? source, sink: sink, process: { frame in
                     let original = frame.image
-                    frame.image = try plan.apply(to: original, index: frame.index)
+                    let guideOfFrame = paired?.guide(for: frame.index)
+                    frame.image = try plan.apply(to: original, index: frame.index, guide: guideOfFrame)
                     after.add(frame.image)
-                    let guideFrame = measureGuide?.guide(for: frame.index)
+                    let guideFrame = report.json ? guideOfFrame?() : nil
                     if let warping { warping.add(guide: guideFrame ?? original, outputs: [original, frame.image]) }
                     if let guideFrame {
                         driftBefore.add(original, original: guideFrame)
@@ -194,20 +196,24 @@ struct Deflicker: ParsableCommand {
     }
 }
 
-/// The input's frames, with the guide's decoded alongside on the same (reader) thread and scaled
-/// to the input's size: `guide(for:)` hands each frame's guide to the processing thread.
+/// The input's frames, with the guide's decoded alongside on the same (reader) thread:
+/// `guide(for:)` hands each frame's guide to the processing thread, scaled to the input's size.
+/// `eager`: converted and scaled on the reader thread (every guide frame is used); otherwise on
+/// the processing thread, for the frames whose guide is asked for.
 final class GuidedSource: FrameSource {
     let input: FrameSource
     let guide: FrameSource
     let guidePath: String
     let size: StreamInfo
-    private let guides = HandOver<PlanarImage>()
+    let eager: Bool
+    private let guides = HandOver<VideoFrame>()
 
-    init(input: FrameSource, guide: FrameSource, guidePath: String, size: StreamInfo) {
+    init(input: FrameSource, guide: FrameSource, guidePath: String, size: StreamInfo, eager: Bool = true) {
         self.input = input
         self.guide = guide
         self.guidePath = guidePath
         self.size = size
+        self.eager = eager
     }
 
     var info: StreamInfo { input.info }
@@ -218,12 +224,18 @@ final class GuidedSource: FrameSource {
         guard let guideFrame = try guide.next() else {
             throw MediaError(.invalidArgument, path: guidePath, "has fewer frames than \(input.path) (it ends before frame \(frame.index))")
         }
-        guides.put(guideFrame.image.resized(height: size.height, width: size.width), for: frame.index)
+        var handed = guideFrame
+        if eager { handed.image = guideFrame.image.resized(height: size.height, width: size.width) }
+        guides.put(handed, for: frame.index)
         return frame
     }
 
-    /// The guide of frame `index` (each is handed out once).
-    func guide(for index: Int) -> PlanarImage? { guides.take(index) }
+    /// The guide of frame `index` (each is handed out once), converted and scaled when called.
+    func guide(for index: Int) -> (() -> PlanarImage)? {
+        guard let frame = guides.take(index) else { return nil }
+        let (height, width) = (size.height, size.width)
+        return { frame.image.resized(height: height, width: width) }
+    }
 }
 
 /// Frames with the part of their analysis that needs no other frame done on the reader thread,

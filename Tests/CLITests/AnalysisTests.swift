@@ -9,14 +9,15 @@ import TestSupport
 @Suite struct AnalysisTests {
     /// The analysis made once (no OUTPUT) and shared by two parts run at the same time: joined,
     /// they are the run that reads the same analysis whole, bit for bit, and a fresh run's frames
-    /// within a level.
+    /// within a level. (Each part reads its own frames of the guide, for the values the input
+    /// lost to clipping.)
     @Test func partsShareOneAnalysis() throws {
         let dir = TemporaryDirectory()
         let (input, guide) = try DeflickerCLITests.flickering(in: dir)
         let make = try CLITests.run(["deflicker", input, "--guide", guide, "--analysis", dir.file("shot.analysis")])
         #expect(make.status == 0, "\(make.stderr)")
         #expect(make.stdout.hasPrefix("analysis of 10 frames written to \(dir.file("shot.analysis")) (") && make.stdout.hasSuffix("; scene cuts: none)\n"), "\(make.stdout)")
-        let common = ["deflicker", input, "--analysis", dir.file("shot.analysis"), "--codec", "ffv1", "--quiet"]
+        let common = ["deflicker", input, "--guide", guide, "--analysis", dir.file("shot.analysis"), "--codec", "ffv1", "--quiet"]
         let runs = ConcatTests.runTogether([common + ["-o", dir.file("whole.mkv")], common + ["--frames", "0:6", "-o", dir.file("a.mkv")],
                                             common + ["--frames", "6:", "-o", dir.file("b.mkv")]])
         for run in runs { #expect(run?.status == 0, "\(run?.stderr ?? "did not run")") }
@@ -37,7 +38,7 @@ import TestSupport
         let (input, guide) = try PipeTests.flickering(in: dir)
         #expect(try CLITests.run(["deflicker", input, "--guide", guide, "--analysis", dir.file("shot.analysis"), "-o", dir.file("direct.nut"), "--quiet"]).status == 0)
         let piped = try PipeTests.shell("""
-            ffmpeg -v error -i \(input) -f yuv4mpegpipe - | "$LOCKSTEP" deflicker - --analysis shot.analysis -o - --format nut \
+            ffmpeg -v error -i \(input) -f yuv4mpegpipe - | "$LOCKSTEP" deflicker - --guide \(guide) --analysis shot.analysis -o - --format nut \
               | ffmpeg -v error -f nut -i - -c copy piped.nut
             """, in: dir)
         #expect(piped.status == 0, "\(piped.stderr)")

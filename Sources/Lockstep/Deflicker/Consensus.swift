@@ -337,8 +337,21 @@ public struct ConsensusCorrection: Sendable {
     /// with ḡ_c the inverse of `consensus`' curve c (`CurveConsensus.consensus`) and `offset` one
     /// value per channel (with a guide, `DeflickerPlan`'s anchor; 0 without). Only smooth fields
     /// and per-value curves touch the frame, so its detail is its own.
+    ///
+    /// Where the frame was clipped (at white or at black) its own value is lost, and `v` is only
+    /// a bound: the truth lies between it and white (or black). With the frame's `guide` and
+    /// `held`, the tone relation of the frame's window to the guide (`DeflickerPlan`), the
+    /// window's other frames say what lies there: a clipped value takes what the correction
+    /// makes of its guide value, n_c · (ḡ_c(held_c(guide_c)) + offset_c), held within its
+    /// interval. That estimate does not depend on the frame's own flicker, as the interval's
+    /// middle does (a frame made brighter clips more, and higher), so the clipped parts stay
+    /// as still as the rest. (A normal's mean beyond the bound, with the spread of the values at
+    /// each guide level, came closer to the truth on pencil sketches but followed the flicker:
+    /// on the evaluation's cases up to 0.5 levels more brightness flicker.) Without a guide, or at a
+    /// guide value no frame of the window saw unclipped, a value clipped at white takes the
+    /// middle of its interval and one clipped at black its bound.
     public func apply(to frame: PlanarImage, appearance: FrameAppearance, consensus: [ToneCurve], offset: [Float] = [0, 0, 0],
-                      grid: AppearanceGrid) -> PlanarImage {
+                      grid: AppearanceGrid, guide: PlanarImage? = nil, held: ToneRelation? = nil) -> PlanarImage {
         let count = grid.count
         // The consensus gain at each of the frame's cells, read where the cell lies in the
         // reference; cells that matched poorly take it from their neighbours.
@@ -370,14 +383,17 @@ public struct ConsensusCorrection: Sendable {
             let table = consensus[c].inverseTable(lower: lower, upper: upper, count: entries)
             return offset[c] == 0 ? table : LookupTable(lower: lower, upper: upper, values: table.values.map { offset[c] + $0 })
         }
+        let predicted = guide == nil ? nil : held.map { held in inverse.indices.map { held.table(channel: $0, through: inverse[$0]) } }
         return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
-            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after)
+            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after,
+                   guide: predicted == nil ? nil : guide, predicted: predicted)
     }
 }
 
 /// Applies out = after(x) · inverse(before(x) · curve(v)) per pixel and channel, with the two
 /// grid fields interpolated to every pixel (Catmull–Rom between cell centres, linear beyond the
-/// outermost ones).
+/// outermost ones); with a guide, a clipped value is predicted as after(x) · predicted(guide(x))
+/// (`ConsensusCorrection.apply`).
 struct GridFieldApplier {
     let grid: AppearanceGrid
     let width: Int, height: Int
@@ -392,7 +408,21 @@ struct GridFieldApplier {
         rows = AxisWeights(positions: (0..<height).map(toCell), cells: grid.height)
     }
 
-    func apply(_ frame: PlanarImage, curves: [LookupTable], before: PlanarImage, inverse: [LookupTable], after: PlanarImage) -> PlanarImage {
+    /// Below this an input value was clipped at black; at or above `white`, at white.
+    static let black: Float = 0.5 / 255, white: Float = 1 - 0.5 / 255
+
+    /// Whether any of the picture's values was clipped, at white or at black.
+    static func hasClippedValues(_ picture: PlanarImage) -> Bool {
+        picture.withUnsafeBufferPointer { p in
+            var low = Float.infinity, high = -Float.infinity
+            for i in 0..<p.count { low = min(low, p[i]); high = max(high, p[i]) }
+            return low <= black || high >= white
+        }
+    }
+
+    func apply(_ frame: PlanarImage, curves: [LookupTable], before: PlanarImage, inverse: [LookupTable], after: PlanarImage,
+               guide: PlanarImage? = nil, predicted: [LookupTable]? = nil) -> PlanarImage {
+        precondition(guide == nil || (guide!.count == frame.count && predicted?.count == 3))
         let w = width, h = height, gw = grid.width, gh = grid.height, plane = w * h
         // Both fields, each grid row interpolated across the full width first: (field, c, gy, x).
         var wide = [Float](repeating: 0, count: 2 * 3 * gh * w)
@@ -409,15 +439,17 @@ struct GridFieldApplier {
             }
         }
         var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
-        let white: Float = 1 - 0.5 / 255
+        let white = Self.white, black = Self.black
+        let guidePixels = guide ?? PlanarImage(channels: 1, height: 1, width: 1)
         frame.withUnsafeBufferPointer { fb in out.withUnsafeMutableBufferPointer { ob in wide.withUnsafeBufferPointer { wb in
-            let src = fb.baseAddress!, dst = ob.baseAddress!, rowsWide = wb.baseAddress!
+          guidePixels.withUnsafeBufferPointer { gb in
+            let src = fb.baseAddress!, dst = ob.baseAddress!, rowsWide = wb.baseAddress!, guideBase = gb.baseAddress!
             parallelChunks(h, minimumChunk: 8) { range in
                 // This row's two gains, interpolated down the grid rows first (a loop the compiler
                 // vectorises), then the per-value lookups.
-                let gains = UnsafeMutablePointer<Float>.allocate(capacity: 2 * w)
+                let gains = UnsafeMutablePointer<Float>.allocate(capacity: 3 * w)
                 defer { gains.deallocate() }
-                let before = gains, after = gains + w
+                let before = gains, after = gains + w, guess = gains + 2 * w
                 for y in range {
                     let (i, t) = (rows.index[y], rows.weight[y])
                     for c in 0..<3 {
@@ -431,6 +463,13 @@ struct GridFieldApplier {
                         }
                         let curve = curves[c], inv = inverse[c]
                         let s = src + c * plane + y * w, d = dst + c * plane + y * w
+                        if let predicted {
+                            let g = guideBase + c * plane + y * w, table = predicted[c]
+                            table.values.withUnsafeBufferPointer { pv in
+                                let pp = pv.baseAddress!
+                                for x in 0..<w { guess[x] = after[x] * pp[table.index(g[x])] }
+                            }
+                        }
                         // The two lookups (gathers, so scalar), into `after`...
                         curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
                             let cp = cv.baseAddress!, ip = iv.baseAddress!
@@ -440,13 +479,28 @@ struct GridFieldApplier {
                         // clipped: its truth lies anywhere between v and white, so it takes the
                         // middle of that interval. (Taking v paints flat grey patches where the
                         // picture was white.)
-                        for x in 0..<w {
-                            let v = after[x], clipped = s[x] >= white && v < 1
-                            d[x] = clipped ? 0.5 * (v + 1) : min(max(v, 0), 1)
+                        if predicted == nil {
+                            for x in 0..<w {
+                                let v = after[x], clipped = s[x] >= white && v < 1
+                                d[x] = clipped ? 0.5 * (v + 1) : min(max(v, 0), 1)
+                            }
+                        } else {
+                            // With a guide, the prediction held within the clipped value's interval.
+                            for x in 0..<w {
+                                let v = min(max(after[x], 0), 1), p = guess[x]
+                                if s[x] >= white && v < 1 {
+                                    d[x] = p.isNaN ? 0.5 * (v + 1) : min(max(p, v), 1)
+                                } else if s[x] <= black && v > 0 {
+                                    d[x] = p.isNaN ? v : min(max(p, 0), v)
+                                } else {
+                                    d[x] = v
+                                }
+                            }
                         }
                     }
                 }
             }
+          }
         } } }
         return out
     }

@@ -670,12 +670,17 @@ public final class DeflickerPlan {
     /// guide's values (its consensus curves' inverse, then the reference's gain field on average
     /// over the frame) to the edit's tone: the anchor.
     private func anchor(at i: Int) throws -> [Float] {
-        let (lower, upper) = try window(around: i)
-        let held = ToneRelation.robustMean(try (lower...upper).map { try toneRecord($0).shot })
+        let held = try heldTone(at: i)
         let edit = editTones[cuts.lastIndex(where: { $0 <= i }).map { $0 + 1 } ?? 0]
         let reference = try toneRecord(i).scene
         if fieldMeans[reference] == nil { fieldMeans[reference] = ConsensusCorrection(gain: try gains.gain(of: reference)).meanGain }
         return held.offset(through: try consensus(at: i), field: fieldMeans[reference]!, to: edit)
+    }
+
+    /// H_f: the tone against the guide of frame i's window, its frames mapped to the reference.
+    private func heldTone(at i: Int) throws -> ToneRelation {
+        let (lower, upper) = try window(around: i)
+        return ToneRelation.robustMean(try (lower...upper).map { try toneRecord($0).shot })
     }
 
     /// The parts of frame i's record that the tone needs, read once while they are in use.
@@ -708,8 +713,10 @@ public final class DeflickerPlan {
         return (0..<3).map { offsets[index - first][$0] - Float(mean[$0]) }
     }
 
-    /// Frame `index` (counted from 0 over the whole video) made consistent.
-    public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
+    /// Frame `index` (counted from 0 over the whole video) made consistent. `guide`, with a
+    /// guided plan: the frame's guide at its size, asked for only where the frame was clipped
+    /// (`ConsensusCorrection.apply` takes what was lost there from it).
+    public func apply(to frame: PlanarImage, index: Int, guide: (() throws -> PlanarImage)? = nil) throws -> PlanarImage {
         guard index < frameCount else { throw OtherFrame(index: index, frameCount: frameCount, analysed: nil, given: nil) }
         let luma = Float(FlickerAnalyzer.meanLuma(frame))
         guard abs(luma - lumas[index]) <= Self.lumaTolerance else {
@@ -718,9 +725,15 @@ public final class DeflickerPlan {
         let (current, _, _, scene) = try appearance(of: index)
         let offset = guided ? try drift(at: index) : [0, 0, 0]
         let consensus = try consensus(at: index)
+        var guideImage: PlanarImage?, held: ToneRelation?
+        if guided, let guide, GridFieldApplier.hasClippedValues(frame) {
+            guideImage = try guide()
+            held = try heldTone(at: index)
+        }
         toneCache = toneCache.filter { $0.key >= index - Self.window }
         consensusCache = consensusCache.filter { $0.key >= index }
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
-        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: offset, grid: outputGrid)
+        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: offset, grid: outputGrid,
+                                   guide: guideImage, held: held)
     }
 }

@@ -67,6 +67,26 @@ public struct ToneRelation: Sendable {
         return out
     }
 
+    /// Channel c's relation tabulated over guide values [0, 1] in `count` steps, each value then
+    /// taken through `after`: linear between the levels known, NaN outside the first and last
+    /// known (nothing says what lies there).
+    public func table(channel c: Int, through after: LookupTable, count: Int = 1024) -> LookupTable {
+        let base = c * Self.levels, last = Self.levels - 1
+        let known = (0...last).filter { values[base + $0].isFinite }
+        var table = [Float](repeating: .nan, count: count)
+        guard let first = known.first, let final = known.last else { return LookupTable(lower: 0, upper: 1, values: table) }
+        var k = 0
+        for i in 0..<count {
+            let t = Float(i) / Float(count - 1) * Float(last)
+            guard t >= Float(first), t <= Float(final) else { continue }
+            while k + 1 < known.count && Float(known[k + 1]) < t { k += 1 }
+            let j0 = known[k], j1 = known[min(k + 1, known.count - 1)]
+            let a = j1 > j0 ? (t - Float(j0)) / Float(j1 - j0) : 0
+            table[i] = after.values[after.index(values[base + j0] + a * (values[base + j1] - values[base + j0]))]
+        }
+        return LookupTable(lower: 0, upper: 1, values: table)
+    }
+
     /// The identity: every value related to itself, at every level.
     public static let identity = ToneRelation(values: (0..<(3 * levels)).map { Float($0 % levels) / Float(levels - 1) },
                                               weights: [Float](repeating: 1, count: 3 * levels))
