@@ -449,7 +449,7 @@ struct GridFieldApplier {
                 // vectorises), then the per-value lookups.
                 let gains = UnsafeMutablePointer<Float>.allocate(capacity: 3 * w)
                 defer { gains.deallocate() }
-                let before = gains, after = gains + w, guess = gains + 2 * w
+                let before = gains, after = gains + w, field = gains + 2 * w
                 for y in range {
                     let (i, t) = (rows.index[y], rows.weight[y])
                     for c in 0..<3 {
@@ -463,13 +463,8 @@ struct GridFieldApplier {
                         }
                         let curve = curves[c], inv = inverse[c]
                         let s = src + c * plane + y * w, d = dst + c * plane + y * w
-                        if let predicted {
-                            let g = guideBase + c * plane + y * w, table = predicted[c]
-                            table.values.withUnsafeBufferPointer { pv in
-                                let pp = pv.baseAddress!
-                                for x in 0..<w { guess[x] = after[x] * pp[table.index(g[x])] }
-                            }
-                        }
+                        // With a guide, the field kept for the clipped values' predictions.
+                        if predicted != nil { field.update(from: after, count: w) }
                         // The two lookups (gathers, so scalar), into `after`...
                         curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
                             let cp = cv.baseAddress!, ip = iv.baseAddress!
@@ -485,15 +480,22 @@ struct GridFieldApplier {
                                 d[x] = clipped ? 0.5 * (v + 1) : min(max(v, 0), 1)
                             }
                         } else {
-                            // With a guide, the prediction held within the clipped value's interval.
-                            for x in 0..<w {
-                                let v = min(max(after[x], 0), 1), p = guess[x]
-                                if s[x] >= white && v < 1 {
-                                    d[x] = p.isNaN ? 0.5 * (v + 1) : min(max(p, v), 1)
-                                } else if s[x] <= black && v > 0 {
-                                    d[x] = p.isNaN ? v : min(max(p, 0), v)
-                                } else {
-                                    d[x] = v
+                            // With a guide, the prediction held within the clipped value's
+                            // interval (looked up only there: few values are clipped).
+                            let g = guideBase + c * plane + y * w, table = predicted![c]
+                            table.values.withUnsafeBufferPointer { pv in
+                                let pp = pv.baseAddress!
+                                for x in 0..<w {
+                                    let v = min(max(after[x], 0), 1)
+                                    if s[x] >= white && v < 1 {
+                                        let p = field[x] * pp[table.index(g[x])]
+                                        d[x] = p.isNaN ? 0.5 * (v + 1) : min(max(p, v), 1)
+                                    } else if s[x] <= black && v > 0 {
+                                        let p = field[x] * pp[table.index(g[x])]
+                                        d[x] = p.isNaN ? v : min(max(p, 0), v)
+                                    } else {
+                                        d[x] = v
+                                    }
                                 }
                             }
                         }
