@@ -383,16 +383,15 @@ public struct ConsensusCorrection: Sendable {
             let table = consensus[c].inverseTable(lower: lower, upper: upper, count: entries)
             return offset[c] == 0 ? table : LookupTable(lower: lower, upper: upper, values: table.values.map { offset[c] + $0 })
         }
-        let predicted = guide == nil ? nil : held.map { held in inverse.indices.map { held.table(channel: $0, through: inverse[$0]) } }
+        let prediction = guide.flatMap { guide in held.map { held in (guide, inverse.indices.map { held.table(channel: $0, through: inverse[$0]) }) } }
         return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
-            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after,
-                   guide: predicted == nil ? nil : guide, predicted: predicted)
+            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after, prediction: prediction)
     }
 }
 
 /// Applies out = after(x) · inverse(before(x) · curve(v)) per pixel and channel, with the two
 /// grid fields interpolated to every pixel (Catmull–Rom between cell centres, linear beyond the
-/// outermost ones); with a guide, a clipped value is predicted as after(x) · predicted(guide(x))
+/// outermost ones); with a `prediction`, a clipped value is predicted as after(x) · table(guide(x))
 /// (`ConsensusCorrection.apply`).
 struct GridFieldApplier {
     let grid: AppearanceGrid
@@ -421,8 +420,9 @@ struct GridFieldApplier {
     }
 
     func apply(_ frame: PlanarImage, curves: [LookupTable], before: PlanarImage, inverse: [LookupTable], after: PlanarImage,
-               guide: PlanarImage? = nil, predicted: [LookupTable]? = nil) -> PlanarImage {
-        precondition(guide == nil || (guide!.count == frame.count && predicted?.count == 3))
+               prediction: (guide: PlanarImage, tables: [LookupTable])? = nil) -> PlanarImage {
+        precondition(prediction == nil || (prediction!.guide.count == frame.count && prediction!.tables.count == 3))
+        let predicted = prediction?.tables
         let w = width, h = height, gw = grid.width, gh = grid.height, plane = w * h
         // Both fields, each grid row interpolated across the full width first: (field, c, gy, x).
         var wide = [Float](repeating: 0, count: 2 * 3 * gh * w)
@@ -440,7 +440,7 @@ struct GridFieldApplier {
         }
         var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
         let white = Self.white, black = Self.black
-        let guidePixels = guide ?? PlanarImage(channels: 1, height: 1, width: 1)
+        let guidePixels = prediction?.guide ?? PlanarImage(channels: 1, height: 1, width: 1)
         frame.withUnsafeBufferPointer { fb in out.withUnsafeMutableBufferPointer { ob in wide.withUnsafeBufferPointer { wb in
           guidePixels.withUnsafeBufferPointer { gb in
             let src = fb.baseAddress!, dst = ob.baseAddress!, rowsWide = wb.baseAddress!, guideBase = gb.baseAddress!
