@@ -24,6 +24,26 @@ import TestSupport
         #expect(quality > 30, "PSNR \(quality) dB against the peak")
         #expect(confidence.values.allSatisfy { abs($0 - 0.75) < 1e-6 })
     }
+
+    /// Four channels are carried interleaved (one pixel's taps adjacent, as the edit carries its
+    /// three planes and colour share): the same as each plane carried alone, in the interior and
+    /// where the field reaches past the borders.
+    @Test func fourChannelsCarryAsEachPlaneAlone() {
+        let w = 72, h = 56, fw = 9, fh = 7
+        let image = texture(channels: 4, width: w, height: h, seed: 33)
+        // A rotating, expanding field: displacements of up to 5 px, out of the picture at its edges.
+        let field = CorrespondenceField(width: fw, height: fh,
+                                        x: (0..<(fw * fh)).map { i in Float(i % fw) * 1.12 - Float(i / fw) * 0.08 - 0.3 },
+                                        y: (0..<(fw * fh)).map { i in Float(i / fw) * 1.1 + Float(i % fw) * 0.07 + 0.2 },
+                                        confidence: [Float](repeating: 1, count: fw * fh))
+        let together = Transport.carry(image, along: field, factor: 8, origin: 3.5).image
+        var worst: Float = 0
+        for c in 0..<4 {
+            let alone = Transport.carry(image.channels(c..<(c + 1)), along: field, factor: 8, origin: 3.5).image
+            for y in 0..<h { for x in 0..<w { worst = max(worst, abs(together[c, y, x] - alone[0, y, x])) } }
+        }
+        #expect(worst < 1e-5, "largest difference \(worst)")
+    }
 }
 
 @Suite struct ImageAlignmentTests {

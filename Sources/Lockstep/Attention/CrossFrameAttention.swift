@@ -27,6 +27,43 @@ public struct CorrespondenceField: Sendable {
         self.confidence = confidence
     }
 
+    /// This field, found on pyramid level `level`, on the level-0 grid of `width` × `height`
+    /// samples: sample X of level l sits at 2^l·X + (2^l − 1)/2 on level 0 (`FeaturePyramid`), and
+    /// the displacement and confidence are interpolated bilinearly between level-l samples.
+    public func expanded(from level: Int, toWidth width: Int, height: Int) -> CorrespondenceField {
+        if level == 0 { return self }
+        let scale = Float(1 << level), offset = (scale - 1) / 2
+        var out = CorrespondenceField(width: width, height: height)
+        var displacement = self
+        for i in 0..<x.count {
+            displacement.x[i] = x[i] - Float(i % self.width)
+            displacement.y[i] = y[i] - Float(i / self.width)
+        }
+        for j in 0..<height {
+            let v = (Float(j) - offset) / scale
+            for i in 0..<width {
+                let u = (Float(i) - offset) / scale
+                let d = displacement.sample(u, v)
+                let o = j * width + i
+                out.x[o] = Float(i) + scale * d.x
+                out.y[o] = Float(j) + scale * d.y
+                out.confidence[o] = displacement.sampleConfidence(u, v)
+            }
+        }
+        return out
+    }
+
+    /// The confidence at a fractional query position (bilinear; clamped at the borders).
+    func sampleConfidence(_ px: Float, _ py: Float) -> Float {
+        let fx = min(max(px, 0), Float(width - 1)), fy = min(max(py, 0), Float(height - 1))
+        let x0 = Int(fx), y0 = Int(fy)
+        let x1 = min(x0 + 1, width - 1), y1 = min(y0 + 1, height - 1)
+        let ax = fx - Float(x0), ay = fy - Float(y0)
+        let top = confidence[y0 * width + x0] * (1 - ax) + confidence[y0 * width + x1] * ax
+        let bottom = confidence[y1 * width + x0] * (1 - ax) + confidence[y1 * width + x1] * ax
+        return top * (1 - ay) + bottom * ay
+    }
+
     /// The field at a fractional query position (bilinear; clamped at the borders).
     func sample(_ px: Float, _ py: Float) -> (x: Float, y: Float) {
         let fx = min(max(px, 0), Float(width - 1)), fy = min(max(py, 0), Float(height - 1))
@@ -71,6 +108,11 @@ public struct CrossFrameAttention: Sendable {
         /// Gauss–Newton steps under the finest level's grid. A caller that refines the answer on
         /// the pictures anyway (`ImageAlignment`) can do without them.
         public var subsampleSteps = true
+        /// The pyramid level the search stops at (0: the features' own grid); the answer is then
+        /// interpolated onto the finest grid. A caller that refines it on the pictures from the
+        /// answer pooled 2^l × 2^l (`ImageAlignment.startingLevel`) need not search much finer:
+        /// level 0 alone is three quarters of the search's work.
+        public var finestLevel = 0
 
         public init() {}
     }
@@ -99,32 +141,37 @@ public struct CrossFrameAttention: Sendable {
     public func correspondence(for frame: FeaturePyramid) -> CorrespondenceField {
         var forward = Self.search(queries: frame, keys: reference, configuration)
         let backward = Self.search(queries: reference, keys: frame, configuration)
+        // Agreement in samples of the level the search stopped at, where the answer was decided.
         let scale = 2 * configuration.consistencyScale * configuration.consistencyScale
-        for i in 0..<forward.x.count {
-            let px = Float(i % forward.width), py = Float(i / forward.width)
-            let back = backward.sample(forward.x[i], forward.y[i])
+        for i in 0..<forward.field.x.count {
+            let px = Float(i % forward.field.width), py = Float(i / forward.field.width)
+            let back = backward.field.sample(forward.field.x[i], forward.field.y[i])
             let dx = back.x - px, dy = back.y - py
-            forward.confidence[i] *= exp(-(dx * dx + dy * dy) / scale)
+            forward.field.confidence[i] *= exp(-(dx * dx + dy * dy) / scale)
         }
-        return forward
+        return forward.field.expanded(from: forward.level, toWidth: frame.levels[0].width, height: frame.levels[0].height)
     }
 
     /// The correspondence with confidence from uniqueness alone (no backward search).
     public func correspondenceWithoutConsistencyCheck(for features: PlanarImage) -> CorrespondenceField {
-        Self.search(queries: FeaturePyramid(features, levels: configuration.levels), keys: reference, configuration)
+        let (field, level) = Self.search(queries: FeaturePyramid(features, levels: configuration.levels), keys: reference, configuration)
+        return field.expanded(from: level, toWidth: features.width, height: features.height)
     }
 
-    /// Coarse-to-fine attention from `queries` into `keys`; confidence is the uniqueness alone.
-    static func search(queries: FeaturePyramid, keys: FeaturePyramid, _ configuration: Configuration) -> CorrespondenceField {
+    /// Coarse-to-fine attention from `queries` into `keys`, down to `configuration.finestLevel`
+    /// (or the coarsest level both pyramids have); the field on that level's grid, and the level.
+    /// Confidence is the uniqueness alone.
+    static func search(queries: FeaturePyramid, keys: FeaturePyramid, _ configuration: Configuration) -> (field: CorrespondenceField, level: Int) {
         let depth = min(queries.levels.count, keys.levels.count)
+        let finest = min(max(configuration.finestLevel, 0), depth - 1)
         var field = globalLevel(queries.levels[depth - 1], keys.levels[depth - 1], configuration)
         var level = depth - 2
-        while level >= 0 {
+        while level >= finest {
             // Sub-sample accuracy matters only for the finest level's answer.
-            field = refine(queries.levels[level], keys.levels[level], coarse: field, configuration, refineSubpixel: level == 0 && configuration.subsampleSteps)
+            field = refine(queries.levels[level], keys.levels[level], coarse: field, configuration, refineSubpixel: level == finest && configuration.subsampleSteps)
             level -= 1
         }
-        return field
+        return (field, finest)
     }
 
     // MARK: Global attention at the coarsest level

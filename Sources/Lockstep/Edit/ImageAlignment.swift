@@ -66,8 +66,8 @@ public struct ImageAlignment: Sendable {
             attention.dy[j &* fw &+ i] = k * (field.y[j &* fw &+ i] - Float(j))
         } }
         var alignments = [self], frames = [Self.matched(frame)]
-        while let next = alignments.last!.coarser.first, (fw - 1) >> alignments.count >= 2, (fh - 1) >> alignments.count >= 2 {
-            alignments.append(next)
+        for _ in 0..<startingLevel(fieldWidth: fw, fieldHeight: fh) {
+            alignments.append(alignments.last!.coarser[0])
             frames.append(frames.last!.averagePooled2())
         }
         var current: Grid?
@@ -112,6 +112,18 @@ public struct ImageAlignment: Sendable {
         guard measuringMatch else { return [] }
         finest.accumulate(into: &terms, dx: result.dx, dy: result.dy)
         return (0..<result.count).map { Self.matchQuality(terms, $0) }
+    }
+
+    /// The pyramid level `refine` starts at for a field of `fw` × `fh` samples: the coarsest
+    /// whose grid still has three samples a side. It reads the starting field there as the
+    /// confidence-weighted mean of 2^l × 2^l samples, so finer detail of it is not used.
+    public func startingLevel(fieldWidth fw: Int, fieldHeight fh: Int) -> Int {
+        var level = 0, alignment = self
+        while let next = alignment.coarser.first, (fw - 1) >> (level + 1) >= 2, (fh - 1) >> (level + 1) >= 2 {
+            alignment = next
+            level += 1
+        }
+        return level
     }
 
     /// Displacements (in a level's pixels) on a level's grid.

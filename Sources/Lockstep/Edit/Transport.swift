@@ -20,15 +20,23 @@ public enum Transport {
         var out = PlanarImage(uninitializedChannels: c, height: h, width: w)
         var confidence = PlanarImage(uninitializedChannels: 1, height: h, width: w)
         let rows = RowCarrier(field: field, width: w, height: h, factor: factor, origin: origin)
-        image.bSplineCoefficients().withUnsafeBufferPointer { src in
+        let coefficients = image.bSplineCoefficients()
+        // Four channels (an edit and its colour share) go interleaved, as `KeyframeEdit` carries them.
+        let interleaved = c == 4 ? interleaved4(coefficients) : coefficients.values
+        interleaved.withUnsafeBufferPointer { src in
         out.withUnsafeMutableBufferPointer { dst in
         confidence.withUnsafeMutableBufferPointer { conf in
             let s = src.baseAddress!, d = dst.baseAddress!, cp = conf.baseAddress!
             parallelChunks(h, minimumChunk: 8) { chunk in
                 rows.withScratch { scratch in
                     for y in chunk {
-                        rows.carry(row: y, of: s, width: w, height: h, channels: c, into: d + y &* w,
-                                   channelStride: h &* w, confidence: cp + y &* w, skipBelow: -1, scratch: scratch)
+                        if c == 4 {
+                            rows.carry4(row: y, of: s, width: w, height: h, into: d + y &* w,
+                                        channelStride: h &* w, confidence: cp + y &* w, skipBelow: -1, scratch: scratch)
+                        } else {
+                            rows.carry(row: y, of: s, width: w, height: h, channels: c, into: d + y &* w,
+                                       channelStride: h &* w, confidence: cp + y &* w, skipBelow: -1, scratch: scratch)
+                        }
                     }
                 }
             }
@@ -79,7 +87,40 @@ public enum Transport {
         func carry(row y: Int, of s: UnsafePointer<Float>, width sw: Int, height sh: Int, channels c: Int,
                    into out: UnsafeMutablePointer<Float>, channelStride: Int, confidence cp: UnsafeMutablePointer<Float>,
                    skipBelow: Float, scratch: UnsafeMutablePointer<Float>) {
-            let fw = field.width, fh = field.height, w = width, plane = sw &* sh, k = self.k
+            let plane = sw &* sh
+            forEachPixel(ofRow: y, confidence: cp, skipBelow: skipBelow, scratch: scratch) { x, sx, sy in
+                sampleBSpline(s, width: sw, height: sh, channels: c, plane: plane, x: sx, y: sy,
+                              into: out + x, channelStride: channelStride)
+            } skipped: { x in
+                for ch in 0..<c { out[ch &* channelStride &+ x] = 0 }
+            }
+        }
+
+        /// `carry` from four channels interleaved (`Transport.interleaved4`): one pixel's taps
+        /// are sixteen adjacent values a row, so a sample reads four short runs instead of
+        /// sixteen from four planes, and needs no horizontal sums.
+        @inline(__always)
+        func carry4(row y: Int, of s: UnsafePointer<Float>, width sw: Int, height sh: Int,
+                    into out: UnsafeMutablePointer<Float>, channelStride: Int, confidence cp: UnsafeMutablePointer<Float>,
+                    skipBelow: Float, scratch: UnsafeMutablePointer<Float>) {
+            forEachPixel(ofRow: y, confidence: cp, skipBelow: skipBelow, scratch: scratch) { x, sx, sy in
+                let v = sampleBSpline4(s, width: sw, height: sh, x: sx, y: sy)
+                out[x] = v[0]
+                out[channelStride &+ x] = v[1]
+                out[2 &* channelStride &+ x] = v[2]
+                out[3 &* channelStride &+ x] = v[3]
+            } skipped: { x in
+                for ch in 0..<4 { out[ch &* channelStride &+ x] = 0 }
+            }
+        }
+
+        /// For each pixel x of row `y`: the field's confidence into `confidence[x]`, then, unless
+        /// it is below `skipBelow`, `sample(x, sx, sy)` with the source position, else `skipped(x)`.
+        @inline(__always)
+        private func forEachPixel(ofRow y: Int, confidence cp: UnsafeMutablePointer<Float>, skipBelow: Float,
+                                  scratch: UnsafeMutablePointer<Float>, _ sample: (Int, Float, Float) -> Void,
+                                  skipped: (Int) -> Void) {
+            let fw = field.width, fh = field.height, w = width, k = self.k
             // Feature-grid row of this pixel row, and its bilinear weights.
             let gy = min(max((Float(y) - origin) / k, 0), Float(fh - 1))
             let y0 = min(Int(gy), fh - 1), y1 = min(y0 + 1, fh - 1), ay = gy - Float(y0)
@@ -102,16 +143,58 @@ public enum Transport {
                     let trust = (1 - ax) * rowC[x0] + ax * rowC[x1]
                     cp[x] = trust
                     if trust < skipBelow {
-                        for ch in 0..<c { out[ch &* channelStride &+ x] = 0 }
+                        skipped(x)
                         continue
                     }
                     let sx = Float(x) + ((1 - ax) * rowX[x0] + ax * rowX[x1])
                     let sy = Float(y) + ((1 - ax) * rowY[x0] + ax * rowY[x1])
-                    sampleBSpline(s, width: sw, height: sh, channels: c, plane: plane, x: sx, y: sy,
-                                into: out + x, channelStride: channelStride)
+                    sample(x, sx, sy)
                 }
             } }
         }
+    }
+
+    /// A four-channel image's values pixel-major, (y·width + x)·4 + channel, for `carry4`.
+    static func interleaved4(_ image: PlanarImage) -> [Float] {
+        precondition(image.channels == 4)
+        let n = image.planeSize
+        return [Float](unsafeUninitializedCapacity: 4 * n) { out, count in
+            image.withUnsafeBufferPointer { src in
+                for i in 0..<n { for ch in 0..<4 { out[4 &* i &+ ch] = src[ch &* n &+ i] } }
+            }
+            count = 4 * n
+        }
+    }
+
+    /// Cubic B-spline sample of four interleaved channels at (x, y), edges clamped.
+    @inline(__always)
+    static func sampleBSpline4(_ s: UnsafePointer<Float>, width w: Int, height h: Int, x: Float, y: Float) -> SIMD4<Float> {
+        let cx = min(max(x, 0), Float(w - 1)), cy = min(max(y, 0), Float(h - 1))
+        let ix = Int(cx), iy = Int(cy)
+        let wx = cubicBSplineWeights(cx - Float(ix)), wy = cubicBSplineWeights(cy - Float(iy))
+        // Each pair of taps along x weighted as one SIMD8: channels 0–3 of the left, then the right.
+        let left = SIMD8(lowHalf: SIMD4(repeating: wx[0]), highHalf: SIMD4(repeating: wx[1]))
+        let right = SIMD8(lowHalf: SIMD4(repeating: wx[2]), highHalf: SIMD4(repeating: wx[3]))
+        var sum = SIMD8<Float>()
+        if ix >= 1 && ix &+ 2 < w && iy >= 1 && iy &+ 2 < h {
+            var p = UnsafeRawPointer(s + ((iy &- 1) &* w &+ ix &- 1) &* 4)
+            for j in 0..<4 {
+                let a = p.loadUnaligned(as: SIMD8<Float>.self), b = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                sum += (a * left + b * right) * wy[j]
+                p += w &* 16
+            }
+        } else {
+            let x0 = max(ix &- 1, 0), x1 = ix, x2 = min(ix &+ 1, w &- 1), x3 = min(ix &+ 2, w &- 1)
+            for j in 0..<4 {
+                let row = s + min(max(iy &+ j &- 1, 0), h &- 1) &* w &* 4
+                let a = SIMD8(lowHalf: UnsafeRawPointer(row + x0 &* 4).loadUnaligned(as: SIMD4<Float>.self),
+                              highHalf: UnsafeRawPointer(row + x1 &* 4).loadUnaligned(as: SIMD4<Float>.self))
+                let b = SIMD8(lowHalf: UnsafeRawPointer(row + x2 &* 4).loadUnaligned(as: SIMD4<Float>.self),
+                              highHalf: UnsafeRawPointer(row + x3 &* 4).loadUnaligned(as: SIMD4<Float>.self))
+                sum += (a * left + b * right) * wy[j]
+            }
+        }
+        return sum.lowHalf + sum.highHalf
     }
 
     /// Cubic B-spline sample of every channel at (x, y) from coefficients `s`, edges clamped;
