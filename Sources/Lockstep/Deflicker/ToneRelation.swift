@@ -42,17 +42,22 @@ public struct ToneRelation: Sendable {
         let n = guide.planeSize, last = Self.levels - 1, white = FrameAppearance.clippedLevel
         var sums = [Double](repeating: 0, count: 3 * Self.levels), counts = sums, clipped = sums
         guide.withUnsafeBufferPointer { g in picture.withUnsafeBufferPointer { p in frame.withUnsafeBufferPointer { f in
-            for c in 0..<3 {
-                let base = c * Self.levels
-                for i in (c &* n)..<((c &+ 1) &* n) {
-                    let t = min(max(g[i], 0), 1) * Float(last)
-                    let k = min(Int(t), last - 1), a = Double(t - Float(k)), v = Double(p[i])
-                    sums[base + k] += (1 - a) * v; counts[base + k] += 1 - a
-                    sums[base + k + 1] += a * v; counts[base + k + 1] += a
-                    if f[i] >= white { clipped[base + k] += 1 - a; clipped[base + k + 1] += a }
+        sums.withUnsafeMutableBufferPointer { sb in counts.withUnsafeMutableBufferPointer { cb in clipped.withUnsafeMutableBufferPointer { kb in
+            let sums = sb.baseAddress!, counts = cb.baseAddress!, clipped = kb.baseAddress!
+            // The channels on their own cores: each writes only its own levels, in the same order as alone.
+            parallelChunks(3) { channels in
+                for c in channels {
+                    let base = c * Self.levels
+                    for i in (c &* n)..<((c &+ 1) &* n) {
+                        let t = min(max(g[i], 0), 1) * Float(last)
+                        let k = min(Int(t), last - 1), a = Double(t - Float(k)), v = Double(p[i])
+                        sums[base &+ k] += (1 - a) * v; counts[base &+ k] += 1 - a
+                        sums[base &+ k &+ 1] += a * v; counts[base &+ k &+ 1] += a
+                        if f[i] >= white { clipped[base &+ k] += 1 - a; clipped[base &+ k &+ 1] += a }
+                    }
                 }
             }
-        } } }
+        } } } } } }
         let known = (0..<(3 * Self.levels)).map { Float(counts[$0]) >= Self.minimumSamples }
         censored = (0..<(3 * Self.levels)).map { known[$0] && Float(clipped[$0]) > Self.censoringShare * Float(counts[$0]) }
         values = (0..<(3 * Self.levels)).map { known[$0] ? Float(sums[$0] / counts[$0]) : .nan }
