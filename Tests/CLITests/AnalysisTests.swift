@@ -31,6 +31,20 @@ import TestSupport
         for (a, b) in zip(whole, fromScratch) { #expect(psnr(a.image, b.image) > 50, "frame \(a.index)") }
     }
 
+    /// The same video analysed twice, by two processes, makes the same file byte for byte (so
+    /// a render farm can cache it by its hash, and a changed file means a changed analysis).
+    @Test func analysisFilesAreReproducible() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try DeflickerCLITests.flickering(in: dir)
+        for name in ["a.analysis", "b.analysis"] {
+            let run = try CLITests.run(["deflicker", input, "--guide", guide, "--analysis", dir.file(name), "--quiet"])
+            #expect(run.status == 0, "\(run.stderr)")
+        }
+        let a = try Data(contentsOf: URL(fileURLWithPath: dir.file("a.analysis")))
+        let b = try Data(contentsOf: URL(fileURLWithPath: dir.file("b.analysis")))
+        #expect(!a.isEmpty && a == b, "\(a.count) and \(b.count) bytes, not the same")
+    }
+
     /// With the analysis at hand, a stream on stdin is read once: no copy is kept, and the frames
     /// are those from the file.
     @Test func stdinWithAnAnalysisIsReadOnce() throws {

@@ -31,7 +31,10 @@ extension DeflickerPlan {
             frames: frameCount, recordLength: store.length, gains: gains.records.count, gainLength: gains.records.length,
             scenes: scenes.map { .init(start: $0.start, reference: $0.reference, reason: $0.reason.rawValue) },
             shotStarts: shotStarts, cuts: cuts, editTones: editTones.map { ($0.values + $0.weights).map { $0.isFinite ? $0 : nil } })
-        let json = try JSONEncoder().encode(header)
+        // Keys in a fixed order: the same analysis makes the same file, byte for byte.
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let json = try encoder.encode(header)
         target.begin()
         do {
             guard FileManager.default.createFile(atPath: target.temporaryPath, contents: nil),
