@@ -53,29 +53,25 @@ public struct CorrespondenceField: Sendable {
         return out
     }
 
-    /// The confidence at a fractional query position (bilinear; clamped at the borders).
-    func sampleConfidence(_ px: Float, _ py: Float) -> Float {
-        let fx = min(max(px, 0), Float(width - 1)), fy = min(max(py, 0), Float(height - 1))
-        let x0 = Int(fx), y0 = Int(fy)
-        let x1 = min(x0 + 1, width - 1), y1 = min(y0 + 1, height - 1)
-        let ax = fx - Float(x0), ay = fy - Float(y0)
-        let top = confidence[y0 * width + x0] * (1 - ax) + confidence[y0 * width + x1] * ax
-        let bottom = confidence[y1 * width + x0] * (1 - ax) + confidence[y1 * width + x1] * ax
-        return top * (1 - ay) + bottom * ay
-    }
-
     /// The field at a fractional query position (bilinear; clamped at the borders).
     func sample(_ px: Float, _ py: Float) -> (x: Float, y: Float) {
+        (Self.bilinear(x, width: width, height: height, px, py), Self.bilinear(y, width: width, height: height, px, py))
+    }
+
+    /// The confidence at a fractional query position, likewise.
+    func sampleConfidence(_ px: Float, _ py: Float) -> Float {
+        Self.bilinear(confidence, width: width, height: height, px, py)
+    }
+
+    @inline(__always)
+    static func bilinear(_ v: [Float], width: Int, height: Int, _ px: Float, _ py: Float) -> Float {
         let fx = min(max(px, 0), Float(width - 1)), fy = min(max(py, 0), Float(height - 1))
         let x0 = Int(fx), y0 = Int(fy)
         let x1 = min(x0 + 1, width - 1), y1 = min(y0 + 1, height - 1)
         let ax = fx - Float(x0), ay = fy - Float(y0)
-        func lerp(_ v: [Float]) -> Float {
-            let top = v[y0 * width + x0] * (1 - ax) + v[y0 * width + x1] * ax
-            let bottom = v[y1 * width + x0] * (1 - ax) + v[y1 * width + x1] * ax
-            return top * (1 - ay) + bottom * ay
-        }
-        return (lerp(x), lerp(y))
+        let top = v[y0 * width + x0] * (1 - ax) + v[y0 * width + x1] * ax
+        let bottom = v[y1 * width + x0] * (1 - ax) + v[y1 * width + x1] * ax
+        return top * (1 - ay) + bottom * ay
     }
 }
 

@@ -115,8 +115,9 @@ public struct ImageAlignment: Sendable {
     }
 
     /// The pyramid level `refine` starts at for a field of `fw` × `fh` samples: the coarsest
-    /// whose grid still has three samples a side. It reads the starting field there as the
-    /// confidence-weighted mean of 2^l × 2^l samples, so finer detail of it is not used.
+    /// whose grid (every 2^l-th sample) still has three samples a side. It starts from the field
+    /// there as the confidence-weighted mean of the samples nearest each 2^l-th one, so the
+    /// field's finer detail is not used.
     public func startingLevel(fieldWidth fw: Int, fieldHeight fh: Int) -> Int {
         var level = 0, alignment = self
         while let next = alignment.coarser.first, (fw - 1) >> (level + 1) >= 2, (fh - 1) >> (level + 1) >= 2 {
