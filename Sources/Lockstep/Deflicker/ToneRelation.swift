@@ -44,17 +44,16 @@ public struct ToneRelation: Sendable {
         guide.withUnsafeBufferPointer { g in picture.withUnsafeBufferPointer { p in frame.withUnsafeBufferPointer { f in
         sums.withUnsafeMutableBufferPointer { sb in counts.withUnsafeMutableBufferPointer { cb in clipped.withUnsafeMutableBufferPointer { kb in
             let sums = sb.baseAddress!, counts = cb.baseAddress!, clipped = kb.baseAddress!
-            // The channels on their own cores: each writes only its own levels, in the same order as alone.
-            parallelChunks(3) { channels in
-                for c in channels {
-                    let base = c * Self.levels
-                    for i in (c &* n)..<((c &+ 1) &* n) {
-                        let t = min(max(g[i], 0), 1) * Float(last)
-                        let k = min(Int(t), last - 1), a = Double(t - Float(k)), v = Double(p[i])
-                        sums[base &+ k] += (1 - a) * v; counts[base &+ k] += 1 - a
-                        sums[base &+ k &+ 1] += a * v; counts[base &+ k &+ 1] += a
-                        if f[i] >= white { clipped[base &+ k] += 1 - a; clipped[base &+ k &+ 1] += a }
-                    }
+            // One task per channel (as `FrameAppearance.fitInTurn` fits its curves): each writes
+            // only its own levels, in the same order as alone.
+            DispatchQueue.concurrentPerform(iterations: 3) { c in
+                let base = c * Self.levels
+                for i in (c &* n)..<((c &+ 1) &* n) {
+                    let t = min(max(g[i], 0), 1) * Float(last)
+                    let k = min(Int(t), last - 1), a = Double(t - Float(k)), v = Double(p[i])
+                    sums[base &+ k] += (1 - a) * v; counts[base &+ k] += 1 - a
+                    sums[base &+ k &+ 1] += a * v; counts[base &+ k &+ 1] += a
+                    if f[i] >= white { clipped[base &+ k] += 1 - a; clipped[base &+ k &+ 1] += a }
                 }
             }
         } } } } } }
