@@ -413,9 +413,16 @@ struct GridFieldApplier {
     /// Whether any of the picture's values was clipped, at white or at black.
     static func hasClippedValues(_ picture: PlanarImage) -> Bool {
         picture.withUnsafeBufferPointer { p in
-            var low = Float.infinity, high = -Float.infinity
-            for i in 0..<p.count { low = min(low, p[i]); high = max(high, p[i]) }
-            return low <= black || high >= white
+            // Sixteen values at a time, and done at the first clipped one (most frames that have
+            // any have many).
+            let base = UnsafeRawPointer(p.baseAddress!), vectors = p.count / 16
+            let low = SIMD16<Float>(repeating: black), high = SIMD16<Float>(repeating: white)
+            for k in 0..<vectors {
+                let v = base.loadUnaligned(fromByteOffset: 64 &* k, as: SIMD16<Float>.self)
+                if any((v .<= low) .| (v .>= high)) { return true }
+            }
+            for i in (16 &* vectors)..<p.count where p[i] <= black || p[i] >= white { return true }
+            return false
         }
     }
 
