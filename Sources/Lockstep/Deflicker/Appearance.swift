@@ -439,29 +439,44 @@ public struct FrameAppearance: Sendable {
     }
 
     /// The grid gain at every sample of a W' × H' grid with `samplesPerCell` samples per cell
-    /// (bilinear between cell centres).
+    /// (bilinear between cell centres, constant beyond the outermost ones). Separably: each grid
+    /// row across the full width first, then each sample row between two of those, loops the
+    /// compiler vectorises (the same sums, in the same order, as the bilinear formula).
     static func gainAtSamples(_ gain: PlanarImage, grid: AppearanceGrid, width lw: Int, height lh: Int, samplesPerCell: Int) -> [Float] {
         let gw = grid.width, gh = grid.height, spacing = Float(samplesPerCell)
+        // Where a sample lies between two cell centres, along one axis.
+        func axis(_ count: Int, cells: Int) -> (lower: [Int], upper: [Int], share: [Float]) {
+            var lower = [Int](repeating: 0, count: count), upper = lower, share = [Float](repeating: 0, count: count)
+            for s in 0..<count {
+                let t = min(max((Float(s) + 0.5) / spacing - 0.5, 0), Float(cells - 1))
+                lower[s] = min(Int(t), cells - 1)
+                upper[s] = min(lower[s] + 1, cells - 1)
+                share[s] = t - Float(lower[s])
+            }
+            return (lower, upper, share)
+        }
+        let columns = axis(lw, cells: gw), rows = axis(lh, cells: gh)
+        var wide = [Float](repeating: 0, count: 3 * gh * lw)
         var out = [Float](repeating: 0, count: 3 * lw * lh)
-        gain.withUnsafeBufferPointer { gb in out.withUnsafeMutableBufferPointer { ob in
-            let g = gb.baseAddress!, o = ob.baseAddress!
-            parallelChunks(lh, minimumChunk: 8) { rows in
-                for y in rows {
-                    let ty = min(max((Float(y) + 0.5) / spacing - 0.5, 0), Float(gh - 1))
-                    let y0 = min(Int(ty), gh - 1), y1 = min(y0 + 1, gh - 1), ay = ty - Float(y0)
-                    for x in 0..<lw {
-                        let tx = min(max((Float(x) + 0.5) / spacing - 0.5, 0), Float(gw - 1))
-                        let x0 = min(Int(tx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = tx - Float(x0)
-                        for c in 0..<3 {
-                            let base = c &* gw &* gh
-                            let top = g[base &+ y0 &* gw &+ x0] * (1 - ax) + g[base &+ y0 &* gw &+ x1] * ax
-                            let bottom = g[base &+ y1 &* gw &+ x0] * (1 - ax) + g[base &+ y1 &* gw &+ x1] * ax
-                            o[(c &* lh &+ y) &* lw &+ x] = top * (1 - ay) + bottom * ay
-                        }
+        gain.withUnsafeBufferPointer { gb in wide.withUnsafeMutableBufferPointer { wb in out.withUnsafeMutableBufferPointer { ob in
+            let g = gb.baseAddress!, wide = wb.baseAddress!, o = ob.baseAddress!
+            columns.lower.withUnsafeBufferPointer { x0 in columns.upper.withUnsafeBufferPointer { x1 in columns.share.withUnsafeBufferPointer { ax in
+                for row in 0..<(3 * gh) {
+                    let src = g + row &* gw, dst = wide + row &* lw
+                    for x in 0..<lw { dst[x] = src[x0[x]] * (1 - ax[x]) + src[x1[x]] * ax[x] }
+                }
+            } } }
+            parallelChunks(lh, minimumChunk: 8) { range in
+                for y in range {
+                    let ay = rows.share[y]
+                    for c in 0..<3 {
+                        let top = wide + (c &* gh &+ rows.lower[y]) &* lw, bottom = wide + (c &* gh &+ rows.upper[y]) &* lw
+                        let d = o + (c &* lh &+ y) &* lw
+                        for x in 0..<lw { d[x] = top[x] * (1 - ay) + bottom[x] * ay }
                     }
                 }
             }
-        } }
+        } } }
         return out
     }
 
