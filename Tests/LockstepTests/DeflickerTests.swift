@@ -470,6 +470,29 @@ import TestSupport
         }
     }
 
+    /// Sixteen frames with gains spread evenly around 1, each mapped to a reference that sees
+    /// white as white: the darker half see white below white and map it above 1 (1/g); the
+    /// brighter half clip it, and their curves map the clipped level to white, a bound (their
+    /// truth, 1/g, lies below). Told which frames clipped, the consensus at white is the median
+    /// of what the frames' truths make it, about 1 (1.005); the interquartile mean of the values
+    /// as they are takes in four of the bounds and four of the darkest frames (1.020: white 5
+    /// levels grey once inverted). Below white nothing changes.
+    @Test func clippedFramesOnlyBoundTheConsensusAtWhite() {
+        // In an order with no trend in time: dark and bright frames alternate.
+        let gains = [0, 15, 2, 13, 4, 11, 6, 9, 8, 7, 10, 5, 12, 3, 14, 1].map { 0.86 + 0.28 * Float($0) / 15 }
+        let curves = gains.map { g in
+            ToneCurve(values: ToneCurve.identity.values.enumerated().map { j, v in j == ToneCurve.knotCount - 1 && g > 1 ? 1 : v / g })
+        }
+        let clipped = gains.map { $0 > 1 }
+        let told = ToneCurve.interquartileMean(curves, clippedAtWhite: clipped), untold = ToneCurve.interquartileMean(curves)
+        #expect(abs(told.values.last! - 1) < 0.006, "told: \(told.values.last!)")
+        #expect(abs(untold.values.last! - 1) > 0.015, "not told: \(untold.values.last!)")
+        #expect(told.values.dropLast() == untold.values.dropLast())
+        // The robust quadratic (the guided consensus's trend) leaves the bounds out alike.
+        let trend = ToneCurve.robustQuadratic(curves, at: 8, clippedAtWhite: clipped)
+        #expect(abs(trend.values.last! - 1) < 0.006, "trend: \(trend.values.last!)")
+    }
+
     /// Two references, the second lying one cell to the right of the first and 5% brighter in
     /// gain (the link). Each one's gain consensus takes in the other's frames, carried across
     /// the link to where they lie, at a share (0.6) of their weight: the second reads the first's

@@ -116,6 +116,20 @@ public struct FrameAppearance: Sendable {
     /// A colour at or above this (out of 1, averaged over 2 × 2 pixels) is taken as clipped at white.
     static let clippedLevel: Float = 0.995
 
+    /// Whether the frame's colours in `channel` were clipped at white in enough of its matches to
+    /// reach its curve's top: in at least one of the quantile levels that fit the curve
+    /// (`ToneCurve.matchingLevels`), so that the curve's value at white maps the clipped level, a
+    /// bound, not white (`ToneCurve.interquartileMean`).
+    public func clipsWhite(_ channel: Int) -> Bool {
+        let cells = coverage.count
+        var clippedShare: Float = 0, total: Float = 0
+        for cell in 0..<cells {
+            clippedShare += coverage[cell] * clipped[channel * cells + cell]
+            total += coverage[cell]
+        }
+        return total > 0 && clippedShare >= total / Float(ToneCurve.matchingLevels)
+    }
+
     /// Per channel and cell, the `weight`ed share of `picture`'s samples (3 × H' × W',
     /// `samplesPerCell` per cell and axis) at or above `clippedLevel`.
     public static func clippedShares(of picture: PlanarImage, weight: [Float]?, samplesPerCell spc: Int, grid: AppearanceGrid) -> [Float] {

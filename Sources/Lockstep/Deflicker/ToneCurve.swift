@@ -15,6 +15,9 @@ public struct ToneCurve: Sendable, Equatable {
 
     public static let identity = ToneCurve(values: (0..<knotCount).map { Float($0) / Float(knotCount - 1) })
 
+    /// The quantile levels `matching` fits a curve through.
+    public static let matchingLevels = 128
+
     /// f(v), linear between knots and beyond the ends.
     @inline(__always)
     public func callAsFunction(_ v: Float) -> Float {
@@ -74,7 +77,7 @@ public struct ToneCurve: Sendable, Equatable {
     /// between the two pictures' content, and a curve that bends to follow that is fitting noise
     /// (on the public cases up to +0.4 dB on both kinds of flicker, and less brightness flicker).
     public static func matching(x: UnsafePointer<Float>, y: UnsafePointer<Float>, weight: UnsafePointer<Float>, count: Int,
-                                levels: Int = 128) -> ToneCurve {
+                                levels: Int = matchingLevels) -> ToneCurve {
         let bins = 4096, lower: Float = -0.5, upper: Float = 1.5, scale = Float(bins) / (upper - lower)
         var hx = [Double](repeating: 0, count: bins), hy = hx
         var total = 0.0
@@ -112,12 +115,21 @@ public struct ToneCurve: Sendable, Equatable {
     /// The pointwise interquartile mean of several curves: knot by knot, the mean of the middle
     /// half of the values. Robust like a median to the few curves that are wrong (a frame whose
     /// highlights were clipped, a failed fit), and closer to a mean's precision.
-    public static func interquartileMean(_ curves: [ToneCurve]) -> ToneCurve {
+    ///
+    /// `clippedAtWhite[i]`: whether curve i's frame was clipped at white (`FrameAppearance.clipsWhite`),
+    /// so that its last knot only bounds the truth: it mapped the clipped level, not white. Where
+    /// more than a quarter of the curves are such, their number is trimmed from each end there
+    /// instead of a quarter (at most down to the median): a symmetric trimmed mean still, so no
+    /// more biased than the interquartile mean where the flicker is symmetric, and clear of the
+    /// bounds. (Averaged as values, the bounds put a pencil sketch's white paper, clipped in half
+    /// the frames, 5 to 9 levels grey in every frame.)
+    public static func interquartileMean(_ curves: [ToneCurve], clippedAtWhite: [Bool] = []) -> ToneCurve {
         guard !curves.isEmpty else { return .identity }
+        let n = curves.count, bounds = clippedAtWhite.filter { $0 }.count
         return ToneCurve(values: (0..<knotCount).map { j in
             let v = curves.map { $0.values[j] }.sorted()
-            let cut = v.count / 4
-            let kept = v[cut..<(v.count - cut)]
+            let cut = j == knotCount - 1 ? min(max(n / 4, bounds), (n - 1) / 2) : n / 4
+            let kept = v[cut..<(n - cut)]
             return kept.reduce(0, +) / Float(kept.count)
         })
     }
@@ -126,16 +138,23 @@ public struct ToneCurve: Sendable, Equatable {
     /// position fitted to all the values, then fitted again to those whose residuals are the
     /// middle half (the interquartile idea, for a trend rather than a level). Fewer than seven
     /// curves cannot pin a robust quadratic: their interquartile mean stands in.
-    public static func robustQuadratic(_ curves: [ToneCurve], at centre: Int) -> ToneCurve {
+    ///
+    /// `clippedAtWhite` as for `interquartileMean`: at the last knot the bounds are left out of
+    /// the first fit, and as many residuals trimmed from each end (keeping at least three).
+    public static func robustQuadratic(_ curves: [ToneCurve], at centre: Int, clippedAtWhite: [Bool] = []) -> ToneCurve {
         let n = curves.count
-        guard n >= 7 else { return interquartileMean(curves) }
+        guard n >= 7 else { return interquartileMean(curves, clippedAtWhite: clippedAtWhite) }
         let basis = QuadraticBasis(count: n, centre: centre)
+        let bounds = clippedAtWhite.filter { $0 }.count
         return ToneCurve(values: (0..<knotCount).map { j in
             let v = curves.map { Double($0.values[j]) }
-            let all = basis.fit(v, using: Array(0..<n))
+            let top = j == knotCount - 1
+            let seen = top && n - bounds >= 3 ? (0..<n).filter { !(clippedAtWhite.indices.contains($0) && clippedAtWhite[$0]) } : Array(0..<n)
+            let all = basis.fit(v, using: seen)
             let residual = (0..<n).map { v[$0] - basis.value(all, at: $0) }
             let ranked = (0..<n).sorted { residual[$0] < residual[$1] }
-            return Float(basis.fit(v, using: Array(ranked[(n / 4)..<(n - n / 4)]))[0])
+            let cut = top ? min(max(n / 4, bounds), (n - 3) / 2) : n / 4
+            return Float(basis.fit(v, using: Array(ranked[cut..<(n - cut)]))[0])
         })
     }
 
