@@ -146,6 +146,10 @@ public final class TemporaryFiles: @unchecked Sendable {
     }
 
     /// On SIGINT or SIGTERM: remove the temporary outputs, print `message`, exit 130 / 143.
+    ///
+    /// The exit is `_exit`, not `exit`: the other threads are still at work, and `exit` runs the
+    /// libraries' destructors under them (OpenBLAS freed its buffers under a matrix product on
+    /// the main thread: signal 11 and a crash report after the one-line message).
     public func removeOnSignals(message: @escaping @Sendable (Int32) -> String) {
         for signalNumber in [SIGINT, SIGTERM] {
             signal(signalNumber, SIG_IGN)
@@ -153,7 +157,8 @@ public final class TemporaryFiles: @unchecked Sendable {
             source.setEventHandler { [weak self] in
                 self?.removeAll()
                 FileHandle.standardError.write(Data((message(signalNumber) + "\n").utf8))
-                exit(128 + signalNumber)
+                fflush(stdout)
+                _exit(128 + signalNumber)
             }
             source.resume()
             sources.append(source)
