@@ -581,8 +581,8 @@ public final class DeflickerPlan {
     var guided: Bool { !editTones.isEmpty }
     /// The analysed size divides the frame's by this.
     let scale: Int
-    /// Curves (the input's, the guide's) and tone against the guide once mapped to the reference,
-    /// of the frames around the last one applied, by index.
+    /// Curves (the input's, whether each channel clipped at white, the guide's) and tone against
+    /// the guide once mapped to the reference, of the frames around the last one applied, by index.
     private var toneCache: [Int: (input: [ToneCurve], clippedAtWhite: [Bool], guide: [ToneCurve], shot: ToneRelation, scene: Int)] = [:]
     /// Each frame's consensus curves, around the last frame applied.
     private var consensusCache: [Int: [ToneCurve]] = [:]
