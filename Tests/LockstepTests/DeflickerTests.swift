@@ -493,6 +493,24 @@ import TestSupport
         #expect(abs(trend.values.last! - 1) < 0.006, "trend: \(trend.values.last!)")
     }
 
+    /// The same at black: sixteen frames with offsets spread evenly around 0; the darker half
+    /// clip their blacks, and their curves map the clipped level to black, a bound (their truth,
+    /// −offset, lies above). Told which, the consensus at black is −0.0027 from the truth's 0; not
+    /// told, −0.0107 (almost 3 levels once inverted). The other knots are untouched.
+    @Test func framesClippedAtBlackOnlyBoundTheConsensusThere() {
+        let offsets = [0, 15, 2, 13, 4, 11, 6, 9, 8, 7, 10, 5, 12, 3, 14, 1].map { -0.08 + 0.16 * Float($0) / 15 }
+        let curves = offsets.map { o in
+            ToneCurve(values: ToneCurve.identity.values.enumerated().map { j, v in j == 0 && o < 0 ? 0 : v - o })
+        }
+        let clipped = offsets.map { $0 < 0 }
+        let told = ToneCurve.interquartileMean(curves, clippedAtBlack: clipped), untold = ToneCurve.interquartileMean(curves)
+        #expect(abs(told.values[0]) < 0.004, "told: \(told.values[0])")
+        #expect(abs(untold.values[0]) > 0.008, "not told: \(untold.values[0])")
+        #expect(told.values.dropFirst() == untold.values.dropFirst())
+        let trend = ToneCurve.robustQuadratic(curves, at: 8, clippedAtBlack: clipped)
+        #expect(abs(trend.values[0]) < 0.004, "trend: \(trend.values[0])")
+    }
+
     /// Two references, the second lying one cell to the right of the first and 5% brighter in
     /// gain (the link). Each one's gain consensus takes in the other's frames, carried across
     /// the link to where they lie, at a share (0.6) of their weight: the second reads the first's

@@ -96,6 +96,9 @@ public struct FrameAppearance: Sendable {
     /// 3 × grid: share of each cell's matched samples (as weighted in the fit) whose colour is
     /// clipped at white in that channel, where the gain only bounds the truth (`FieldConsensus`).
     public var clipped: [Float]
+    /// Per channel: share of the frame's matched samples (as weighted in the fit) whose colour is
+    /// clipped at black (`clipsBlack`).
+    public var clippedBlack: [Float]
 
     /// The reference itself: identity curves, unit gain, every cell where it is.
     public static func identity(_ grid: AppearanceGrid) -> FrameAppearance {
@@ -113,8 +116,28 @@ public struct FrameAppearance: Sendable {
                                clipped: [Float](repeating: 0, count: 3 * grid.count))
     }
 
-    /// A colour at or above this (out of 1, averaged over 2 × 2 pixels) is taken as clipped at white.
+    /// A colour at or above this (out of 1, averaged over 2 × 2 pixels) is taken as clipped at white,
+    /// and one at or below 1 − this at black.
     static let clippedLevel: Float = 0.995
+
+    /// Whether the frame's colours in `channel` were clipped at black in at least one of the
+    /// quantile levels its curve is fitted through, as `clipsWhite` at white: the curve's value
+    /// at black then maps the clipped level, a bound.
+    public func clipsBlack(_ channel: Int) -> Bool { clippedBlack[channel] >= 1 / Float(ToneCurve.matchingLevels) }
+
+    /// Per channel, the `weight`ed share of `picture`'s samples (3 × H' × W') at or below
+    /// 1 − `clippedLevel`.
+    static func blackShares(of picture: PlanarImage, weight: [Float]) -> [Float] {
+        let n = picture.planeSize, black = 1 - clippedLevel
+        var clipped = [Float](repeating: 0, count: 3), total: Float = 0
+        picture.withUnsafeBufferPointer { p in
+            for i in 0..<n where weight[i] > 0 {
+                total += weight[i]
+                for c in 0..<3 where p[c &* n &+ i] <= black { clipped[c] += weight[i] }
+            }
+        }
+        return total > 0 ? clipped.map { $0 / total } : clipped
+    }
 
     /// Whether the frame's colours in `channel` were clipped at white in enough of its matches to
     /// reach its curve's top: in at least one of the quantile levels that fit the curve
@@ -362,7 +385,8 @@ public struct FrameAppearance: Sendable {
         let perCell = Float(samplesPerCell * samplesPerCell)
         return FrameAppearance(curves: curves, gain: gain, referenceX: xs, referenceY: ys,
                                coverage: cellWeight.map { min($0 / perCell, 1) },
-                               clipped: clippedShares(of: frame, weight: weight, samplesPerCell: samplesPerCell, grid: grid))
+                               clipped: clippedShares(of: frame, weight: weight, samplesPerCell: samplesPerCell, grid: grid),
+                               clippedBlack: blackShares(of: frame, weight: weight))
     }
 
     /// The median of `values` (all in [0, 3]) where `mask` exceeds `threshold`, from a histogram
@@ -496,11 +520,12 @@ public struct FrameAppearance: Sendable {
 
     // MARK: - Storage
 
-    /// Values in a flat record: curves, gain, reference positions, coverage, clipped shares.
-    public static func recordLength(_ grid: AppearanceGrid) -> Int { 3 * ToneCurve.knotCount + 9 * grid.count }
+    /// Values in a flat record: curves, gain, reference positions, coverage, clipped shares at
+    /// white (per cell) and at black (per channel).
+    public static func recordLength(_ grid: AppearanceGrid) -> Int { 3 * ToneCurve.knotCount + 9 * grid.count + 3 }
 
     public var record: [Float] {
-        curves.flatMap(\.values) + gain.values + referenceX + referenceY + coverage + clipped
+        curves.flatMap(\.values) + gain.values + referenceX + referenceY + coverage + clipped + clippedBlack
     }
 
     public init(record: [Float], grid: AppearanceGrid) {
@@ -513,15 +538,18 @@ public struct FrameAppearance: Sendable {
         referenceX = Array(record[at..<(at + g)]); at += g
         referenceY = Array(record[at..<(at + g)]); at += g
         coverage = Array(record[at..<(at + g)]); at += g
-        clipped = Array(record[at..<(at + 3 * g)])
+        clipped = Array(record[at..<(at + 3 * g)]); at += 3 * g
+        clippedBlack = Array(record[at..<(at + 3)])
     }
 
-    init(curves: [ToneCurve], gain: PlanarImage, referenceX: [Float], referenceY: [Float], coverage: [Float], clipped: [Float]) {
+    init(curves: [ToneCurve], gain: PlanarImage, referenceX: [Float], referenceY: [Float], coverage: [Float], clipped: [Float],
+         clippedBlack: [Float] = [0, 0, 0]) {
         self.curves = curves
         self.gain = gain
         self.referenceX = referenceX
         self.referenceY = referenceY
         self.coverage = coverage
         self.clipped = clipped
+        self.clippedBlack = clippedBlack
     }
 }

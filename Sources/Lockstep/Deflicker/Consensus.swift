@@ -31,14 +31,18 @@ public enum CurveConsensus {
     /// squared error. σ² is the input's frame-to-frame scatter, h the quadratic's leverage at the
     /// frame. On a pan (a still scene) b² = 0: the constant alone, as without a guide.
     ///
-    /// `clippedAtWhite[i][c]`: whether frame i of the window was clipped at white in channel c
-    /// (`ToneCurve.interquartileMean`); none when empty.
+    /// `clippedAtWhite[i][c]`, `clippedAtBlack[i][c]`: whether frame i of the window was clipped
+    /// at white (at black) in channel c (`ToneCurve.interquartileMean`); none when empty.
     public static func consensus(of window: [[ToneCurve]], centre: Int, guide: [[ToneCurve]]?,
-                                 clippedAtWhite: [[Bool]] = []) -> [ToneCurve] {
-        let clipped = (0..<3).map { c in clippedAtWhite.map { $0[c] } }
-        let level = (0..<3).map { c in ToneCurve.interquartileMean(window.map { $0[c] }, clippedAtWhite: clipped[c]) }
+                                 clippedAtWhite: [[Bool]] = [], clippedAtBlack: [[Bool]] = []) -> [ToneCurve] {
+        let white = (0..<3).map { c in clippedAtWhite.map { $0[c] } }, black = (0..<3).map { c in clippedAtBlack.map { $0[c] } }
+        let level = (0..<3).map { c in
+            ToneCurve.interquartileMean(window.map { $0[c] }, clippedAtWhite: white[c], clippedAtBlack: black[c])
+        }
         guard let guide, window.count >= 7 else { return level }
-        let trend = (0..<3).map { c in ToneCurve.robustQuadratic(window.map { $0[c] }, at: centre, clippedAtWhite: clipped[c]) }
+        let trend = (0..<3).map { c in
+            ToneCurve.robustQuadratic(window.map { $0[c] }, at: centre, clippedAtWhite: white[c], clippedAtBlack: black[c])
+        }
         let guideLevel = (0..<3).map { c in ToneCurve.interquartileMean(guide.map { $0[c] }) }
         let guideTrend = (0..<3).map { c in ToneCurve.robustQuadratic(guide.map { $0[c] }, at: centre) }
         var bias = 0.0

@@ -581,9 +581,11 @@ public final class DeflickerPlan {
     var guided: Bool { !editTones.isEmpty }
     /// The analysed size divides the frame's by this.
     let scale: Int
-    /// Curves (the input's, whether each channel clipped at white, the guide's) and tone against
-    /// the guide once mapped to the reference, of the frames around the last one applied, by index.
-    private var toneCache: [Int: (input: [ToneCurve], clippedAtWhite: [Bool], guide: [ToneCurve], shot: ToneRelation, scene: Int)] = [:]
+    /// Curves (the input's, whether each channel clipped at white and at black, the guide's) and
+    /// tone against the guide once mapped to the reference, of the frames around the last one
+    /// applied, by index.
+    private var toneCache: [Int: (input: [ToneCurve], clippedAtWhite: [Bool], clippedAtBlack: [Bool], guide: [ToneCurve],
+                                  shot: ToneRelation, scene: Int)] = [:]
     /// Each frame's consensus curves, around the last frame applied.
     private var consensusCache: [Int: [ToneCurve]] = [:]
     /// Each reference's gain field's mean, by reference.
@@ -649,14 +651,16 @@ public final class DeflickerPlan {
     private func consensus(at i: Int) throws -> [ToneCurve] {
         if let known = consensusCache[i] { return known }
         let (lower, upper) = try window(around: i)
-        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = [], clipped: [[Bool]] = []
+        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = [], white: [[Bool]] = [], black: [[Bool]] = []
         for j in lower...upper {
             let record = try toneRecord(j)
             window.append(record.input)
-            clipped.append(record.clippedAtWhite)
+            white.append(record.clippedAtWhite)
+            black.append(record.clippedAtBlack)
             guideWindow.append(record.guide)
         }
-        let consensus = CurveConsensus.consensus(of: window, centre: i - lower, guide: guided ? guideWindow : nil, clippedAtWhite: clipped)
+        let consensus = CurveConsensus.consensus(of: window, centre: i - lower, guide: guided ? guideWindow : nil,
+                                                 clippedAtWhite: white, clippedAtBlack: black)
         consensusCache[i] = consensus
         return consensus
     }
@@ -685,10 +689,12 @@ public final class DeflickerPlan {
     }
 
     /// The parts of frame i's record that the tone needs, read once while they are in use.
-    private func toneRecord(_ i: Int) throws -> (input: [ToneCurve], clippedAtWhite: [Bool], guide: [ToneCurve], shot: ToneRelation, scene: Int) {
+    private func toneRecord(_ i: Int) throws -> (input: [ToneCurve], clippedAtWhite: [Bool], clippedAtBlack: [Bool], guide: [ToneCurve],
+                                                 shot: ToneRelation, scene: Int) {
         if let known = toneCache[i] { return known }
         let record = try appearance(of: i)
-        toneCache[i] = (record.appearance.curves, (0..<3).map(record.appearance.clipsWhite), record.guideCurves, record.shotTone, record.scene)
+        let a = record.appearance
+        toneCache[i] = (a.curves, (0..<3).map(a.clipsWhite), (0..<3).map(a.clipsBlack), record.guideCurves, record.shotTone, record.scene)
         return toneCache[i]!
     }
 

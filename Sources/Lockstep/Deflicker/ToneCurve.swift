@@ -117,18 +117,20 @@ public struct ToneCurve: Sendable, Equatable {
     /// highlights were clipped, a failed fit), and closer to a mean's precision.
     ///
     /// `clippedAtWhite[i]`: whether curve i's frame was clipped at white (`FrameAppearance.clipsWhite`),
-    /// so that its last knot only bounds the truth: it mapped the clipped level, not white. Where
-    /// more than a quarter of the curves are such, their number is trimmed from each end there
-    /// instead of a quarter (at most down to the median): a symmetric trimmed mean still, so no
-    /// more biased than the interquartile mean where the flicker is symmetric, and clear of the
-    /// bounds. (Averaged as values, the bounds put a pencil sketch's white paper, clipped in half
-    /// the frames, 5 to 9 levels grey in every frame.)
-    public static func interquartileMean(_ curves: [ToneCurve], clippedAtWhite: [Bool] = []) -> ToneCurve {
+    /// so that its last knot only bounds the truth: it mapped the clipped level, not white; and
+    /// `clippedAtBlack` likewise for the first knot. Where more than a quarter of the curves are
+    /// such at a knot, their number is trimmed from each end there instead of a quarter (at most
+    /// down to the median): a symmetric trimmed mean still, so no more biased than the
+    /// interquartile mean where the flicker is symmetric, and clear of the bounds. (Averaged as
+    /// values, the bounds put a pencil sketch's white paper, clipped in half the frames, a few
+    /// levels grey in every frame.)
+    public static func interquartileMean(_ curves: [ToneCurve], clippedAtWhite: [Bool] = [], clippedAtBlack: [Bool] = []) -> ToneCurve {
         guard !curves.isEmpty else { return .identity }
-        let n = curves.count, bounds = clippedAtWhite.filter { $0 }.count
+        let n = curves.count
+        let bounds = Bounds(white: clippedAtWhite, black: clippedAtBlack)
         return ToneCurve(values: (0..<knotCount).map { j in
             let v = curves.map { $0.values[j] }.sorted()
-            let cut = j == knotCount - 1 ? min(max(n / 4, bounds), (n - 1) / 2) : n / 4
+            let cut = min(max(n / 4, bounds.count(at: j)), (n - 1) / 2)
             let kept = v[cut..<(n - cut)]
             return kept.reduce(0, +) / Float(kept.count)
         })
@@ -139,23 +141,42 @@ public struct ToneCurve: Sendable, Equatable {
     /// middle half (the interquartile idea, for a trend rather than a level). Fewer than seven
     /// curves cannot pin a robust quadratic: their interquartile mean stands in.
     ///
-    /// `clippedAtWhite` as for `interquartileMean`: at the last knot the bounds are left out of
-    /// the first fit, and as many residuals trimmed from each end (keeping at least three).
-    public static func robustQuadratic(_ curves: [ToneCurve], at centre: Int, clippedAtWhite: [Bool] = []) -> ToneCurve {
+    /// `clippedAtWhite`, `clippedAtBlack` as for `interquartileMean`: at the last (first) knot
+    /// the bounds are left out of the first fit, and as many residuals trimmed from each end
+    /// (keeping at least three).
+    public static func robustQuadratic(_ curves: [ToneCurve], at centre: Int, clippedAtWhite: [Bool] = [],
+                                       clippedAtBlack: [Bool] = []) -> ToneCurve {
         let n = curves.count
-        guard n >= 7 else { return interquartileMean(curves, clippedAtWhite: clippedAtWhite) }
+        guard n >= 7 else { return interquartileMean(curves, clippedAtWhite: clippedAtWhite, clippedAtBlack: clippedAtBlack) }
         let basis = QuadraticBasis(count: n, centre: centre)
-        let bounds = clippedAtWhite.filter { $0 }.count
+        let bounds = Bounds(white: clippedAtWhite, black: clippedAtBlack)
         return ToneCurve(values: (0..<knotCount).map { j in
             let v = curves.map { Double($0.values[j]) }
-            let top = j == knotCount - 1
-            let seen = top && n - bounds >= 3 ? (0..<n).filter { !(clippedAtWhite.indices.contains($0) && clippedAtWhite[$0]) } : Array(0..<n)
+            let bound = bounds.flags(at: j), count = bounds.count(at: j)
+            let seen = n - count >= 3 ? (0..<n).filter { !(bound.indices.contains($0) && bound[$0]) } : Array(0..<n)
             let all = basis.fit(v, using: seen)
             let residual = (0..<n).map { v[$0] - basis.value(all, at: $0) }
             let ranked = (0..<n).sorted { residual[$0] < residual[$1] }
-            let cut = top ? min(max(n / 4, bounds), (n - 3) / 2) : n / 4
+            let cut = min(max(n / 4, count), (n - 3) / 2)
             return Float(basis.fit(v, using: Array(ranked[cut..<(n - cut)]))[0])
         })
+    }
+
+    /// Which curves only bound the truth at the end knots (`interquartileMean`).
+    struct Bounds {
+        let white: [Bool], black: [Bool]
+        let whiteCount: Int, blackCount: Int
+
+        init(white: [Bool], black: [Bool]) {
+            self.white = white
+            self.black = black
+            whiteCount = white.filter { $0 }.count
+            blackCount = black.filter { $0 }.count
+        }
+
+        /// The flags that apply at knot j: black's at the first, white's at the last, none between.
+        func flags(at j: Int) -> [Bool] { j == 0 ? black : (j == ToneCurve.knotCount - 1 ? white : []) }
+        func count(at j: Int) -> Int { j == 0 ? blackCount : (j == ToneCurve.knotCount - 1 ? whiteCount : 0) }
     }
 
     /// The pointwise mean of several curves.
