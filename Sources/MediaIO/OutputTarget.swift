@@ -157,7 +157,8 @@ public final class TemporaryFiles: @unchecked Sendable {
             source.setEventHandler { [weak self] in
                 self?.removeAll()
                 FileHandle.standardError.write(Data((message(signalNumber) + "\n").utf8))
-                fflush(stdout)
+                // No flush of stdout either: a thread blocked writing to a full pipe holds its
+                // lock, and what it held is partial output anyway.
                 _exit(128 + signalNumber)
             }
             source.resume()

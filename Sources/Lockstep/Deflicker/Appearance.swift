@@ -143,6 +143,8 @@ public struct FrameAppearance: Sendable {
     /// reach its curve's top: in at least one of the quantile levels that fit the curve
     /// (`ToneCurve.matchingLevels`), so that the curve's value at white maps the clipped level, a
     /// bound, not white (`ToneCurve.interquartileMean`).
+    /// (Read from the per-cell shares weighted by coverage, which is the share of the fit's weight,
+    /// as `blackShares` measures at black.)
     public func clipsWhite(_ channel: Int) -> Bool {
         let cells = coverage.count
         var clippedShare: Float = 0, total: Float = 0
