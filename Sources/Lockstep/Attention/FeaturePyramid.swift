@@ -22,7 +22,12 @@ public struct FeatureLevel: Sendable {
 
     /// Removes each channel's mean, so dot products are correlations and flat regions score
     /// near 0, then builds the normalised descriptors (edges mirrored).
-    public init(_ features: PlanarImage) {
+    ///
+    /// `contrastFloor`: the rms value per descriptor entry below which a neighbourhood counts as
+    /// flat. Its descriptor is then scaled by the floor instead of its own length, so it stays
+    /// short and scores near 0 against every key: the attention's motion prior decides where it
+    /// goes, not whatever its noise happens to correlate with. 0 normalises every descriptor.
+    public init(_ features: PlanarImage, contrastFloor: Float = 0) {
         channels = features.channels
         height = features.height
         width = features.width
@@ -35,6 +40,7 @@ public struct FeatureLevel: Sendable {
             for i in 0..<n { planar[ch * n + i] -= m }
         }
         let length = (c * 9 + 7) / 8 * 8
+        let floor = max(contrastFloor * Float(c * 9).squareRoot(), 1e-6)
         var descriptors = [Float](repeating: 0, count: n * length)
         var points = [Float](repeating: 0, count: n * c)
         planar.withUnsafeBufferPointer { src in
@@ -56,7 +62,7 @@ public struct FeatureLevel: Sendable {
                         }
                         var norm: Float = 0
                         for j in 0..<length { norm += out[j] * out[j] }
-                        let scale = 1 / max(norm.squareRoot(), 1e-6)
+                        let scale = 1 / max(norm.squareRoot(), floor)
                         for j in 0..<length { out[j] *= scale }
                         var pointNorm: Float = 0
                         for ch in 0..<c { let v = s[ch &* n &+ i]; pointNorm += v * v }
@@ -77,13 +83,14 @@ public struct FeatureLevel: Sendable {
 public struct FeaturePyramid: Sendable {
     public let levels: [FeatureLevel]
 
-    /// Up to `levels` levels, stopping before a level would be smaller than `minimumSide`.
-    public init(_ features: PlanarImage, levels: Int, minimumSide: Int = 6) {
+    /// Up to `levels` levels, stopping before a level would be smaller than `minimumSide`;
+    /// `contrastFloor` as `FeatureLevel` takes it, on every level.
+    public init(_ features: PlanarImage, levels: Int, minimumSide: Int = 6, contrastFloor: Float = 0) {
         var maps = [features]
         while maps.count < levels, let last = maps.last, min(last.width, last.height) / 2 >= minimumSide {
             maps.append(last.averagePooled2())
         }
-        self.levels = maps.map(FeatureLevel.init)
+        self.levels = maps.map { FeatureLevel($0, contrastFloor: contrastFloor) }
     }
 
 }

@@ -44,7 +44,8 @@ public final class DeflickerAnalysis {
         public var reason: Reason
     }
 
-    /// A frame whose thumbnail correlates less than this with the previous one starts a new shot.
+    /// A frame whose thumbnail correlates less than this with the previous one starts a new shot
+    /// (blind, only where its detail's thumbnail does too: see `isCut`).
     public static let cutCorrelation: Float = 0.5
     /// A frame whose matches to the reference have less mean confidence than this becomes the
     /// next reference (a little below what neighbouring frames of real video reach). References
@@ -98,7 +99,7 @@ public final class DeflickerAnalysis {
     private var currentLink: FrameAppearance?
     /// First frame of each shot (a run of references linked by their curves).
     private var shotStarts: [Int] = []
-    private var previousThumbnail: [Float]?
+    private var previousThumbnails: (whole: [Float], detail: [Float]?)?
     public private(set) var scenes: [Scene] = []
     /// First frames of the scene cuts found.
     public private(set) var cuts: [Int] = []
@@ -153,13 +154,12 @@ public final class DeflickerAnalysis {
         lumas.append(frame.luma)
         let colour = frame.colour
         hasGuide = frame.guide != nil
-        let thumbnail = frame.thumbnail
         // About 60 000 pairs are plenty for the fit: larger frames are sampled sparser.
         let stride = colour.planeSize > 4 * Self.fitSamples ? 4 : (colour.planeSize > Self.fitSamples ? 2 : 1)
         let samplesPerCell = AppearanceGrid.cell * grid.factor / 2 / stride, sampledColour = Self.subsampled(colour, stride)
         let sampledGuide = frame.guide.map { Self.subsampled($0, stride) }
-        let isCut = previousThumbnail.map { Self.correlation($0, thumbnail) < Self.cutCorrelation } ?? false
-        previousThumbnail = thumbnail
+        let isCut = previousThumbnails.map { Self.isCut(from: $0, to: (frame.thumbnail, frame.detailThumbnail)) } ?? false
+        previousThumbnails = (frame.thumbnail, frame.detailThumbnail)
         if isCut { cuts.append(index) }
 
         var appearance = FrameAppearance.identity(grid)
@@ -405,6 +405,9 @@ public final class DeflickerAnalysis {
     public struct AnalysedFrame: Sendable {
         var pyramid: FeaturePyramid
         var thumbnail: [Float]
+        /// Blind, the thumbnail of the features' detail (`gainInvariant`), which flicker in space
+        /// does not change; nil with a guide, which does not flicker.
+        var detailThumbnail: [Float]?
         var colour: PlanarImage
         var guide: PlanarImage?
         /// The full-size input's mean luma: the frame's fingerprint (`DeflickerPlan.apply`).
@@ -416,10 +419,17 @@ public final class DeflickerAnalysis {
     /// The frame and its guide are full-size; they are downscaled by `scale` here.
     public func analyse(input fullInput: PlanarImage, guide fullGuide: PlanarImage?) -> AnalysedFrame {
         let input = fullInput.averagePooled(scale), guide = fullGuide?.averagePooled(scale)
-        let features = guide.map { codec.encode($0) } ?? Self.illuminationRobust(codec.encode(input))
-        return AnalysedFrame(pyramid: FeaturePyramid(features, levels: CrossFrameAttention.Configuration().levels),
-                             thumbnail: Self.thumbnail(features), colour: input.averagePooled2(), guide: guide?.averagePooled2(),
-                             luma: Float(FlickerAnalyzer.meanLuma(fullInput)))
+        let levels = CrossFrameAttention.Configuration().levels
+        let colour = input.averagePooled2(), luma = Float(FlickerAnalyzer.meanLuma(fullInput))
+        if let guide {
+            let features = codec.encode(guide)
+            return AnalysedFrame(pyramid: FeaturePyramid(features, levels: levels), thumbnail: Self.thumbnail(features),
+                                 detailThumbnail: nil, colour: colour, guide: guide.averagePooled2(), luma: luma)
+        }
+        let latent = codec.encode(input), detail = Self.gainInvariant(latent)
+        let pyramid = FeaturePyramid(detail, levels: levels, contrastFloor: Self.contrastThreshold * Self.meanLevel(latent))
+        return AnalysedFrame(pyramid: pyramid, thumbnail: Self.thumbnail(Self.illuminationRobust(latent)),
+                             detailThumbnail: Self.thumbnail(detail), colour: colour, guide: nil, luma: luma)
     }
 
     /// A reference frame and how frames are matched to it. With a guide, the attention's answer
@@ -442,6 +452,7 @@ public final class DeflickerAnalysis {
             var configuration = CrossFrameAttention.Configuration()
             // The alignment refines below a sample; the attention's own sub-sample steps would be redone.
             configuration.subsampleSteps = frame.guide == nil
+            if frame.guide == nil { configuration.motionPrior = DeflickerAnalysis.blindMotionPrior }
             attention = CrossFrameAttention(reference: frame.pyramid, configuration: configuration)
             pictures = frame.guide.map {
                 PlanarImage(stacking: [frame.colour, $0, DeflickerAnalysis.editSlope(input: frame.colour, guide: $0)])
@@ -462,9 +473,51 @@ public final class DeflickerAnalysis {
         }
     }
 
+    /// Blind, frames are matched on their latent's detail: each channel less its Gaussian blur
+    /// of this σ (latent samples). A gain field smooth over two of the grid's cells (the finest
+    /// the gain model represents: 8 samples at k = 8) keeps under a seventh of its amplitude
+    /// there, and an offset none; the latent's own band (up to ¼ cycle a sample) keeps about
+    /// half. On the whole latent the flicker's blobs are the strongest structure a flat scene
+    /// has (a table, a wall, paper), and the attention matched them: on a static camera under
+    /// local flicker, the matches lay 6 to 9 samples from where they belonged.
+    static let detailScale: Float = 0.7
+    /// The local contrast (rms of a descriptor's entries, relative to the frame's mean level)
+    /// below which a neighbourhood of that detail counts as flat (`FeatureLevel`'s
+    /// `contrastFloor`): about the threshold of visible contrast, and above what a smooth gain
+    /// field leaves in the detail.
+    static let contrastThreshold: Float = 0.015
+    /// The blind attention's motion prior, ten times the default: with flat neighbourhoods
+    /// scoring near 0, it is what holds them where the content around them goes (a Gaussian of
+    /// about one sample's width at each level, against the default's three).
+    static let blindMotionPrior: Float = 0.01
+
+    /// `latent` less its blur (`detailScale`), channel by channel.
+    static func gainInvariant(_ latent: PlanarImage) -> PlanarImage {
+        let sigma = detailScale, radius = Int((3 * sigma).rounded(.up))
+        var taps = (-radius...radius).map { exp(-Float($0 * $0) / (2 * sigma * sigma)) }
+        let total = taps.reduce(0, +)
+        taps = taps.map { $0 / total }
+        return latent - latent.filtered(rows: taps, columns: taps)
+    }
+
+    /// The mean of the latent's colour channels.
+    static func meanLevel(_ latent: PlanarImage) -> Float {
+        let n = latent.planeSize * LatentEncoder.colourChannels
+        return Float(latent.values[..<n].reduce(0.0) { $0 + Double($1) } / Double(max(n, 1)))
+    }
+
+    /// A cut: the frame's thumbnail does not correlate with the previous one's. Blind, the
+    /// detail's thumbnails must not correlate either: flicker in space decorrelates a flat
+    /// scene's whole thumbnails (the blobs are most of what it shows) but not its detail; motion
+    /// decorrelates fine detail but not the whole; a new shot changes both.
+    static func isCut(from previous: (whole: [Float], detail: [Float]?), to next: (whole: [Float], detail: [Float]?)) -> Bool {
+        guard correlation(previous.whole, next.whole) < cutCorrelation else { return false }
+        guard let a = previous.detail, let b = next.detail else { return true }
+        return correlation(a, b) < cutCorrelation
+    }
+
     /// Each channel scaled to zero mean and unit variance over the frame: a global gain, offset or
-    /// colour cast changes nothing, and a smooth gain field changes little of the local structure
-    /// the attention matches on.
+    /// colour cast changes nothing. (Blind, the thumbnail that finds cuts is made of it.)
     static func illuminationRobust(_ latent: PlanarImage) -> PlanarImage {
         var out = latent
         let n = latent.planeSize
