@@ -143,6 +143,12 @@ public final class DeflickerAnalysis {
         }
     }
 
+    /// Where each latent sample of `frame` lies in `reference`, as the first pass matches them
+    /// (both analysed by `analyse`, both guided or both blind).
+    public func correspondence(from frame: AnalysedFrame, to reference: AnalysedFrame) -> CorrespondenceField {
+        Reference(index: 0, reference).correspondence(for: frame, factor: codec.factor, origin: codec.origin)
+    }
+
     /// Adds the next frame: the input and, when there is one, its guide (same size).
     public func add(input: PlanarImage, guide: PlanarImage?) throws {
         try add(analyse(input: input, guide: guide))
