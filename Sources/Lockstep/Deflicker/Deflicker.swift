@@ -499,13 +499,17 @@ public final class DeflickerAnalysis {
     /// about one sample's width at each level, against the default's three).
     static let blindMotionPrior: Float = 0.01
 
-    /// `latent` less its blur (`detailScale`), channel by channel.
-    static func gainInvariant(_ latent: PlanarImage) -> PlanarImage {
+    /// The Gaussian of σ = `detailScale`, to ±3σ, summing to 1.
+    static let detailBlur: [Float] = {
         let sigma = detailScale, radius = Int((3 * sigma).rounded(.up))
-        var taps = (-radius...radius).map { exp(-Float($0 * $0) / (2 * sigma * sigma)) }
+        let taps = (-radius...radius).map { exp(-Float($0 * $0) / (2 * sigma * sigma)) }
         let total = taps.reduce(0, +)
-        taps = taps.map { $0 / total }
-        return latent - latent.filtered(rows: taps, columns: taps)
+        return taps.map { $0 / total }
+    }()
+
+    /// `latent` less its blur (`detailBlur`), channel by channel.
+    static func gainInvariant(_ latent: PlanarImage) -> PlanarImage {
+        latent - latent.filtered(rows: detailBlur, columns: detailBlur)
     }
 
     /// The mean of the latent's colour channels.
