@@ -399,6 +399,25 @@ import TestSupport
         #expect(error < 0.5 / 255, "largest error \(error)")
     }
 
+    /// The guide's own curves say how far the light really changes within the window, compared
+    /// in logs; a dark knot a fit put at or below 0 (curves composed along many links reach
+    /// −190 at the quarter knot on a 1,000-frame pan) once made that comparison NaN, and through
+    /// the anchor's scene mean every frame of the scene came out NaN. Here the guide's quarter
+    /// knot rises from −0.30 to 0.02 and back over the window: the consensus stays the input's.
+    @Test func darkGuideKnotsLeaveTheConsensusFinite() {
+        let identity = [ToneCurve](repeating: .identity, count: 3)
+        let last = Float(ToneCurve.knotCount - 1)
+        let guide = (0..<9).map { j in
+            let offset = 0.02 - 0.02 * Float((j - 4) * (j - 4)) - 0.25
+            return [ToneCurve](repeating: ToneCurve(values: (0..<ToneCurve.knotCount).map { Float($0) / last + offset }), count: 3)
+        }
+        let consensus = CurveConsensus.consensus(of: Array(repeating: identity, count: 9), centre: 4, guide: guide)
+        for curve in consensus {
+            let error = zip(curve.values, ToneCurve.identity.values).map { abs($0 - $1) }.max()!
+            #expect(error < 1e-4, "consensus \(curve.values)")
+        }
+    }
+
     /// A gain field is fitted where its matches are, not at the centres of the cells: with
     /// matches only in the left quarter of every cell (as where the texture is), a field that
     /// varies within a cell comes back as it is. (A ratio per cell, placed at the cell's centre,

@@ -47,7 +47,7 @@ public enum CurveConsensus {
         let guideTrend = (0..<3).map { c in ToneCurve.robustQuadratic(guide.map { $0[c] }, at: centre) }
         var bias = 0.0
         for c in 0..<3 {
-            for j in summaryKnots { bias += pow(log(Double(guideLevel[c].values[j]) / Double(guideTrend[c].values[j])), 2) }
+            for j in summaryKnots { bias += pow(logLevel(guideLevel[c].values[j]) - logLevel(guideTrend[c].values[j]), 2) }
         }
         bias /= Double(3 * summaryKnots.count)
         let n = window.count
@@ -55,6 +55,11 @@ public enum CurveConsensus {
         let share = Float(extraNoise / (extraNoise + bias + 1e-12))
         return (0..<3).map { c in ToneCurve(values: zip(level[c].values, trend[c].values).map { share * $0 + (1 - share) * $1 }) }
     }
+
+    /// A curve's value in logs, held above 10⁻³: a fit can put a dark knot at or below 0 (a
+    /// quadratic's trend, or curves composed along links), whose log would be NaN and spread
+    /// to every frame of the scene through the anchor's scene mean.
+    static func logLevel(_ value: Float) -> Double { log(max(Double(value), 1e-3)) }
 
     /// The knots that summarise a curve's level: its quartiles and middle.
     static let summaryKnots = [ToneCurve.knotCount / 4, ToneCurve.knotCount / 2, 3 * ToneCurve.knotCount / 4]
@@ -66,7 +71,7 @@ public enum CurveConsensus {
         var squares: [Double] = []
         for c in 0..<3 {
             for j in summaryKnots {
-                let v = window.map { log(max(Double($0[c].values[j]), 1e-3)) }
+                let v = window.map { logLevel($0[c].values[j]) }
                 for i in 1..<(v.count - 1) { squares.append(pow(v[i + 1] - 2 * v[i] + v[i - 1], 2)) }
             }
         }
