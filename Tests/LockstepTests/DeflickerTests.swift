@@ -402,9 +402,9 @@ import TestSupport
     /// The guide's own curves say how far the light really changes within the window, compared
     /// in logs; a dark knot a fit put at or below 0 (curves composed along many links reached
     /// −190 at the quarter knot on a 1,000-frame pan, under a trial's weights) made that
-    /// comparison NaN, and through
-    /// the anchor's scene mean every frame of the scene came out NaN. Here the guide's quarter
-    /// knot rises from −0.30 to 0.02 and back over the window: the consensus stays the input's.
+    /// comparison NaN, and through the anchor's scene mean every frame of the scene came out
+    /// NaN. Here the guide's quarter knot rises from −0.30 to 0.02 and back over the window:
+    /// the consensus stays the input's.
     @Test func darkGuideKnotsLeaveTheConsensusFinite() {
         let identity = [ToneCurve](repeating: .identity, count: 3)
         let last = Float(ToneCurve.knotCount - 1)
