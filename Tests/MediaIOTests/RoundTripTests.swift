@@ -92,6 +92,30 @@ import TestSupport
         #expect(mean >= floor, "mean PSNR \(mean) dB at CRF \(crf)")
     }
 
+    /// A 4:2:0 video read into RGB and written back unchanged (lossless H.264) keeps its chroma:
+    /// the writer's downsampling undoes the reader's upsampling. testsrc2's sharp colour edges,
+    /// made pale and mid-grey so that no colour leaves the RGB cube (a clipped colour is changed
+    /// by any RGB tool). Measured: every code within 1; the [1 2 1]/4 × [1 1]/2 downsampling
+    /// before it was off by up to 17 codes at the edges.
+    @Test func yuv420ChromaSurvivesAPassThroughRGB() throws {
+        let dir = TemporaryDirectory()
+        let source = dir.file("source.mkv"), written = dir.file("written.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=0.12,hue=s=0.35,eq=contrast=0.5",
+                    "-pix_fmt", "yuv420p", "-c:v", "ffv1", source])
+        let (info, frames) = try SyntheticClip.readAll(source)
+        #expect(info.pixelFormat == "yuv420p")
+        try SyntheticClip.write(frames.map(\.image), to: written, codec: "libx264", crf: 0, pixelFormat: "yuv420p")
+        func planes(_ path: String) throws -> [UInt8] {
+            let raw = dir.file(URL(fileURLWithPath: path).lastPathComponent + ".yuv")
+            try ffmpeg(["-i", path, "-f", "rawvideo", "-pix_fmt", "yuv420p", raw])
+            return [UInt8](try Data(contentsOf: URL(fileURLWithPath: raw)))
+        }
+        let a = try planes(source), b = try planes(written)
+        #expect(a.count == b.count && a.count == 3 * 96 * 64 / 2 * frames.count)
+        let worst = zip(a, b).map { abs(Int($0) - Int($1)) }.max() ?? 0
+        #expect(worst <= 1, "largest difference \(worst) codes")
+    }
+
     /// Odd sizes go through libx264 (in 4:4:4) and come back at the same size.
     @Test func oddSizeKeepsItsSize() throws {
         let dir = TemporaryDirectory()
