@@ -95,6 +95,7 @@ struct Deflicker: ParsableCommand {
     private func firstPass(_ input: String) throws -> DeflickerPlan {
         let analysisSource = try Media.openSource(input, frameRate: writing.frameRate, damageLog: damage.log)
         let info = analysisSource.info
+        try requireFrameSize(info, of: input, label: "deflicker")
         let guideSource = try guide.map { try Media.openSource($0, frameRate: writing.frameRate, damageLog: damage.log) }
         var fixed: (index: Int, input: PlanarImage, guide: PlanarImage?)?
         if let index = fixedReference {

@@ -84,6 +84,7 @@ struct Edit: ParsableCommand {
         // Every keyframe image is read (one at a time) before the stream starts, and must have
         // the video's size. A keyframe past the end of the video is found when the stream nears
         // it, as the output is still unfinished: the job stops, and nothing is left.
+        try requireFrameSize(source.info, of: input, label: "edit")
         let size = (width: source.info.width, height: source.info.height)
         for (index, path) in keys {
             let edited = try ImageFile.read(path).image

@@ -107,3 +107,16 @@ func readableTwice(_ input: String, label: String, quiet: Bool) throws -> String
     }
     return path
 }
+
+/// The smallest frame that `edit` and `deflicker` take, each side in pixels: their analysis
+/// halves the frame twice (a pooled pyramid, the keyframe's patches), and a side under 4 has
+/// nothing left at the second halving.
+let minimumFrameSide = 4
+
+/// Refuses, with a one-line error naming `path`, a video whose frames are smaller than
+/// `minimumFrameSide` on either side.
+func requireFrameSize(_ info: StreamInfo, of path: String, label: String) throws {
+    guard info.width < minimumFrameSide || info.height < minimumFrameSide else { return }
+    throw MediaError(.unsupported, path: StandardStream.shownName(path),
+                     "is \(info.width)×\(info.height): \(label) needs frames of at least \(minimumFrameSide)×\(minimumFrameSide) pixels")
+}

@@ -263,6 +263,24 @@ import TestSupport
         #expect(!dir.contents.contains("out.mp4"))
     }
 
+    /// Frames too small for the analysis (a side under 4 pixels: the edit stopped on a failed
+    /// precondition, signal 4, before this) get one line, and nothing is left in the directory,
+    /// for `edit` and for `deflicker` alike.
+    @Test(arguments: ["3x3", "64x2"])
+    func framesTooSmallAreRefused(size: String) throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("tiny.mkv"), key = dir.file("key.png")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25:duration=0.2", "-vf", "scale=\(size)", "-c:v", "ffv1", input])
+        let (w, h) = (Int(size.split(separator: "x")[0])!, Int(size.split(separator: "x")[1])!)
+        try ImageFile.writePNG(SyntheticClip.flat(level: 100, width: w, height: h), to: key)
+        for (label, arguments) in [("edit", ["--keyframe", "0=\(key)"]), ("deflicker", ["--guide", input])] {
+            let r = try CLITests.run([label, input, "-o", dir.file("out.mkv")] + arguments)
+            #expect(r.status == 1, "\(label): \(r.stderr)")
+            #expect(r.stderr == "lockstep: error: \(input): is \(w)×\(h): \(label) needs frames of at least 4×4 pixels\n")
+            #expect(dir.contents.sorted() == ["key.png", "tiny.mkv"])
+        }
+    }
+
     @Test func keyframeIndexOutsideTheVideoIsRefused() throws {
         let dir = TemporaryDirectory()
         let input = try CLITests.clip(in: dir)
