@@ -297,6 +297,10 @@ public final class VideoWriter: FrameSink {
     /// Containers made for pipes between tools: raw video by default (see `chooseEncoder`).
     static let rawByDefault: Set<String> = ["nut", "yuv4mpegpipe"]
 
+    /// Containers made for H.264 whose muxer cannot say so (`avformat_query_codec` answers
+    /// "unknown", and the default would be MPEG-2): MPEG-TS, what broadcast and HLS carry H.264 in.
+    static let carriesH264Undeclared: Set<String> = ["mpegts"]
+
     static func chooseEncoder(_ name: String?, format: UnsafePointer<AVOutputFormat>, path: String) throws -> UnsafePointer<AVCodec> {
         let container = String(cString: format.pointee.name)
         if let name {
@@ -317,7 +321,7 @@ public final class VideoWriter: FrameSink {
             let raw = format.pointee.video_codec == AV_CODEC_ID_WRAPPED_AVFRAME ? AV_CODEC_ID_WRAPPED_AVFRAME : AV_CODEC_ID_RAWVIDEO
             if let codec = avcodec_find_encoder(raw) { return codec }
         }
-        if avformat_query_codec(format, AV_CODEC_ID_H264, FF_COMPLIANCE_NORMAL) == 1,
+        if avformat_query_codec(format, AV_CODEC_ID_H264, FF_COMPLIANCE_NORMAL) == 1 || carriesH264Undeclared.contains(container),
            let x264 = avcodec_find_encoder_by_name("libx264") {
             return x264
         }

@@ -116,6 +116,16 @@ import TestSupport
         #expect(worst <= 1, "largest difference \(worst) codes")
     }
 
+    /// With no codec named, a container that holds H.264 gets it: MP4, Matroska, MOV, and
+    /// MPEG-TS, whose muxer does not say that it can (it came out MPEG-2 before).
+    @Test(arguments: ["mp4", "mkv", "mov", "ts"])
+    func h264WhereTheContainerHoldsIt(ext: String) throws {
+        let dir = TemporaryDirectory()
+        let path = try SyntheticClip.write(Array(Self.frames.prefix(3)), to: dir.file("clip.\(ext)"))
+        let (info, decoded) = try SyntheticClip.readAll(path)
+        #expect(info.codecName == "h264" && decoded.count == 3, "\(ext): \(info.codecName)")
+    }
+
     /// Odd sizes go through libx264 (in 4:4:4) and come back at the same size.
     @Test func oddSizeKeepsItsSize() throws {
         let dir = TemporaryDirectory()
