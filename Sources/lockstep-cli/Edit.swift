@@ -16,7 +16,7 @@ struct Edit: ParsableCommand {
     @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (kept in TMPDIR: the keyframes are read first).", valueName: "INPUT"))
     var input: String
 
-    @Option(name: .customLong("keyframe"), help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
+    @Option(name: .customLong("keyframe"), parsing: .unconditionalSingleValue, help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
     var keyframes: [String] = []
 
     @Option(name: .customLong("keyframes"), help: ArgumentHelp("A directory of edited frames, each named by its frame index (00012.png, key12.png): a --keyframe for each. Two are held in memory at a time, however many there are.", valueName: "DIR"))
@@ -30,7 +30,8 @@ struct Edit: ParsableCommand {
     @OptionGroup var damage: DamageOptions
     @OptionGroup var report: ReportOptions
 
-    /// (index, image path) pairs from the --keyframe values.
+    /// (index, image path) pairs from the --keyframe values. (The value is taken whatever it
+    /// looks like, so that -1=key.png is refused as an index, not as an unknown option.)
     var parsedKeyframes: [(index: Int, image: String)] {
         keyframes.compactMap { text in
             guard let equals = text.firstIndex(of: "="), let index = Int(text[..<equals]), index >= 0 else { return nil }

@@ -281,6 +281,16 @@ import TestSupport
         }
     }
 
+    /// A negative index is refused as an index (it was read as an unknown option before, and
+    /// the message said the value was missing).
+    @Test func negativeKeyframeIndexIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        let r = try CLITests.run(["edit", input, "-o", dir.file("out.mp4"), "--keyframe", "-1=key.png"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("--keyframe takes INDEX=IMAGE, with INDEX a frame number from 0"), "\(r.stderr)")
+    }
+
     @Test func keyframeIndexOutsideTheVideoIsRefused() throws {
         let dir = TemporaryDirectory()
         let input = try CLITests.clip(in: dir)
