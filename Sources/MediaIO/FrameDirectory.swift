@@ -25,11 +25,12 @@ public final class FrameDirectoryReader: FrameSource {
         guard let firstFile = files.first else {
             throw MediaError(.notMedia, path: path, "the directory has no frames (png, jpg, bmp or tiff files)")
         }
-        let (image, bits) = try ImageFile.read(firstFile)
+        let (image, bits, hasAlpha) = try ImageFile.decode(firstFile)
         first = image
         info = StreamInfo(width: image.width, height: image.height, timeBase: Rational(frameRate.denominator, frameRate.numerator),
                           frameRate: frameRate, declaredFrameCount: files.count, codecName: "images",
                           bitsPerComponent: bits, color: nil, sourceFile: nil)
+        info.hasAlpha = hasAlpha
     }
 
     public func next() throws -> VideoFrame? {

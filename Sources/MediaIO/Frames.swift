@@ -56,6 +56,9 @@ public struct StreamInfo: Sendable {
     public var sourceFile: String?
     /// Set when only some frames of the input are read: audio is then copied for their time span only.
     public var segment: FrameRange?
+    /// Whether the decoded frames carry an alpha channel, which Lockstep does not keep: its
+    /// frames are colour only, and what it writes is opaque.
+    public var hasAlpha = false
 
     public init(width: Int, height: Int, timeBase: Rational, frameRate: Rational,
                 sampleAspectRatio: Rational = Rational(1, 1), declaredFrameCount: Int? = nil,

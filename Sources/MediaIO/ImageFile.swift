@@ -9,6 +9,17 @@ public enum ImageFile {
 
     /// Decodes the image at `path` into RGB in [0, 1]. `bits` is its bit depth per component.
     public static func read(_ path: String) throws -> (image: PlanarImage, bits: Int) {
+        let decoded = try decode(path)
+        return (decoded.image, decoded.bits)
+    }
+
+    /// Whether frames in `format` carry an alpha channel.
+    static func hasAlpha(_ format: AVPixelFormat) -> Bool {
+        av_pix_fmt_desc_get(format).map { $0.pointee.flags & UInt64(AV_PIX_FMT_FLAG_ALPHA) != 0 } ?? false
+    }
+
+    /// `read`, with whether the image had an alpha channel (which the image leaves out).
+    static func decode(_ path: String) throws -> (image: PlanarImage, bits: Int, hasAlpha: Bool) {
         FFmpegLog.install()
         try VideoReader.checkReadableFile(path)
         let handles = CodecHandles()
@@ -57,7 +68,7 @@ public enum ImageFile {
                                            color: color, bits: bits, path: path)
         var image = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         converter.toFloat(UnsafePointer(frame), into: &image)
-        return (image, bits)
+        return (image, bits, hasAlpha(format))
     }
 
     /// Encodes `image` as PNG (8 bits per component, or 16 with `bits > 8`) and returns the bytes.

@@ -22,6 +22,7 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
+        warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input],
                                       overwrite: output.overwrite, options: output.encoder)
         if let writer = sink as? VideoWriter, !report.quiet {

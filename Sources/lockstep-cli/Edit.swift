@@ -86,6 +86,7 @@ struct Edit: ParsableCommand {
         // the video's size. A keyframe past the end of the video is found when the stream nears
         // it, as the output is still unfinished: the job stops, and nothing is left.
         try requireFrameSize(source.info, of: input, label: "edit")
+        warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         let size = (width: source.info.width, height: source.info.height)
         for (index, path) in keys {
             let edited = try ImageFile.read(path).image

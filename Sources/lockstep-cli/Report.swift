@@ -120,3 +120,9 @@ func requireFrameSize(_ info: StreamInfo, of path: String, label: String) throws
     throw MediaError(.unsupported, path: StandardStream.shownName(path),
                      "is \(info.width)×\(info.height): \(label) needs frames of at least \(minimumFrameSide)×\(minimumFrameSide) pixels")
 }
+
+/// A line on stderr when the input's alpha channel will not be in the output (unless --quiet).
+func warnIfAlphaIsDropped(_ info: StreamInfo, of path: String, quiet: Bool) {
+    guard info.hasAlpha, !quiet else { return }
+    FileHandle.standardError.write(Data("lockstep: warning: \(StandardStream.shownName(path)): its alpha channel is not kept: Lockstep works on colour, and the output is opaque\n".utf8))
+}

@@ -238,6 +238,23 @@ import TestSupport
         #expect(r.stderr.split(separator: "\n").count == 1)
     }
 
+    /// An input with an alpha channel (RGBA PNG in MOV, a directory of RGBA PNGs) is written
+    /// opaque, and a line says so; an input without one gets no such line.
+    @Test func droppedAlphaIsSaid() throws {
+        let dir = TemporaryDirectory()
+        let frames = dir.file("frames")
+        try FileManager.default.createDirectory(atPath: frames, withIntermediateDirectories: false)
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.12", "-pix_fmt", "rgba", frames + "/%03d.png"])
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.12", "-c:v", "png", "-pix_fmt", "rgba", dir.file("rgba.mov")])
+        for input in [frames, dir.file("rgba.mov")] {
+            let r = try Self.run(["convert", input, "-o", dir.file("out.mkv"), "--overwrite"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stderr.contains("lockstep: warning: \(input): its alpha channel is not kept"), "\(r.stderr)")
+        }
+        let opaque = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("out.mkv"), "--overwrite"])
+        #expect(opaque.status == 0 && !opaque.stderr.contains("alpha"))
+    }
+
     /// Ctrl-C in the middle of a job: exit 130, and neither the output nor its temporary file remains.
     @Test func interruptRemovesPartialOutput() throws {
         let dir = TemporaryDirectory()
