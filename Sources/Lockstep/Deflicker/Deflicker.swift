@@ -180,17 +180,33 @@ public final class DeflickerAnalysis {
                 // The reference's colours, its guide's and its edit's slope, carried in one go.
                 var (carried, confidence) = carry(reference.pictures, along: field, stride: stride)
                 var referenceColour = carried.channels(0..<3)
-                var guidePair: (frame: PlanarImage, reference: PlanarImage)?
+                var guidePair: (frame: PlanarImage, reference: PlanarImage)?, agreement: [Float]?
                 if let guide = frame.guide, let sampledGuide, carried.channels == 9 {
                     let pair = (frame: sampledGuide, reference: carried.channels(3..<6))
-                    let agreement = Self.guideAgreement(guide, carried: pair.reference, stride: stride)
-                    for i in confidence.indices { confidence[i] *= agreement[i] }
+                    let agreed = Self.guideAgreement(guide, carried: pair.reference, stride: stride)
+                    for i in confidence.indices { confidence[i] *= agreed[i] }
                     referenceColour = Self.followingContent(referenceColour, slope: carried.channels(6..<9), from: pair.reference, to: pair.frame)
                     guidePair = pair
+                    agreement = agreed
                 }
                 appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: confidence,
                                                  samplesPerCell: samplesPerCell, field: field, grid: grid,
                                                  regularisation: frame.guide == nil ? .blind : .guided)
+                // Where the fit found a gain field, it is fitted again with every match trusted as
+                // far as it agrees with the matches around it (`raisedConfidence`): a flat
+                // surface's matches, unsure of their place one by one, are where a field shows most.
+                // Only then: under a global flicker the curves do the work. Each cell's coverage
+                // stays the first fit's, the share of it whose place the attention is sure of: the
+                // consensus reads each cell's gain where it lies in the reference.
+                if let agreement, let guidePair, appearance.gain.values.contains(where: { $0 != 1 }) {
+                    let raised = raisedConfidence(confidence, agreement: agreement, field: field, frame: sampledColour,
+                                                  guide: guidePair.frame, reference: carried.channels(0..<3),
+                                                  extent: (reference.pictures.width, reference.pictures.height), stride: stride)
+                    let coverage = appearance.coverage
+                    appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: raised,
+                                                     samplesPerCell: samplesPerCell, field: field, grid: grid, regularisation: .guided)
+                    appearance.coverage = coverage
+                }
                 if let pair = guidePair {
                     guideCurves = Self.toneCurves(from: pair.frame, to: pair.reference, weight: FrameAppearance.trust(confidence))
                 }
@@ -272,6 +288,106 @@ public final class DeflickerAnalysis {
         return from.values.withUnsafeBufferPointer { x in to.values.withUnsafeBufferPointer { y in
             (0..<3).map { c in ToneCurve.matching(x: x.baseAddress! + c * n, y: y.baseAddress! + c * n, weight: weight, count: n).monotone }
         } }
+    }
+
+    /// How far each match of `field` agrees with the matches around it: exp(−½ (d² + s²)), d the
+    /// distance in latent samples from their mean displacement and s² their spread about it, both
+    /// weighted by confidence over a Gaussian of a cell (σ 4 samples, cut at the field's edges).
+    /// A flat surface's matches are unsure of their place one by one (every place on a table
+    /// looks alike), but where they move as the matches around them do, their colour is as sure
+    /// as any; a match onto a lookalike far off, or among neighbours that disagree, is not.
+    public static func consistency(of field: CorrespondenceField) -> [Float] {
+        let w = field.width, h = field.height, n = w * h, sigma: Float = 4, reach = 12
+        let taps = (-reach...reach).map { exp(-0.5 * Float($0 * $0) / (sigma * sigma)) }
+        // Σ c, Σ c·x, Σ c·y, Σ c·(x² + y²) (displacements from each sample's own place), each
+        // blurred separably, one plane per worker.
+        var planes = [Float](repeating: 0, count: 4 * n)
+        planes.withUnsafeMutableBufferPointer { pb in taps.withUnsafeBufferPointer { tb in
+            let p = pb.baseAddress!, taps = tb.baseAddress! + reach
+            for i in 0..<n {
+                let c = max(field.confidence[i], 1e-4), dx = field.x[i] - Float(i % w), dy = field.y[i] - Float(i / w)
+                p[i] = c; p[n &+ i] = c * dx; p[2 &* n &+ i] = c * dy; p[3 &* n &+ i] = c * (dx * dx + dy * dy)
+            }
+            DispatchQueue.concurrentPerform(iterations: 4) { k in
+                let plane = p + k &* n
+                let row = UnsafeMutablePointer<Float>.allocate(capacity: n)
+                defer { row.deallocate() }
+                for y in 0..<h { for x in 0..<w {
+                    var sum: Float = 0
+                    for t in max(-reach, -x)...min(reach, w - 1 - x) { sum += taps[t] * plane[y &* w &+ x &+ t] }
+                    row[y &* w &+ x] = sum
+                } }
+                for y in 0..<h { for x in 0..<w {
+                    var sum: Float = 0
+                    for t in max(-reach, -y)...min(reach, h - 1 - y) { sum += taps[t] * row[(y &+ t) &* w &+ x] }
+                    plane[y &* w &+ x] = sum
+                } }
+            }
+        } }
+        return (0..<n).map { i in
+            let c = planes[i], mx = planes[n + i] / c, my = planes[2 * n + i] / c
+            let spread = max(planes[3 * n + i] / c - mx * mx - my * my, 0)
+            let dx = field.x[i] - Float(i % w) - mx, dy = field.y[i] - Float(i / w) - my
+            return exp(-0.5 * (dx * dx + dy * dy + spread))
+        }
+    }
+
+    /// Each sample's `confidence` raised to how far its match agrees with its neighbours
+    /// (`consistency`, read as `carry` reads the field) where its colour can be trusted
+    /// without being sure of its place, times the guide's `agreement`:
+    /// - the reference's colour carried onto it (`reference`, before it follows the guide) is
+    ///   flat around it, against the guide's noise: a little off, it would read the same;
+    /// - the frame's colour is a function of its guide's there, as a grade's is (what a linear
+    ///   fit of the one on the other over the neighbouring samples leaves, against the same
+    ///   noise): then the edit stays where its guide does;
+    /// - neither colour is clipped, where a colour is a bound, not a value (on white paper that
+    ///   the flicker clips, a pencil sketch's, trusting it more moved the fit);
+    /// - the match lies within the reference: beyond its edge `carry` reads the edge's colour,
+    ///   which the neighbours agree with but which is not the content's.
+    func raisedConfidence(_ confidence: [Float], agreement: [Float], field: CorrespondenceField, frame: PlanarImage, guide: PlanarImage,
+                          reference: PlanarImage, extent: (width: Int, height: Int), stride: Int) -> [Float] {
+        var trusted = field
+        trusted.confidence = Self.consistency(of: field)
+        var raised = confidence
+        let ow = frame.width, oh = frame.height, n = frame.planeSize, high = FrameAppearance.clippedLevel, low = 1 - high
+        let allowance = 3 * Self.agreementNoise * Self.agreementNoise
+        let k = Float(grid.factor), origin = grid.origin
+        frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in guide.withUnsafeBufferPointer { gb in
+        raised.withUnsafeMutableBufferPointer { out in agreement.withUnsafeBufferPointer { ab in
+            let f = fb.baseAddress!, r = rb.baseAddress!, g = gb.baseAddress!, raised = out.baseAddress!, agreement = ab.baseAddress!
+            parallelChunks(oh, minimumChunk: 8) { rows in
+                for oy in rows {
+                    for ox in 0..<ow {
+                        let i = oy &* ow &+ ox
+                        guard (0..<3).allSatisfy({ ch in
+                            let a = f[ch &* n &+ i], b = r[ch &* n &+ i]
+                            return a < high && a > low && b < high && b > low
+                        }) else { continue }
+                        let px = 2 * Float(ox &* stride) + 0.5, py = 2 * Float(oy &* stride) + 0.5
+                        let (dx, dy, consistent) = WarpingErrorMeter.displacement(trusted, px, py, factor: k, origin: origin)
+                        let sx = (px + dx - 0.5) / 2, sy = (py + dy - 0.5) / 2
+                        guard sx >= 0, sy >= 0, sx <= Float(extent.width - 1), sy <= Float(extent.height - 1) else { continue }
+                        // Over the 3 × 3 neighbouring samples, per channel: the carried colour's
+                        // variance, and the frame's less what its guide's explains linearly.
+                        var spread: Float = 0, unexplained: Float = 0
+                        for ch in 0..<3 {
+                            var sr: Float = 0, srr: Float = 0, sf: Float = 0, sff: Float = 0, sg: Float = 0, sgg: Float = 0, sfg: Float = 0, m: Float = 0
+                            for yy in max(oy - 1, 0)...min(oy + 1, oh - 1) { for xx in max(ox - 1, 0)...min(ox + 1, ow - 1) {
+                                let j = ch &* n &+ yy &* ow &+ xx, a = f[j], b = g[j], c = r[j]
+                                sr += c; srr += c * c; sf += a; sff += a * a; sg += b; sgg += b * b; sfg += a * b; m += 1
+                            } }
+                            spread += max(srr / m - (sr / m) * (sr / m), 0)
+                            let vf = max(sff / m - (sf / m) * (sf / m), 0), vg = max(sgg / m - (sg / m) * (sg / m), 0)
+                            let cfg = sfg / m - (sf / m) * (sg / m)
+                            unexplained += vg > 1e-6 ? max(vf - cfg * cfg / vg, 0) : vf
+                        }
+                        let colourTrust = exp(-0.5 * (spread + unexplained) / allowance)
+                        raised[i] = max(raised[i], colourTrust * consistent * agreement[i])
+                    }
+                }
+            }
+        } } } } }
+        return raised
     }
 
     /// See `guideAgreement`: σ of the guide's noise, and the misplacement of its texture that a
