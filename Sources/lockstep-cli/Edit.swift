@@ -82,11 +82,11 @@ struct Edit: ParsableCommand {
         let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
         let keys = try allKeyframes()
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
+        try requireFrameSize(source.info, of: input, label: "edit")
+        warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         // Every keyframe image is read (one at a time) before the stream starts, and must have
         // the video's size. A keyframe past the end of the video is found when the stream nears
         // it, as the output is still unfinished: the job stops, and nothing is left.
-        try requireFrameSize(source.info, of: input, label: "edit")
-        warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         let size = (width: source.info.width, height: source.info.height)
         for (index, path) in keys {
             let edited = try ImageFile.read(path).image
