@@ -367,6 +367,9 @@ public final class DeflickerAnalysis {
                         let (dx, dy, consistent) = WarpingErrorMeter.displacement(trusted, px, py, factor: k, origin: origin)
                         let sx = (px + dx - 0.5) / 2, sy = (py + dy - 0.5) / 2
                         guard sx >= 0, sy >= 0, sx <= Float(extent.width - 1), sy <= Float(extent.height - 1) else { continue }
+                        // The colour's trust is at most 1: where that could not raise the sample, skip it.
+                        let bound = consistent * agreement[i]
+                        guard bound > raised[i] else { continue }
                         // Over the 3 × 3 neighbouring samples, per channel: the carried colour's
                         // variance, and the frame's less what its guide's explains linearly.
                         var spread: Float = 0, unexplained: Float = 0
@@ -382,7 +385,7 @@ public final class DeflickerAnalysis {
                             unexplained += vg > 1e-6 ? max(vf - cfg * cfg / vg, 0) : vf
                         }
                         let colourTrust = exp(-0.5 * (spread + unexplained) / allowance)
-                        raised[i] = max(raised[i], colourTrust * consistent * agreement[i])
+                        raised[i] = max(raised[i], colourTrust * bound)
                     }
                 }
             }
