@@ -133,8 +133,44 @@ public final class TemporaryFiles: @unchecked Sendable {
     private var paths = Set<String>()
     private var sources: [DispatchSourceSignal] = []
 
-    func add(_ path: String) { lock.lock(); paths.insert(path); lock.unlock() }
-    func remove(_ path: String) { lock.lock(); paths.remove(path); lock.unlock() }
+    func add(_ path: String) {
+        lock.lock()
+        paths.insert(path)
+        if let slot = (0..<CrashCleanup.slots).first(where: { CrashCleanup.paths[$0] == nil }) { CrashCleanup.paths[slot] = strdup(path) }
+        lock.unlock()
+    }
+
+    func remove(_ path: String) {
+        lock.lock()
+        paths.remove(path)
+        for slot in 0..<CrashCleanup.slots {
+            if let held = CrashCleanup.paths[slot], strcmp(held, path) == 0 {
+                CrashCleanup.paths[slot] = nil
+                free(held)
+            }
+        }
+        lock.unlock()
+    }
+
+    /// On a crash (a failed precondition, a fault): the temporary output files are removed, and
+    /// the crash then goes on as it would have (Swift's backtrace, death by the signal). Only
+    /// files: nothing that removing a directory needs is safe in a signal handler.
+    /// (Called on the main thread before any other starts: the signals are unblocked there, as
+    /// a parent that blocked them would leave them, and the threads started later inherit that.)
+    public func removeOnCrash() {
+        _ = CrashCleanup.paths  // made now, not first in the handler
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        for signalNumber in CrashCleanup.signals { sigaddset(&unblocked, signalNumber) }
+        pthread_sigmask(SIG_UNBLOCK, &unblocked, nil)
+        for signalNumber in CrashCleanup.signals {
+            var action = sigaction()
+            action.__sigaction_handler.sa_sigaction = CrashCleanup.handler
+            sigemptyset(&action.sa_mask)
+            action.sa_flags = SA_SIGINFO
+            sigaction(signalNumber, &action, CrashCleanup.previous + Int(signalNumber))
+        }
+    }
 
     /// Removes every registered temporary output.
     public func removeAll() {
@@ -163,6 +199,43 @@ public final class TemporaryFiles: @unchecked Sendable {
             }
             source.resume()
             sources.append(source)
+        }
+    }
+}
+
+/// What the crash handler reads: fixed C storage, since a signal handler may not take locks or
+/// allocate (`TemporaryFiles.removeOnCrash`).
+enum CrashCleanup {
+    static let signals: [Int32] = [SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV]
+    static let slots = 32
+    /// The temporary outputs' paths, as C strings; nil where a slot is free.
+    nonisolated(unsafe) static let paths: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> = {
+        let p = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: slots)
+        p.initialize(repeating: nil, count: slots)
+        return p
+    }()
+    /// The handlers there were before, by signal number (Swift's backtracer's).
+    nonisolated(unsafe) static let previous: UnsafeMutablePointer<sigaction> = {
+        let p = UnsafeMutablePointer<sigaction>.allocate(capacity: 65)
+        p.initialize(repeating: sigaction(), count: 65)
+        return p
+    }()
+    /// A fault (sent by the kernel: a failed precondition's trap, a bad access) or an abort:
+    /// unlinks the paths and puts the previous handler back. A fault then happens again on
+    /// return, for that handler; an abort is raised again, and ends the process. The other
+    /// signals sent by another process (`kill`), which Swift's handler lets go by too, change
+    /// nothing.
+    static let handler: @convention(c) (Int32, UnsafeMutablePointer<siginfo_t>?, UnsafeMutableRawPointer?) -> Void = { signalNumber, info, _ in
+        let fault = (info?.pointee.si_code ?? 0) > 0
+        guard fault || signalNumber == SIGABRT else { return }
+        for slot in 0..<CrashCleanup.slots {
+            if let path = CrashCleanup.paths[slot] { unlink(path) }
+        }
+        if fault {
+            sigaction(signalNumber, CrashCleanup.previous + Int(signalNumber), nil)
+        } else {
+            signal(SIGABRT, SIG_DFL)
+            raise(SIGABRT)
         }
     }
 }

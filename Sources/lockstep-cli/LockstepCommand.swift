@@ -18,8 +18,9 @@ struct LockstepCommand: ParsableCommand {
         subcommands: [Edit.self, Deflicker.self, Flicker.self, Convert.self, Concat.self, Equivariance.self])
 
     /// Errors in the input or output get one line naming the file and the problem; usage
-    /// errors get ArgumentParser's message. Interrupted jobs remove their partial output.
+    /// errors get ArgumentParser's message. Interrupted and crashed jobs remove their partial output.
     static func main() {
+        TemporaryFiles.shared.removeOnCrash()
         TemporaryFiles.shared.removeOnSignals { signal in
             "lockstep: interrupted (\(signal == SIGINT ? "Ctrl-C" : "SIGTERM")); partial output removed"
         }

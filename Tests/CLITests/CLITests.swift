@@ -267,6 +267,28 @@ import TestSupport
     }
 }
 
+/// A crash (here an abort, as a library's failed assertion makes one) removes the partial
+/// output before the process ends by the signal. Before, Swift's crash handler let an abort sent
+/// from outside go by, and a real crash left the hidden partial file beside the output.
+@Suite struct CrashCLITests {
+    @Test func abortRemovesPartialOutput() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("long.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=30", "-c:v", "libx264", "-preset", "ultrafast", input])
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CLITests.binary)
+        process.arguments = ["convert", input, "-o", dir.file("out.mp4"), "--preset", "veryslow", "--quiet"]
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(dir.contents.count == 2, "\(dir.contents)")
+        kill(process.processIdentifier, SIGABRT)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGABRT)
+        #expect(dir.contents == ["long.mp4"])
+    }
+}
+
 /// `lockstep edit` as a user runs it.
 @Suite struct EditCLITests {
     @Test func keyframeOfTheWrongSizeIsRefused() throws {
