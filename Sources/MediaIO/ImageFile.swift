@@ -13,11 +13,6 @@ public enum ImageFile {
         return (decoded.image, decoded.bits)
     }
 
-    /// Whether frames in `format` carry an alpha channel.
-    static func hasAlpha(_ format: AVPixelFormat) -> Bool {
-        av_pix_fmt_desc_get(format).map { $0.pointee.flags & UInt64(AV_PIX_FMT_FLAG_ALPHA) != 0 } ?? false
-    }
-
     /// `read`, with whether the image had an alpha channel (which the image leaves out).
     static func decode(_ path: String) throws -> (image: PlanarImage, bits: Int, hasAlpha: Bool) {
         FFmpegLog.install()
@@ -68,7 +63,7 @@ public enum ImageFile {
                                            color: color, bits: bits, path: path)
         var image = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         converter.toFloat(UnsafePointer(frame), into: &image)
-        return (image, bits, hasAlpha(format))
+        return (image, bits, PixelConverter.hasAlpha(format))
     }
 
     /// Encodes `image` as PNG (8 bits per component, or 16 with `bits > 8`) and returns the bytes.

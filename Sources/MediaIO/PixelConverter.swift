@@ -152,6 +152,11 @@ final class PixelConverter {
             && desc.pointee.flags & UInt64(AV_PIX_FMT_FLAG_PAL) == 0
     }
 
+    /// Whether frames in `format` carry an alpha channel.
+    static func hasAlpha(_ format: AVPixelFormat) -> Bool {
+        av_pix_fmt_desc_get(format).map { $0.pointee.flags & UInt64(AV_PIX_FMT_FLAG_ALPHA) != 0 } ?? false
+    }
+
     static func isJPEGFormat(_ format: AVPixelFormat) -> Bool {
         [AV_PIX_FMT_YUVJ420P, AV_PIX_FMT_YUVJ422P, AV_PIX_FMT_YUVJ444P, AV_PIX_FMT_YUVJ440P, AV_PIX_FMT_YUVJ411P].contains(format)
     }

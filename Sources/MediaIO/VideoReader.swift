@@ -129,7 +129,7 @@ public final class VideoReader: FrameSource {
             codecName: String(cString: codec.pointee.name), bitsPerComponent: bits,
             pixelFormat: av_get_pix_fmt_name(dec.pointee.pix_fmt).map { String(cString: $0) }, color: color,
             sourceFile: fromPipe ? nil : location)
-        info.hasAlpha = ImageFile.hasAlpha(dec.pointee.pix_fmt)
+        info.hasAlpha = PixelConverter.hasAlpha(dec.pointee.pix_fmt)
     }
 
     public func next() throws -> VideoFrame? {
