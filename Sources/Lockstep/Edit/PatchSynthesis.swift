@@ -232,19 +232,24 @@ struct PatchSynthesis: Sendable {
             // ones within two pixels.
             let padded = Padded(half, radius: r)
             padded.values.withUnsafeBufferPointer { fb in key.values.withUnsafeBufferPointer { kb in
+            dx.withUnsafeMutableBufferPointer { ox in dy.withUnsafeMutableBufferPointer { oy in
+            field.dx.withUnsafeBufferPointer { sx in field.dy.withUnsafeBufferPointer { sy in
+            searched.withUnsafeBufferPointer { searched in qx.withUnsafeBufferPointer { qx in qy.withUnsafeBufferPointer { qy in
                 let patches = Patches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: key.stride, width: gw, height: gh)
-                for u in 0..<count {
-                    let ux = Int32(u % gw), uy = Int32(u / gw)
-                    let own = (min(max(Int32((Float(field.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux),
-                               min(max(Int32((Float(field.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy))
-                    dx[u] = own.0; dy[u] = own.1
-                    guard searched[u] else { continue }
-                    let c = min(u / gw / 2, qh - 1) * qw + min(u % gw / 2, qw - 1)
-                    let parent = (min(max(2 &* qx[c], -ux), Int32(gw - 1) - ux), min(max(2 &* qy[c], -uy), Int32(gh - 1) - uy))
-                    let ownCost = patches.distance(u, ux &+ own.0, uy &+ own.1, bound: .infinity)
-                    if patches.distance(u, ux &+ parent.0, uy &+ parent.1, bound: ownCost) < ownCost { dx[u] = parent.0; dy[u] = parent.1 }
+                parallelChunks(count, minimumChunk: 256) { range in
+                    for u in range {
+                        let ux = Int32(u % gw), uy = Int32(u / gw)
+                        let own = (min(max(Int32((Float(sx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux),
+                                   min(max(Int32((Float(sy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy))
+                        ox[u] = own.0; oy[u] = own.1
+                        guard searched[u] else { continue }
+                        let c = min(u / gw / 2, qh - 1) * qw + min(u % gw / 2, qw - 1)
+                        let parent = (min(max(2 &* qx[c], -ux), Int32(gw - 1) - ux), min(max(2 &* qy[c], -uy), Int32(gh - 1) - uy))
+                        let ownCost = patches.distance(u, ux &+ own.0, uy &+ own.1, bound: .infinity)
+                        if patches.distance(u, ux &+ parent.0, uy &+ parent.1, bound: ownCost) < ownCost { ox[u] = parent.0; oy[u] = parent.1 }
+                    }
                 }
-            } }
+            } } } } } } } } }
             Self.patchMatch(frame: padded, key: key, width: gw, height: gh, dx: &dx, dy: &dy, active: active, steps: [2, 1], searchRadius: 2)
         }
         fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
