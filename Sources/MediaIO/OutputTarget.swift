@@ -30,13 +30,15 @@ public struct OutputTarget: Sendable {
         }
         let url = URL(fileURLWithPath: path)
         let fm = FileManager.default
-        for input in inputs where Self.sameFile(input, path) {
+        for input in inputs where Self.isSameFile(input, path) {
             throw MediaError(.sameAsInput, path: path, "the output is the input \(input); choose another output")
         }
         var isDirectory: ObjCBool = false
-        if fm.fileExists(atPath: path, isDirectory: &isDirectory) && !overwrite {
+        let exists = fm.fileExists(atPath: path, isDirectory: &isDirectory)
+        if exists && !overwrite {
             throw MediaError(.outputExists, path: path, "already exists (use --overwrite to replace it)")
         }
+        if exists && isDirectory.boolValue { try Self.checkReplaceable(directory: path, inputs: inputs) }
         let parent = url.deletingLastPathComponent().path
         var parentIsDirectory: ObjCBool = false
         guard fm.fileExists(atPath: parent, isDirectory: &parentIsDirectory), parentIsDirectory.boolValue else {
@@ -116,8 +118,31 @@ public struct OutputTarget: Sendable {
         MediaError(.io, path: finalPath, "cannot move the finished output into place: \(String(cString: strerror(errno)))")
     }
 
+    /// A directory is replaced whole (`commit`), so `--overwrite` replaces only a frame
+    /// directory: one that holds no input and nothing but frames (images, no subdirectories).
+    /// Anything else in it would be lost with it.
+    static func checkReplaceable(directory: String, inputs: [String]) throws {
+        let root = URL(fileURLWithPath: directory).standardizedFileURL.resolvingSymlinksInPath().path
+        for input in inputs where !StandardStream.isStandard(input) {
+            let resolved = URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath().path
+            if resolved == root || resolved.hasPrefix(root == "/" ? "/" : root + "/") {
+                throw MediaError(.sameAsInput, path: directory, "holds the input \(input), and --overwrite would replace the whole directory; choose another output")
+            }
+        }
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for entry in entries.sorted() {
+            var isDirectory: ObjCBool = false
+            let full = (directory as NSString).appendingPathComponent(entry)
+            let isFrame = FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory) && !isDirectory.boolValue
+                && ImageFile.extensions.contains((entry as NSString).pathExtension.lowercased())
+            if !isFrame {
+                throw MediaError(.outputExists, path: directory, "holds \(entry), which is not a frame, and --overwrite would replace the whole directory; choose another output")
+            }
+        }
+    }
+
     /// True when both paths name the same file (the same inode, or the same resolved path).
-    static func sameFile(_ a: String, _ b: String) -> Bool {
+    public static func isSameFile(_ a: String, _ b: String) -> Bool {
         var sa = stat(), sb = stat()
         if stat(a, &sa) == 0 && stat(b, &sb) == 0 { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino }
         let ra = URL(fileURLWithPath: a).standardizedFileURL.resolvingSymlinksInPath().path

@@ -21,6 +21,7 @@ struct Convert: ParsableCommand {
     @OptionGroup var report: ReportOptions
 
     func run() throws {
+        try report.checkProgress(sparing: [input, output.output])
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input],

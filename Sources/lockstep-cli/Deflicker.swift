@@ -52,6 +52,7 @@ struct Deflicker: ParsableCommand {
     }
 
     func run() throws {
+        try report.checkProgress(sparing: [self.input, output, guide, analysis])
         // With the analysis at hand the input is read once, so a stream on stdin needs no copy.
         let reusing = analysis.map { FileManager.default.fileExists(atPath: $0) } ?? false
         let input = reusing ? self.input : try readableTwice(self.input, label: "deflicker", quiet: report.quiet)

@@ -79,8 +79,9 @@ struct Edit: ParsableCommand {
     }
 
     func run() throws {
-        let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
         let keys = try allKeyframes()
+        try report.checkProgress(sparing: [self.input, output.output] + keys.map(\.image))
+        let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         try requireFrameSize(source.info, of: input, label: "edit")
         warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)

@@ -44,6 +44,7 @@ struct Flicker: ParsableCommand {
     }
 
     func run() throws {
+        try report.checkProgress(sparing: [input, guide, csv, plot])
         // Check the report files before the long part, so a bad path fails at once.
         let csvTarget = try csv.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
         let plotTarget = try plot.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }

@@ -175,4 +175,13 @@ struct ReportOptions: ParsableArguments {
     func validate() throws {
         if let progress, StandardStream.isStandard(progress) { try Report.claimStdout(for: "--progress -") }
     }
+
+    /// Refuses a `--progress` FILE that is one of `files` (what the command reads and writes):
+    /// the progress file is truncated, which would destroy it. Called before anything is opened.
+    func checkProgress(sparing files: [String?]) throws {
+        guard let progress, !StandardStream.isStandard(progress) else { return }
+        for case let file? in files where !StandardStream.isStandard(file) && OutputTarget.isSameFile(file, progress) {
+            throw MediaError(.sameAsInput, path: progress, "is \(file), which this command reads or writes; choose another progress file")
+        }
+    }
 }

@@ -230,6 +230,28 @@ import TestSupport
         #expect(dir.contents == ["in.mkv", "out.mp4"])
     }
 
+    /// `--progress` truncates its file, so it may not name a file the command reads or writes:
+    /// the input, a keyframe, the output. Each is refused before anything is written.
+    @Test func progressFileMayNotBeAnInputOrOutput() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let before = try Data(contentsOf: URL(fileURLWithPath: input))
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(SyntheticClip.movingPattern(t: 0, width: 64, height: 48), to: key)
+        let keyBefore = try Data(contentsOf: URL(fileURLWithPath: key))
+        for (arguments, named) in [(["convert", input, "-o", dir.file("o.mp4")], input),
+                                   (["edit", input, "--keyframe", "0=\(key)", "-o", dir.file("o.mp4")], key),
+                                   (["deflicker", input, "-o", dir.file("o.mp4")], dir.file("o.mp4")),
+                                   (["flicker", input], input)] {
+            let r = try Self.run(arguments + ["--progress", named, "--quiet"])
+            #expect(r.status == 1, "\(arguments)")
+            #expect(r.stderr.contains("\(named): is \(named), which this command reads or writes"), "\(r.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: input)) == before)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: key)) == keyBefore)
+        #expect(dir.contents == ["in.mkv", "key.png"])
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])

@@ -137,6 +137,33 @@ import TestSupport
         #expect(try Data(contentsOf: URL(fileURLWithPath: input)) == before)
     }
 
+    /// `--overwrite` replaces a frame directory whole, so it refuses a directory that holds an
+    /// input, or anything but frames; a directory of frames alone is replaced.
+    @Test func overwriteReplacesOnlyAFrameDirectory() throws {
+        let dir = TemporaryDirectory()
+        let out = dir.file("out")
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: false)
+        let input = try SyntheticClip.write(Self.frames, to: out + "/in.mkv", codec: "ffv1")
+        let info = try Media.openSource(input).info
+        expectError(.sameAsInput, naming: out) {
+            _ = try Media.openSink(out, info: info, inputs: [input], overwrite: true)
+        }
+        try FileManager.default.moveItem(atPath: input, toPath: dir.file("in.mkv"))
+        try "keep me".write(toFile: out + "/notes.txt", atomically: true, encoding: .utf8)
+        expectError(.outputExists, naming: out) {
+            _ = try Media.openSink(out, info: info, inputs: [dir.file("in.mkv")], overwrite: true)
+        }
+        try FileManager.default.removeItem(atPath: out + "/notes.txt")
+        try FileManager.default.createDirectory(atPath: out + "/sub", withIntermediateDirectories: false)
+        expectError(.outputExists, naming: out) {
+            _ = try Media.openSink(out, info: info, inputs: [dir.file("in.mkv")], overwrite: true)
+        }
+        try FileManager.default.removeItem(atPath: out + "/sub")
+        try ImageFile.writePNG(Self.frames[0], to: out + "/00000.png")
+        let sink = try Media.openSink(out, info: info, inputs: [dir.file("in.mkv")], overwrite: true)
+        sink.abort()
+    }
+
     /// Frames of different sizes in a directory: the error names the first file that differs.
     @Test func frameDirectoryWithMixedSizes() throws {
         let dir = TemporaryDirectory()
