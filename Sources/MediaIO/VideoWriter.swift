@@ -78,18 +78,19 @@ public final class VideoWriter: FrameSink {
         encoderTimeBase = constantRateOnly ? AVRational(num: info.frameRate.denominator, den: info.frameRate.numerator) : info.timeBase.av
         enc.pointee.time_base = encoderTimeBase
         let isYUV = PixelConverter.isYUV(pixelFormat)
-        enc.pointee.colorspace = isYUV ? AVColorSpace(rawValue: UInt32(info.color.matrix)) : AVCOL_SPC_RGB
+        let color = isYUV ? Self.yuvColor(for: info) : info.color
+        enc.pointee.colorspace = isYUV ? AVColorSpace(rawValue: UInt32(color.matrix)) : AVCOL_SPC_RGB
         // MJPEG is full-range YUV by definition.
         let fullRange = PixelConverter.isJPEGFormat(pixelFormat) || !isYUV || codec.pointee.id == AV_CODEC_ID_MJPEG
-        enc.pointee.color_range = fullRange ? AVCOL_RANGE_JPEG : AVColorRange(rawValue: UInt32(info.color.range))
-        enc.pointee.color_primaries = AVColorPrimaries(rawValue: UInt32(info.color.primaries))
-        enc.pointee.color_trc = AVColorTransferCharacteristic(rawValue: UInt32(info.color.transfer))
+        enc.pointee.color_range = fullRange ? AVCOL_RANGE_JPEG : AVColorRange(rawValue: UInt32(color.range))
+        enc.pointee.color_primaries = AVColorPrimaries(rawValue: UInt32(color.primaries))
+        enc.pointee.color_trc = AVColorTransferCharacteristic(rawValue: UInt32(color.transfer))
         if outputFormat.pointee.flags & AVFMT_GLOBALHEADER != 0 {
             enc.pointee.flags |= AV_CODEC_FLAG_GLOBAL_HEADER
         }
         try Self.openEncoder(enc, codec, options: options, path: path)
 
-        var encodedColor = info.color
+        var encodedColor = color
         encodedColor.range = Int32(enc.pointee.color_range.rawValue)
         converter = try PixelConverter(width: info.width, height: info.height, codedFormat: pixelFormat,
                                        direction: .fromFloat, color: encodedColor, bits: info.bitsPerComponent, path: path)
@@ -337,6 +338,19 @@ public final class VideoWriter: FrameSink {
     /// The input's own pixel format when the encoder takes it (a pass-through keeps its chroma);
     /// otherwise 4:2:0 for lossy codecs where the size allows (what players expect), 4:4:4 for odd
     /// sizes (libx264 refuses odd sizes in 4:2:0), planar RGB for lossless codecs (bit-exact round trip).
+    /// The colour tags of a YUV output. A source coded in RGB (PNG frames are not, but FFV1,
+    /// HuffYUV or x264rgb video is) says "RGB" for its matrix, and usually full range: its
+    /// YUV takes the matrix and range players assume at its size, and its primaries and transfer
+    /// where it names them (an RGB matrix on YUV is invalid: VP9 refuses it, zimg too).
+    static func yuvColor(for info: StreamInfo) -> ColorInfo {
+        guard info.color.matrix == Int32(AVCOL_SPC_RGB.rawValue) else { return info.color }
+        var color = ColorInfo.defaultFor(height: info.height)
+        let unspecified = (primaries: Int32(AVCOL_PRI_UNSPECIFIED.rawValue), transfer: Int32(AVCOL_TRC_UNSPECIFIED.rawValue))
+        if info.color.primaries != unspecified.primaries { color.primaries = info.color.primaries }
+        if info.color.transfer != unspecified.transfer { color.transfer = info.color.transfer }
+        return color
+    }
+
     static func choosePixelFormat(_ codec: UnsafePointer<AVCodec>, info: StreamInfo, path: String) throws -> AVPixelFormat {
         var supported: [AVPixelFormat] = []
         if var p = codec.pointee.pix_fmts {

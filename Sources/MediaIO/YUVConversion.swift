@@ -96,6 +96,10 @@ struct YUVConversion {
 
     // MARK: RGB → YUV
 
+    /// How closely (in B − Y or R − Y, RGB units) the rows on either side must imply the same
+    /// chroma value for `fromFloat` to take them as upsampled: a quarter of an 8-bit level.
+    static let agreement: Float = 0.25 / 255
+
     func fromFloat(_ image: PlanarImage, into frame: UnsafeMutablePointer<AVFrame>) {
         let w = image.width, h = image.height
         let f = frame.pointee
@@ -125,13 +129,18 @@ struct YUVConversion {
             // [−1 3 3 −1]/4 down): downsampling what was upsampled gives the chroma back exactly,
             // so a frame read and written unchanged keeps its chroma (the [1 2 1]/4 × [1 1]/2
             // filters before blurred it by [1 6 1]/8 each way on every pass: 35 dB on sharp colour).
+            // Those filters ring where the chroma was never upsampled (RGB sources, painted or
+            // stylised edges: a saturated edge's far side pulled 60 levels past it), so each
+            // value is held within the range of the values it is filtered from, widened (down) to
+            // what upsampled rows imply: a frame passed through keeps its chroma, lone extrema too.
             parallelChunks(ch, minimumChunk: 8) { rows in
                 // Cb and Cr (a row's width apart) of the luma rows a chroma row is filtered from,
-                // 2j − 1 … 2j + 2, the first two kept from the chroma row before; their sum in `cbRow`.
-                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: 10 * w)
+                // 2j − 1 … 2j + 2, the first two kept from the chroma row before; their sum in `cbRow`,
+                // their least and greatest in `low` and `high`.
+                let buffer = UnsafeMutablePointer<Float>.allocate(capacity: 14 * w)
                 defer { buffer.deallocate() }
                 var lines = (0..<4).map { buffer + 2 &* $0 &* w }
-                let cbRow = buffer + 8 &* w, crRow = cbRow + w
+                let cbRow = buffer + 8 &* w, crRow = cbRow + w, low = cbRow + 2 &* w, high = cbRow + 4 &* w
                 func fill(_ line: UnsafeMutablePointer<Float>, luma y: Int) {
                     let y = min(max(y, 0), h - 1), ri = r + y &* w, gi = g + y &* w, bi = b + y &* w
                     for x in 0..<w {
@@ -150,7 +159,18 @@ struct YUVConversion {
                         }
                         fill(lines[2], luma: 2 * j + 1); fill(lines[3], luma: 2 * j + 2)
                         let (a, b, c, d) = (lines[0], lines[1], lines[2], lines[3])
-                        for x in 0..<(2 &* w) { cbRow[x] = 0.75 * (b[x] + c[x]) - 0.25 * (a[x] + d[x]) }
+                        for x in 0..<(2 &* w) {
+                            // The chroma row's value as each pair of rows on either side implies it
+                            // (linear upsampling put rows 2j and 2j + 1 a quarter of the way to the
+                            // rows beside); the filter takes their mean. Where the two agree, the
+                            // rows were upsampled, and that value is kept even beyond their range.
+                            let above = 1.5 * b[x] - 0.5 * a[x], below = 1.5 * c[x] - 0.5 * d[x]
+                            let value = 0.5 * (above + below)
+                            cbRow[x] = value
+                            let upsampled = abs(above - below) <= Self.agreement
+                            low[x] = min(min(min(a[x], b[x]), min(c[x], d[x])), upsampled ? value : .infinity)
+                            high[x] = max(max(max(a[x], b[x]), max(c[x], d[x])), upsampled ? value : -.infinity)
+                        }
                     } else {
                         fill(cbRow, luma: j)
                     }
@@ -159,12 +179,17 @@ struct YUVConversion {
                         let cb: Float, cr: Float
                         if subsampled {
                             let x = 2 * i, l1 = max(x - 1, 0), l2 = max(x - 2, 0), r1 = min(x + 1, w - 1), r2 = min(x + 2, w - 1)
-                            cb = 0.75 * cbRow[x] + 0.25 * (cbRow[l1] + cbRow[r1]) - 0.125 * (cbRow[l2] + cbRow[r2])
-                            cr = 0.75 * crRow[x] + 0.25 * (crRow[l1] + crRow[r1]) - 0.125 * (crRow[l2] + crRow[r2])
+                            let cbLow = min(min(min(low[l2], low[l1]), min(low[x], low[r1])), low[r2])
+                            let cbHigh = max(max(max(high[l2], high[l1]), max(high[x], high[r1])), high[r2])
+                            let crLow = min(min(min(low[w &+ l2], low[w &+ l1]), min(low[w &+ x], low[w &+ r1])), low[w &+ r2])
+                            let crHigh = max(max(max(high[w &+ l2], high[w &+ l1]), max(high[w &+ x], high[w &+ r1])), high[w &+ r2])
+                            let cbFiltered = 0.75 * cbRow[x] + 0.25 * (cbRow[l1] + cbRow[r1]) - 0.125 * (cbRow[l2] + cbRow[r2])
+                            let crFiltered = 0.75 * crRow[x] + 0.25 * (crRow[l1] + crRow[r1]) - 0.125 * (crRow[l2] + crRow[r2])
+                            cb = min(max(cbFiltered, cbLow), cbHigh)
+                            cr = min(max(crFiltered, crLow), crHigh)
                         } else {
                             cb = cbRow[i]; cr = crRow[i]
                         }
-                        // The filters' negative taps can overshoot beside a saturated edge.
                         uo[i] = UInt8(truncatingIfNeeded: Int32(min(max(128.5 + cbScale * cb, 0), 255)))
                         vo[i] = UInt8(truncatingIfNeeded: Int32(min(max(128.5 + crScale * cr, 0), 255)))
                     }

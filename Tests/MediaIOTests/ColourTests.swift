@@ -29,4 +29,24 @@ import TestSupport
         let quality = psnr(ours, theirs)
         #expect(quality > floor, "\(name): \(quality) dB")
     }
+
+    /// A video coded in RGB (FFV1 bgr0) says "RGB" for its matrix. Written as YUV, the output
+    /// takes the matrix and range players assume at its size (BT.601, limited, at 180 lines):
+    /// the source's RGB matrix on YUV was invalid, and its colours came out wrong in players
+    /// that honour the tag. The picture matches the source's.
+    @Test func rgbSourceWrittenAsYUVGetsAYUVMatrix() throws {
+        let dir = TemporaryDirectory()
+        let source = dir.file("rgb.mkv"), written = dir.file("out.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "gradients=size=160x120:n=4:speed=0.05:duration=0.2:rate=10:seed=7",
+                    "-pix_fmt", "bgr0", "-c:v", "ffv1", source])
+        let (info, frames) = try SyntheticClip.readAll(source)
+        #expect(info.color.matrix == 0, "the source says RGB")
+        let sink = try Media.openSink(written, info: info, inputs: [source], overwrite: false)
+        for frame in frames { try sink.write(frame) }
+        try sink.finish()
+        let (out, decoded) = try SyntheticClip.readAll(written)
+        #expect(out.pixelFormat == "yuv420p")
+        #expect(out.color.matrix == 6 && out.color.range == 1, "matrix \(out.color.matrix), range \(out.color.range)")
+        #expect(psnr(frames[0].image, decoded[0].image) > 38)
+    }
 }

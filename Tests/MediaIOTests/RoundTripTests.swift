@@ -95,8 +95,9 @@ import TestSupport
     /// A 4:2:0 video read into RGB and written back unchanged (lossless H.264) keeps its chroma:
     /// the writer's downsampling undoes the reader's upsampling. testsrc2's sharp colour edges,
     /// made pale and mid-grey so that no colour leaves the RGB cube (a clipped colour is changed
-    /// by any RGB tool). Measured: every code within 1; the [1 2 1]/4 × [1 1]/2 downsampling
-    /// before it was off by up to 17 codes at the edges.
+    /// by any RGB tool). Measured: every code the same; the [1 2 1]/4 × [1 1]/2 downsampling
+    /// before it was off by up to 17 codes at the edges, the 5/3 filters clamped to the rows'
+    /// own range (not widened to what upsampled rows imply) by up to 6.
     @Test func yuv420ChromaSurvivesAPassThroughRGB() throws {
         let dir = TemporaryDirectory()
         let source = dir.file("source.mkv"), written = dir.file("written.mkv")
@@ -114,6 +115,37 @@ import TestSupport
         #expect(a.count == b.count && a.count == 3 * 96 * 64 / 2 * frames.count)
         let worst = zip(a, b).map { abs(Int($0) - Int($1)) }.max() ?? 0
         #expect(worst <= 1, "largest difference \(worst) codes")
+    }
+
+    /// Chroma made in RGB (an RGB source, an edit's painted or stylised edges) was never
+    /// upsampled, and its sharp edges must not ring when it is taken to 4:2:0: four quadrants of
+    /// saturated colour, their edges off the chroma grid, written as lossless H.264. Every chroma
+    /// code stays within the range of the four colours' own codes (the unclamped 5/3 filters went
+    /// up to 33 codes beyond it).
+    @Test func sharpColourEdgesDoNotRingIn420() throws {
+        let dir = TemporaryDirectory()
+        let (w, h) = (40, 32)
+        let colours: [(Float, Float, Float)] = [(1, 0, 0), (0, 0, 1), (0, 0.8, 0), (1, 1, 1)]
+        var image = PlanarImage(channels: 3, height: h, width: w)
+        for y in 0..<h { for x in 0..<w {
+            let c = colours[(x < 13 ? 0 : 1) + (y < 11 ? 0 : 2)]
+            image[0, y, x] = c.0; image[1, y, x] = c.1; image[2, y, x] = c.2
+        } }
+        let path = try SyntheticClip.write([image, image], to: dir.file("edges.mkv"), codec: "libx264", crf: 0, pixelFormat: "yuv420p")
+        let raw = dir.file("edges.yuv")
+        try ffmpeg(["-i", path, "-f", "rawvideo", "-pix_fmt", "yuv420p", raw])
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: raw)))
+        // BT.601 limited range (what a 32-line frame is tagged): the colours' own chroma codes.
+        let codes = colours.map { (r, g, b) -> (cb: Double, cr: Double) in
+            let y = 0.299 * Double(r) + 0.587 * Double(g) + 0.114 * Double(b)
+            return (128 + 224 * (Double(b) - y) / 1.772, 128 + 224 * (Double(r) - y) / 1.402)
+        }
+        let plane = w * h / 4
+        for (offset, bounds) in [(w * h, codes.map(\.cb)), (w * h + plane, codes.map(\.cr))] {
+            let values = bytes[offset..<(offset + plane)].map(Double.init)
+            #expect(values.min()! >= bounds.min()! - 1.5 && values.max()! <= bounds.max()! + 1.5,
+                    "chroma \(values.min()!)…\(values.max()!), the colours' \(bounds.min()!)…\(bounds.max()!)")
+        }
     }
 
     /// With no codec named, a container that holds H.264 gets it: MP4, Matroska, MOV, and
