@@ -4,10 +4,10 @@ import Foundation
 /// Joins videos end to end without re-encoding: every stream of every part, packet for packet,
 /// into one container (FFmpeg's doc/examples/remux.c, over several inputs). Made for the parts of
 /// a job split with `--frames`: they keep the whole input's timestamps, so joined they are the
-/// whole run, frame for frame, with each part's span of audio. A part that starts before the
-/// previous one ends (files made separately, each from zero) is moved on to follow it. A part
-/// that starts later than the previous one ends means a part is missing between them: refused,
-/// unless gaps are allowed.
+/// whole run, frame for frame, with each part's span of audio. A part that starts at or before
+/// the previous one's last frame (files made separately, each from zero) is moved on to follow
+/// it. A part that starts later than the previous one ends means a part is missing between
+/// them: refused, unless gaps are allowed.
 ///
 /// The parts must have the same streams, encoded the same way: one container header describes
 /// them all, so a part whose codec header differs would not decode after the join; it is refused.
@@ -55,24 +55,26 @@ public enum Concatenation {
         let packet = handles.packet
         var frames = 0
         var videoStart: Int64?, videoEnd: Int64 = 0  // microseconds, after the parts' moves
+        var lastVideoStart: Int64?  // the latest video frame's start so far, likewise
         do {
             try VideoWriter.begin(oc!, target: target)
             for (number, part) in inputs.enumerated() {
                 progress(number)
-                // A part that starts before the previous one ends (made separately, from zero),
-                // or within half a frame of its end (a container that rounds times), starts
-                // exactly where the previous one ends; one that starts later keeps its gap.
+                var seenVideoDts = false
+                // A part that starts at or before the previous one's last frame (made separately,
+                // from zero) starts where the previous one ends; one that starts after that frame
+                // keeps its times (a cut of one timeline: at a variable frame rate the last
+                // frame's stored duration need not reach the next frame), unless it starts more
+                // than half a frame after the previous end, where a part is missing.
                 let gap = videoEnd - part.videoStart
-                let shift = number > 0 && (gap > 0 || -gap < part.frameMicroseconds / 2) ? gap : 0
+                let overlaps = number > 0 && part.videoStart <= (lastVideoStart ?? .min)
+                let shift = overlaps || (number > 0 && gap < 0 && -gap < part.frameMicroseconds / 2) ? gap : 0
                 if number > 0 && shift == 0 && gap < 0 && !allowGaps {
                     let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
                     throw MediaError(.invalidArgument, path: part.path, "starts at \(seconds(part.videoStart)), \(seconds(-gap)) after \(inputs[number - 1].path) ends: a part is missing between them (--allow-gaps joins them anyway)")
                 }
-                while true {
-                    let read = av_read_frame(part.context, packet)
-                    if read == lockstep_averror_eof() { break }
-                    if read < 0 { throw MediaError(.damaged, path: part.path, "cannot read it to the end: \(FFmpegError(code: read, operation: "read").message)") }
-                    defer { av_packet_unref(packet) }
+                // Writes one packet of this part: moved, counted, in the output's time base.
+                func emit(_ packet: UnsafeMutablePointer<AVPacket>) throws {
                     let inBase = part.stream(Int(packet.pointee.stream_index)).pointee.time_base
                     let moved = av_rescale_q(shift, lockstep_time_base_q(), inBase)
                     if packet.pointee.pts != lockstep_nopts_value() { packet.pointee.pts += moved }
@@ -83,9 +85,9 @@ public enum Concatenation {
                             let start = av_rescale_q(packet.pointee.pts, inBase, lockstep_time_base_q())
                             // A packet without a duration (some MP4s' last) lasts a frame.
                             let duration = packet.pointee.duration > 0 ? av_rescale_q(packet.pointee.duration, inBase, lockstep_time_base_q()) : part.frameMicroseconds
-                            let end = start + duration
                             videoStart = min(videoStart ?? start, start)
-                            videoEnd = max(videoEnd, end)
+                            videoEnd = max(videoEnd, start + duration)
+                            lastVideoStart = max(lastVideoStart ?? start, start)
                         }
                     }
                     let out = oc!.pointee.streams[Int(packet.pointee.stream_index)]!
@@ -93,6 +95,39 @@ public enum Concatenation {
                     increasing.apply(to: packet, output: oc!)
                     packet.pointee.pos = -1
                     try checkOutput(av_interleaved_write_frame(oc, packet), "write", path: target.shownName)
+                }
+                // Matroska stores no decode times: a part's first video packets, before the
+                // decoder's reordering delay has passed, come without one, and a muxer cannot
+                // place them after the previous part. They wait for the first packet that has
+                // one, and take the times a frame apart before it.
+                var waiting: [UnsafeMutablePointer<AVPacket>?] = []
+                defer { for index in waiting.indices { av_packet_free(&waiting[index]) } }
+                while true {
+                    let read = av_read_frame(part.context, packet)
+                    if read == lockstep_averror_eof() { break }
+                    if read < 0 { throw MediaError(.damaged, path: part.path, "cannot read it to the end: \(FFmpegError(code: read, operation: "read").message)") }
+                    defer { av_packet_unref(packet) }
+                    let isVideo = packet.pointee.stream_index == part.videoIndex
+                    if isVideo && packet.pointee.dts == lockstep_nopts_value() && packet.pointee.pts != lockstep_nopts_value() && !seenVideoDts {
+                        waiting.append(av_packet_clone(packet))
+                        continue
+                    }
+                    if isVideo && packet.pointee.dts != lockstep_nopts_value() {
+                        seenVideoDts = true
+                        let step = av_rescale_q(part.frameMicroseconds, lockstep_time_base_q(), part.stream(Int(part.videoIndex)).pointee.time_base)
+                        for (k, held) in waiting.enumerated() {
+                            held!.pointee.dts = min(packet.pointee.dts - Int64(waiting.count - k) * max(step, 1), held!.pointee.pts)
+                            try emit(held!)
+                        }
+                        for index in waiting.indices { av_packet_free(&waiting[index]) }
+                        waiting.removeAll()
+                    }
+                    try emit(packet)
+                }
+                // No packet told a decode time: the presentation times, in order, stand for them.
+                for (held, dts) in zip(waiting, waiting.compactMap { $0?.pointee.pts }.sorted()) {
+                    held!.pointee.dts = min(dts, held!.pointee.pts)
+                    try emit(held!)
                 }
             }
             try checkOutput(av_write_trailer(oc), "write trailer", path: target.shownName)

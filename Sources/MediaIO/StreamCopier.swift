@@ -48,7 +48,15 @@ final class StreamCopier {
         guard let out = avformat_new_stream(output, nil), avcodec_parameters_copy(out.pointee.codecpar, stream.pointee.codecpar) >= 0 else {
             throw MediaError(.io, path: path, "cannot copy stream \(stream.pointee.index) (\(String(cString: avcodec_get_name(stream.pointee.codecpar.pointee.codec_id)))): out of memory")
         }
-        out.pointee.codecpar.pointee.codec_tag = 0
+        // The stream's tag is kept where the output's container has it for the same codec, or
+        // knows no tag for that codec (raw video in NUT: the tag names the pixel layout); other
+        // containers' tags mean nothing here, and the muxer chooses (as FFmpeg's stream copy does).
+        let source = stream.pointee.codecpar.pointee
+        var tag: UInt32 = 0
+        let tags = output.pointee.oformat.pointee.codec_tag
+        let keepTag = tags == nil || av_codec_get_id(tags, source.codec_tag) == source.codec_id
+            || av_codec_get_tag2(tags, source.codec_id, &tag) == 0
+        out.pointee.codecpar.pointee.codec_tag = keepTag ? source.codec_tag : 0
         out.pointee.time_base = stream.pointee.time_base
         out.pointee.disposition = stream.pointee.disposition
         av_dict_copy(&out.pointee.metadata, stream.pointee.metadata, 0)

@@ -48,20 +48,42 @@ import TestSupport
         #expect(try Self.audioPackets(dir.file("whole.mkv")).count > 80)
     }
 
-    /// H.264 parts in MP4 (B-frames, edit lists) join into a file FFmpeg decodes without an error,
-    /// with the whole run's frame times.
-    @Test func h264PartsJoinIntoAFileThatDecodes() throws {
+    /// Parts in MP4 and Matroska (H.264 with B-frames: Matroska gives a part's first packets no
+    /// decode time, and the join failed) and in NUT (raw video, whose codec tag names the pixel
+    /// layout: it was lost, and the join did not decode) join into a file FFmpeg decodes without
+    /// an error, with the whole run's frame times.
+    @Test(arguments: ["mp4", "mkv", "nut"])
+    func partsJoinIntoAFileThatDecodes(ext: String) throws {
         let dir = TemporaryDirectory()
         let (input, _) = try Self.clipWithAudio(in: dir)
-        for (name, extra) in [("whole.mp4", [String]()), ("a.mp4", ["--frames", "0:23"]), ("b.mp4", ["--frames", "23:"])] {
-            let r = try CLITests.run(["convert", input, "-o", dir.file(name), "--quiet"] + extra)
+        try Self.expectJoinIsWhole(input, ext: ext, cut: 23, frames: 50, in: dir)
+    }
+
+    /// A variable frame rate (frames dropped here and there) is kept across the join: the second
+    /// part's last-frame gap is not the first part's stored last duration (it was moved 13 ms).
+    @Test func variableFrameRatePartsKeepTheirTimes() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("vfr.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=50:duration=2",
+                    "-vf", "select='not(eq(mod(n\\,5)\\,2))*not(eq(mod(n\\,7)\\,3))'", "-fps_mode", "passthrough",
+                    "-c:v", "libx264", input])
+        let frames = try FFprobe.decode(input).timestamps.count
+        #expect(frames > 60 && frames < 100)
+        try Self.expectJoinIsWhole(input, ext: "mp4", cut: 30, frames: frames, in: dir)
+    }
+
+    /// `input` converted whole and in two parts cut at `cut`, the parts joined: FFmpeg decodes
+    /// the join without an error, with the whole's `frames` frame times.
+    static func expectJoinIsWhole(_ input: String, ext: String, cut: Int, frames: Int, in dir: TemporaryDirectory) throws {
+        for (name, extra) in [("whole", [String]()), ("a", ["--frames", "0:\(cut)"]), ("b", ["--frames", "\(cut):"])] {
+            let r = try CLITests.run(["convert", input, "-o", dir.file("\(name).\(ext)"), "--quiet"] + extra)
             #expect(r.status == 0, "\(r.stderr)")
         }
-        let join = try CLITests.run(["concat", dir.file("a.mp4"), dir.file("b.mp4"), "-o", dir.file("joined.mp4"), "--quiet"])
-        #expect(join.status == 0, "\(join.stderr)")
-        let joined = try FFprobe.decode(dir.file("joined.mp4")), whole = try FFprobe.decode(dir.file("whole.mp4"))
-        #expect(joined.errors.isEmpty, "\(joined.errors)")
-        #expect(joined.timestamps.count == 50 && joined.timestamps == whole.timestamps)
+        let join = try CLITests.run(["concat", dir.file("a.\(ext)"), dir.file("b.\(ext)"), "-o", dir.file("joined.\(ext)"), "--quiet"])
+        #expect(join.status == 0, "\(ext): \(join.stderr)")
+        let joined = try FFprobe.decode(dir.file("joined.\(ext)")), whole = try FFprobe.decode(dir.file("whole.\(ext)"))
+        #expect(joined.errors.isEmpty, "\(ext): \(joined.errors)")
+        #expect(joined.timestamps.count == frames && joined.timestamps == whole.timestamps, "\(ext): \(joined.timestamps) against \(whole.timestamps)")
     }
 
     /// Files made separately each start at zero: joined, the second follows the first.
