@@ -137,6 +137,11 @@ public final class VideoReader: FrameSource {
         let index = decodedCount
         let frame = try FFmpegLog.collecting(into: logged) { try decodeNext() }
         try noticeDamage(whileDecoding: index)
+        // A video track with no pictures (an audio file's empty video track) is not a video to
+        // process: every command would write or measure nothing, and say it succeeded.
+        if frame == nil && decodedCount == 0 {
+            throw MediaError(.notMedia, path: path, "its video stream has no frames")
+        }
         return frame
     }
 

@@ -137,6 +137,18 @@ import TestSupport
         #expect(try Data(contentsOf: URL(fileURLWithPath: input)) == before)
     }
 
+    /// A video stream with no pictures (every packet dropped, the audio kept) is not a video to
+    /// process: reading it is an error naming the file, where every command used to write or
+    /// measure nothing and exit 0.
+    @Test func videoStreamWithoutFrames() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("empty.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.4", "-f", "lavfi", "-i", "sine=duration=0.4",
+                    "-c:v", "libx264", "-c:a", "aac", "-bsf:v", "noise=dropamount=1", path])
+        let source = try Media.openSource(path)
+        expectError(.notMedia, naming: path) { _ = try source.next() }
+    }
+
     /// `--overwrite` replaces a frame directory whole, so it refuses a directory that holds an
     /// input, or anything but frames; a directory of frames alone is replaced.
     @Test func overwriteReplacesOnlyAFrameDirectory() throws {
