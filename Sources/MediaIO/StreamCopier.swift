@@ -31,7 +31,7 @@ final class StreamCopier {
                 continue
             }
             let codecName = String(cString: avcodec_get_name(parameters.pointee.codec_id))
-            if avformat_query_codec(output.pointee.oformat, parameters.pointee.codec_id, FF_COMPLIANCE_NORMAL) != 1 {
+            if !Self.container(output.pointee.oformat, holds: stream) {
                 skipped.append("stream \(i) (\(codecName)) cannot be stored in the \(String(cString: output.pointee.oformat.pointee.name)) container; it is left out")
                 stream.pointee.discard = AVDISCARD_ALL
                 continue
@@ -39,6 +39,26 @@ final class StreamCopier {
             mapping[Int32(i)] = try Self.addStream(copying: stream, into: output, path: inputPath)
         }
         if mapping.isEmpty { done = true }
+    }
+
+    /// Whether a container of `format` can hold `stream` copied. Most muxers say; some answer
+    /// "unknown" for codecs they do hold (MPEG-TS for AAC, MP3, AC-3): for those, a header is
+    /// written with the stream into memory, and the muxer's own check decides.
+    static func container(_ format: UnsafePointer<AVOutputFormat>, holds stream: UnsafeMutablePointer<AVStream>) -> Bool {
+        let answer = avformat_query_codec(format, stream.pointee.codecpar.pointee.codec_id, FF_COMPLIANCE_NORMAL)
+        if answer >= 0 { return answer == 1 }
+        var context: UnsafeMutablePointer<AVFormatContext>?
+        guard avformat_alloc_output_context2(&context, format, nil, nil) >= 0, let context else { return false }
+        defer { avformat_free_context(context) }
+        guard (try? addStream(copying: stream, into: context, path: "")) != nil,
+              avio_open_dyn_buf(&context.pointee.pb) >= 0 else { return false }
+        var written: UnsafeMutablePointer<UInt8>?
+        defer { _ = avio_close_dyn_buf(context.pointee.pb, &written); av_free(written); context.pointee.pb = nil }
+        guard avformat_write_header(context, nil) >= 0 else {
+            _ = FFmpegLog.takeLastError()  // the trial's refusal is not the job's error
+            return false
+        }
+        return true
     }
 
     /// A stream of `output` that takes the packets of `stream` as they are: its codec parameters

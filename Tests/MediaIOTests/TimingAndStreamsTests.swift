@@ -59,6 +59,20 @@ func passThrough(_ input: String, to output: String, codec: String? = nil) throw
         #expect(inAudio.map(\.size) == outAudio.map(\.size))
     }
 
+    /// MPEG-TS holds AAC, though its muxer does not say so (it answers "unknown"): the audio is
+    /// copied, every packet (the muxer adds ADTS headers, so the packets grow by their 7 bytes),
+    /// where it used to be left out as a codec the container cannot hold.
+    @Test func audioIsKeptInMPEGTS() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("av.mp4"), output = dir.file("out.ts")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24:duration=1", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", input])
+        try passThrough(input, to: output)
+        let inAudio = try PacketProbe.packets(input, kind: .audio), outAudio = try PacketProbe.packets(output, kind: .audio)
+        #expect(!inAudio.isEmpty && outAudio.count == inAudio.count, "\(outAudio.count) audio packets, \(inAudio.count) in the input")
+        #expect(zip(inAudio, outAudio).allSatisfy { $1.size == $0.size + 7 })
+    }
+
     /// A lossless pass-through of a lossless file is bit-exact, frame for frame.
     @Test func losslessPassThroughIsBitExact() throws {
         let dir = TemporaryDirectory()
