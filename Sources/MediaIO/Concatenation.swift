@@ -35,6 +35,7 @@ public enum Concatenation {
         var oc: UnsafeMutablePointer<AVFormatContext>?
         try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: target.shownName)
         handles.format = oc
+        StreamCopier.copyTags(from: first.context, to: oc!)
         for index in 0..<first.streamCount {
             let stream = first.stream(index)
             let parameters = stream.pointee.codecpar!

@@ -16,12 +16,16 @@ final class StreamCopier {
     private var done = false
     private let path: String
 
-    init(inputPath: String, output: UnsafeMutablePointer<AVFormatContext>) throws {
+    /// `video` is the output's video stream, which takes the tags of the input's.
+    init(inputPath: String, output: UnsafeMutablePointer<AVFormatContext>, video: UnsafeMutablePointer<AVStream>) throws {
         path = inputPath
         guard avformat_open_input(&input, inputPath, nil, nil) >= 0, let input,
               avformat_find_stream_info(input, nil) >= 0 else {
             throw MediaError(.notMedia, path: inputPath, "cannot reopen the input to copy its audio")
         }
+        Self.copyTags(from: input, to: output)
+        let best = av_find_best_stream(input, AVMEDIA_TYPE_VIDEO, -1, -1, nil, 0)
+        if best >= 0 { Self.copyTags(from: input.pointee.streams[Int(best)]!.pointee.metadata, to: &video.pointee.metadata) }
         for i in 0..<Int(input.pointee.nb_streams) {
             let stream = input.pointee.streams[i]!
             let parameters = stream.pointee.codecpar!
@@ -39,6 +43,19 @@ final class StreamCopier {
             mapping[Int32(i)] = try Self.addStream(copying: stream, into: output, path: inputPath)
         }
         if mapping.isEmpty { done = true }
+    }
+
+    /// The input container's tags (creation time, a phone's location, title) on the output, as
+    /// FFmpeg's own transcode keeps them; "encoder" is the output's own.
+    static func copyTags(from input: UnsafeMutablePointer<AVFormatContext>, to output: UnsafeMutablePointer<AVFormatContext>) {
+        copyTags(from: input.pointee.metadata, to: &output.pointee.metadata)
+    }
+
+    /// `tags` added to `target`, all but those the output writes itself ("encoder").
+    static func copyTags(from tags: OpaquePointer?, to target: inout OpaquePointer?) {
+        guard let tags else { return }
+        av_dict_copy(&target, tags, AV_DICT_DONT_OVERWRITE)
+        av_dict_set(&target, "encoder", nil, 0)
     }
 
     /// Whether a container of `format` can hold `stream` copied. Most muxers say; some answer

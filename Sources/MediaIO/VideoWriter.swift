@@ -104,7 +104,7 @@ public final class VideoWriter: FrameSink {
 
         // A still image (one frame exported to edit) has no room for audio, and needs no word on it.
         if let source = info.sourceFile, String(cString: outputFormat.pointee.name) != "image2" {
-            let copier = try StreamCopier(inputPath: source, output: oc!)
+            let copier = try StreamCopier(inputPath: source, output: oc!, video: stream)
             warnings = copier.skipped
             self.copier = copier
         }

@@ -252,6 +252,27 @@ import TestSupport
         #expect(dir.contents == ["in.mkv", "key.png"])
     }
 
+    /// A phone video's tags (when and where it was shot, the stream's language) stay on what
+    /// `edit` writes, in MP4 and Matroska, as FFmpeg's own transcode keeps them.
+    @Test(arguments: ["mp4", "mkv"])
+    func tagsAreKept(ext: String) throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("phone.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-c:v", "libx264",
+                    "-metadata", "creation_time=2019-12-20T20:08:34.000000Z", "-metadata", "location=-15.8355-048.0153/",
+                    "-metadata:s:v:0", "language=por", input])
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(SyntheticClip.movingPattern(t: 0, width: 64, height: 48), to: key)
+        let output = dir.file("out.\(ext)")
+        let r = try Self.run(["edit", input, "--keyframe", "0=\(key)", "-o", output, "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let tags = try FFprobe.tags(output)
+        let format = Dictionary(uniqueKeysWithValues: tags.format.map { ($0.key.lowercased(), $0.value) })
+        #expect(format["creation_time"] == "2019-12-20T20:08:34.000000Z", "\(tags.format)")
+        #expect(format["location"] == "-15.8355-048.0153/", "\(tags.format)")
+        #expect(tags.video["language"] == "por", "\(tags.video)")
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
