@@ -72,9 +72,10 @@ public final class VideoWriter: FrameSink {
         enc.pointee.framerate = info.frameRate.av
         enc.pointee.thread_count = 0
         // Codecs of the MPEG family only store whole frame rates as their time base.
-        // So does yuv4mpegpipe, which has no timestamps and writes the time base as the frame rate.
+        // So do yuv4mpegpipe, which has no timestamps and writes the time base as the frame rate,
+        // and AVI, whose header declares it as the rate (a 1/1000 base read as 1000 frames/s).
         let constantRateOnly = [AV_CODEC_ID_MPEG1VIDEO, AV_CODEC_ID_MPEG2VIDEO, AV_CODEC_ID_MPEG4, AV_CODEC_ID_MSMPEG4V3, AV_CODEC_ID_H263].contains(codec.pointee.id)
-            || String(cString: outputFormat.pointee.name) == "yuv4mpegpipe"
+            || ["yuv4mpegpipe", "avi"].contains(String(cString: outputFormat.pointee.name))
         encoderTimeBase = constantRateOnly ? AVRational(num: info.frameRate.denominator, den: info.frameRate.numerator) : info.timeBase.av
         enc.pointee.time_base = encoderTimeBase
         let isYUV = PixelConverter.isYUV(pixelFormat)

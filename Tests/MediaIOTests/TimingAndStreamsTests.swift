@@ -73,6 +73,20 @@ func passThrough(_ input: String, to output: String, codec: String? = nil) throw
         #expect(zip(inAudio, outAudio).allSatisfy { $1.size == $0.size + 7 })
     }
 
+    /// AVI declares its time base as the frame rate: frames timed in milliseconds (Matroska's
+    /// base) come out at 25 frames/s, not in a stream that says 1000 frames/s.
+    @Test func aviDeclaresTheFrameRate() throws {
+        let dir = TemporaryDirectory()
+        let frames = (0..<8).map { SyntheticClip.movingPattern(t: $0, width: 64, height: 48) }
+        let path = try SyntheticClip.write(frames, to: dir.file("clip.avi"), pts: (0..<8).map { Int64($0) * 40 })
+        let (info, decoded) = try SyntheticClip.readAll(path)
+        #expect(info.frameRate == Rational(25, 1) && info.timeBase == Rational(1, 25), "\(info.frameRate), \(info.timeBase)")
+        // One frame apart (AVI has no presentation times: a stream with B-frames starts a
+        // couple of frames late, in FFmpeg's own AVI too).
+        let pts = decoded.map(\.pts)
+        #expect(pts.count == 8 && zip(pts, pts.dropFirst()).allSatisfy { $1 - $0 == 1 }, "\(pts)")
+    }
+
     /// A lossless pass-through of a lossless file is bit-exact, frame for frame.
     @Test func losslessPassThroughIsBitExact() throws {
         let dir = TemporaryDirectory()
