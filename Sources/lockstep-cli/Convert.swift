@@ -23,12 +23,9 @@ struct Convert: ParsableCommand {
     func run() throws {
         try report.checkProgress(sparing: [input, output.output])
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
-        warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input],
                                       overwrite: output.overwrite, options: output.encoder)
-        if let writer = sink as? VideoWriter, !report.quiet {
-            for warning in writer.warnings { FileHandle.standardError.write(Data("lockstep: warning: \(input): \(warning)\n".utf8)) }
-        }
+        warnAboutWhatIsLost(source.info, of: input, writing: sink)
         let last = try ProgressView(label: "convert", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { _ in },
                                        progress: update)

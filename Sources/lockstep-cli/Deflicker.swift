@@ -63,13 +63,13 @@ struct Deflicker: ParsableCommand {
             plan = try DeflickerPlan.read(from: analysis!, width: source.info.width, height: source.info.height)
             outputSource = source
             sink = try output.map { _ in try openSink(for: input, info: source.info) }
-            if sink != nil { warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet) }
+            warnAboutWhatIsLost(source.info, of: input, writing: sink)
         } else {
             // Everything that can be refused is checked before the first pass.
             let analysisTarget = try analysis.map { try OutputTarget(path: $0, inputs: [input] + (guide.map { [$0] } ?? []), overwrite: false) }
             outputSource = try output.map { _ in try Media.openSource(input, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log) }
             sink = try outputSource.map { try openSink(for: input, info: $0.info) }
-            if let outputSource { warnIfAlphaIsDropped(outputSource.info, of: input, quiet: report.quiet) }
+            if let outputSource { warnAboutWhatIsLost(outputSource.info, of: input, writing: sink) }
             do {
                 plan = try firstPass(input)
                 try analysisTarget.map { try plan.write(to: $0) }

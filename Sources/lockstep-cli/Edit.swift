@@ -84,7 +84,6 @@ struct Edit: ParsableCommand {
         let input = try readableTwice(self.input, label: "edit", quiet: report.quiet)
         let source = try Media.openSource(input, frameRate: output.frameRate, frames: segment.range, damageLog: damage.log)
         try requireFrameSize(source.info, of: input, label: "edit")
-        warnIfAlphaIsDropped(source.info, of: input, quiet: report.quiet)
         // Every keyframe image is read (one at a time) before the stream starts, and must have
         // the video's size. A keyframe past the end of the video is found when the stream nears
         // it, as the output is still unfinished: the job stops, and nothing is left.
@@ -104,6 +103,7 @@ struct Edit: ParsableCommand {
         let propagator = EditPropagator(sources: sources, width: size.width, height: size.height, encoder: AliasFreeCodec(), strength: strength)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + keys.map(\.image),
                                       overwrite: output.overwrite, options: output.encoder)
+        warnAboutWhatIsLost(source.info, of: input, writing: sink)
         let done = try ProgressView(label: "edit", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { frame in
                 var image = frame.takeImage()

@@ -163,7 +163,7 @@ struct SegmentOptions: ParsableArguments {
 
 /// Options of every command that reports.
 struct ReportOptions: ParsableArguments {
-    @Flag(help: "No progress on stderr.")
+    @Flag(help: "No progress on stderr (what the output leaves out of the input is still said).")
     var quiet = false
 
     @Flag(help: "Print the result as one JSON object on stdout (on stderr when stdout carries the video).")

@@ -121,8 +121,13 @@ func requireFrameSize(_ info: StreamInfo, of path: String, label: String) throws
                      "is \(info.width)×\(info.height): \(label) needs frames of at least \(minimumFrameSide)×\(minimumFrameSide) pixels")
 }
 
-/// A line on stderr when the input's alpha channel will not be in the output (unless --quiet).
-func warnIfAlphaIsDropped(_ info: StreamInfo, of path: String, quiet: Bool) {
-    guard info.hasAlpha, !quiet else { return }
-    FileHandle.standardError.write(Data("lockstep: warning: \(StandardStream.shownName(path)): its alpha channel is not kept: Lockstep works on colour, and the output is opaque\n".utf8))
+/// A line on stderr for each part of the input that will not be in the output: its alpha
+/// channel, streams the output's container cannot hold. Said even with --quiet, which silences
+/// progress, not the news that something is lost.
+func warnAboutWhatIsLost(_ info: StreamInfo, of path: String, writing sink: FrameSink?) {
+    let name = StandardStream.shownName(path)
+    var lines: [String] = []
+    if info.hasAlpha, sink != nil { lines.append("its alpha channel is not kept: Lockstep works on colour, and the output is opaque") }
+    if let writer = sink as? VideoWriter { lines += writer.warnings }
+    for line in lines { FileHandle.standardError.write(Data("lockstep: warning: \(name): \(line)\n".utf8)) }
 }

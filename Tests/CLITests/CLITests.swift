@@ -290,12 +290,29 @@ import TestSupport
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.12", "-pix_fmt", "rgba", frames + "/%03d.png"])
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.12", "-c:v", "png", "-pix_fmt", "rgba", dir.file("rgba.mov")])
         for input in [frames, dir.file("rgba.mov")] {
-            let r = try Self.run(["convert", input, "-o", dir.file("out.mkv"), "--overwrite"])
+            let r = try Self.run(["convert", input, "-o", dir.file("out.mkv"), "--overwrite", "--quiet"])
             #expect(r.status == 0, "\(r.stderr)")
             #expect(r.stderr.contains("lockstep: warning: \(input): its alpha channel is not kept"), "\(r.stderr)")
         }
         let opaque = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("out.mkv"), "--overwrite"])
         #expect(opaque.status == 0 && !opaque.stderr.contains("alpha"))
+    }
+
+    /// A stream the output's container cannot hold (AAC in WebM) is left out with a line on
+    /// stderr, by `edit` and `deflicker` too (only `convert` said it), and even with --quiet,
+    /// which silences progress, not the news that something is lost.
+    @Test func leftOutStreamsAreSaid() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("av.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-f", "lavfi", "-i", "sine=duration=0.5",
+                    "-c:v", "libx264", "-c:a", "aac", input])
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(SyntheticClip.movingPattern(t: 0, width: 64, height: 48), to: key)
+        for command in [["convert", input], ["edit", input, "--keyframe", "0=\(key)"], ["deflicker", input]] {
+            let r = try Self.run(command + ["-o", dir.file("out.webm"), "--overwrite", "--quiet"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(r.stderr.contains("lockstep: warning: \(input): stream 1 (aac) cannot be stored in the webm container"), "\(command[0]): \(r.stderr)")
+        }
     }
 
     /// Ctrl-C in the middle of a job: exit 130, and neither the output nor its temporary file remains.
