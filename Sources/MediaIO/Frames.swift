@@ -59,6 +59,9 @@ public struct StreamInfo: Sendable {
     /// Whether the decoded frames carry an alpha channel, which Lockstep does not keep: its
     /// frames are colour only, and what it writes is opaque.
     public var hasAlpha = false
+    /// Whether the stream says its frames are interlaced (two fields each). Lockstep processes
+    /// and writes whole frames, so the output is progressive.
+    public var isInterlaced = false
 
     public init(width: Int, height: Int, timeBase: Rational, frameRate: Rational,
                 sampleAspectRatio: Rational = Rational(1, 1), declaredFrameCount: Int? = nil,

@@ -130,6 +130,8 @@ public final class VideoReader: FrameSource {
             pixelFormat: av_get_pix_fmt_name(dec.pointee.pix_fmt).map { String(cString: $0) }, color: color,
             sourceFile: fromPipe ? nil : location)
         info.hasAlpha = PixelConverter.hasAlpha(dec.pointee.pix_fmt)
+        let fields = stream.pointee.codecpar.pointee.field_order
+        info.isInterlaced = fields != AV_FIELD_UNKNOWN && fields != AV_FIELD_PROGRESSIVE
     }
 
     public func next() throws -> VideoFrame? {

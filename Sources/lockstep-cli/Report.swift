@@ -128,6 +128,9 @@ func warnAboutWhatIsLost(_ info: StreamInfo, of path: String, writing sink: Fram
     let name = StandardStream.shownName(path)
     var lines: [String] = []
     if info.hasAlpha, sink != nil { lines.append("its alpha channel is not kept: Lockstep works on colour, and the output is opaque") }
+    if info.isInterlaced, sink != nil {
+        lines.append("it is interlaced, and the output is not: Lockstep works on whole frames (deinterlace it first for the best result, e.g. ffmpeg -vf bwdif)")
+    }
     if let writer = sink as? VideoWriter { lines += writer.warnings }
     for line in lines { FileHandle.standardError.write(Data("lockstep: warning: \(name): \(line)\n".utf8)) }
 }

@@ -300,7 +300,7 @@ import TestSupport
 
     /// A stream the output's container cannot hold (AAC in WebM) is left out with a line on
     /// stderr, by `edit` and `deflicker` too (only `convert` said it), and even with --quiet,
-    /// which silences progress, not the news that something is lost.
+    /// which silences progress, not the news that something is lost; so is interlacing.
     @Test func leftOutStreamsAreSaid() throws {
         let dir = TemporaryDirectory()
         let input = dir.file("av.mp4")
@@ -313,6 +313,14 @@ import TestSupport
             #expect(r.status == 0, "\(r.stderr)")
             #expect(r.stderr.contains("lockstep: warning: \(input): stream 1 (aac) cannot be stored in the webm container"), "\(command[0]): \(r.stderr)")
         }
+        // Interlacing is lost too: the output is progressive.
+        let interlaced = dir.file("interlaced.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-vf", "setfield=tff",
+                    "-flags", "+ildct+ilme", "-c:v", "libx264", "-x264opts", "tff=1", interlaced])
+        let r = try Self.run(["convert", interlaced, "-o", dir.file("out.mp4"), "--quiet"])
+        #expect(r.status == 0 && r.stderr.contains("lockstep: warning: \(interlaced): it is interlaced, and the output is not"), "\(r.stderr)")
+        let progressive = try Self.run(["convert", input, "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(progressive.status == 0 && progressive.stderr.isEmpty, "\(progressive.stderr)")
     }
 
     /// Ctrl-C in the middle of a job: exit 130, and neither the output nor its temporary file remains.
