@@ -65,6 +65,10 @@ public final class VideoReader: FrameSource {
         guard best >= 0, let codec else {
             throw MediaError(.notMedia, path: path, "not a video: it has no video stream")
         }
+        // FFmpeg prefers a real video stream to cover art, but offers cover art when that is all.
+        guard ctx!.pointee.streams[Int(best)]!.pointee.disposition & AV_DISPOSITION_ATTACHED_PIC == 0 else {
+            throw MediaError(.notMedia, path: path, "not a video: its only picture is cover art")
+        }
         streamIndex = best
         // From here on, what FFmpeg logs through these contexts is about this input.
         handles.logCollector = logged

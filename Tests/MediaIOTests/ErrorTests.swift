@@ -149,6 +149,16 @@ import TestSupport
         expectError(.notMedia, naming: path) { _ = try source.next() }
     }
 
+    /// An audio file with cover art has one picture, as an attached stream: not a video (it was
+    /// read as a video of one frame).
+    @Test func coverArtIsNotAVideo() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("song.m4a")
+        try ffmpeg(["-f", "lavfi", "-i", "sine=duration=0.5", "-f", "lavfi", "-i", "color=red:size=32x32:duration=0.04",
+                    "-map", "0", "-map", "1", "-c:a", "aac", "-c:v", "png", "-frames:v", "1", "-disposition:v:0", "attached_pic", path])
+        expectError(.notMedia, naming: path) { _ = try Media.openSource(path) }
+    }
+
     /// `--overwrite` replaces a frame directory whole, so it refuses a directory that holds an
     /// input, or anything but frames; a directory of frames alone is replaced.
     @Test func overwriteReplacesOnlyAFrameDirectory() throws {
