@@ -47,6 +47,8 @@ public final class VideoWriter: FrameSink {
     /// End of the last frame written, in seconds: where a segment's copied audio stops.
     private var endSeconds = 0.0
     private var closed = false
+    /// Whether the output is one image file (the image2 muxer, named by an image's extension).
+    private var isSingleImage = false
 
     /// Opens the encoder and writes the container header under a temporary name.
     public init(target: OutputTarget, info: StreamInfo, options: EncoderOptions = EncoderOptions()) throws {
@@ -104,7 +106,8 @@ public final class VideoWriter: FrameSink {
         stream.pointee.sample_aspect_ratio = info.sampleAspectRatio.av
 
         // A still image (one frame exported to edit) has no room for audio, and needs no word on it.
-        if let source = info.sourceFile, String(cString: outputFormat.pointee.name) != "image2" {
+        isSingleImage = String(cString: outputFormat.pointee.name) == "image2"
+        if let source = info.sourceFile, !isSingleImage {
             let copier = try StreamCopier(inputPath: source, output: oc!, video: stream)
             warnings = copier.skipped
             self.copier = copier
@@ -147,6 +150,10 @@ public final class VideoWriter: FrameSink {
     }
 
     public func write(_ frame: VideoFrame) throws {
+        // A single image (x.png) holds one frame; FFmpeg's image muxer refuses the second.
+        if isSingleImage && lastEncoderPts != Int64.min {
+            throw MediaError(.invalidArgument, path: shownPath, "is one image, and the video has more frames: give a directory (ending in /) for every frame, or --frames N:N+1 for one")
+        }
         let f: UnsafeMutablePointer<AVFrame>
         if let encoded = frame.encoded {
             f = encoded.frame

@@ -273,6 +273,19 @@ import TestSupport
         #expect(tags.video["language"] == "por", "\(tags.video)")
     }
 
+    /// An image file holds one frame: a whole video into x.png is refused in words that say
+    /// what to do (FFmpeg's own was "write failed: Invalid argument"), and nothing is left; one
+    /// frame goes in.
+    @Test func manyFramesIntoOneImageIsRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let r = try Self.run(["convert", input, "-o", dir.file("x.png"), "--quiet"])
+        #expect(r.status == 1 && r.stderr.contains("\(dir.file("x.png")): is one image, and the video has more frames"), "\(r.stderr)")
+        #expect(dir.contents == ["in.mkv"])
+        let one = try Self.run(["convert", input, "--frames", "2:3", "-o", dir.file("x.png"), "--quiet"])
+        #expect(one.status == 0 && dir.contents == ["in.mkv", "x.png"], "\(one.stderr)")
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
