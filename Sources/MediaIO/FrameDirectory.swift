@@ -25,7 +25,7 @@ public final class FrameDirectoryReader: FrameSource {
         guard let firstFile = files.first else {
             throw MediaError(.notMedia, path: path, "the directory has no frames (png, jpg, bmp or tiff files)")
         }
-        let (image, bits, hasAlpha) = try ImageFile.decode(firstFile)
+        let (image, bits, hasAlpha, _) = try ImageFile.decode(firstFile)
         first = image
         info = StreamInfo(width: image.width, height: image.height, timeBase: Rational(frameRate.denominator, frameRate.numerator),
                           frameRate: frameRate, declaredFrameCount: files.count, codecName: "images",

@@ -13,8 +13,16 @@ public enum ImageFile {
         return (decoded.image, decoded.bits)
     }
 
-    /// `read`, with whether the image had an alpha channel (which the image leaves out).
-    static func decode(_ path: String) throws -> (image: PlanarImage, bits: Int, hasAlpha: Bool) {
+    /// `read`, with the image's alpha channel (1 × H × W in [0, 1]) when it has one: a layer
+    /// exported from an image editor is transparent where nothing was painted.
+    public static func readWithAlpha(_ path: String) throws -> (image: PlanarImage, alpha: PlanarImage?) {
+        let decoded = try decode(path, keepingAlpha: true)
+        return (decoded.image, decoded.alpha)
+    }
+
+    /// `read`, with whether the image had an alpha channel (which the image leaves out), and
+    /// that channel itself with `keepingAlpha`.
+    static func decode(_ path: String, keepingAlpha: Bool = false) throws -> (image: PlanarImage, bits: Int, hasAlpha: Bool, alpha: PlanarImage?) {
         FFmpegLog.install()
         try VideoReader.checkReadableFile(path)
         let handles = CodecHandles()
@@ -63,7 +71,34 @@ public enum ImageFile {
                                            color: color, bits: bits, path: path)
         var image = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         converter.toFloat(UnsafePointer(frame), into: &image)
-        return (image, bits, PixelConverter.hasAlpha(format))
+        let hasAlpha = PixelConverter.hasAlpha(format)
+        let alpha = hasAlpha && keepingAlpha ? try alphaPlane(of: frame, path: path) : nil
+        return (image, bits, hasAlpha, alpha)
+    }
+
+    /// The alpha channel of a decoded picture, in [0, 1] (swscale to planar float GBRA).
+    static func alphaPlane(of frame: UnsafeMutablePointer<AVFrame>, path: String) throws -> PlanarImage {
+        let width = Int(frame.pointee.width), height = Int(frame.pointee.height)
+        guard let context = sws_getContext(Int32(width), Int32(height), AVPixelFormat(rawValue: frame.pointee.format),
+                                           Int32(width), Int32(height), AV_PIX_FMT_GBRAPF32LE, Int32(SWS_POINT), nil, nil, nil) else {
+            throw MediaError(.unsupported, path: path, "cannot read the image's alpha channel")
+        }
+        defer { sws_freeContext(context) }
+        var planes = PlanarImage(uninitializedChannels: 4, height: height, width: width)
+        planes.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!, n = width * height
+            // GBRAP's planes: G, B, R, A.
+            var destination: [UnsafeMutablePointer<UInt8>?] = [0, 1, 2, 3].map { UnsafeMutableRawPointer(base + $0 * n).assumingMemoryBound(to: UInt8.self) }
+            var strides: [Int32] = Array(repeating: Int32(width * 4), count: 4)
+            withUnsafeBytes(of: &frame.pointee.data) { source in
+                withUnsafeBytes(of: &frame.pointee.linesize) { sourceStrides in
+                    _ = sws_scale(context, source.bindMemory(to: UnsafePointer<UInt8>?.self).baseAddress!,
+                                  sourceStrides.bindMemory(to: Int32.self).baseAddress!, 0, Int32(height),
+                                  &destination, &strides)
+                }
+            }
+        }
+        return planes.channels(3..<4)
     }
 
     /// Encodes `image` as PNG (8 bits per component, or 16 with `bits > 8`) and returns the bytes.

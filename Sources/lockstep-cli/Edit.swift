@@ -16,7 +16,7 @@ struct Edit: ParsableCommand {
     @Argument(help: ArgumentHelp("A video file, a directory of frames, or - for a stream on stdin (kept in TMPDIR: the keyframes are read first).", valueName: "INPUT"))
     var input: String
 
-    @Option(name: .customLong("keyframe"), parsing: .unconditionalSingleValue, help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE. Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
+    @Option(name: .customLong("keyframe"), parsing: .unconditionalSingleValue, help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE (an image with transparency is laid over the frame). Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
     var keyframes: [String] = []
 
     @Option(name: .customLong("keyframes"), help: ArgumentHelp("A directory of edited frames, each named by its frame index (00012.png, key12.png): a --keyframe for each. Two are held in memory at a time, however many there are.", valueName: "DIR"))
@@ -49,6 +49,20 @@ struct Edit: ParsableCommand {
     }
 
     /// Every keyframe, from --keyframe and --keyframes, in frame order; an index given twice is refused.
+    /// The keyframe image at `path`; one with an alpha channel (a layer exported from an image
+    /// editor) is laid over the frame it edits, so that where it is transparent the frame is
+    /// unedited (its colours there, often black, are no paint).
+    static func edited(_ path: String, over original: PlanarImage) throws -> PlanarImage {
+        let (image, alpha) = try ImageFile.readWithAlpha(path)
+        guard let alpha, image.width == original.width, image.height == original.height else { return image }
+        var out = image
+        let n = image.planeSize
+        out.withUnsafeMutableBufferPointer { o in original.withUnsafeBufferPointer { f in alpha.withUnsafeBufferPointer { a in
+            for c in 0..<3 { for i in 0..<n { o[c * n + i] = a[i] * o[c * n + i] + (1 - a[i]) * f[c * n + i] } }
+        } } }
+        return out
+    }
+
     func allKeyframes() throws -> [(index: Int, image: String)] {
         var all = parsedKeyframes
         if let directory = keyframeDirectory { all += try Self.keyframes(in: directory) }
@@ -98,7 +112,10 @@ struct Edit: ParsableCommand {
         // each keyframe as the frames come to need it.
         let originals = ForwardReader(try Media.openSource(input, damageLog: damage.log), last: keys.map(\.index).max()!)
         let sources = keys.map { key in
-            KeyframeSource(index: key.index) { Keyframe(index: key.index, original: try originals.frame(key.index), edited: try ImageFile.read(key.image).image) }
+            KeyframeSource(index: key.index) {
+                let original = try originals.frame(key.index)
+                return Keyframe(index: key.index, original: original, edited: try Self.edited(key.image, over: original))
+            }
         }
         let propagator = EditPropagator(sources: sources, width: size.width, height: size.height, encoder: AliasFreeCodec(), strength: strength)
         let sink = try Media.openSink(output.output, info: source.info, inputs: [input] + keys.map(\.image),

@@ -286,6 +286,26 @@ import TestSupport
         #expect(one.status == 0 && dir.contents == ["in.mkv", "x.png"], "\(one.stderr)")
     }
 
+    /// A keyframe with an alpha channel (a layer from an image editor) is laid over its frame:
+    /// where it is transparent the frame stays as it was, though its colours there are black;
+    /// where it is opaque it is the paint.
+    @Test func transparentKeyframeLeavesTheFrameUnedited() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let key = dir.file("layer.png")
+        try ffmpeg(["-f", "lavfi", "-i", "color=c=black@0.0:size=64x48,format=rgba", "-f", "lavfi", "-i", "color=c=red:size=16x12,format=rgba",
+                    "-filter_complex", "overlay=20:12:format=auto,format=rgba", "-frames:v", "1", key])
+        let r = try Self.run(["edit", input, "--keyframe", "0=\(key)", "--frames", "0:1", "-o", dir.file("out.png"), "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try ImageFile.read(dir.file("out.png")).image, original = try SyntheticClip.readAll(input).frames[0].image
+        var outside = 0.0, count = 0
+        for c in 0..<3 { for y in 0..<48 { for x in 0..<64 where !(18..<38).contains(x) || !(10..<26).contains(y) {
+            outside += Double(abs(out[c, y, x] - original[c, y, x])); count += 1
+        } } }
+        #expect(outside / Double(count) < 1 / 255, "mean change outside the paint \(outside / Double(count) * 255) levels")
+        #expect(out[0, 18, 28] > 0.95 && out[1, 18, 28] < 0.05 && out[2, 18, 28] < 0.05)
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
