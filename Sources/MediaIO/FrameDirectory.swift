@@ -62,7 +62,8 @@ public final class FrameDirectoryWriter: FrameSink {
 
     public init(target: OutputTarget, info: StreamInfo) throws {
         self.target = target
-        encoder = try PNGEncoder(width: info.width, height: info.height, bits: info.bitsPerComponent)
+        encoder = try PNGEncoder(width: info.width, height: info.height, bits: info.bitsPerComponent,
+                                 sampleAspectRatio: info.sampleAspectRatio)
         target.begin()
         do {
             try FileManager.default.createDirectory(atPath: target.temporaryPath, withIntermediateDirectories: false)

@@ -119,7 +119,8 @@ final class PNGEncoder {
     private let handles = CodecHandles()
     private let converter: PixelConverter
 
-    init(width: Int, height: Int, bits: Int) throws {
+    /// `sampleAspectRatio` goes into the PNG's pHYs chunk (for anamorphic video's frames).
+    init(width: Int, height: Int, bits: Int, sampleAspectRatio: Rational = Rational(1, 1)) throws {
         guard let codec = avcodec_find_encoder(AV_CODEC_ID_PNG), let enc = avcodec_alloc_context3(codec) else {
             throw MediaError(.unsupported, path: "png", "this FFmpeg has no PNG encoder")
         }
@@ -129,6 +130,7 @@ final class PNGEncoder {
         enc.pointee.height = Int32(height)
         enc.pointee.pix_fmt = format
         enc.pointee.time_base = AVRational(num: 1, den: 25)
+        if sampleAspectRatio.isValid && sampleAspectRatio != Rational(1, 1) { enc.pointee.sample_aspect_ratio = sampleAspectRatio.av }
         guard avcodec_open2(enc, codec, nil) >= 0 else {
             throw MediaError(.unsupported, path: "png", "cannot open the PNG encoder")
         }

@@ -146,5 +146,9 @@ func passThrough(_ input: String, to output: String, codec: String? = nil) throw
         #expect(try Media.openSource(input).info.sampleAspectRatio == Rational(4, 3))
         try passThrough(input, to: output)
         #expect(try Media.openSource(output).info.sampleAspectRatio == Rational(4, 3))
+        // Frames written as PNG carry it in their pHYs chunk, which FFmpeg reads back.
+        let frames = dir.file("frames")
+        try passThrough(input, to: frames)
+        #expect(try Media.openSource(frames + "/00000.png").info.sampleAspectRatio == Rational(4, 3))
     }
 }
