@@ -118,7 +118,7 @@ public struct CrossFrameAttention: Sendable {
     public let reference: FeaturePyramid
 
     public init(reference features: PlanarImage, configuration: Configuration = Configuration()) {
-        self.init(reference: FeaturePyramid(features, levels: configuration.levels), configuration: configuration)
+        self.init(reference: FeaturePyramid(features, levels: configuration.levels, from: configuration.finestLevel), configuration: configuration)
     }
 
     /// With the reference's pyramid built beforehand (of `configuration.levels` levels).
@@ -130,7 +130,7 @@ public struct CrossFrameAttention: Sendable {
     /// Where each position of the frame with `features` comes from in the reference, with a
     /// confidence that combines the match's uniqueness and a forward–backward check.
     public func correspondence(for features: PlanarImage) -> CorrespondenceField {
-        correspondence(for: FeaturePyramid(features, levels: configuration.levels))
+        correspondence(for: FeaturePyramid(features, levels: configuration.levels, from: configuration.finestLevel))
     }
 
     /// The same from the frame's pyramid, built beforehand (of `configuration.levels` levels).
@@ -145,12 +145,13 @@ public struct CrossFrameAttention: Sendable {
             let dx = back.x - px, dy = back.y - py
             forward.field.confidence[i] *= exp(-(dx * dx + dy * dy) / scale)
         }
-        return forward.field.expanded(from: forward.level, toWidth: frame.levels[0].width, height: frame.levels[0].height)
+        return forward.field.expanded(from: forward.level, toWidth: frame.width, height: frame.height)
     }
 
     /// The correspondence with confidence from uniqueness alone (no backward search).
     public func correspondenceWithoutConsistencyCheck(for features: PlanarImage) -> CorrespondenceField {
-        let (field, level) = Self.search(queries: FeaturePyramid(features, levels: configuration.levels), keys: reference, configuration)
+        let (field, level) = Self.search(queries: FeaturePyramid(features, levels: configuration.levels, from: configuration.finestLevel),
+                                         keys: reference, configuration)
         return field.expanded(from: level, toWidth: features.width, height: features.height)
     }
 
@@ -158,13 +159,13 @@ public struct CrossFrameAttention: Sendable {
     /// (or the coarsest level both pyramids have); the field on that level's grid, and the level.
     /// Confidence is the uniqueness alone.
     static func search(queries: FeaturePyramid, keys: FeaturePyramid, _ configuration: Configuration) -> (field: CorrespondenceField, level: Int) {
-        let depth = min(queries.levels.count, keys.levels.count)
+        let depth = min(queries.depth, keys.depth)
         let finest = min(max(configuration.finestLevel, 0), depth - 1)
-        var field = globalLevel(queries.levels[depth - 1], keys.levels[depth - 1], configuration)
+        var field = globalLevel(queries[depth - 1], keys[depth - 1], configuration)
         var level = depth - 2
         while level >= finest {
             // Sub-sample accuracy matters only for the finest level's answer.
-            field = refine(queries.levels[level], keys.levels[level], coarse: field, configuration, refineSubpixel: level == finest && configuration.subsampleSteps)
+            field = refine(queries[level], keys[level], coarse: field, configuration, refineSubpixel: level == finest && configuration.subsampleSteps)
             level -= 1
         }
         return (field, finest)
