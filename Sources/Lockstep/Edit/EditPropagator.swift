@@ -270,18 +270,23 @@ final class KeyframeEdit: @unchecked Sendable {
                         let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w
                         carrier.carry4(row: y, of: r.baseAddress!, width: w, height: edit.height, into: p, channelStride: w,
                                        confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
-                        if let synthesised, let samples = edit.samples {
-                            samples.withUnsafeBufferPointer { samples in
-                                edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
-                                                          quality: quality, cap: cap, skip: trust)
-                            }
-                        } else {
-                            // Zeros, not whatever the scratch held: 0 × NaN would not vanish.
-                            q.initialize(repeating: 0, count: 4 &* w)
-                            for x in 0..<w { quality[x] = 0; cap[x] = 1 }
-                        }
                         let line = y &* w
                         let red = frame + line, green = red + n, blue = green + n
+                        guard let synthesised, let samples = edit.samples else {
+                            // The transport alone (s = 0 below).
+                            for x in 0..<w {
+                                let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
+                                let t = trust[x], u = 1 - t * (1 - p[3 &* w &+ x])
+                                carried[x] = u * dr + t * p[x]
+                                carried[w &+ x] = u * dg + t * p[w &+ x]
+                                carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x]
+                            }
+                            return
+                        }
+                        samples.withUnsafeBufferPointer { samples in
+                            edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
+                                                      quality: quality, cap: cap, skip: trust)
+                        }
                         for x in 0..<w {
                             let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
                             let t = min(trust[x], cap[x]), s = (1 - t) * quality[x]
