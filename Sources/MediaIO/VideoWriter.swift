@@ -343,9 +343,6 @@ public final class VideoWriter: FrameSink {
         return codec
     }
 
-    /// The input's own pixel format when the encoder takes it (a pass-through keeps its chroma);
-    /// otherwise 4:2:0 for lossy codecs where the size allows (what players expect), 4:4:4 for odd
-    /// sizes (libx264 refuses odd sizes in 4:2:0), planar RGB for lossless codecs (bit-exact round trip).
     /// The colour tags of a YUV output. A source coded in RGB (PNG frames are not, but FFV1,
     /// HuffYUV or x264rgb video is) says "RGB" for its matrix, and usually full range: its
     /// YUV takes the matrix and range players assume at its size, and its primaries and transfer
@@ -359,6 +356,9 @@ public final class VideoWriter: FrameSink {
         return color
     }
 
+    /// The input's own pixel format when the encoder takes it (a pass-through keeps its chroma);
+    /// otherwise 4:2:0 for lossy codecs where the size allows (what players expect), 4:4:4 for odd
+    /// sizes (libx264 refuses odd sizes in 4:2:0), planar RGB for lossless codecs (bit-exact round trip).
     static func choosePixelFormat(_ codec: UnsafePointer<AVCodec>, info: StreamInfo, path: String) throws -> AVPixelFormat {
         var supported: [AVPixelFormat] = []
         if var p = codec.pointee.pix_fmts {

@@ -131,8 +131,9 @@ struct YUVConversion {
             // filters before blurred it by [1 6 1]/8 each way on every pass: 35 dB on sharp colour).
             // Those filters ring where the chroma was never upsampled (RGB sources, painted or
             // stylised edges: a saturated edge's far side pulled 60 levels past it), so each
-            // value is held within the range of the values it is filtered from, widened (down) to
-            // what upsampled rows imply: a frame passed through keeps its chroma, lone extrema too.
+            // value is held within the range of the values it is filtered from, widened to the
+            // value the rows imply where they were upsampled (see below): a frame passed through
+            // keeps its chroma, its lone extrema too.
             parallelChunks(ch, minimumChunk: 8) { rows in
                 // Cb and Cr (a row's width apart) of the luma rows a chroma row is filtered from,
                 // 2j − 1 … 2j + 2, the first two kept from the chroma row before; their sum in `cbRow`,

@@ -105,7 +105,9 @@ struct Edit: ParsableCommand {
         for (index, path) in keys {
             let edited = try ImageFile.read(path).image
             guard edited.width == size.width, edited.height == size.height else {
-                throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(StandardStream.shownName(input)) is \(size.width)×\(size.height)")
+                // An image model's output often comes at its own size: say how to make it fit.
+                let scaled = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent + "-\(size.width)x\(size.height).png"
+                throw MediaError(.sizeMismatch, path: path, "is \(edited.width)×\(edited.height), but frame \(index) of \(StandardStream.shownName(input)) is \(size.width)×\(size.height); scale it first (e.g. ffmpeg -i \(path) -vf scale=\(size.width):\(size.height) \(scaled))")
             }
         }
         // The keyframes' own frames come from a second reader, which runs ahead of the stream to

@@ -399,7 +399,7 @@ import TestSupport
         try ImageFile.writePNG(SyntheticClip.flat(level: 100, width: 32, height: 32), to: key)
         let r = try CLITests.run(["edit", input, "-o", dir.file("out.mp4"), "--keyframe", "0=\(key)"])
         #expect(r.status == 1)
-        #expect(r.stderr == "lockstep: error: \(key): is 32×32, but frame 0 of \(input) is 64×48\n")
+        #expect(r.stderr == "lockstep: error: \(key): is 32×32, but frame 0 of \(input) is 64×48; scale it first (e.g. ffmpeg -i \(key) -vf scale=64:48 key-64x48.png)\n")
         #expect(!dir.contents.contains("out.mp4"))
     }
 
