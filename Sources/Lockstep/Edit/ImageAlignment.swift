@@ -217,27 +217,40 @@ public struct ImageAlignment: Sendable {
             rx[i] = e[b &+ 3] + e[b] * dx[i] + e[b &+ 1] * dy[i]
             ry[i] = e[b &+ 4] + e[b &+ 1] * dx[i] + e[b &+ 2] * dy[i]
         }
+        // Each sample's 2×2 system (its block's H plus λ per link) is the same in every sweep:
+        // its inverse is taken once, so that a sweep multiplies where it divided (the divisions,
+        // one sample waiting on the one before, were most of the sweep's time). A sample whose
+        // system is singular keeps its value (relaxation 0).
+        var inverse = [Float](repeating: 0, count: 4 &* n)
+        for j in 0..<fh { for i in 0..<fw {
+            let index = j &* fw &+ i, b = stride &* index
+            let links = Float((i > 0 ? 1 : 0) + (i &+ 1 < fw ? 1 : 0) + (j > 0 ? 1 : 0) + (j &+ 1 < fh ? 1 : 0))
+            let a = e[b] + lambda * links, c = e[b &+ 1], d = e[b &+ 2] + lambda * links
+            let det = a * d - c * c
+            guard det > 0 else { continue }
+            inverse[4 &* index] = d / det
+            inverse[4 &* index &+ 1] = -c / det
+            inverse[4 &* index &+ 2] = a / det
+            inverse[4 &* index &+ 3] = omega
+        } }
         var ux = dx, uy = dy
         ux.withUnsafeMutableBufferPointer { uxb in uy.withUnsafeMutableBufferPointer { uyb in
-        e.withUnsafeBufferPointer { eb in rx.withUnsafeBufferPointer { rxb in ry.withUnsafeBufferPointer { ryb in
-            let ux = uxb.baseAddress!, uy = uyb.baseAddress!, e = eb.baseAddress!, rx = rxb.baseAddress!, ry = ryb.baseAddress!
+        inverse.withUnsafeBufferPointer { ib in rx.withUnsafeBufferPointer { rxb in ry.withUnsafeBufferPointer { ryb in
+            let ux = uxb.baseAddress!, uy = uyb.baseAddress!, m = ib.baseAddress!, rx = rxb.baseAddress!, ry = ryb.baseAddress!
             for _ in 0..<sweeps {
                 for j in 0..<fh {
                     for i in 0..<fw {
                         let index = j &* fw &+ i
-                        var sx: Float = 0, sy: Float = 0, links: Float = 0
-                        if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1]; links += 1 }
-                        if i &+ 1 < fw { sx += ux[index &+ 1]; sy += uy[index &+ 1]; links += 1 }
-                        if j > 0 { sx += ux[index &- fw]; sy += uy[index &- fw]; links += 1 }
-                        if j &+ 1 < fh { sx += ux[index &+ fw]; sy += uy[index &+ fw]; links += 1 }
-                        let b = stride &* index
-                        let a = e[b] + lambda * links, c = e[b &+ 1], d = e[b &+ 2] + lambda * links
+                        var sx: Float = 0, sy: Float = 0
+                        if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1] }
+                        if i &+ 1 < fw { sx += ux[index &+ 1]; sy += uy[index &+ 1] }
+                        if j > 0 { sx += ux[index &- fw]; sy += uy[index &- fw] }
+                        if j &+ 1 < fh { sx += ux[index &+ fw]; sy += uy[index &+ fw] }
                         let px = rx[index] + lambda * sx, py = ry[index] + lambda * sy
-                        let det = a * d - c * c
-                        guard det > 0 else { continue }
-                        let nx = (d * px - c * py) / det, ny = (a * py - c * px) / det
-                        ux[index] += omega * (nx - ux[index])
-                        uy[index] += omega * (ny - uy[index])
+                        let k = 4 &* index
+                        let nx = m[k] * px + m[k &+ 1] * py, ny = m[k &+ 1] * px + m[k &+ 2] * py
+                        ux[index] += m[k &+ 3] * (nx - ux[index])
+                        uy[index] += m[k &+ 3] * (ny - uy[index])
                     }
                 }
             }
