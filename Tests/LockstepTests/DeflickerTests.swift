@@ -700,6 +700,26 @@ import TestSupport
         for (o, t) in zip(out, truth) { #expect(abs(Self.mean(o) - Self.mean(t)) < 0.03) }
     }
 
+    /// A shot that shows nothing (grey with faint grain: a clear sky, fog, a wall) under a
+    /// brightness flicker: no frame is a cut, and the flicker goes. Every frame was taken for a
+    /// cut before (its standardised thumbnail is grain, which correlates with nothing), and the
+    /// flicker was left as it was. A cut from a picture to such a shot is still found.
+    @Test(arguments: [true, false]) func flatShotIsOneScene(guided: Bool) throws {
+        var random = SeededRandom(12)
+        let grey = (0..<16).map { _ -> PlanarImage in
+            var image = PlanarImage(channels: 3, height: Self.size.height, width: Self.size.width)
+            image.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = 0.45 + 0.004 * Float(random.uniform() - 0.5) } }
+            return image
+        }
+        let inputs = grey.map { Self.flickered($0, gain: Float(0.85 + 0.3 * random.uniform())) }
+        let (out, plan) = try Self.deflicker(inputs, guides: guided ? grey : nil)
+        #expect(plan.cuts.isEmpty, "cuts \(plan.cuts)")
+        #expect(Self.change(out) < Self.change(inputs) / 5, "output \(Self.change(out)), input \(Self.change(inputs)) levels")
+        let picture = (0..<8).map { Self.scene($0) } + Array(grey.prefix(8))
+        let (_, withCut) = try Self.deflicker(picture, guides: guided ? picture : nil)
+        #expect(withCut.cuts == [8], "cuts \(withCut.cuts)")
+    }
+
     /// Quantile matching gives the identity for two noisy versions of one picture, where a
     /// least-squares fit of one on the other would flatten (regression dilution); and it recovers
     /// a known gain and gamma.

@@ -99,7 +99,7 @@ public final class DeflickerAnalysis {
     private var currentLink: FrameAppearance?
     /// First frame of each shot (a run of references linked by their curves).
     private var shotStarts: [Int] = []
-    private var previousThumbnails: (whole: [Float], detail: [Float]?)?
+    private var previousThumbnails: (whole: Thumbnail, detail: Thumbnail?)?
     public private(set) var scenes: [Scene] = []
     /// First frames of the scene cuts found.
     public private(set) var cuts: [Int] = []
@@ -529,10 +529,10 @@ public final class DeflickerAnalysis {
     /// picture has texture, as blur and a curve do not commute.)
     public struct AnalysedFrame: Sendable {
         var pyramid: FeaturePyramid
-        var thumbnail: [Float]
+        var thumbnail: Thumbnail
         /// Blind, the thumbnail of the features' detail (`gainInvariant`), which flicker in space
         /// does not change; nil with a guide, which does not flicker.
-        var detailThumbnail: [Float]?
+        var detailThumbnail: Thumbnail?
         var colour: PlanarImage
         var guide: PlanarImage?
         /// The full-size input's mean luma: the frame's fingerprint (`DeflickerPlan.apply`).
@@ -553,7 +553,10 @@ public final class DeflickerAnalysis {
         }
         let latent = codec.encode(input), detail = Self.gainInvariant(latent)
         let pyramid = FeaturePyramid(detail, levels: levels, contrastFloor: Self.contrastThreshold * Self.meanLevel(latent))
-        return AnalysedFrame(pyramid: pyramid, thumbnail: Self.thumbnail(Self.illuminationRobust(latent)),
+        // The whole thumbnail is standardised channel by channel first; its contrast is the latent's.
+        var whole = Self.thumbnail(Self.illuminationRobust(latent))
+        whole.contrast = Self.thumbnail(latent).contrast
+        return AnalysedFrame(pyramid: pyramid, thumbnail: whole,
                              detailThumbnail: Self.thumbnail(detail), colour: colour, guide: nil, luma: luma)
     }
 
@@ -641,11 +644,32 @@ public final class DeflickerAnalysis {
     /// detail's thumbnails must not correlate either: flicker in space decorrelates a flat
     /// scene's whole thumbnails (the blobs are most of what it shows) but not its detail; motion
     /// decorrelates fine detail but not the whole; a new shot changes both.
-    static func isCut(from previous: (whole: [Float], detail: [Float]?), to next: (whole: [Float], detail: [Float]?)) -> Bool {
-        guard correlation(previous.whole, next.whole) < cutCorrelation else { return false }
+    ///
+    /// Two frames that show nothing (a clear sky, fog, a wall, a grey card: their thumbnails'
+    /// `contrast` under one 8-bit level) have nothing a cut could change: what is left of them
+    /// once standardised is grain, which correlates with nothing, and every frame of such a shot
+    /// was taken for a new one, its flicker left in. Between two such frames there is no cut;
+    /// from a picture to such a frame, or back, there is (the tone of one must not be averaged
+    /// with the other's).
+    static func isCut(from previous: (whole: Thumbnail, detail: Thumbnail?), to next: (whole: Thumbnail, detail: Thumbnail?)) -> Bool {
+        guard max(previous.whole.contrast, next.whole.contrast) >= Self.minimumContrast,
+              correlation(previous.whole.values, next.whole.values) < cutCorrelation else { return false }
         guard let a = previous.detail, let b = next.detail else { return true }
-        return correlation(a, b) < cutCorrelation
+        return correlation(a.values, b.values) < cutCorrelation
     }
+
+    /// A frame's small standardised luma picture (see `thumbnail`), and how much it varied
+    /// before it was standardised.
+    struct Thumbnail: Sendable {
+        var values: [Float]
+        /// The standard deviation of its luma, in the picture's units (1 = white): 0.03 and more
+        /// on the corpus's real footage (a static camera on a table, a dim tour); 0.0002 for
+        /// grain on a flat colour.
+        var contrast: Float
+    }
+
+    /// See `isCut`: one 8-bit level.
+    static let minimumContrast: Float = 1 / 255
 
     /// Each channel scaled to zero mean and unit variance over the frame: a global gain, offset or
     /// colour cast changes nothing. (Blind, the thumbnail that finds cuts is made of it.)
@@ -668,15 +692,16 @@ public final class DeflickerAnalysis {
 
     /// The luma of the features' colour channels, 2×2 pooled, standardised: consecutive frames of
     /// one shot correlate highly however the light flickers; across a cut they do not.
-    static func thumbnail(_ features: PlanarImage) -> [Float] {
+    static func thumbnail(_ features: PlanarImage) -> Thumbnail {
         let colour = features.channels(0..<3)
         let pooled = colour.width >= 4 && colour.height >= 4 ? colour.averagePooled2() : colour
         let n = pooled.planeSize, v = pooled.values
         var luma = (0..<n).map { 0.2126 * v[$0] + 0.7152 * v[n + $0] + 0.0722 * v[2 * n + $0] }
         let mean = luma.reduce(0, +) / Float(n)
-        let sd = max((luma.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(n)).squareRoot(), 1e-6)
+        let variance = luma.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(n)
+        let sd = max(variance.squareRoot(), 1e-6)
         for i in 0..<n { luma[i] = (luma[i] - mean) / sd }
-        return luma
+        return Thumbnail(values: luma, contrast: variance.squareRoot())
     }
 
     static func correlation(_ a: [Float], _ b: [Float]) -> Float {
