@@ -62,6 +62,9 @@ public struct StreamInfo: Sendable {
     /// Whether the stream says its frames are interlaced (two fields each). Lockstep processes
     /// and writes whole frames, so the output is progressive.
     public var isInterlaced = false
+    /// Streams other than the video that cannot be copied to the output ("stream 1 (aac)"): a
+    /// stream on stdin is read once, and the copy of audio and subtitles reads the input again.
+    public var unreadStreams: [String] = []
 
     public init(width: Int, height: Int, timeBase: Rational, frameRate: Rational,
                 sampleAspectRatio: Rational = Rational(1, 1), declaredFrameCount: Int? = nil,

@@ -134,6 +134,14 @@ public final class VideoReader: FrameSource {
             pixelFormat: av_get_pix_fmt_name(dec.pointee.pix_fmt).map { String(cString: $0) }, color: color,
             sourceFile: fromPipe ? nil : location)
         info.hasAlpha = PixelConverter.hasAlpha(dec.pointee.pix_fmt)
+        // Audio and subtitles are copied by reading the input again, which a pipe cannot be.
+        if fromPipe {
+            for i in 0..<Int(ctx!.pointee.nb_streams) {
+                let parameters = ctx!.pointee.streams[i]!.pointee.codecpar!.pointee
+                guard parameters.codec_type == AVMEDIA_TYPE_AUDIO || parameters.codec_type == AVMEDIA_TYPE_SUBTITLE else { continue }
+                info.unreadStreams.append("stream \(i) (\(String(cString: avcodec_get_name(parameters.codec_id))))")
+            }
+        }
         let fields = stream.pointee.codecpar.pointee.field_order
         info.isInterlaced = fields != AV_FIELD_UNKNOWN && fields != AV_FIELD_PROGRESSIVE
     }
@@ -146,6 +154,9 @@ public final class VideoReader: FrameSource {
         // A video track with no pictures (an audio file's empty video track) is not a video to
         // process: every command would write or measure nothing, and say it succeeded.
         if frame == nil && decodedCount == 0 {
+            if let damage {
+                throw MediaError(.damaged, path: path, "damaged video: no frame could be decoded (\(damage.reasons.first ?? "decode error"))")
+            }
             throw MediaError(.notMedia, path: path, "its video stream has no frames")
         }
         return frame

@@ -132,5 +132,8 @@ func warnAboutWhatIsLost(_ info: StreamInfo, of path: String, writing sink: Fram
         lines.append("it is interlaced, and the output is not: Lockstep works on whole frames (deinterlace it first for the best result, e.g. ffmpeg -vf bwdif)")
     }
     if let writer = sink as? VideoWriter { lines += writer.warnings }
+    if !info.unreadStreams.isEmpty, sink != nil {
+        lines.append("\(info.unreadStreams.joined(separator: ", ")) not kept: a stream on stdin is read once, and audio and subtitles are copied by reading the input again (give the file instead)")
+    }
     for line in lines { FileHandle.standardError.write(Data("lockstep: warning: \(name): \(line)\n".utf8)) }
 }

@@ -155,6 +155,17 @@ import TestSupport
         #expect(dir.contents == ["in.mkv", "long.mp4"])
     }
 
+    /// A stream on stdin is read once, so its audio cannot be copied (that reads the input
+    /// again): the video goes through and a line says the audio does not (it was lost silently).
+    @Test func audioOnStdinIsSaidToBeLost() throws {
+        let dir = TemporaryDirectory()
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=0.5", "-f", "lavfi", "-i", "sine=duration=0.5",
+                    "-c:v", "libx264", "-c:a", "aac", dir.file("av.mkv")])
+        let r = try Self.shell("\"$LOCKSTEP\" convert - -o out.mkv --quiet < av.mkv", in: dir)
+        #expect(r.status == 0 && r.stderr == "lockstep: warning: stdin: stream 1 (aac) not kept: a stream on stdin is read once, and audio and subtitles are copied by reading the input again (give the file instead)\n", "\(r.stderr)")
+        #expect(try SyntheticClip.readAll(dir.file("out.mkv")).frames.count == 5)
+    }
+
     /// The mean over frames of the mean absolute luma step between consecutive frames.
     func meanStep(_ frames: [VideoFrame]) -> Double {
         let means = frames.map { $0.image.values.reduce(0.0) { $0 + Double($1) } / Double($0.image.values.count) }
