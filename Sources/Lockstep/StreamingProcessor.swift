@@ -108,6 +108,7 @@ public enum StreamingProcessor {
             throw error
         }
         do {
+            if source.reachedInputEnd { sink?.inputEnded() }
             try sink?.finish()
         } catch {
             sink?.abort()

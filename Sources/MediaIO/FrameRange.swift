@@ -59,6 +59,7 @@ public final class FrameRangeSource: FrameSource {
             return nil
         }
         finished = true
+        reachedInputEnd = true
         // The input ended: fine if the range reached into it (its END may lie past the last
         // frame), an error if it started beyond it.
         if framesSeen <= range.start {
@@ -68,4 +69,5 @@ public final class FrameRangeSource: FrameSource {
     }
 
     private var framesSeen = 0
+    public private(set) var reachedInputEnd = false
 }

@@ -163,6 +163,13 @@ public protocol FrameSource: AnyObject {
     var path: String { get }
     /// The next frame, or nil at the end. Throws `MediaError` for damage found at the end.
     func next() throws -> VideoFrame?
+    /// Once `next` has returned nil: whether the frames given reach the input's last frame (a
+    /// segment that stops before it does not). A writer then copies the audio to the input's end.
+    var reachedInputEnd: Bool { get }
+}
+
+extension FrameSource {
+    public var reachedInputEnd: Bool { true }
 }
 
 /// Where frames go: a video file or a directory of images. Nothing appears under the final
@@ -176,8 +183,12 @@ public protocol FrameSink: AnyObject {
     func write(_ frame: VideoFrame) throws
     func finish() throws
     func abort()
+    /// Called before `finish` when the frames written reach the input's last frame: a segment
+    /// that does keeps the audio that runs on past it, as the whole run does.
+    func inputEnded()
 }
 
 extension FrameSink {
     public func prepare(_ frame: inout VideoFrame) throws {}
+    public func inputEnded() {}
 }

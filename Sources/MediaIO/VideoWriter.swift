@@ -49,6 +49,10 @@ public final class VideoWriter: FrameSink {
     private var closed = false
     /// Whether the output is one image file (the image2 muxer, named by an image's extension).
     private var isSingleImage = false
+    /// Set by `inputEnded`: the copied streams run to the input's end.
+    private var copiesToEnd = false
+
+    public func inputEnded() { copiesToEnd = true }
 
     /// Opens the encoder and writes the container header under a temporary name.
     public init(target: OutputTarget, info: StreamInfo, options: EncoderOptions = EncoderOptions()) throws {
@@ -185,8 +189,9 @@ public final class VideoWriter: FrameSink {
         guard !closed else { return }
         do {
             try send(nil)
-            // A whole input keeps all its audio; a segment keeps the audio of its own time span.
-            try copier?.copy(until: info.segment == nil ? nil : endSeconds.nextDown, into: output)
+            // A whole input keeps all its audio; a segment keeps the audio of its own time span,
+            // the last one (reaching the input's end) all that runs on past its last frame.
+            try copier?.copy(until: info.segment == nil || copiesToEnd ? nil : endSeconds.nextDown, into: output)
             try check(av_write_trailer(output), "write trailer")
             try closeFile()
             closed = true

@@ -207,6 +207,7 @@ struct Deflicker: ParsableCommand {
 final class GuidedSource: FrameSource {
     let input: FrameSource
     let guide: FrameSource
+    var reachedInputEnd: Bool { input.reachedInputEnd }
     let guidePath: String
     let size: StreamInfo
     let eager: Bool
@@ -246,6 +247,7 @@ final class GuidedSource: FrameSource {
 /// while the processing thread matches the previous frame; `take` hands each one over.
 final class AnalysingSource: FrameSource {
     let source: FrameSource
+    var reachedInputEnd: Bool { source.reachedInputEnd }
     let analyse: (VideoFrame) -> DeflickerAnalysis.AnalysedFrame
     private let analysed = HandOver<DeflickerAnalysis.AnalysedFrame>()
 

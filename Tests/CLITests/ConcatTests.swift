@@ -59,6 +59,25 @@ import TestSupport
         try Self.expectJoinIsWhole(input, ext: ext, cut: 23, frames: 50, in: dir)
     }
 
+    /// Audio that runs on past the last frame (3 s of sound, 2 s of picture) is kept by the
+    /// whole run, and so by the last part, whether its END is left out or lies past the end: the
+    /// joined parts have every audio packet of the whole run (the last part stopped at its last
+    /// frame before, and the join was a second short).
+    @Test(arguments: ["", "100"]) func audioPastTheLastFrameIsKeptByTheLastPart(end: String) throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("long-audio.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=2", "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+                    "-c:v", "libx264", "-c:a", "aac", input])
+        for (name, extra) in [("whole", [String]()), ("a", ["--frames", "0:23"]), ("b", ["--frames", "23:\(end)"])] {
+            let r = try CLITests.run(["convert", input, "-o", dir.file("\(name).mkv"), "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        let join = try CLITests.run(["concat", dir.file("a.mkv"), dir.file("b.mkv"), "-o", dir.file("joined.mkv"), "--quiet"])
+        #expect(join.status == 0, "\(join.stderr)")
+        let whole = try Self.audioPackets(dir.file("whole.mkv")), joined = try Self.audioPackets(dir.file("joined.mkv"))
+        #expect(whole.count > 130 && joined == whole, "\(joined.count) audio packets joined, \(whole.count) in the whole run")
+    }
+
     /// A variable frame rate (frames dropped here and there) is kept across the join: the second
     /// part's last-frame gap is not the first part's stored last duration (it was moved 13 ms).
     @Test func variableFrameRatePartsKeepTheirTimes() throws {
