@@ -50,7 +50,9 @@ public struct OutputTarget: Sendable {
         let name = url.lastPathComponent
         let ext = url.pathExtension
         let stem = ext.isEmpty ? name : String(name.dropLast(ext.count + 1))
-        let partial = ".\(stem).lockstep-partial-\(getpid())" + (ext.isEmpty ? "" : ".\(ext)")
+        // The temporary name must fit where the final one does (255 bytes): a long stem is left out.
+        let suffix = "lockstep-partial-\(getpid())" + (ext.isEmpty ? "" : ".\(ext)")
+        let partial = name.utf8.count + suffix.utf8.count + 2 > 255 ? ".\(suffix)" : ".\(stem).\(suffix)"
         finalPath = path
         temporaryPath = url.deletingLastPathComponent().appendingPathComponent(partial).path
         self.overwrite = overwrite
@@ -77,6 +79,18 @@ public struct OutputTarget: Sendable {
                 throw error
             }
             try? fm.removeItem(atPath: aside)
+        } else if !overwrite {
+            // Another job may have made the output since this one checked (two runs with the
+            // same -o): a hard link is made only where nothing is, so neither replaces the other.
+            if link(temporaryPath, finalPath) == 0 {
+                unlink(temporaryPath)
+            } else if errno == EEXIST {
+                throw MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
+            } else if fm.fileExists(atPath: finalPath) {
+                throw MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
+            } else if rename(temporaryPath, finalPath) != 0 {  // a file system without hard links
+                throw renameError()
+            }
         } else if rename(temporaryPath, finalPath) != 0 {
             throw renameError()
         }

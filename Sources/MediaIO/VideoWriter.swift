@@ -194,8 +194,8 @@ public final class VideoWriter: FrameSink {
             try copier?.copy(until: info.segment == nil || copiesToEnd ? nil : endSeconds.nextDown, into: output)
             try check(av_write_trailer(output), "write trailer")
             try closeFile()
-            closed = true
             try target.commit()
+            closed = true
         } catch let error as FFmpegError {
             abort()
             throw error.forOutput(shownPath)
@@ -414,6 +414,8 @@ public final class VideoWriter: FrameSink {
             }
             av_dict_set(&dict, "preset", preset, 0)
         }
+        // x265 prints its own banner and settings on stderr, past FFmpeg's log: errors only.
+        if name == "libx265" { av_dict_set(&dict, "x265-params", "log-level=error", 0) }
         let lossy = (avcodec_descriptor_get(codec.pointee.id)?.pointee.props ?? 0) & AV_CODEC_PROP_LOSSY != 0
         if !hasOption("crf") && lossy && codec.pointee.capabilities & AV_CODEC_CAP_EXPERIMENTAL == 0 {
             // MPEG-2, MPEG-4 Part 2, MJPEG, Theora: constant quantiser 3 instead of their 200 kb/s default.

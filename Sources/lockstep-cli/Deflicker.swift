@@ -82,6 +82,12 @@ struct Deflicker: ParsableCommand {
             _ = malloc_trim(0)
         }
         guard let outputSource, let sink else {
+            if report.json {
+                try Report.printJSON(["analysis": analysis!, "written": !reusing, "frames": plan.frameCount,
+                                      "references": plan.scenes.map { ["start": $0.start, "reference": $0.reference, "reason": $0.reason.rawValue] as [String: Any] },
+                                      "cuts": plan.cuts])
+                return
+            }
             let cuts = plan.cuts.isEmpty ? "none" : plan.cuts.map(String.init).joined(separator: ", ")
             Report.print("analysis of \(plan.frameCount) frames \(reusing ? "already in" : "written to") \(analysis!) (\(plan.scenes.count) reference\(plan.scenes.count == 1 ? "" : "s"); scene cuts: \(cuts))")
             return

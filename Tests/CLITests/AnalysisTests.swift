@@ -31,6 +31,19 @@ import TestSupport
         for (a, b) in zip(whole, fromScratch) { #expect(psnr(a.image, b.image) > 50, "frame \(a.index)") }
     }
 
+    /// With no OUTPUT, `--json` gives the analysis's summary as one JSON object (it was text),
+    /// and an `--analysis` that is a directory is refused in one line (it was Foundation's error).
+    @Test func analysisAloneAnswersInJSON() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try DeflickerCLITests.flickering(in: dir)
+        let run = try CLITests.run(["deflicker", input, "--guide", guide, "--analysis", dir.file("shot.analysis"), "--json", "--quiet"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+        #expect(json?["frames"] as? Int == 10 && json?["written"] as? Bool == true && (json?["references"] as? [Any])?.isEmpty == false, "\(run.stdout)")
+        let folder = try CLITests.run(["deflicker", input, "--analysis", dir.path, "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(folder.status == 1 && folder.stderr == "lockstep: error: \(dir.path): is a directory, not a Lockstep deflicker analysis (lockstep deflicker --analysis writes one)\n", "\(folder.stderr)")
+    }
+
     /// The same video analysed twice, by two processes, makes the same file byte for byte (so
     /// a render farm can cache it by its hash, and a changed file means a changed analysis).
     @Test func analysisFilesAreReproducible() throws {

@@ -159,6 +159,35 @@ import TestSupport
         expectError(.notMedia, naming: path) { _ = try Media.openSource(path) }
     }
 
+    /// Two jobs writing one output: the one that finishes second finds the output there and
+    /// does not replace it (both used to succeed, the second silently replacing the first), and
+    /// leaves no temporary file.
+    @Test func outputMadeMeanwhileIsNotReplaced() throws {
+        let dir = TemporaryDirectory()
+        let input = try SyntheticClip.write(Self.frames, to: dir.file("in.mkv"), codec: "ffv1")
+        let (info, frames) = try SyntheticClip.readAll(input)
+        let path = dir.file("out.mkv")
+        let sink = try Media.openSink(path, info: info, inputs: [input], overwrite: false)
+        for frame in frames { try sink.write(frame) }
+        try "the other job's".write(toFile: path, atomically: true, encoding: .utf8)
+        expectError(.outputExists, naming: path) { try sink.finish() }
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "the other job's")
+        #expect(dir.contents == ["in.mkv", "out.mkv"])
+    }
+
+    /// A name as long as the file system allows (255 bytes) is written: the temporary name
+    /// beside it must fit too (it failed with "File name too long").
+    @Test func longestNameIsWritten() throws {
+        let dir = TemporaryDirectory()
+        let input = try SyntheticClip.write(Self.frames, to: dir.file("in.mkv"), codec: "ffv1")
+        let (info, frames) = try SyntheticClip.readAll(input)
+        let path = dir.file(String(repeating: "n", count: 251) + ".mkv")
+        let sink = try Media.openSink(path, info: info, inputs: [input], overwrite: false)
+        for frame in frames { try sink.write(frame) }
+        try sink.finish()
+        #expect(try SyntheticClip.readAll(path).frames.count == Self.frames.count)
+    }
+
     /// `--overwrite` replaces a frame directory whole, so it refuses a directory that holds an
     /// input, or anything but frames; a directory of frames alone is replaced.
     @Test func overwriteReplacesOnlyAFrameDirectory() throws {

@@ -61,6 +61,10 @@ extension DeflickerPlan {
 
     /// The plan in the analysis file at `path`, for frames of `width` × `height`.
     public static func read(from path: String, width: Int, height: Int) throws -> DeflickerPlan {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw MediaError(.invalidArgument, path: path, "is a directory, not a Lockstep deflicker analysis (lockstep deflicker --analysis writes one)")
+        }
         guard let file = FileHandle(forReadingAtPath: path) else {
             throw MediaError(.missing, path: path, FileManager.default.fileExists(atPath: path) ? "permission denied" : "no such file or directory")
         }
