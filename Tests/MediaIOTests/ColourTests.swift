@@ -31,7 +31,7 @@ import TestSupport
     }
 
     /// A video coded in RGB (FFV1 bgr0) says "RGB" for its matrix. Written as YUV, the output
-    /// takes the matrix and range players assume at its size (BT.601, limited, at 180 lines):
+    /// takes the matrix and range players assume at its size (BT.601, limited, at 120 lines):
     /// the source's RGB matrix on YUV was invalid, and its colours came out wrong in players
     /// that honour the tag. The picture matches the source's.
     @Test func rgbSourceWrittenAsYUVGetsAYUVMatrix() throws {
