@@ -48,7 +48,6 @@ struct Edit: ParsableCommand {
         if parsedKeyframes.contains(where: { StandardStream.isStandard($0.image) }) { throw ValidationError("a keyframe image must be a file; only INPUT may be - (stdin)") }
     }
 
-    /// Every keyframe, from --keyframe and --keyframes, in frame order; an index given twice is refused.
     /// The keyframe image at `path`; one with an alpha channel (a layer exported from an image
     /// editor) is laid over the frame it edits, so that where it is transparent the frame is
     /// unedited (its colours there, often black, are no paint).
@@ -63,6 +62,7 @@ struct Edit: ParsableCommand {
         return out
     }
 
+    /// Every keyframe, from --keyframe and --keyframes, in frame order; an index given twice is refused.
     func allKeyframes() throws -> [(index: Int, image: String)] {
         var all = parsedKeyframes
         if let directory = keyframeDirectory { all += try Self.keyframes(in: directory) }
