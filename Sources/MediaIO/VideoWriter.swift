@@ -108,6 +108,8 @@ public final class VideoWriter: FrameSink {
         stream.pointee.time_base = encoderTimeBase
         stream.pointee.avg_frame_rate = info.frameRate.av
         stream.pointee.sample_aspect_ratio = info.sampleAspectRatio.av
+        // The one video track is the one to play (Matroska marks none by default, as FFmpeg's does).
+        stream.pointee.disposition = AV_DISPOSITION_DEFAULT
 
         // A still image (one frame exported to edit) has no room for audio, and needs no word on it.
         isSingleImage = String(cString: outputFormat.pointee.name) == "image2"

@@ -271,6 +271,7 @@ import TestSupport
         #expect(format["creation_time"] == "2019-12-20T20:08:34.000000Z", "\(tags.format)")
         #expect(format["location"] == "-15.8355-048.0153/", "\(tags.format)")
         #expect(tags.video["language"] == "por", "\(tags.video)")
+        #expect(tags.isDefault, "the video track is the default one")
     }
 
     /// An image file holds one frame: a whole video into x.png is refused in words that say

@@ -137,11 +137,12 @@ import TestSupport
 /// FFmpeg's own view of a file: the timestamps of the frames `ffprobe` decodes from its first
 /// video stream, and the errors it reports while doing so.
 enum FFprobe {
-    /// The container's tags and those of the first video stream, by ffprobe.
-    static func tags(_ path: String) throws -> (format: [String: String], video: [String: String]) {
+    /// The container's tags and those of the first video stream, and whether that stream is
+    /// marked the default one, by ffprobe.
+    static func tags(_ path: String) throws -> (format: [String: String], video: [String: String], isDefault: Bool) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "format_tags:stream_tags", "-of", "json", path]
+        process.arguments = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "format_tags:stream_tags:stream_disposition=default", "-of", "json", path]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -149,8 +150,9 @@ enum FFprobe {
         process.waitUntilExit()
         let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
         let format = (json?["format"] as? [String: Any])?["tags"] as? [String: String] ?? [:]
-        let video = ((json?["streams"] as? [[String: Any]])?.first?["tags"] as? [String: String]) ?? [:]
-        return (format, video)
+        let stream = (json?["streams"] as? [[String: Any]])?.first
+        let video = stream?["tags"] as? [String: String] ?? [:]
+        return (format, video, (stream?["disposition"] as? [String: Any])?["default"] as? Int == 1)
     }
 
     struct Decoded {
