@@ -256,20 +256,33 @@ public final class VideoWriter: FrameSink {
     /// The muxer: by name when given (FFmpeg's, as `ffmpeg -f`), otherwise from the file name.
     static func chooseContainer(_ name: String?, target: OutputTarget) throws -> UnsafePointer<AVOutputFormat> {
         let path = target.shownName
+        let format: UnsafePointer<AVOutputFormat>
         if let name {
-            guard let format = av_guess_format(name, nil, nil) else {
+            guard let named = av_guess_format(name, nil, nil) else {
                 throw MediaError(.invalidArgument, path: path, "unknown format '\(name)' (FFmpeg's muxer names, as ffmpeg -f: nut, yuv4mpegpipe, matroska, mp4, mpegts)")
             }
-            return format
+            format = named
+        } else {
+            if target.isStandardOutput {
+                throw MediaError(.invalidArgument, path: path, "writing to stdout needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4")
+            }
+            guard let guessed = av_guess_format(nil, target.finalPath, nil) else {
+                let ext = URL(fileURLWithPath: path).pathExtension
+                throw MediaError(.invalidArgument, path: path, ext.isEmpty
+                    ? "no container: give the output a file extension such as .mp4 or .mkv, or write to a directory that does not exist yet"
+                    : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
+            }
+            format = guessed
         }
-        if target.isStandardOutput {
-            throw MediaError(.invalidArgument, path: path, "writing to stdout needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4")
+        let muxer = String(cString: format.pointee.name)
+        if muxer == "null" {
+            throw MediaError(.invalidArgument, path: path, "the null format writes nothing; to time a command, write to -o - --format nut > /dev/null")
         }
-        guard let format = av_guess_format(nil, target.finalPath, nil) else {
-            let ext = URL(fileURLWithPath: path).pathExtension
-            throw MediaError(.invalidArgument, path: path, ext.isEmpty
-                ? "no container: give the output a file extension such as .mp4 or .mkv, or write to a directory that does not exist yet"
-                : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
+        if manyFiles.contains(muxer) {
+            throw MediaError(.invalidArgument, path: path, "the \(muxer) format writes several files, which Lockstep cannot write under one temporary name: write one file (e.g. .mp4), then split it with ffmpeg -f \(muxer)")
+        }
+        if format.pointee.video_codec == AV_CODEC_ID_NONE {
+            throw MediaError(.invalidArgument, path: path, "the \(muxer) format holds no video; choose a video container (e.g. .mp4, .mkv)")
         }
         return format
     }
@@ -309,6 +322,10 @@ public final class VideoWriter: FrameSink {
     static func isMP4Family(_ format: UnsafePointer<AVOutputFormat>) -> Bool {
         ["mp4", "mov", "ipod", "ismv", "3gp", "3g2", "psp", "f4v"].contains(String(cString: format.pointee.name))
     }
+
+    /// Muxers that write several files (segments and a playlist, or other muxers' outputs): an
+    /// output must be one file, written under a temporary name and moved into place.
+    static let manyFiles: Set<String> = ["hls", "dash", "segment", "stream_segment", "ssegment", "tee", "fifo"]
 
     /// Containers made for pipes between tools: raw video by default (see `chooseEncoder`).
     static let rawByDefault: Set<String> = ["nut", "yuv4mpegpipe"]

@@ -307,6 +307,25 @@ import TestSupport
         #expect(out[0, 18, 28] > 0.95 && out[1, 18, 28] < 0.05 && out[2, 18, 28] < 0.05)
     }
 
+    /// Muxers that write several files (HLS's playlist and segments) or none (null) are refused
+    /// in one line before anything is written: HLS wrote a playlist pointing at a hidden
+    /// temporary segment, and null encoded the whole video, then failed to move nothing into place.
+    @Test func formatsThatAreNotOneFileAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        for (format, words) in [("hls", "the hls format writes several files"), ("dash", "the dash format writes several files"),
+                                ("null", "the null format writes nothing")] {
+            let r = try Self.run(["convert", input, "-o", dir.file("out.m3u8"), "--format", format, "--quiet"])
+            #expect(r.status == 1 && r.stderr.hasPrefix("lockstep: error: \(dir.file("out.m3u8")): \(words)") && r.stderr.split(separator: "\n").count == 1, "\(format): \(r.stderr)")
+        }
+        // The same where the name says it (.m3u8 is HLS's), and for an audio-only container.
+        for (name, words) in [("out.m3u8", "the hls format writes several files"), ("out.wav", "the wav format holds no video")] {
+            let r = try Self.run(["convert", input, "-o", dir.file(name), "--quiet"])
+            #expect(r.status == 1 && r.stderr.hasPrefix("lockstep: error: \(dir.file(name)): \(words)"), "\(name): \(r.stderr)")
+        }
+        #expect(dir.contents == ["in.mkv"])
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
