@@ -135,7 +135,13 @@ struct WritingOptions: ParsableArguments {
     func validate() throws {
         guard fps > 0 && fps <= 1000 else { throw ValidationError("--fps must be between 0 and 1000") }
         if let crf, crf < 0 || crf > 63 { throw ValidationError("--crf must be between 0 and 63") }
+        // x264's and x265's presets are known by name (other encoders' are checked when opened).
+        if let preset, codec == nil || codec == "libx264" || codec == "libx265", !Self.x26xPresets.contains(preset) {
+            throw ValidationError("--preset \(preset) is not one of x264's and x265's: \(Self.x26xPresets.joined(separator: ", "))")
+        }
     }
+
+    static let x26xPresets = ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"]
 
     /// Writing to stdout needs a container named, and stdout to itself.
     func validate(output: String) throws {

@@ -326,6 +326,15 @@ import TestSupport
         #expect(dir.contents == ["in.mkv"])
     }
 
+    /// An unknown x264 preset is a usage error, found before anything is opened (it was an
+    /// encoder error, exit 1, once the input had been opened).
+    @Test func unknownPresetIsAUsageError() throws {
+        let dir = TemporaryDirectory()
+        let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--preset", "bogus"])
+        #expect(r.status == 64 && r.stderr.contains("--preset bogus is not one of x264's and x265's: ultrafast,"), "\(r.status): \(r.stderr)")
+        #expect(dir.contents == ["in.mkv"])
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
