@@ -69,6 +69,9 @@ public struct OutputTarget: Sendable {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         let replacingDirectory = fm.fileExists(atPath: finalPath, isDirectory: &isDirectory) && isDirectory.boolValue
+        if replacingDirectory && !overwrite {
+            throw MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
+        }
         if replacingDirectory {
             // rename(2) cannot replace a non-empty directory: move the old one aside first.
             let aside = temporaryPath + ".old"

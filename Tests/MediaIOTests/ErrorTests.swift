@@ -173,6 +173,15 @@ import TestSupport
         expectError(.outputExists, naming: path) { try sink.finish() }
         #expect(try String(contentsOfFile: path, encoding: .utf8) == "the other job's")
         #expect(dir.contents == ["in.mkv", "out.mkv"])
+        // The same for a directory of frames.
+        let folder = dir.file("frames")
+        let directorySink = try Media.openSink(folder + "/", info: info, inputs: [input], overwrite: false)
+        for frame in frames { try directorySink.write(frame) }
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+        try "the other job's".write(toFile: folder + "/00000.png", atomically: true, encoding: .utf8)
+        expectError(.outputExists, naming: folder) { try directorySink.finish() }
+        #expect(try String(contentsOfFile: folder + "/00000.png", encoding: .utf8) == "the other job's")
+        #expect(dir.contents == ["frames", "in.mkv", "out.mkv"])
     }
 
     /// A name as long as the file system allows (255 bytes) is written: the temporary name
