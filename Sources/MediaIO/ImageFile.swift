@@ -76,29 +76,30 @@ public enum ImageFile {
         return (image, bits, hasAlpha, alpha)
     }
 
-    /// The alpha channel of a decoded picture, in [0, 1] (swscale to planar float GBRA).
+    /// The alpha channel of a decoded picture, in [0, 1]: its last component, read row by row
+    /// as integers of its own depth (no conversion of the colour, which `toFloat` has made).
     static func alphaPlane(of frame: UnsafeMutablePointer<AVFrame>, path: String) throws -> PlanarImage {
         let width = Int(frame.pointee.width), height = Int(frame.pointee.height)
-        guard let context = sws_getContext(Int32(width), Int32(height), AVPixelFormat(rawValue: frame.pointee.format),
-                                           Int32(width), Int32(height), AV_PIX_FMT_GBRAPF32LE, Int32(SWS_POINT), nil, nil, nil) else {
+        guard let desc = av_pix_fmt_desc_get(AVPixelFormat(rawValue: frame.pointee.format)),
+              desc.pointee.flags & UInt64(AV_PIX_FMT_FLAG_FLOAT) == 0 else {
             throw MediaError(.unsupported, path: path, "cannot read the image's alpha channel")
         }
-        defer { sws_freeContext(context) }
-        var planes = PlanarImage(uninitializedChannels: 4, height: height, width: width)
-        planes.withUnsafeMutableBufferPointer { buffer in
-            let base = buffer.baseAddress!, n = width * height
-            // GBRAP's planes: G, B, R, A.
-            var destination: [UnsafeMutablePointer<UInt8>?] = [0, 1, 2, 3].map { UnsafeMutableRawPointer(base + $0 * n).assumingMemoryBound(to: UInt8.self) }
-            var strides: [Int32] = Array(repeating: Int32(width * 4), count: 4)
-            withUnsafeBytes(of: &frame.pointee.data) { source in
-                withUnsafeBytes(of: &frame.pointee.linesize) { sourceStrides in
-                    _ = sws_scale(context, source.bindMemory(to: UnsafePointer<UInt8>?.self).baseAddress!,
-                                  sourceStrides.bindMemory(to: Int32.self).baseAddress!, 0, Int32(height),
-                                  &destination, &strides)
+        let component = Int(desc.pointee.nb_components) - 1
+        let depth = withUnsafeBytes(of: desc.pointee.comp) { $0.bindMemory(to: AVComponentDescriptor.self)[component].depth }
+        let scale = 1 / Float((1 << depth) - 1)
+        var alpha = PlanarImage(uninitializedChannels: 1, height: height, width: width)
+        var line = [UInt16](repeating: 0, count: width)
+        alpha.withUnsafeMutableBufferPointer { out in
+            withUnsafeBytes(of: &frame.pointee.data) { data in withUnsafeBytes(of: &frame.pointee.linesize) { strides in
+                let planes = data.bindMemory(to: UnsafePointer<UInt8>?.self).baseAddress!
+                let lineSizes = strides.bindMemory(to: Int32.self).baseAddress!
+                for y in 0..<height {
+                    av_read_image_line2(&line, UnsafeMutablePointer(mutating: planes), lineSizes, desc, 0, Int32(y), Int32(component), Int32(width), 0, 2)
+                    for x in 0..<width { out[y * width + x] = Float(line[x]) * scale }
                 }
-            }
+            } }
         }
-        return planes.channels(3..<4)
+        return alpha
     }
 
     /// Encodes `image` as PNG (8 bits per component, or 16 with `bits > 8`) and returns the bytes.
