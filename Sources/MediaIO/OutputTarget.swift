@@ -69,9 +69,9 @@ public struct OutputTarget: Sendable {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         let replacingDirectory = fm.fileExists(atPath: finalPath, isDirectory: &isDirectory) && isDirectory.boolValue
-        if replacingDirectory && !overwrite {
-            throw MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
-        }
+        // Another job may have made the output since this one checked (two runs with one -o).
+        let appeared = MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
+        if replacingDirectory && !overwrite { throw appeared }
         if replacingDirectory {
             // rename(2) cannot replace a non-empty directory: move the old one aside first.
             let aside = temporaryPath + ".old"
@@ -83,14 +83,11 @@ public struct OutputTarget: Sendable {
             }
             try? fm.removeItem(atPath: aside)
         } else if !overwrite {
-            // Another job may have made the output since this one checked (two runs with the
-            // same -o): a hard link is made only where nothing is, so neither replaces the other.
+            // A hard link is made only where nothing is, so neither job replaces the other.
             if link(temporaryPath, finalPath) == 0 {
                 unlink(temporaryPath)
-            } else if errno == EEXIST {
-                throw MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
-            } else if fm.fileExists(atPath: finalPath) {
-                throw MediaError(.outputExists, path: finalPath, "appeared while this job wrote it (another job?); nothing was replaced (use --overwrite to replace it)")
+            } else if errno == EEXIST || fm.fileExists(atPath: finalPath) {
+                throw appeared
             } else if rename(temporaryPath, finalPath) != 0 {  // a file system without hard links
                 throw renameError()
             }
