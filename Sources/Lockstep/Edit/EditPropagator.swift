@@ -190,9 +190,10 @@ final class KeyframeEdit: @unchecked Sendable {
     /// What is carried of the edit (`carriedEdit`), as B-spline coefficients for `Transport`,
     /// four channels interleaved (`Transport.interleaved4`).
     let edits: [Float]
-    /// The same, as samples, for the synthesis's votes (whole-pixel sources); kept only where
-    /// the synthesis runs (`PatchSynthesis.contributes`).
-    let samples: PlanarImage?
+    /// The same, as samples, for the synthesis's votes (whole-pixel sources), four channels
+    /// interleaved (a vote reads one pixel's four values together); kept only where the
+    /// synthesis runs (`PatchSynthesis.contributes`).
+    let samples: [Float]?
     /// Where the transport fails: the edit synthesised by appearance.
     let synthesis: PatchSynthesis
     /// The keyframe's own picture, for the correspondence's last, pixel-level step.
@@ -209,7 +210,7 @@ final class KeyframeEdit: @unchecked Sendable {
         edits = Transport.interleaved4(carried.bSplineCoefficients())
         let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
-        samples = synthesis.contributes ? carried : nil
+        samples = synthesis.contributes ? Transport.interleaved4(carried) : nil
         alignment = ImageAlignment(reference: key.original)
         // The alignment starts from the attention's answer pooled 2^l × 2^l (l = 2 at 720p), so the
         // attention stops one level finer than that: its finest levels would be averaged away

@@ -261,12 +261,18 @@ struct PatchSynthesis: Sendable {
                     let tx = ox[u], ty = oy[u]
                     var best = transportCost[u]
                     if searched[u] {
-                        // The search's answer to the whole pixel: the 3×3 offsets around it.
+                        // The search's answer to the whole pixel: the 3×3 offsets around it, the
+                        // centre first; the ring only where the centre is further off than noise
+                        // and misalignment explain (elsewhere no neighbour can do meaningfully better).
                         let hx = 2 &* dx[u], hy = 2 &* dy[u]
-                        for j in Int32(-1)...1 { for i in Int32(-1)...1 {
-                            let (d, x, y) = fine.cost(u, hx &+ i, hy &+ j, bound: best)
-                            if d < best { best = d; ox[u] = x; oy[u] = y }
-                        } }
+                        let (d, x, y) = fine.cost(u, hx, hy, bound: best)
+                        if d < best { best = d; ox[u] = x; oy[u] = y }
+                        if best > allowance[u] {
+                            for j in Int32(-1)...1 { for i in Int32(-1)...1 where i != 0 || j != 0 {
+                                let (d, x, y) = fine.cost(u, hx &+ i, hy &+ j, bound: best)
+                                if d < best { best = d; ox[u] = x; oy[u] = y }
+                            } }
+                        }
                     }
                     // The source's edit counts as far as lookalikes in the keyframe share it.
                     let sx = min(max((2 &* (u % gw) &+ Int(ox[u])) / 2, 0), gw &- 1)
@@ -506,28 +512,31 @@ struct PatchSynthesis: Sendable {
     }
 
     /// Σ of squared differences over a 5×5 patch of 4-float pixels (the fourth is 0 in both),
-    /// stopping early once past `bound`.
+    /// stopping early once past `bound`. One 4-float load per pixel: SIMD8 loads here were
+    /// compiled into 8-byte pieces and shuffles.
     @inline(__always)
     static func distance(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, stride: Int, bound: Float) -> Float {
         let rowBytes = 4 &* stride
-        var acc = SIMD8<Float>(), tail = SIMD4<Float>()
-        var total: Float = 0
-        for j in 0..<5 {
+        var acc0 = SIMD4<Float>(), acc1 = SIMD4<Float>()
+        @inline(__always) func row(_ j: Int) {
             let pa = UnsafeRawPointer(a) + j &* rowBytes, pb = UnsafeRawPointer(b) + j &* rowBytes
-            let d0 = pa.loadUnaligned(as: SIMD8<Float>.self) - pb.loadUnaligned(as: SIMD8<Float>.self)
-            let d1 = pa.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self) - pb.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-            let d2 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self)
-            acc.addProduct(d0, d0)
-            acc.addProduct(d1, d1)
-            tail.addProduct(d2, d2)
-            // The bound checked after the second row and at the end: most candidates are far
-            // off, and a sum across lanes costs as much as a row.
-            if j == 1 {
-                total = lanesSum(acc) + (tail[0] + tail[1]) + (tail[2] + tail[3])
-                if total >= bound { return total }
-            }
+            let d0 = pa.loadUnaligned(as: SIMD4<Float>.self) - pb.loadUnaligned(as: SIMD4<Float>.self)
+            let d1 = pa.loadUnaligned(fromByteOffset: 16, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 16, as: SIMD4<Float>.self)
+            let d2 = pa.loadUnaligned(fromByteOffset: 32, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 32, as: SIMD4<Float>.self)
+            let d3 = pa.loadUnaligned(fromByteOffset: 48, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 48, as: SIMD4<Float>.self)
+            let d4 = pa.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: 64, as: SIMD4<Float>.self)
+            acc0.addProduct(d0, d0); acc1.addProduct(d1, d1)
+            acc0.addProduct(d2, d2); acc1.addProduct(d3, d3)
+            acc0.addProduct(d4, d4)
         }
-        return lanesSum(acc) + (tail[0] + tail[1]) + (tail[2] + tail[3])
+        @inline(__always) func total() -> Float { let s = acc0 + acc1; return (s[0] + s[1]) + (s[2] + s[3]) }
+        // The bound checked after the second row and at the end: most candidates are far off,
+        // and a sum across lanes costs as much as a row.
+        row(0); row(1)
+        let partial = total()
+        if partial >= bound { return partial }
+        row(2); row(3); row(4)
+        return total()
     }
 
     /// A well-mixed 32-bit hash of two numbers (the random search's draws).
@@ -541,13 +550,13 @@ struct PatchSynthesis: Sendable {
     }
 
     /// Row `y` of the synthesised edit: each pixel's four nearest patches vote with their
-    /// sources' values of `carried` (4 planes, full size: the edit and its colour share), weighted
-    /// by bilinear weight × match quality. Writes the 4 planes (`w` apart), the quality, and the
-    /// cap on the transport's trust (`Field.transportCap`, bilinear).
+    /// sources' values of `carried` (4 channels interleaved, full size: the edit and its colour
+    /// share), weighted by bilinear weight × match quality. Writes the 4 planes (`w` apart), the
+    /// quality, and the cap on the transport's trust (`Field.transportCap`, bilinear).
     @inline(__always)
     func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
                     quality: UnsafeMutablePointer<Float>, cap: UnsafeMutablePointer<Float>, skip: UnsafePointer<Float>) {
-        let w = frameWidth, h = frameHeight, n = w &* h, gw = field.width, gh = field.height, scale = self.scale
+        let w = frameWidth, h = frameHeight, gw = field.width, gh = field.height, scale = self.scale
         // Frame pixel x is search pixel (x − (s − 1)/2)/s, half-resolution pixel (that − ½)/2.
         let s = Float(scale), shift = (s - 1) / 2 + s / 2
         let gy = min(max((Float(y) - shift) / (2 * s), 0), Float(gh - 1))
@@ -565,8 +574,8 @@ struct PatchSynthesis: Sendable {
                 var v = SIMD4<Float>(), mass: Float = 0, q: Float = 0, c: Float = 0
                 @inline(__always) func vote(_ u: Int, _ b: Float) {
                     let sx = min(max(x &+ scale &* Int(fx[u]), 0), w &- 1), sy = min(max(y &+ scale &* Int(fy[u]), 0), h &- 1)
-                    let s = sy &* w &+ sx, weight = b * (fq[u] + 1e-6)
-                    v += weight * SIMD4(carried[s], carried[n &+ s], carried[2 &* n &+ s], carried[3 &* n &+ s])
+                    let weight = b * (fq[u] + 1e-6)
+                    v += weight * UnsafeRawPointer(carried + 4 &* (sy &* w &+ sx)).loadUnaligned(as: SIMD4<Float>.self)
                     mass += weight
                     q += b * fq[u]
                     c += b * fcap[u]
