@@ -10,21 +10,29 @@ public final class FrameDirectoryReader: FrameSource {
     private var position = 0
     private var first: PlanarImage?
 
-    public init(path: String, frameRate: Rational = Rational(25, 1)) throws {
-        self.path = path
+    public convenience init(path: String, frameRate: Rational = Rational(25, 1)) throws {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: path)
         } catch {
             throw MediaError(.missing, path: path, "cannot list the directory: \(error.localizedDescription)")
         }
-        files = names
+        let files = names
             .filter { !$0.hasPrefix(".") && ImageFile.extensions.contains(($0 as NSString).pathExtension.lowercased()) }
             .sorted(by: naturalOrder)
             .map { (path as NSString).appendingPathComponent($0) }
-        guard let firstFile = files.first else {
+        guard !files.isEmpty else {
             throw MediaError(.notMedia, path: path, "the directory has no frames (png, jpg, bmp or tiff files)")
         }
+        try self.init(path: path, files: files, frameRate: frameRate)
+    }
+
+    /// The images `files` (at least one) as frames, in that order; `path` names them in messages.
+    public init(path: String, files: [String], frameRate: Rational = Rational(25, 1)) throws {
+        precondition(!files.isEmpty)
+        self.path = path
+        self.files = files
+        let firstFile = files[0]
         let (image, bits, hasAlpha, _) = try ImageFile.decode(firstFile)
         first = image
         info = StreamInfo(width: image.width, height: image.height, timeBase: Rational(frameRate.denominator, frameRate.numerator),

@@ -71,9 +71,68 @@ public enum ImageFile {
                                            color: color, bits: bits, path: path)
         var image = PlanarImage(uninitializedChannels: 3, height: height, width: width)
         converter.toFloat(UnsafePointer(frame), into: &image)
-        let hasAlpha = PixelConverter.hasAlpha(format)
-        let alpha = hasAlpha && keepingAlpha ? try alphaPlane(of: frame, path: path) : nil
+        var hasAlpha = PixelConverter.hasAlpha(format), alpha: PlanarImage?
+        if let desc = av_pix_fmt_desc_get(format), desc.pointee.flags & UInt64(AV_PIX_FMT_FLAG_PAL) != 0 {
+            // FFmpeg flags every palette format as having alpha; a palette image has it only
+            // where a pixel's palette entry is not opaque (a PNG's tRNS chunk).
+            let paletteAlpha = paletteAlphaPlane(of: frame)
+            hasAlpha = paletteAlpha.values.contains { $0 < 1 }
+            alpha = hasAlpha && keepingAlpha ? paletteAlpha : nil
+        } else if hasAlpha && keepingAlpha {
+            alpha = try alphaPlane(of: frame, path: path)
+        }
+        // Shown as a viewer shows it: the orientation a camera or a phone's photo editor stored
+        // (EXIF, which FFmpeg's decoder gives as a display matrix) applied.
+        if let orientation = Orientation(frame) {
+            image = orientation.applied(to: image)
+            alpha = alpha.map(orientation.applied)
+        }
         return (image, bits, hasAlpha, alpha)
+    }
+
+    /// How a decoded picture is to be turned and mirrored for display: its display matrix's
+    /// rotation in quarter turns clockwise, then a left–right mirror where the matrix has one.
+    struct Orientation {
+        let quarterTurns: Int, mirrored: Bool
+
+        /// Nil where the frame has no display matrix, or one that leaves it as it is.
+        init?(_ frame: UnsafeMutablePointer<AVFrame>) {
+            guard let side = av_frame_get_side_data(frame, AV_FRAME_DATA_DISPLAYMATRIX),
+                  side.pointee.size >= 9 * MemoryLayout<Int32>.size else { return nil }
+            var m = [Int32](repeating: 0, count: 9)
+            m.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: side.pointee.data, count: 36)) }
+            // A mirror (negative determinant) is FFmpeg's `av_display_matrix_flip` of the first
+            // column, after the rotation: undone before the rotation is read.
+            mirrored = Int64(m[0]) * Int64(m[4]) - Int64(m[1]) * Int64(m[3]) < 0
+            if mirrored { m[0] = -m[0]; m[3] = -m[3] }
+            let degrees = -av_display_rotation_get(m)
+            guard degrees.isFinite else { return nil }
+            quarterTurns = ((Int((degrees / 90).rounded()) % 4) + 4) % 4
+            if quarterTurns == 0 && !mirrored { return nil }
+        }
+
+        func applied(to image: PlanarImage) -> PlanarImage {
+            let turned = image.rotatedClockwise(quarterTurns: quarterTurns)
+            return mirrored ? turned.mirroredHorizontally() : turned
+        }
+    }
+
+    /// The alpha of a palette picture: each pixel's palette entry's (FFmpeg's palette is 256
+    /// native-endian 0xAARRGGBB words after the indices).
+    static func paletteAlphaPlane(of frame: UnsafeMutablePointer<AVFrame>) -> PlanarImage {
+        let width = Int(frame.pointee.width), height = Int(frame.pointee.height)
+        var alpha = PlanarImage(uninitializedChannels: 1, height: height, width: width)
+        let indices = frame.pointee.data.0!, stride = Int(frame.pointee.linesize.0)
+        let palette = UnsafeRawPointer(frame.pointee.data.1!)
+        alpha.withUnsafeMutableBufferPointer { out in
+            for y in 0..<height {
+                for x in 0..<width {
+                    let entry = palette.loadUnaligned(fromByteOffset: 4 &* Int(indices[y &* stride &+ x]), as: UInt32.self)
+                    out[y &* width &+ x] = Float(entry >> 24) / 255
+                }
+            }
+        }
+        return alpha
     }
 
     /// The alpha channel of a decoded picture, in [0, 1]: its last component, read row by row

@@ -10,8 +10,17 @@ public enum Media {
         guard StandardStream.isStandard(path) || FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw MediaError(.missing, path: path, "no such file or directory")
         }
-        let source: FrameSource = isDirectory.boolValue ? try FrameDirectoryReader(path: path, frameRate: frameRate)
-            : try VideoReader(path: path, damageLog: damageLog)
+        // A JPEG is one picture, read as the image it is (its EXIF orientation applied, as a
+        // keyframe's is), not through a video demuxer that would leave it stored sideways.
+        let isJPEG = ["jpg", "jpeg"].contains(URL(fileURLWithPath: path).pathExtension.lowercased())
+        let source: FrameSource
+        if isDirectory.boolValue {
+            source = try FrameDirectoryReader(path: path, frameRate: frameRate)
+        } else if isJPEG && !StandardStream.isStandard(path) {
+            source = try FrameDirectoryReader(path: path, files: [path], frameRate: frameRate)
+        } else {
+            source = try VideoReader(path: path, damageLog: damageLog)
+        }
         if let frames, frames != FrameRange() {
             // Only a directory's count is exact; a container's declared count is not (edit lists,
             // over-counting headers), so a video's range is checked by decoding.

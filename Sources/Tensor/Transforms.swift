@@ -28,6 +28,21 @@ extension PlanarImage {
         }
         return out
     }
+
+    /// Mirrored left to right.
+    public func mirroredHorizontally() -> PlanarImage {
+        var out = PlanarImage(uninitializedChannels: channels, height: height, width: width)
+        let w = width
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for row in 0..<(channels &* height) {
+                    let s = src.baseAddress! + row &* w, d = dst.baseAddress! + row &* w
+                    for x in 0..<w { d[x] = s[w &- 1 &- x] }
+                }
+            }
+        }
+        return out
+    }
 }
 
 extension PlanarImage {
