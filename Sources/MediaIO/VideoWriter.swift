@@ -402,11 +402,27 @@ public final class VideoWriter: FrameSink {
         let descriptor = avcodec_descriptor_get(codec.pointee.id)
         let props = descriptor?.pointee.props ?? 0
         let losslessOnly = props & AV_CODEC_PROP_LOSSLESS != 0 && props & AV_CODEC_PROP_LOSSY == 0
-        if !losslessOnly && sourceFits && supported.contains(source) { return source }
+        if !losslessOnly && sourceFits {
+            if supported.contains(source) { return source }
+            // The encoder's planar YUV format nearest the source's, as FFmpeg picks it: a 12-bit
+            // source gets 10 bits with its own chroma, not 8-bit 4:2:0.
+            var candidates = supported.filter { format in
+                PixelConverter.isYUV(format) && !PixelConverter.isJPEGFormat(format) && !PixelConverter.hasAlpha(format)
+                    && av_pix_fmt_desc_get(format).map { $0.pointee.flags & UInt64(AV_PIX_FMT_FLAG_PLANAR) != 0 } == true
+            } + [AV_PIX_FMT_NONE]
+            let nearest = avcodec_find_best_pix_fmt_of_list(&candidates, source, 0, nil)
+            if nearest != AV_PIX_FMT_NONE { return nearest }
+        }
+        // Other sources get 4:2:0 (4:4:4 at odd sizes), in 10 bits where theirs are deeper and the
+        // encoder takes it.
+        let deep = info.bitsPerComponent > 8
         let preferred: AVPixelFormat = losslessOnly
-            ? (info.bitsPerComponent > 8 ? AV_PIX_FMT_GBRP16LE : AV_PIX_FMT_GBRP)
-            : (even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P)
+            ? (deep ? AV_PIX_FMT_GBRP16LE : AV_PIX_FMT_GBRP)
+            : (even ? (deep ? AV_PIX_FMT_YUV420P10LE : AV_PIX_FMT_YUV420P) : (deep ? AV_PIX_FMT_YUV444P10LE : AV_PIX_FMT_YUV444P))
         if supported.contains(preferred) { return preferred }
+        if !losslessOnly && deep, supported.contains(even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P) {
+            return even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P
+        }
         var candidates = supported + [AV_PIX_FMT_NONE]
         return avcodec_find_best_pix_fmt_of_list(&candidates, preferred, 0, nil)
     }

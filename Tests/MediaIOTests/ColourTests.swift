@@ -49,4 +49,21 @@ import TestSupport
         #expect(out.color.matrix == 6 && out.color.range == 1, "matrix \(out.color.matrix), range \(out.color.range)")
         #expect(psnr(frames[0].image, decoded[0].image) > 38)
     }
+
+    /// A source deeper than the encoder takes gets the nearest format it does take, its chroma
+    /// kept: 12-bit 4:4:4 and 4:2:0 (HEVC Main 12, FFV1, DNxHR) become 10-bit 4:4:4 and 4:2:0 in
+    /// H.264. They became 8-bit 4:2:0, with nothing said. 16-bit RGB frames get 10-bit 4:2:0.
+    @Test(arguments: [("yuv444p12le", "yuv444p10le"), ("yuv420p12le", "yuv420p10le"), ("rgb48le", "yuv420p10le"), ("yuv420p", "yuv420p")])
+    func deepSourcesKeepTheirDepthAndChroma(source format: String, written expected: String) throws {
+        let dir = TemporaryDirectory()
+        let source = dir.file("deep.mkv"), written = dir.file("out.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:duration=0.2:rate=10", "-pix_fmt", format, "-c:v", "ffv1", source])
+        let (info, frames) = try SyntheticClip.readAll(source)
+        let sink = try Media.openSink(written, info: info, inputs: [source], overwrite: false)
+        for frame in frames { try sink.write(frame) }
+        try sink.finish()
+        let (out, decoded) = try SyntheticClip.readAll(written)
+        #expect(out.pixelFormat == expected, "\(format) → \(out.pixelFormat ?? "?")")
+        #expect(psnr(frames[0].image, decoded[0].image) > 30)
+    }
 }
