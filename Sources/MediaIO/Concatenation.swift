@@ -36,10 +36,12 @@ public enum Concatenation {
         try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: target.shownName)
         handles.format = oc
         StreamCopier.copyTags(from: first.context, to: oc!)
+        for part in inputs { StreamCopier.copyChapters(from: part.context, to: oc!) }
         for index in 0..<first.streamCount {
             let stream = first.stream(index)
             let parameters = stream.pointee.codecpar!
-            if avformat_query_codec(outputFormat, parameters.pointee.codec_id, FF_COMPLIANCE_NORMAL) == 0 {
+            if !StreamCopier.holdsAsAttachment(outputFormat, parameters.pointee),
+               avformat_query_codec(outputFormat, parameters.pointee.codec_id, FF_COMPLIANCE_NORMAL) == 0 {
                 throw MediaError(.invalidArgument, path: target.shownName, "the \(String(cString: outputFormat.pointee.name)) container cannot hold stream \(index) (\(String(cString: avcodec_get_name(parameters.pointee.codec_id)))) of \(first.path); choose another container")
             }
             let out = try StreamCopier.addStream(copying: stream, into: oc!, path: first.path)

@@ -24,18 +24,25 @@ final class StreamCopier {
             throw MediaError(.notMedia, path: inputPath, "cannot reopen the input to copy its audio")
         }
         Self.copyTags(from: input, to: output)
+        Self.copyChapters(from: input, to: output)
         let best = av_find_best_stream(input, AVMEDIA_TYPE_VIDEO, -1, -1, nil, 0)
         if best >= 0 { Self.copyTags(from: input.pointee.streams[Int(best)]!.pointee.metadata, to: &video.pointee.metadata) }
         for i in 0..<Int(input.pointee.nb_streams) {
             let stream = input.pointee.streams[i]!
             let parameters = stream.pointee.codecpar!
             let type = parameters.pointee.codec_type
-            guard type == AVMEDIA_TYPE_AUDIO || type == AVMEDIA_TYPE_SUBTITLE else {
+            let attachment = Self.holdsAsAttachment(output.pointee.oformat, parameters.pointee)
+            guard type == AVMEDIA_TYPE_AUDIO || type == AVMEDIA_TYPE_SUBTITLE || attachment else {
+                // Not said: a stream the demuxer itself sets aside (MP4's chapter text track,
+                // whose chapters are copied).
+                if i != Int(best), stream.pointee.discard != AVDISCARD_ALL, let left = Self.leftOut(stream) {
+                    skipped.append("stream \(i) (\(left)) is left out")
+                }
                 stream.pointee.discard = AVDISCARD_ALL
                 continue
             }
             let codecName = String(cString: avcodec_get_name(parameters.pointee.codec_id))
-            if !Self.container(output.pointee.oformat, holds: stream) {
+            if !attachment && !Self.container(output.pointee.oformat, holds: stream) {
                 skipped.append("stream \(i) (\(codecName)) cannot be stored in the \(String(cString: output.pointee.oformat.pointee.name)) container; it is left out")
                 stream.pointee.discard = AVDISCARD_ALL
                 continue
@@ -45,10 +52,62 @@ final class StreamCopier {
         if mapping.isEmpty { done = true }
     }
 
+    /// Whether `parameters` are an attachment (a subtitle's font) that a container of `format`
+    /// holds: Matroska's, whose muxer's codec query does not cover attachments.
+    static func holdsAsAttachment(_ format: UnsafePointer<AVOutputFormat>, _ parameters: AVCodecParameters) -> Bool {
+        parameters.codec_type == AVMEDIA_TYPE_ATTACHMENT && String(cString: format.pointee.name) == "matroska"
+    }
+
+    /// What a stream that is not copied is, for the line that says so (an attachment such as a
+    /// subtitle font, another video track, cover art, a data track); nil for a timecode track,
+    /// which the video's own tags carry on.
+    static func leftOut(_ stream: UnsafeMutablePointer<AVStream>) -> String? {
+        let parameters = stream.pointee.codecpar.pointee
+        var tag = [CChar](repeating: 0, count: Int(AV_FOURCC_MAX_STRING_SIZE))
+        let fourcc = String(cString: av_fourcc_make_string(&tag, parameters.codec_tag))
+        if fourcc == "tmcd" { return nil }
+        let name = parameters.codec_id == AV_CODEC_ID_NONE ? fourcc : String(cString: avcodec_get_name(parameters.codec_id))
+        switch parameters.codec_type {
+        case AVMEDIA_TYPE_VIDEO:
+            return stream.pointee.disposition & AV_DISPOSITION_ATTACHED_PIC != 0 ? "\(name) cover art" : "\(name) video: the output has one video track"
+        case AVMEDIA_TYPE_ATTACHMENT:
+            var filename = ""
+            if let entry = av_dict_get(stream.pointee.metadata, "filename", nil, 0) { filename = " " + String(cString: entry.pointee.value) }
+            return "\(name) attachment\(filename)"
+        default:
+            return "\(name) data"
+        }
+    }
+
     /// The input container's tags (creation time, a phone's location, title) on the output, as
     /// FFmpeg's own transcode keeps them; "encoder" is the output's own.
     static func copyTags(from input: UnsafeMutablePointer<AVFormatContext>, to output: UnsafeMutablePointer<AVFormatContext>) {
         copyTags(from: input.pointee.metadata, to: &output.pointee.metadata)
+    }
+
+    /// The input's chapters on the output, those it has not already (the parts of a split job
+    /// each carry the whole list: their times are the input's, so the parts join into it).
+    static func copyChapters(from input: UnsafeMutablePointer<AVFormatContext>, to output: UnsafeMutablePointer<AVFormatContext>) {
+        let microseconds = AVRational(num: 1, den: 1_000_000)
+        func span(_ chapter: UnsafeMutablePointer<AVChapter>) -> (Int64, Int64) {
+            (av_rescale_q(chapter.pointee.start, chapter.pointee.time_base, microseconds),
+             av_rescale_q(chapter.pointee.end, chapter.pointee.time_base, microseconds))
+        }
+        for i in 0..<Int(input.pointee.nb_chapters) {
+            let chapter = input.pointee.chapters[i]!
+            let known = (0..<Int(output.pointee.nb_chapters)).contains { span(output.pointee.chapters[$0]!) == span(chapter) }
+            guard !known, let list = av_realloc_array(output.pointee.chapters, Int(output.pointee.nb_chapters) + 1,
+                                                      MemoryLayout<UnsafeMutablePointer<AVChapter>>.size) else { continue }
+            output.pointee.chapters = list.assumingMemoryBound(to: UnsafeMutablePointer<AVChapter>?.self)
+            guard let copy = av_mallocz(MemoryLayout<AVChapter>.size)?.assumingMemoryBound(to: AVChapter.self) else { continue }
+            copy.pointee.id = chapter.pointee.id
+            copy.pointee.time_base = chapter.pointee.time_base
+            copy.pointee.start = chapter.pointee.start
+            copy.pointee.end = chapter.pointee.end
+            av_dict_copy(&copy.pointee.metadata, chapter.pointee.metadata, 0)
+            output.pointee.chapters[Int(output.pointee.nb_chapters)] = copy
+            output.pointee.nb_chapters += 1
+        }
     }
 
     /// `tags` added to `target`, all but those the output writes itself ("encoder").

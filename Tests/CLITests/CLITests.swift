@@ -274,6 +274,42 @@ import TestSupport
         #expect(tags.isDefault, "the video track is the default one")
     }
 
+    /// Chapters are kept (they were dropped, with nothing said), also by the parts of a split job
+    /// and their join, which has them once; a subtitle's font attachment is kept in Matroska;
+    /// what is left out (the attachment where the container has no room, a second video track)
+    /// is said.
+    @Test(arguments: ["mkv", "mp4"])
+    func chaptersAndAttachmentsAreKept(ext: String) throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.mkv"), chapters = dir.file("chapters.txt"), font = dir.file("font.ttf")
+        try ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=400\ntitle=One\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=400\nEND=1000\ntitle=Two\n"
+            .write(toFile: chapters, atomically: true, encoding: .utf8)
+        try Data((0..<4096).map { UInt8($0 % 251) }).write(to: URL(fileURLWithPath: font))
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10:duration=1", "-f", "lavfi", "-i", "sine=duration=1",
+                    "-f", "lavfi", "-i", "mandelbrot=size=32x32:rate=10", "-i", chapters,
+                    "-map", "0:v", "-map", "1:a", "-map", "2:v", "-map_chapters", "3", "-t", "1",
+                    "-attach", font, "-metadata:s:t:0", "mimetype=application/x-truetype-font",
+                    "-c:v", "libx264", "-c:a", "aac", input])
+        let expected = ["0.000000–0.400000: One", "0.400000–1.000000: Two"]
+        #expect(try FFprobe.chaptersAndStreams(input).chapters == expected)
+        let whole = dir.file("whole.\(ext)"), first = dir.file("part1.\(ext)"), second = dir.file("part2.\(ext)"), joined = dir.file("joined.\(ext)")
+        let r = try Self.run(["convert", input, "-o", whole, "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let said = r.stderr.split(separator: "\n").map(String.init)
+        #expect(said.contains("lockstep: warning: \(input): stream 2 (h264 video: the output has one video track) is left out"), "\(r.stderr)")
+        let attachmentLeftOut = said.contains("lockstep: warning: \(input): stream 3 (ttf attachment font.ttf) is left out")
+        #expect(attachmentLeftOut == (ext == "mp4"), "\(r.stderr)")
+        let out = try FFprobe.chaptersAndStreams(whole)
+        #expect(out.chapters == expected)
+        // (MP4 keeps its chapters in a text track of its own, which ffprobe lists as data.)
+        #expect(out.streams == (ext == "mkv" ? ["video", "audio", "attachment"] : ["video", "audio", "data"]), "\(out.streams)")
+        #expect(try Self.run(["convert", input, "--frames", "0:4", "-o", first, "--quiet"]).status == 0)
+        #expect(try Self.run(["convert", input, "--frames", "4:", "-o", second, "--quiet"]).status == 0)
+        let join = try Self.run(["concat", first, second, "-o", joined, "--quiet"])
+        #expect(join.status == 0, "\(join.stderr)")
+        #expect(try FFprobe.chaptersAndStreams(joined).chapters == expected)
+    }
+
     /// An image file holds one frame: a whole video into x.png is refused in words that say
     /// what to do (FFmpeg's own was "write failed: Invalid argument"), and nothing is left; one
     /// frame goes in.

@@ -155,6 +155,24 @@ enum FFprobe {
         return (format, video, (stream?["disposition"] as? [String: Any])?["default"] as? Int == 1)
     }
 
+    /// Every chapter's start, end (seconds) and title, and every stream's type, by ffprobe.
+    static func chaptersAndStreams(_ path: String) throws -> (chapters: [String], streams: [String]) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ffprobe", "-v", "error", "-show_chapters", "-show_entries", "stream=codec_type", "-of", "json", path]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let chapters = (json?["chapters"] as? [[String: Any]] ?? []).map { chapter in
+            "\(chapter["start_time"] ?? "")–\(chapter["end_time"] ?? ""): \((chapter["tags"] as? [String: String])?["title"] ?? "")"
+        }
+        let streams = (json?["streams"] as? [[String: Any]] ?? []).map { $0["codec_type"] as? String ?? "" }
+        return (chapters, streams)
+    }
+
     struct Decoded {
         var timestamps: [Double]
         var errors: String
