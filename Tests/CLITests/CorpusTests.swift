@@ -140,15 +140,7 @@ enum FFprobe {
     /// The container's tags and those of the first video stream, and whether that stream is
     /// marked the default one, by ffprobe.
     static func tags(_ path: String) throws -> (format: [String: String], video: [String: String], isDefault: Bool) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "format_tags:stream_tags:stream_disposition=default", "-of", "json", path]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let json = try probe(["-select_streams", "v:0", "-show_entries", "format_tags:stream_tags:stream_disposition=default"], path)
         let format = (json?["format"] as? [String: Any])?["tags"] as? [String: String] ?? [:]
         let stream = (json?["streams"] as? [[String: Any]])?.first
         let video = stream?["tags"] as? [String: String] ?? [:]
@@ -157,20 +149,25 @@ enum FFprobe {
 
     /// Every chapter's start, end (seconds) and title, and every stream's type, by ffprobe.
     static func chaptersAndStreams(_ path: String) throws -> (chapters: [String], streams: [String]) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ffprobe", "-v", "error", "-show_chapters", "-show_entries", "stream=codec_type", "-of", "json", path]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let json = try probe(["-show_chapters", "-show_entries", "stream=codec_type"], path)
         let chapters = (json?["chapters"] as? [[String: Any]] ?? []).map { chapter in
             "\(chapter["start_time"] ?? "")–\(chapter["end_time"] ?? ""): \((chapter["tags"] as? [String: String])?["title"] ?? "")"
         }
         let streams = (json?["streams"] as? [[String: Any]] ?? []).map { $0["codec_type"] as? String ?? "" }
         return (chapters, streams)
+    }
+
+    /// ffprobe's JSON answer for `path` to `options`.
+    static func probe(_ options: [String], _ path: String) throws -> [String: Any]? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ffprobe", "-v", "error"] + options + ["-of", "json", path]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return try JSONSerialization.jsonObject(with: data) as? [String: Any]
     }
 
     struct Decoded {
