@@ -27,6 +27,9 @@ public struct MediaError: Error, CustomStringConvertible, Equatable {
     public enum Kind: Equatable, Sendable {
         case missing, notMedia, unsupported, damaged, sizeMismatch, outputExists, sameAsInput
         case unwritable, diskFull, invalidArgument, interrupted, io
+        /// An option's value that only the writer can judge (a codec, container, preset or CRF
+        /// this FFmpeg or this encoder does not have): a usage error.
+        case badOption
     }
 
     public let path: String

@@ -22,7 +22,7 @@ public final class FrameDirectoryReader: FrameSource {
             .sorted(by: naturalOrder)
             .map { (path as NSString).appendingPathComponent($0) }
         guard !files.isEmpty else {
-            throw MediaError(.notMedia, path: path, "the directory has no frames (png, jpg, bmp or tiff files)")
+            throw MediaError(.notMedia, path: path, "the directory has no frames (\(ImageFile.extensionList) files)")
         }
         try self.init(path: path, files: files, frameRate: frameRate)
     }

@@ -2,10 +2,13 @@ import CFFmpeg
 import Foundation
 import Tensor
 
-/// Single still images (png, jpg, bmp, tiff), decoded and encoded through FFmpeg's image codecs.
+/// Single still images (png, jpg, bmp, tiff, webp), decoded and encoded through FFmpeg's image codecs.
 public enum ImageFile {
     /// File extensions read as frames, lower case.
-    public static let extensions: Set<String> = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+    public static let extensions: Set<String> = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"]
+    /// The same, as said in messages.
+    public static let extensionList = "png, jpg, bmp, tiff or webp"
+
 
     /// Decodes the image at `path` into RGB in [0, 1]. `bits` is its bit depth per component.
     public static func read(_ path: String) throws -> (image: PlanarImage, bits: Int) {

@@ -33,13 +33,14 @@ public enum Media {
     }
 
     /// True when `path` names a frame directory as output: it ends in "/", is an existing
-    /// directory, or has no extension ("-" is standard output, a stream).
-    public static func isDirectoryOutput(_ path: String) -> Bool {
+    /// directory, or has no extension and no container is named (`format`: a name without an
+    /// extension with --format mp4 is an MP4 file; "-" is standard output, a stream).
+    public static func isDirectoryOutput(_ path: String, format: String? = nil) -> Bool {
         if StandardStream.isStandard(path) { return false }
         if path.hasSuffix("/") { return true }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) { return isDirectory.boolValue }
-        return URL(fileURLWithPath: path).pathExtension.isEmpty
+        return format == nil && URL(fileURLWithPath: path).pathExtension.isEmpty
     }
 
     /// A writer for `path` with the shape and timing of `info`, checked against `inputs`.
@@ -47,7 +48,7 @@ public enum Media {
                                 options: EncoderOptions = EncoderOptions()) throws -> FrameSink {
         let clean = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
         let target = try OutputTarget(path: clean, inputs: inputs, overwrite: overwrite)
-        if isDirectoryOutput(path) {
+        if isDirectoryOutput(path, format: options.format) {
             return try FrameDirectoryWriter(target: target, info: info)
         }
         return try VideoWriter(target: target, info: info, options: options)

@@ -259,12 +259,12 @@ public final class VideoWriter: FrameSink {
         let format: UnsafePointer<AVOutputFormat>
         if let name {
             guard let named = av_guess_format(name, nil, nil) else {
-                throw MediaError(.invalidArgument, path: path, "unknown format '\(name)' (FFmpeg's muxer names, as ffmpeg -f: nut, yuv4mpegpipe, matroska, mp4, mpegts)")
+                throw MediaError(.badOption, path: path, "unknown format '\(name)' (FFmpeg's muxer names, as ffmpeg -f: nut, yuv4mpegpipe, matroska, mp4, mpegts)")
             }
             format = named
         } else {
             if target.isStandardOutput {
-                throw MediaError(.invalidArgument, path: path, "writing to stdout needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4")
+                throw MediaError(.badOption, path: path, "writing to stdout needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4")
             }
             guard let guessed = av_guess_format(nil, target.finalPath, nil) else {
                 let ext = URL(fileURLWithPath: path).pathExtension
@@ -342,10 +342,10 @@ public final class VideoWriter: FrameSink {
                 codec = avcodec_find_encoder(descriptor.pointee.id)
             }
             guard let codec, codec.pointee.type == AVMEDIA_TYPE_VIDEO else {
-                throw MediaError(.invalidArgument, path: path, "unknown video codec '\(name)' (try libx264, ffv1, libvpx-vp9, mpeg4)")
+                throw MediaError(.badOption, path: path, "unknown video codec '\(name)' (try libx264, ffv1, libvpx-vp9, mpeg4)")
             }
             if avformat_query_codec(format, codec.pointee.id, FF_COMPLIANCE_NORMAL) == 0 {
-                throw MediaError(.invalidArgument, path: path, "the \(container) container cannot hold \(name) video")
+                throw MediaError(.badOption, path: path, "the \(container) container cannot hold \(name) video")
             }
             return codec
         }
@@ -438,14 +438,14 @@ public final class VideoWriter: FrameSink {
         }
         if let crf = options.crf ?? (hasOption("crf") ? (name == "libx264" || name == "libx265" ? 18 : 31) : nil) {
             guard hasOption("crf") else {
-                throw MediaError(.invalidArgument, path: path, "the \(name) encoder has no CRF setting; leave out --crf")
+                throw MediaError(.badOption, path: path, "the \(name) encoder has no CRF setting; leave out --crf")
             }
             av_dict_set(&dict, "crf", String(crf), 0)
             if name.hasPrefix("libvpx") { av_dict_set(&dict, "b", "0", 0) }
         }
         if let preset = options.preset ?? (hasOption("preset") && name.hasPrefix("libx26") ? "medium" : nil) {
             guard hasOption("preset") else {
-                throw MediaError(.invalidArgument, path: path, "the \(name) encoder has no presets; leave out --preset")
+                throw MediaError(.badOption, path: path, "the \(name) encoder has no presets; leave out --preset")
             }
             av_dict_set(&dict, "preset", preset, 0)
         }

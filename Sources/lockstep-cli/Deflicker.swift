@@ -22,7 +22,7 @@ struct Deflicker: ParsableCommand {
     @Option(help: ArgumentHelp("The unprocessed original, with the same frames (scaled if its size differs).", valueName: "ORIGINAL"))
     var guide: String?
 
-    @Option(help: ArgumentHelp("The reference frame: auto (the first frame, and the first after each cut) or a frame INDEX for the whole video.", valueName: "INDEX|auto"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("The reference frame: auto (the first frame, and the first after each cut) or a frame INDEX for the whole video.", valueName: "INDEX|auto"))
     var reference: String = "auto"
 
     @Option(name: .shortAndLong, help: ArgumentHelp(OutputOptions.outputHelp + " Leave it out with --analysis FILE to make the analysis only.", valueName: "OUTPUT"))
@@ -61,7 +61,12 @@ struct Deflicker: ParsableCommand {
         if reusing {
             let source = try Media.openSource(input, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log)
             plan = try DeflickerPlan.read(from: analysis!, width: source.info.width, height: source.info.height)
-            outputSource = source
+            try checkMadeAlike(plan)
+            // Read whole, the input must have the analysed video's frames: more are refused at the
+            // first one past them (by the plan), fewer when the input ends.
+            outputSource = segment.range == nil
+                ? CountedSource(source, expected: plan.frameCount, analysis: analysis!, input: StandardStream.shownName(input))
+                : source
             sink = try output.map { _ in try openSink(for: input, info: source.info) }
             warnAboutWhatIsLost(source.info, of: input, writing: sink)
         } else {
@@ -72,7 +77,13 @@ struct Deflicker: ParsableCommand {
             if let outputSource { warnAboutWhatIsLost(outputSource.info, of: input, writing: sink) }
             do {
                 plan = try firstPass(input)
-                try analysisTarget.map { try plan.write(to: $0) }
+                do {
+                    try analysisTarget.map { try plan.write(to: $0) }
+                } catch let error as MediaError where error.kind == .outputExists {
+                    // Another part of the split job made the analysis meanwhile: this part goes
+                    // on with its own, the same where the options are.
+                    FileHandle.standardError.write(Data("lockstep: warning: \(analysis!): was made by another job meanwhile; this job used its own analysis and left that one\n".utf8))
+                }
             } catch {
                 sink?.abort()
                 throw error
@@ -93,6 +104,20 @@ struct Deflicker: ParsableCommand {
             return
         }
         try secondPass(input, source: outputSource, sink: sink, plan: plan)
+    }
+
+    /// A reused analysis answers the options it was made with; a run that asks for others is
+    /// refused (it used to get the analysis's answer, without a word).
+    private func checkMadeAlike(_ plan: DeflickerPlan) throws {
+        if plan.guided != (guide != nil) {
+            throw MediaError(.invalidArgument, path: analysis!, plan.guided
+                ? "was made with --guide; give the guide again, or make the analysis again without it"
+                : "was made without --guide; leave --guide out, or make the analysis again with it")
+        }
+        if plan.fixedReference != fixedReference {
+            let made = plan.fixedReference.map { "--reference \($0)" } ?? "--reference auto"
+            throw MediaError(.invalidArgument, path: analysis!, "was made with \(made); give the same, or make the analysis again")
+        }
     }
 
     private func openSink(for input: String, info: StreamInfo) throws -> FrameSink {
@@ -136,7 +161,6 @@ struct Deflicker: ParsableCommand {
     private func secondPass(_ input: String, source: FrameSource, sink: FrameSink, plan: DeflickerPlan) throws {
         var before = BrightnessFlicker(), after = BrightnessFlicker()
         var driftBefore = LevelDrift(), driftAfter = LevelDrift()
-        for index in 0..<plan.frameCount where segment.range?.contains(index) ?? true { before.add(luma: Double(plan.lumas[index])) }
         let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
         let info = source.info
         let paired = try guide.map {
@@ -148,6 +172,7 @@ struct Deflicker: ParsableCommand {
             done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
                 try StreamingProcessor.run(source: paired ?? source, sink: sink, process: { frame in
                     let original = frame.image
+                    before.add(original)
                     let guideOfFrame = paired?.guide(for: frame.index)
                     frame.image = try plan.apply(to: original, index: frame.index, guide: guideOfFrame)
                     after.add(frame.image)
@@ -292,3 +317,32 @@ final class HandOver<Value>: @unchecked Sendable {
 /// glibc's malloc_trim (malloc.h, which Glibc's module does not export): returns free heap pages
 /// to the system.
 @_silgen_name("malloc_trim") private func malloc_trim(_ pad: Int) -> Int32
+
+/// A video read against an analysis of all of it: it must end where the analysis does.
+final class CountedSource: FrameSource {
+    private let source: FrameSource
+    private let expected: Int, analysis: String, input: String
+    private var count = 0
+
+    init(_ source: FrameSource, expected: Int, analysis: String, input: String) {
+        self.source = source
+        self.expected = expected
+        self.analysis = analysis
+        self.input = input
+    }
+
+    var info: StreamInfo { source.info }
+    var path: String { source.path }
+    var reachedInputEnd: Bool { source.reachedInputEnd }
+
+    func next() throws -> VideoFrame? {
+        guard let frame = try source.next() else {
+            if count < expected {
+                throw MediaError(.invalidArgument, path: analysis, "is the analysis of a video of \(expected) frames; \(input) has \(count)")
+            }
+            return nil
+        }
+        count += 1
+        return frame
+    }
+}

@@ -22,7 +22,7 @@ struct Edit: ParsableCommand {
     @Option(name: .customLong("keyframes"), help: ArgumentHelp("A directory of edited frames, each named by its frame index (00012.png, key12.png): a --keyframe for each. Two are held in memory at a time, however many there are.", valueName: "DIR"))
     var keyframeDirectory: String?
 
-    @Option(help: ArgumentHelp("Scale of the edit: 1 as made, 0 none, negative the opposite edit.", valueName: "S"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Scale of the edit: 1 as made, 0 none, negative the opposite edit.", valueName: "S"))
     var strength: Float = 1
 
     @OptionGroup var output: OutputOptions
@@ -34,7 +34,8 @@ struct Edit: ParsableCommand {
     /// looks like, so that -1=key.png is refused as an index, not as an unknown option.)
     var parsedKeyframes: [(index: Int, image: String)] {
         keyframes.compactMap { text in
-            guard let equals = text.firstIndex(of: "="), let index = Int(text[..<equals]), index >= 0 else { return nil }
+            guard let equals = text.firstIndex(of: "="), let index = Int(text[..<equals]), index >= 0,
+                  text.index(after: equals) < text.endIndex else { return nil }
             return (index, String(text[text.index(after: equals)...]))
         }
     }
@@ -76,17 +77,25 @@ struct Edit: ParsableCommand {
     /// The images in `directory`, each with the frame index its name ends in.
     static func keyframes(in directory: String) throws -> [(index: Int, image: String)] {
         var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw MediaError(.missing, path: directory, isDirectory.boolValue ? "no such directory" : "is not a directory of keyframes")
+        let exists = FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory)
+        guard exists, isDirectory.boolValue else {
+            throw MediaError(.missing, path: directory, exists ? "is not a directory of keyframes" : "no such directory")
         }
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted(by: naturalOrder)
-            .filter { ImageFile.extensions.contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
-        guard !names.isEmpty else { throw MediaError(.invalidArgument, path: directory, "holds no keyframe images (png, jpg, bmp, tiff)") }
+        // Image files (not directories, whatever their names), as a frame directory's are.
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted(by: naturalOrder).filter { name in
+            var isFolder: ObjCBool = false
+            return ImageFile.extensions.contains(URL(fileURLWithPath: name).pathExtension.lowercased())
+                && FileManager.default.fileExists(atPath: (directory as NSString).appendingPathComponent(name), isDirectory: &isFolder) && !isFolder.boolValue
+        }
+        guard !names.isEmpty else { throw MediaError(.invalidArgument, path: directory, "holds no keyframe images (\(ImageFile.extensionList))") }
         return try names.map { name in
             let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
             let stem = URL(fileURLWithPath: name).deletingPathExtension().lastPathComponent
-            guard let index = Int(String(stem.reversed().prefix { $0.isASCII && $0.isNumber }.reversed())) else {
-                throw MediaError(.invalidArgument, path: path, "has no frame index in its name: name each keyframe by its frame, e.g. 00012.png")
+            let digits = String(stem.reversed().prefix { $0.isASCII && $0.isNumber }.reversed())
+            guard let index = Int(digits) else {
+                throw MediaError(.invalidArgument, path: path, digits.isEmpty
+                    ? "has no frame index in its name: name each keyframe by its frame, e.g. 00012.png"
+                    : "names frame \(digits), past any video's frames")
             }
             return (index, path)
         }

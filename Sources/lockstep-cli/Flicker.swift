@@ -41,13 +41,17 @@ struct Flicker: ParsableCommand {
         }
         if let guide, StandardStream.isStandard(guide) { throw ValidationError("--guide must be a file; only INPUT may be - (stdin)") }
         if let csv, StandardStream.isStandard(csv) { try Report.claimStdout(for: "--csv -") }
+        if let csv, let plot, URL(fileURLWithPath: csv).standardizedFileURL == URL(fileURLWithPath: plot).standardizedFileURL {
+            throw ValidationError("--csv and --plot name the same file, \(csv): give each its own")
+        }
     }
 
     func run() throws {
         try report.checkProgress(sparing: [input, guide, csv, plot])
         // Check the report files before the long part, so a bad path fails at once.
-        let csvTarget = try csv.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
-        let plotTarget = try plot.map { try OutputTarget(path: $0, inputs: [input], overwrite: overwrite) }
+        let inputs = [input] + (guide.map { [$0] } ?? [])
+        let csvTarget = try csv.map { try OutputTarget(path: $0, inputs: inputs, overwrite: overwrite) }
+        let plotTarget = try plot.map { try OutputTarget(path: $0, inputs: inputs, overwrite: overwrite) }
         let source = try Media.openSource(input, frames: segment.range, damageLog: damage.log)
         let analyzer = FlickerAnalyzer()
         let warping = ewarp || guide != nil ? WarpingErrorMeter() : nil

@@ -38,7 +38,7 @@ struct LockstepCommand: ParsableCommand {
             MachineProgress.shared?.end()
             reportDamage()
         } catch let error as MediaError {
-            fail(error.description)
+            fail(error.description, status: error.kind == .badOption ? ExitStatus.usage : ExitStatus.failure)
         } catch is Cancelled {
             fail("cancelled")
         } catch let error as FFmpegError {
@@ -58,16 +58,18 @@ struct LockstepCommand: ParsableCommand {
         Foundation.exit(ExitStatus.damagedInput)
     }
 
-    static func fail(_ message: String) -> Never {
+    static func fail(_ message: String, status: Int32 = ExitStatus.failure) -> Never {
         TemporaryFiles.shared.removeAll()
         FileHandle.standardError.write(Data("lockstep: error: \(message)\n".utf8))
-        Foundation.exit(ExitStatus.failure)
+        Foundation.exit(status)
     }
 }
 
 /// The exit statuses, as the README's table lists them.
 enum ExitStatus {
     static let failure: Int32 = 1
+    /// A wrong option or value (ArgumentParser's own usage errors exit 64 too).
+    static let usage: Int32 = 64
     /// The output was written, from an input FFmpeg reported damaged (see `--strict`).
     static let damagedInput: Int32 = 3
 }
@@ -127,13 +129,22 @@ struct WritingOptions: ParsableArguments {
 
     var encoder: EncoderOptions { EncoderOptions(codec: codec, crf: crf, preset: preset, format: format) }
 
+    /// `fps` as a rational: NTSC's N·1000/1001 for the rates written 29.97, 23.976, 59.94; else
+    /// exact with the smallest denominator up to 1000 (12.5 is 25/2); else to a thousandth.
     var frameRate: Rational {
-        let denominator: Int32 = 1001
-        return fps.rounded() == fps ? Rational(Int32(fps), 1) : Rational(Int32((fps * Double(denominator)).rounded()), denominator)
+        if fps.rounded() != fps {
+            let ntsc = (fps * 1.001).rounded()
+            if ntsc >= 1, abs(ntsc / 1.001 - fps) < 0.005 { return Rational(Int32(ntsc * 1000), 1001) }
+        }
+        for denominator in 1...1000 {
+            let numerator = fps * Double(denominator)
+            if abs(numerator - numerator.rounded()) < 1e-6 * max(1, numerator) { return Rational(Int32(numerator.rounded()), Int32(denominator)) }
+        }
+        return Rational(Int32((fps * 1000).rounded()), 1000)
     }
 
     func validate() throws {
-        guard fps > 0 && fps <= 1000 else { throw ValidationError("--fps must be between 0 and 1000") }
+        guard fps >= 0.01 && fps <= 1000 else { throw ValidationError("--fps must be between 0.01 and 1000") }
         if let crf, crf < 0 || crf > 63 { throw ValidationError("--crf must be between 0 and 63") }
         // x264's and x265's presets are known by name (other encoders' are checked when opened).
         if let preset, codec == nil || codec == "libx264" || codec == "libx265", !Self.x26xPresets.contains(preset) {

@@ -44,6 +44,30 @@ import TestSupport
         #expect(folder.status == 1 && folder.stderr == "lockstep: error: \(dir.path): is a directory, not a Lockstep deflicker analysis (lockstep deflicker --analysis writes one)\n", "\(folder.stderr)")
     }
 
+    /// A reused analysis answers only the options it was made with: another `--reference`, a
+    /// guide it was made without (or none where it had one), or a shorter video is refused, and
+    /// nothing is written. Each used to get the analysis's own answer without a word, the last
+    /// with a "before" figure of frames it never read.
+    @Test func reusedAnalysisIsRefusedForOtherOptions() throws {
+        let dir = TemporaryDirectory()
+        let (input, guide) = try DeflickerCLITests.flickering(in: dir)
+        let file = dir.file("shot.analysis"), out = dir.file("out.mkv")
+        #expect(try CLITests.run(["deflicker", input, "--reference", "2", "--analysis", file, "--quiet"]).status == 0)
+        let short = dir.file("short.mkv")
+        try ffmpeg(["-i", input, "-frames:v", "7", "-c:v", "ffv1", short])
+        for (arguments, words) in [(["--reference", "3"], "was made with --reference 2; give the same, or make the analysis again"),
+                                   (["--reference", "auto"], "was made with --reference 2; give the same, or make the analysis again"),
+                                   (["--reference", "2", "--guide", guide], "was made without --guide; leave --guide out, or make the analysis again with it")] {
+            let run = try CLITests.run(["deflicker", input, "--analysis", file, "-o", out, "--quiet"] + arguments)
+            #expect(run.status == 1 && run.stderr == "lockstep: error: \(file): \(words)\n", "\(arguments): \(run.stderr)")
+        }
+        let shorter = try CLITests.run(["deflicker", short, "--reference", "2", "--analysis", file, "-o", out, "--quiet"])
+        #expect(shorter.status == 1 && shorter.stderr.contains("\(file): is the analysis of a video of 10 frames; \(short) has 7"), "\(shorter.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let same = try CLITests.run(["deflicker", input, "--reference", "2", "--analysis", file, "-o", out, "--quiet"])
+        #expect(same.status == 0, "\(same.stderr)")
+    }
+
     /// The same video analysed twice, by two processes, makes the same file byte for byte (so
     /// a render farm can cache it by its hash, and a changed file means a changed analysis).
     @Test func analysisFilesAreReproducible() throws {

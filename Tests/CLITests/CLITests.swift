@@ -371,10 +371,50 @@ import TestSupport
         #expect(dir.contents == ["in.mkv"])
     }
 
+    /// Option values are taken as written: a negative --strength (it was read as a missing
+    /// value), --fps 12.5 as 25/2 (it was 12513/1001), a name without an extension with --format
+    /// as that container (it was a directory of PNGs), a WebP keyframe in --keyframes DIR (it
+    /// was skipped without a word), and a directory named like an image there is not a keyframe.
+    @Test func optionValuesAreTakenAsWritten() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let keys = dir.file("keys")
+        try FileManager.default.createDirectory(atPath: keys + "/00009.png", withIntermediateDirectories: true)
+        try ffmpeg(["-i", input, "-frames:v", "1", "-vf", "negate", "-c:v", "libwebp", "-lossless", "1", keys + "/00000.webp"])
+        let negative = try Self.run(["edit", input, "--keyframes", keys, "--strength", "-1", "-o", dir.file("out"), "--format", "matroska", "--quiet"])
+        #expect(negative.status == 0, "\(negative.stderr)")
+        let frames = try SyntheticClip.readAll(dir.file("out")).frames
+        // A frame directory's rate.
+        #expect(try Self.run(["convert", input, "-o", dir.file("frames/"), "--quiet"]).status == 0)
+        #expect(try Self.run(["convert", dir.file("frames"), "--fps", "12.5", "-o", dir.file("rate.mkv"), "--quiet"]).status == 0)
+        let rate = try SyntheticClip.readAll(dir.file("rate.mkv")).info.frameRate
+        #expect(rate == Rational(25, 2), "\(rate)")
+        // The keyframe negates frame 0; at strength −1 the edit goes the other way, away from it.
+        let original = try SyntheticClip.readAll(input).frames[0].image
+        let negated = PlanarImage(channels: 3, height: 48, width: 64, values: original.values.map { 1 - $0 })
+        #expect(psnr(frames[0].image, negated) < psnr(original, negated) - 3)
+        let missing = try Self.run(["edit", input, "--keyframes", dir.file("nowhere"), "-o", dir.file("x.mkv")])
+        #expect(missing.status == 1 && missing.stderr == "lockstep: error: \(dir.file("nowhere")): no such directory\n", "\(missing.stderr)")
+    }
+
+    /// flicker's --csv and --plot never replace the guide (they were checked against INPUT only),
+    /// nor each other.
+    @Test func flickerReportsSpareTheGuide() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir), guide = dir.file("guide.mkv")
+        try FileManager.default.copyItem(atPath: input, toPath: guide)
+        let before = try Data(contentsOf: URL(fileURLWithPath: guide))
+        let csv = try Self.run(["flicker", input, "--guide", guide, "--csv", guide, "--overwrite", "--quiet"])
+        #expect(csv.status == 1 && csv.stderr.contains("\(guide)"), "\(csv.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: guide)) == before)
+        let same = try Self.run(["flicker", input, "--csv", dir.file("a.svg"), "--plot", dir.file("a.svg"), "--quiet"])
+        #expect(same.status == 64 && same.stderr.contains("--csv and --plot name the same file"), "\(same.stderr)")
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
-        #expect(r.status == 1)
+        #expect(r.status == 64)
         #expect(r.stderr.hasPrefix("lockstep: error: \(dir.file("o.mp4")): unknown video codec 'bogus'"))
         #expect(r.stderr.split(separator: "\n").count == 1)
     }

@@ -119,7 +119,7 @@ import TestSupport
         #expect(csv.status == 0)
         #expect(csv.stdout.hasPrefix("frame,") && csv.stderr.contains("brightness flicker"))
         let badFormat = try CLITests.run(["convert", input, "-o", "-", "--format", "nosuch"])
-        #expect(badFormat.status == 1 && badFormat.stderr == "lockstep: error: stdout: unknown format 'nosuch' (FFmpeg's muxer names, as ffmpeg -f: nut, yuv4mpegpipe, matroska, mp4, mpegts)\n")
+        #expect(badFormat.status == 64 && badFormat.stderr == "lockstep: error: stdout: unknown format 'nosuch' (FFmpeg's muxer names, as ffmpeg -f: nut, yuv4mpegpipe, matroska, mp4, mpegts)\n")
         #expect(dir.contents == ["in.mkv"])
     }
 

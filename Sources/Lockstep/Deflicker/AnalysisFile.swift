@@ -21,6 +21,8 @@ extension DeflickerPlan {
         /// With a guide, each scene's edit tone (`ToneRelation.values`, NaN written as null, then
         /// its weights).
         var editTones: [[Float?]]
+        /// `--reference`'s frame; absent for references found as the video goes.
+        var fixedReference: Int?
     }
 
     /// Writes the plan to `target` (under its temporary name, then renamed into place).
@@ -30,7 +32,8 @@ extension DeflickerPlan {
             grid: .init(latentWidth: grid.latentWidth, latentHeight: grid.latentHeight, factor: grid.factor, origin: grid.origin),
             frames: frameCount, recordLength: store.length, gains: gains.records.count, gainLength: gains.records.length,
             scenes: scenes.map { .init(start: $0.start, reference: $0.reference, reason: $0.reason.rawValue) },
-            shotStarts: shotStarts, cuts: cuts, editTones: editTones.map { ($0.values + $0.weights).map { $0.isFinite ? $0 : nil } })
+            shotStarts: shotStarts, cuts: cuts, editTones: editTones.map { ($0.values + $0.weights).map { $0.isFinite ? $0 : nil } },
+            fixedReference: fixedReference)
         // Keys in a fixed order: the same analysis makes the same file, byte for byte.
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -112,6 +115,6 @@ extension DeflickerPlan {
                              editTones: header.editTones.map { tone in
                                  let n = 3 * ToneRelation.levels, values = tone.map { $0 ?? .nan }
                                  return ToneRelation(values: Array(values[..<n]), weights: Array(values[n...]))
-                             })
+                             }, fixedReference: header.fixedReference)
     }
 }

@@ -266,7 +266,8 @@ public final class DeflickerAnalysis {
         // The edit's tone: the mean of every frame's tone against its guide, over the scene.
         let editTones = hasGuide ? sceneTones.map(\.mean) : []
         return DeflickerPlan(width: width, height: height, store: store, grid: grid, scale: scale, gains: gains,
-                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, lumas: lumas, editTones: editTones)
+                             scenes: scenes, shotStarts: shotStarts, cuts: cuts, lumas: lumas, editTones: editTones,
+                             fixedReference: fixedReference)
     }
 
     /// Stores the current reference's gain sums and link.
@@ -787,7 +788,10 @@ public final class DeflickerPlan {
     /// empty without one.
     let editTones: [ToneRelation]
     /// Whether the analysis had a guide.
-    var guided: Bool { !editTones.isEmpty }
+    public var guided: Bool { !editTones.isEmpty }
+    /// The reference the user chose for the whole video (`--reference`), or nil for references
+    /// found as the video goes.
+    public let fixedReference: Int?
     /// The analysed size divides the frame's by this.
     let scale: Int
     /// Curves (the input's, whether each channel clipped at white and at black, the guide's) and
@@ -807,7 +811,9 @@ public final class DeflickerPlan {
     public let width: Int, height: Int
 
     init(width: Int, height: Int, store: RecordStore, grid: AppearanceGrid, scale: Int, gains: ReferenceGains,
-         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], lumas: [Float], editTones: [ToneRelation]) {
+         scenes: [DeflickerAnalysis.Scene], shotStarts: [Int], cuts: [Int], lumas: [Float], editTones: [ToneRelation],
+         fixedReference: Int?) {
+        self.fixedReference = fixedReference
         self.width = width
         self.height = height
         self.store = store
