@@ -22,7 +22,7 @@ public struct FlickerReport {
     /// A table for people.
     public var table: String {
         var lines = [
-            "flicker of \(input)  (\(summary.frames) frames, \(summary.width)×\(summary.height))",
+            "flicker of \(input)  (\(summary.frames) frame\(summary.frames == 1 ? "" : "s"), \(summary.width)×\(summary.height))",
             row("mean luma", summary.meanLuma, "8-bit"),
             row("brightness flicker", summary.brightnessFlicker, "mean |ΔY|, 8-bit"),
             row("largest luma jump", summary.maxBrightnessChange, "max |ΔY|, 8-bit"),
@@ -98,7 +98,7 @@ public struct FlickerReport {
         var svg = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
-        <text x="\(margin.left)" y="22" font-size="15" font-weight="bold">Flicker of \(escape((input as NSString).lastPathComponent)): \(summary.frames) frames, brightness flicker \(String(format: "%.3f", summary.brightnessFlicker)), flicker index \(String(format: "%.4f", summary.flickerIndex))</text>
+        <text x="\(margin.left)" y="22" font-size="15" font-weight="bold">Flicker of \(escape((input as NSString).lastPathComponent)): \(summary.frames) frame\(summary.frames == 1 ? "" : "s"), brightness flicker \(String(format: "%.3f", summary.brightnessFlicker)), flicker index \(String(format: "%.4f", summary.flickerIndex))</text>
 
         """
         func panel(top: Double, title: String, series: [(label: String, color: String, values: [(Int, Double)])]) {
