@@ -95,7 +95,7 @@ import TestSupport
         let dir = TemporaryDirectory()
         let info = StreamInfo(width: 64, height: 48, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
         let badCodec = dir.file("a.mp4"), badContainer = dir.file("a.xyz")
-        expectError(.invalidArgument, naming: badCodec) {
+        expectError(.badOption, naming: badCodec) {
             _ = try Media.openSink(badCodec, info: info, inputs: [], overwrite: false, options: EncoderOptions(codec: "nosuchcodec"))
         }
         expectError(.invalidArgument, naming: badContainer) {

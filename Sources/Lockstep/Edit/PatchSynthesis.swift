@@ -502,9 +502,7 @@ struct PatchSynthesis: Sendable {
             while radius >= 1 {
                 let h = PatchSynthesis.hash(UInt32(truncatingIfNeeded: u), UInt32(truncatingIfNeeded: round) &* 64 &+ draw)
                 let span = UInt32(2 &* radius &+ 1)
-                // Each half of the hash scaled to the span (a multiply, not two divisions).
-                let rx = Int32(truncatingIfNeeded: ((h >> 16) &* span) >> 16) &- radius
-                let ry = Int32(truncatingIfNeeded: ((h & 0xFFFF) &* span) >> 16) &- radius
+                let rx = Int32(h % span) &- radius, ry = Int32((h / span) % span) &- radius
                 attempt(bx &+ rx, by &+ ry)
                 radius /= 2
                 draw &+= 1
