@@ -9,7 +9,6 @@ public enum ImageFile {
     /// The same, as said in messages.
     public static let extensionList = "png, jpg, bmp, tiff or webp"
 
-
     /// Decodes the image at `path` into RGB in [0, 1]. `bits` is its bit depth per component.
     public static func read(_ path: String) throws -> (image: PlanarImage, bits: Int) {
         let decoded = try decode(path)
