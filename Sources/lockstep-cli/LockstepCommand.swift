@@ -121,7 +121,7 @@ struct WritingOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Container by FFmpeg's muxer name, as ffmpeg -f: nut or yuv4mpegpipe (raw video, for a pipe), matroska, mp4, mpegts. Default: from OUTPUT's extension; needed for -o -.", valueName: "NAME"))
     var format: String?
 
-    @Option(help: ArgumentHelp("Frame rate given to a directory of frames (default 25).", valueName: "FPS"))
+    @Option(help: ArgumentHelp("Frame rate given to a directory of frames (12.5, or 29.97 for 30000/1001).", valueName: "FPS"))
     var fps: Double = 25
 
     @Flag(help: "Replace OUTPUT if it exists.")
