@@ -172,9 +172,10 @@ struct Deflicker: ParsableCommand {
             done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
                 try StreamingProcessor.run(source: paired ?? source, sink: sink, process: { frame in
                     let original = frame.image
-                    before.add(original)
                     let guideOfFrame = paired?.guide(for: frame.index)
                     frame.image = try plan.apply(to: original, index: frame.index, guide: guideOfFrame)
+                    // The frame's mean luma, as the plan has it (`apply` checked it is this frame's).
+                    before.add(luma: Double(plan.lumas[frame.index]))
                     after.add(frame.image)
                     let guideFrame = report.json ? guideOfFrame?() : nil
                     if let warping { warping.add(guide: guideFrame ?? original, outputs: [original, frame.image]) }
