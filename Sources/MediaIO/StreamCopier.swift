@@ -123,11 +123,17 @@ final class StreamCopier {
     static func container(_ format: UnsafePointer<AVOutputFormat>, holds stream: UnsafeMutablePointer<AVStream>) -> Bool {
         let answer = avformat_query_codec(format, stream.pointee.codecpar.pointee.codec_id, FF_COMPLIANCE_NORMAL)
         if answer >= 0 { return answer == 1 }
+        return headerAccepts(format) { _ = try addStream(copying: stream, into: $0, path: "") }
+    }
+
+    /// Whether a muxer of `format` writes its header, into memory, for the streams `add` puts in
+    /// its context: the muxer's own check, where its codec query does not know (or, for some
+    /// codecs it writes under a tag of their own, says no: FFV1 in MOV).
+    static func headerAccepts(_ format: UnsafePointer<AVOutputFormat>, _ add: (UnsafeMutablePointer<AVFormatContext>) throws -> Void) -> Bool {
         var context: UnsafeMutablePointer<AVFormatContext>?
         guard avformat_alloc_output_context2(&context, format, nil, nil) >= 0, let context else { return false }
         defer { avformat_free_context(context) }
-        guard (try? addStream(copying: stream, into: context, path: "")) != nil,
-              avio_open_dyn_buf(&context.pointee.pb) >= 0 else { return false }
+        guard (try? add(context)) != nil, avio_open_dyn_buf(&context.pointee.pb) >= 0 else { return false }
         var written: UnsafeMutablePointer<UInt8>?
         defer { _ = avio_close_dyn_buf(context.pointee.pb, &written); av_free(written); context.pointee.pb = nil }
         guard avformat_write_header(context, nil) >= 0 else {

@@ -344,7 +344,14 @@ public final class VideoWriter: FrameSink {
             guard let codec, codec.pointee.type == AVMEDIA_TYPE_VIDEO else {
                 throw MediaError(.badOption, path: path, "unknown video codec '\(name)' (try libx264, ffv1, libvpx-vp9, mpeg4)")
             }
-            if avformat_query_codec(format, codec.pointee.id, FF_COMPLIANCE_NORMAL) == 0 {
+            if avformat_query_codec(format, codec.pointee.id, FF_COMPLIANCE_NORMAL) == 0, !StreamCopier.headerAccepts(format, { context in
+                guard let stream = avformat_new_stream(context, nil) else { throw MediaError(.io, path: path, "out of memory") }
+                stream.pointee.codecpar.pointee.codec_type = AVMEDIA_TYPE_VIDEO
+                stream.pointee.codecpar.pointee.codec_id = codec.pointee.id
+                stream.pointee.codecpar.pointee.width = 64
+                stream.pointee.codecpar.pointee.height = 48
+                stream.pointee.time_base = AVRational(num: 1, den: 25)
+            }) {
                 throw MediaError(.badOption, path: path, "the \(container) container cannot hold \(name) video")
             }
             return codec

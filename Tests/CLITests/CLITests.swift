@@ -411,6 +411,19 @@ import TestSupport
         #expect(same.status == 64 && same.stderr.contains("--csv and --plot name the same file"), "\(same.stderr)")
     }
 
+    /// A codec the container's codec query says no to is still taken where its muxer writes it
+    /// (FFV1 in MOV, as FFmpeg writes it), and refused where it does not (FFV1 in MP4, exit 64).
+    @Test func codecIsTakenWhereTheMuxerWritesIt() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let mov = try Self.run(["convert", input, "--codec", "ffv1", "-o", dir.file("out.mov"), "--quiet"])
+        #expect(mov.status == 0, "\(mov.stderr)")
+        let (original, written) = (try SyntheticClip.readAll(input).frames, try SyntheticClip.readAll(dir.file("out.mov")).frames)
+        #expect(written.count == original.count && zip(original, written).allSatisfy { $0.image.values == $1.image.values })
+        let mp4 = try Self.run(["convert", input, "--codec", "ffv1", "-o", dir.file("out.mp4"), "--quiet"])
+        #expect(mp4.status == 64 && mp4.stderr == "lockstep: error: \(dir.file("out.mp4")): the mp4 container cannot hold ffv1 video\n", "\(mp4.stderr)")
+    }
+
     @Test func unknownCodecIsOneLine() throws {
         let dir = TemporaryDirectory()
         let r = try Self.run(["convert", try Self.clip(in: dir), "-o", dir.file("o.mp4"), "--codec", "bogus"])
