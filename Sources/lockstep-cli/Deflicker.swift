@@ -82,7 +82,7 @@ struct Deflicker: ParsableCommand {
                 } catch let error as MediaError where error.kind == .outputExists {
                     // Another part of the split job made the analysis meanwhile: this part goes
                     // on with its own, the same where the options are.
-                    FileHandle.standardError.write(Data("lockstep: warning: \(analysis!): was made by another job meanwhile; this job used its own analysis and left that one\n".utf8))
+                    say(.warning, "\(analysis!): was made by another job meanwhile; this job used its own analysis and left that one")
                 }
             } catch {
                 sink?.abort()

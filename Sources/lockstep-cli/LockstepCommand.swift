@@ -52,17 +52,24 @@ struct LockstepCommand: ParsableCommand {
     /// the exit status says it (3), so a script can tell a clean run from one that lost frames.
     static func reportDamage() {
         guard let damaged = DamageOptions.jobLog?.entries, !damaged.isEmpty else { return }
-        for damage in damaged {
-            FileHandle.standardError.write(Data("lockstep: warning: \(damage); what decoded was used\n".utf8))
-        }
+        for damage in damaged { say(.warning, "\(damage); what decoded was used") }
         Foundation.exit(ExitStatus.damagedInput)
     }
 
     static func fail(_ message: String, status: Int32 = ExitStatus.failure) -> Never {
         TemporaryFiles.shared.removeAll()
-        FileHandle.standardError.write(Data("lockstep: error: \(message)\n".utf8))
+        say(.error, message)
         Foundation.exit(status)
     }
+}
+
+enum Diagnostic: String { case error, warning }
+
+/// One line on stderr, "lockstep: error: …": a line break in it (a file name may hold one) is
+/// written as \n, so that every message stays one line.
+func say(_ kind: Diagnostic, _ message: String) {
+    let line = message.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n")
+    FileHandle.standardError.write(Data("lockstep: \(kind.rawValue): \(line)\n".utf8))
 }
 
 /// The exit statuses, as the README's table lists them.

@@ -135,5 +135,5 @@ func warnAboutWhatIsLost(_ info: StreamInfo, of path: String, writing sink: Fram
     if !info.unreadStreams.isEmpty, sink != nil {
         lines.append("\(info.unreadStreams.joined(separator: ", ")) not kept: a stream on stdin is read once, and audio and subtitles are copied by reading the input again (give the file instead)")
     }
-    for line in lines { FileHandle.standardError.write(Data("lockstep: warning: \(name): \(line)\n".utf8)) }
+    for line in lines { say(.warning, "\(name): \(line)") }
 }

@@ -69,6 +69,9 @@ import TestSupport
         let r = try Self.run(["flicker", "/nope/missing.mp4"])
         #expect(r.status == 1)
         #expect(r.stderr == "lockstep: error: /nope/missing.mp4: no such file or directory\n")
+        // A line break in the name is written as \n: the message stays one line.
+        let broken = try Self.run(["flicker", "/nope/two\nlines.mp4"])
+        #expect(broken.status == 1 && broken.stderr == "lockstep: error: /nope/two\\nlines.mp4: no such file or directory\n", "\(broken.stderr)")
         #expect(r.stdout.isEmpty)
     }
 
