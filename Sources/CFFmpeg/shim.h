@@ -27,6 +27,21 @@ static inline AVRational lockstep_time_base_q(void) { return AV_TIME_BASE_Q; }
 static inline int64_t lockstep_frame_duration(const AVFrame *f) { return f->pkt_duration; }
 static inline void lockstep_frame_set_duration(AVFrame *f, int64_t d) { f->pkt_duration = d; }
 
+// Buffers for `f` laid out as `layout` (a frame av_frame_get_buffer filled: one buffer holding
+// every plane), taken from `*pool`, made on first use: a frame handed back to the pool is reused,
+// where a fresh one costs page faults on every frame. Any other layout gets its own buffer.
+static inline int lockstep_frame_get_pooled_buffer(AVFrame *f, AVBufferPool **pool, const AVFrame *layout) {
+    if (!layout->buf[0] || layout->buf[1]) return av_frame_get_buffer(f, 0);
+    if (!*pool && !(*pool = av_buffer_pool_init(layout->buf[0]->size, NULL))) return AVERROR(ENOMEM);
+    if (!(f->buf[0] = av_buffer_pool_get(*pool))) return AVERROR(ENOMEM);
+    for (int i = 0; i < AV_NUM_DATA_POINTERS; i++) {
+        f->linesize[i] = layout->linesize[i];
+        f->data[i] = layout->data[i] ? f->buf[0]->data + (layout->data[i] - layout->buf[0]->data) : NULL;
+    }
+    f->extended_data = f->data;
+    return 0;
+}
+
 // Rotation in degrees from the stream's display matrix side data (0 when absent).
 static inline double lockstep_stream_rotation(const AVStream *st) {
     const uint8_t *m = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, NULL);

@@ -47,6 +47,8 @@ public final class VideoWriter: FrameSink {
     /// End of the last frame written, in seconds: where a segment's copied audio stops.
     private var endSeconds = 0.0
     private var closed = false
+    /// The buffers of frames converted ahead of `write` (`prepare`), reused once the encoder is done with them.
+    private var framePool: OpaquePointer?
     /// Whether the output is one image file (the image2 muxer, named by an image's extension).
     private var isSingleImage = false
     /// Set by `inputEnded`: the copied streams run to the input's end.
@@ -133,7 +135,11 @@ public final class VideoWriter: FrameSink {
         try checkOutput(av_frame_get_buffer(f, 0), "allocate frame", path: path)
     }
 
-    deinit { if !closed { abort() } }
+    deinit {
+        if !closed { abort() }
+        // Buffers still held elsewhere keep the pool until they are let go.
+        av_buffer_pool_uninit(&framePool)
+    }
 
     /// Converts the frame to the encoder's pixel format (into a picture of its own, so that
     /// several can wait for `write`).
@@ -144,7 +150,7 @@ public final class VideoWriter: FrameSink {
         f.pointee.format = handles.frame.pointee.format
         f.pointee.width = Int32(info.width)
         f.pointee.height = Int32(info.height)
-        try checkOutput(av_frame_get_buffer(f, 0), "allocate frame", path: shownPath)
+        try checkOutput(lockstep_frame_get_pooled_buffer(f, &framePool, handles.frame), "allocate frame", path: shownPath)
         converter.fromFloat(frame.image, into: f)
         frame.replaceImage(by: picture)
     }

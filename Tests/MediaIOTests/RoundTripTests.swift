@@ -67,6 +67,32 @@ import TestSupport
         }
     }
 
+    /// As the streaming loop runs: each frame prepared while the two before it still wait, and
+    /// let go once written, so the pictures of written frames are reused for later ones
+    /// (`VideoWriter`'s pool). Every frame comes back bit-exact: a picture reused while its
+    /// frame still waited would show a later frame's pixels.
+    @Test func framesPreparedInAStreamReuseTheirPicturesExactly() throws {
+        let dir = TemporaryDirectory()
+        let info = StreamInfo(width: Self.width, height: Self.height, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
+        let sink = try Media.openSink(dir.file("clip.mkv"), info: info, inputs: [], overwrite: true,
+                                      options: EncoderOptions(codec: "ffv1"))
+        var waiting: [VideoFrame] = []
+        for (i, image) in Self.frames.enumerated() {
+            var frame = VideoFrame(image: image, pts: Int64(i), duration: 1, index: i)
+            try sink.prepare(&frame)
+            waiting.append(frame)
+            if waiting.count > 2 { try sink.write(waiting.removeFirst()) }
+        }
+        for frame in waiting { try sink.write(frame) }
+        waiting.removeAll()
+        try sink.finish()
+        let (_, decoded) = try SyntheticClip.readAll(dir.file("clip.mkv"))
+        #expect(decoded.count == Self.frames.count)
+        for (original, frame) in zip(Self.frames, decoded) {
+            #expect(original.isIdentical(to: frame.image), "frame \(frame.index) differs")
+        }
+    }
+
     @Test func pngDirectoryRoundTripIsBitExact() throws {
         let dir = TemporaryDirectory()
         let path = try SyntheticClip.write(Self.frames, to: dir.file("frames"))
