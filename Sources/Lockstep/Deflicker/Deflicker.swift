@@ -87,10 +87,8 @@ public final class DeflickerAnalysis {
     let fixedReference: Int?
     let store: RecordStore
     private var reference: Reference?
-    /// Curves from the current reference's appearance to its shot's first reference: the
-    /// input's, and the guide's.
+    /// Curves from the current reference's appearance to its shot's first reference.
     private var linkToShot = [ToneCurve](repeating: .identity, count: 3)
-    private var guideLinkToShot = [ToneCurve](repeating: .identity, count: 3)
     private var fields: FieldConsensus
     /// Each finished reference's gain sums, and how it relates to the previous reference (its
     /// link, where the shot goes on), kept in a temporary file.
@@ -169,9 +167,8 @@ public final class DeflickerAnalysis {
         if isCut { cuts.append(index) }
 
         var appearance = FrameAppearance.identity(grid)
-        var guideCurves = [ToneCurve](repeating: .identity, count: 3)
         var newReference: Reason?
-        var link: (appearance: FrameAppearance, guide: [ToneCurve])?
+        var link: FrameAppearance?
         if let reference {
             if isCut && fixedReference == nil {
                 newReference = .cut
@@ -207,12 +204,9 @@ public final class DeflickerAnalysis {
                                                      samplesPerCell: samplesPerCell, field: field, grid: grid, regularisation: .guided)
                     appearance.coverage = coverage
                 }
-                if let pair = guidePair {
-                    guideCurves = Self.toneCurves(from: pair.frame, to: pair.reference, weight: FrameAppearance.trust(confidence))
-                }
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
-                    if appearance.matchedFraction >= Self.minimumLink { link = (appearance, guideCurves) }
+                    if appearance.matchedFraction >= Self.minimumLink { link = appearance }
                     appearance = .identity(grid)
                 }
             }
@@ -222,10 +216,8 @@ public final class DeflickerAnalysis {
         if let reason = newReference {
             if reference != nil { try finishReference() }
             if link == nil { shotStarts.append(index) }
-            currentLink = link?.appearance
-            linkToShot = link.map { Self.compose(linkToShot, $0.appearance.curves) } ?? Array(repeating: .identity, count: 3)
-            guideLinkToShot = link.map { Self.compose(guideLinkToShot, $0.guide) } ?? Array(repeating: .identity, count: 3)
-            guideCurves = Array(repeating: .identity, count: 3)
+            currentLink = link
+            linkToShot = link.map { Self.compose(linkToShot, $0.curves) } ?? Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
             reference = Reference(index: index, frame)
             scenes.append(Scene(start: index, reference: index, reason: reason))
@@ -247,8 +239,7 @@ public final class DeflickerAnalysis {
         }
         if index == 0 || isCut { sceneTones.append(ToneRelation.CensoredMean()) }
         sceneTones[sceneTones.count - 1].add(tones.frame)
-        try store.append(DeflickerPlan.record(appearance, guideCurves: Self.compose(guideLinkToShot, guideCurves), shotTone: tones.shot,
-                                              scene: scenes.count - 1))
+        try store.append(DeflickerPlan.record(appearance, shotTone: tones.shot, scene: scenes.count - 1))
         frameCount += 1
     }
 
@@ -281,14 +272,6 @@ public final class DeflickerAnalysis {
     /// Each channel's outer ∘ inner.
     static func compose(_ outer: [ToneCurve], _ inner: [ToneCurve]) -> [ToneCurve] {
         zip(outer, inner).map { $0.after($1) }
-    }
-
-    /// Per channel, the curve that maps `from`'s colours onto `to`'s (quantile matching).
-    static func toneCurves(from: PlanarImage, to: PlanarImage, weight: [Float]) -> [ToneCurve] {
-        let n = from.planeSize
-        return from.values.withUnsafeBufferPointer { x in to.values.withUnsafeBufferPointer { y in
-            (0..<3).map { c in ToneCurve.matching(x: x.baseAddress! + c * n, y: y.baseAddress! + c * n, weight: weight, count: n).monotone }
-        } }
     }
 
     /// How far each match of `field` agrees with the matches around it: exp(−½ (d² + s²)), d the
@@ -794,11 +777,9 @@ public final class DeflickerPlan {
     public let fixedReference: Int?
     /// The analysed size divides the frame's by this.
     let scale: Int
-    /// Curves (the input's, whether each channel clipped at white and at black, the guide's) and
-    /// tone against the guide once mapped to the reference, of the frames around the last one
-    /// applied, by index.
-    private var toneCache: [Int: (input: [ToneCurve], clippedAtWhite: [Bool], clippedAtBlack: [Bool], guide: [ToneCurve],
-                                  shot: ToneRelation, scene: Int)] = [:]
+    /// Curves (the input's, whether each channel clipped at white and at black) and tone against
+    /// the guide once mapped to the reference, of the frames around the last one applied, by index.
+    private var toneCache: [Int: (input: [ToneCurve], clippedAtWhite: [Bool], clippedAtBlack: [Bool], shot: ToneRelation, scene: Int)] = [:]
     /// Each frame's consensus curves, around the last frame applied.
     private var consensusCache: [Int: [ToneCurve]] = [:]
     /// Each reference's gain field's mean, by reference.
@@ -841,41 +822,37 @@ public final class DeflickerPlan {
     /// video (or another decode of it) almost never stays within this on every frame.
     public static let lumaTolerance: Float = 0.5 / 255
 
-    /// A frame's record: its appearance, its guide's curves and its tone against the guide once
-    /// mapped to the reference (identities without a guide), its reference's number.
-    static func record(_ appearance: FrameAppearance, guideCurves: [ToneCurve], shotTone: ToneRelation, scene: Int) -> [Float] {
-        appearance.record + guideCurves.flatMap(\.values) + shotTone.values + shotTone.weights + [Float(scene)]
+    /// A frame's record: its appearance, its tone against the guide once mapped to the reference
+    /// (empty without a guide), its reference's number.
+    static func record(_ appearance: FrameAppearance, shotTone: ToneRelation, scene: Int) -> [Float] {
+        appearance.record + shotTone.values + shotTone.weights + [Float(scene)]
     }
 
     static func recordLength(_ grid: AppearanceGrid) -> Int {
-        FrameAppearance.recordLength(grid) + 3 * ToneCurve.knotCount + 6 * ToneRelation.levels + 1
+        FrameAppearance.recordLength(grid) + 6 * ToneRelation.levels + 1
     }
 
-    /// The appearance recorded for frame `index` in the first pass, its guide's curves, its
-    /// tone against the guide once mapped to the reference, and its reference's number.
-    public func appearance(of index: Int) throws -> (appearance: FrameAppearance, guideCurves: [ToneCurve], shotTone: ToneRelation, scene: Int) {
+    /// The appearance recorded for frame `index` in the first pass, its tone against the guide
+    /// once mapped to the reference, and its reference's number.
+    public func appearance(of index: Int) throws -> (appearance: FrameAppearance, shotTone: ToneRelation, scene: Int) {
         let record = try store.read(index)
-        let split = FrameAppearance.recordLength(grid), k = ToneCurve.knotCount, n = 3 * ToneRelation.levels
-        let guide = (0..<3).map { c in ToneCurve(values: Array(record[(split + c * k)..<(split + (c + 1) * k)])) }
-        let tone = split + 3 * k
+        let tone = FrameAppearance.recordLength(grid), n = 3 * ToneRelation.levels
         let shotTone = ToneRelation(values: Array(record[tone..<(tone + n)]), weights: Array(record[(tone + n)..<(tone + 2 * n)]))
-        return (FrameAppearance(record: Array(record[..<split]), grid: grid), guide, shotTone, Int(record.last!))
+        return (FrameAppearance(record: Array(record[..<tone]), grid: grid), shotTone, Int(record.last!))
     }
 
     /// Frame i's consensus curves (`CurveConsensus.consensus` over its window within its shot).
     private func consensus(at i: Int) throws -> [ToneCurve] {
         if let known = consensusCache[i] { return known }
         let (lower, upper) = try window(around: i)
-        var window: [[ToneCurve]] = [], guideWindow: [[ToneCurve]] = [], white: [[Bool]] = [], black: [[Bool]] = []
+        var window: [[ToneCurve]] = [], white: [[Bool]] = [], black: [[Bool]] = []
         for j in lower...upper {
             let record = try toneRecord(j)
             window.append(record.input)
             white.append(record.clippedAtWhite)
             black.append(record.clippedAtBlack)
-            guideWindow.append(record.guide)
         }
-        let consensus = CurveConsensus.consensus(of: window, centre: i - lower, guide: guided ? guideWindow : nil,
-                                                 clippedAtWhite: white, clippedAtBlack: black)
+        let consensus = CurveConsensus.consensus(of: window, clippedAtWhite: white, clippedAtBlack: black)
         consensusCache[i] = consensus
         return consensus
     }
@@ -904,12 +881,11 @@ public final class DeflickerPlan {
     }
 
     /// The parts of frame i's record that the tone needs, read once while they are in use.
-    private func toneRecord(_ i: Int) throws -> (input: [ToneCurve], clippedAtWhite: [Bool], clippedAtBlack: [Bool], guide: [ToneCurve],
-                                                 shot: ToneRelation, scene: Int) {
+    private func toneRecord(_ i: Int) throws -> (input: [ToneCurve], clippedAtWhite: [Bool], clippedAtBlack: [Bool], shot: ToneRelation, scene: Int) {
         if let known = toneCache[i] { return known }
         let record = try appearance(of: i)
         let a = record.appearance
-        toneCache[i] = (a.curves, (0..<3).map(a.clipsWhite), (0..<3).map(a.clipsBlack), record.guideCurves, record.shotTone, record.scene)
+        toneCache[i] = (a.curves, (0..<3).map(a.clipsWhite), (0..<3).map(a.clipsBlack), record.shotTone, record.scene)
         return toneCache[i]!
     }
 
@@ -944,7 +920,7 @@ public final class DeflickerPlan {
         guard abs(luma - lumas[index]) <= Self.lumaTolerance else {
             throw OtherFrame(index: index, frameCount: frameCount, analysed: lumas[index] * 255, given: luma * 255)
         }
-        let (current, _, _, scene) = try appearance(of: index)
+        let (current, _, scene) = try appearance(of: index)
         let offset = guided ? try drift(at: index) : [0, 0, 0]
         let consensus = try consensus(at: index)
         var guideImage: PlanarImage?, held: ToneRelation?

@@ -136,32 +136,6 @@ public struct ToneCurve: Sendable, Equatable {
         })
     }
 
-    /// A sequence of curves' local trend at position `centre`: knot by knot, a quadratic in the
-    /// position fitted to all the values, then fitted again to those whose residuals are the
-    /// middle half (the interquartile idea, for a trend rather than a level). Fewer than seven
-    /// curves cannot pin a robust quadratic: their interquartile mean stands in.
-    ///
-    /// `clippedAtWhite`, `clippedAtBlack` as for `interquartileMean`: at the last (first) knot
-    /// the bounds are left out of the first fit, and as many residuals trimmed from each end
-    /// (keeping at least three).
-    public static func robustQuadratic(_ curves: [ToneCurve], at centre: Int, clippedAtWhite: [Bool] = [],
-                                       clippedAtBlack: [Bool] = []) -> ToneCurve {
-        let n = curves.count
-        guard n >= 7 else { return interquartileMean(curves, clippedAtWhite: clippedAtWhite, clippedAtBlack: clippedAtBlack) }
-        let basis = QuadraticBasis(count: n, centre: centre)
-        let bounds = Bounds(white: clippedAtWhite, black: clippedAtBlack)
-        return ToneCurve(values: (0..<knotCount).map { j in
-            let v = curves.map { Double($0.values[j]) }
-            let bound = bounds.flags(at: j), count = bounds.count(at: j)
-            let seen = n - count >= 3 ? (0..<n).filter { !(bound.indices.contains($0) && bound[$0]) } : Array(0..<n)
-            let all = basis.fit(v, using: seen)
-            let residual = (0..<n).map { v[$0] - basis.value(all, at: $0) }
-            let ranked = (0..<n).sorted { residual[$0] < residual[$1] }
-            let cut = min(max(n / 4, count), (n - 3) / 2)
-            return Float(basis.fit(v, using: Array(ranked[cut..<(n - cut)]))[0])
-        })
-    }
-
     /// Which curves only bound the truth at the end knots (`interquartileMean`).
     struct Bounds {
         let white: [Bool], black: [Bool]
@@ -256,47 +230,6 @@ public struct LookupTable: Sendable {
     public func index(_ v: Float) -> Int {
         let t = min(max((v - lower) * scale, 0), last)
         return Int((t + 0x1p23).bitPattern & 0x7F_FFFF)
-    }
-}
-
-/// Least-squares quadratics over positions 0..<count, in the offset from `centre` (scaled by the
-/// count, so the normal equations stay well conditioned): coefficient 0 is the value at `centre`.
-struct QuadraticBasis {
-    let offsets: [Double]
-
-    init(count: Int, centre: Int) {
-        offsets = (0..<count).map { Double($0 - centre) / Double(count) }
-    }
-
-    /// Coefficients of the quadratic through the values at `positions`.
-    func fit(_ values: [Double], using positions: [Int]) -> [Double] {
-        var b = [Double](repeating: 0, count: 3)
-        for i in positions {
-            let t = offsets[i]
-            b[0] += values[i]; b[1] += t * values[i]; b[2] += t * t * values[i]
-        }
-        return solveSymmetric(normalMatrix(positions), b, size: 3)
-    }
-
-    func value(_ coefficients: [Double], at i: Int) -> Double {
-        let t = offsets[i]
-        return coefficients[0] + t * (coefficients[1] + t * coefficients[2])
-    }
-
-    /// The variance of the fitted value at the centre, per unit of the values' own variance
-    /// (the hat matrix's entry there): 1/count for a constant, several times that for a quadratic.
-    var leverageAtCentre: Double {
-        solveSymmetric(normalMatrix(Array(offsets.indices)), [1, 0, 0], size: 3)[0]
-    }
-
-    /// Σ p pᵀ over the positions, p = (1, t, t²).
-    private func normalMatrix(_ positions: [Int]) -> [Double] {
-        var a = [Double](repeating: 0, count: 9)
-        for i in positions {
-            let t = offsets[i], p = [1, t, t * t]
-            for r in 0..<3 { for c in 0..<3 { a[r * 3 + c] += p[r] * p[c] } }
-        }
-        return a
     }
 }
 
