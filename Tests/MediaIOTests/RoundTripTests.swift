@@ -31,11 +31,7 @@ import TestSupport
     @Test func losslessFFV1RoundTripIsBitExact() throws {
         let dir = TemporaryDirectory()
         let path = try SyntheticClip.write(Self.frames, to: dir.file("clip.mkv"), codec: "ffv1")
-        let (_, decoded) = try SyntheticClip.readAll(path)
-        #expect(decoded.count == Self.frames.count)
-        for (original, frame) in zip(Self.frames, decoded) {
-            #expect(original.isIdentical(to: frame.image), "frame \(frame.index) differs")
-        }
+        try Self.expectExactly(Self.frames, in: path)
     }
 
     /// Frames prepared for the writer (converted to its pixel format when they are queued, as
@@ -44,9 +40,7 @@ import TestSupport
     /// is written with the new one.
     @Test func preparedFramesAreWrittenExactly() throws {
         let dir = TemporaryDirectory()
-        let info = StreamInfo(width: Self.width, height: Self.height, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
-        let sink = try Media.openSink(dir.file("clip.mkv"), info: info, inputs: [], overwrite: true,
-                                      options: EncoderOptions(codec: "ffv1"))
+        let sink = try Self.losslessSink(dir.file("clip.mkv"))
         var queued = try Self.frames.enumerated().map { i, image in
             var frame = VideoFrame(image: image, pts: Int64(i), duration: 1, index: i)
             try sink.prepare(&frame)
@@ -58,13 +52,9 @@ import TestSupport
         for frame in queued { try sink.write(frame) }
         queued.removeAll()
         try sink.finish()
-        let (_, decoded) = try SyntheticClip.readAll(dir.file("clip.mkv"))
-        #expect(decoded.count == Self.frames.count)
         var expected = Self.frames
         expected[last] = Self.frames[0]
-        for (original, frame) in zip(expected, decoded) {
-            #expect(original.isIdentical(to: frame.image), "frame \(frame.index) differs")
-        }
+        try Self.expectExactly(expected, in: dir.file("clip.mkv"))
     }
 
     /// As the streaming loop runs: each frame prepared while the two before it still wait, and
@@ -73,9 +63,7 @@ import TestSupport
     /// frame still waited would show a later frame's pixels.
     @Test func framesPreparedInAStreamReuseTheirPicturesExactly() throws {
         let dir = TemporaryDirectory()
-        let info = StreamInfo(width: Self.width, height: Self.height, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
-        let sink = try Media.openSink(dir.file("clip.mkv"), info: info, inputs: [], overwrite: true,
-                                      options: EncoderOptions(codec: "ffv1"))
+        let sink = try Self.losslessSink(dir.file("clip.mkv"))
         var waiting: [VideoFrame] = []
         for (i, image) in Self.frames.enumerated() {
             var frame = VideoFrame(image: image, pts: Int64(i), duration: 1, index: i)
@@ -86,9 +74,20 @@ import TestSupport
         for frame in waiting { try sink.write(frame) }
         waiting.removeAll()
         try sink.finish()
-        let (_, decoded) = try SyntheticClip.readAll(dir.file("clip.mkv"))
-        #expect(decoded.count == Self.frames.count)
-        for (original, frame) in zip(Self.frames, decoded) {
+        try Self.expectExactly(Self.frames, in: dir.file("clip.mkv"))
+    }
+
+    /// An FFV1 writer for the clip's frames at `path`.
+    static func losslessSink(_ path: String) throws -> FrameSink {
+        let info = StreamInfo(width: width, height: height, timeBase: Rational(1, 25), frameRate: Rational(25, 1))
+        return try Media.openSink(path, info: info, inputs: [], overwrite: true, options: EncoderOptions(codec: "ffv1"))
+    }
+
+    /// The video at `path` holds `expected`, frame for frame, to the bit.
+    static func expectExactly(_ expected: [PlanarImage], in path: String) throws {
+        let (_, decoded) = try SyntheticClip.readAll(path)
+        #expect(decoded.count == expected.count)
+        for (original, frame) in zip(expected, decoded) {
             #expect(original.isIdentical(to: frame.image), "frame \(frame.index) differs")
         }
     }
