@@ -564,7 +564,7 @@ public final class DeflickerAnalysis {
             var configuration = CrossFrameAttention.Configuration()
             // The alignment refines below a sample; the attention's own sub-sample steps would be redone.
             configuration.subsampleSteps = frame.guide == nil
-            if frame.guide == nil { configuration.motionPrior = DeflickerAnalysis.blindMotionPrior }
+            configuration.motionPrior = DeflickerAnalysis.motionPrior
             attention = CrossFrameAttention(reference: frame.pyramid, configuration: configuration)
             pictures = frame.guide.map {
                 PlanarImage(stacking: [frame.colour, $0, DeflickerAnalysis.editSlope(input: frame.colour, guide: $0)])
@@ -600,10 +600,16 @@ public final class DeflickerAnalysis {
     /// low-contrast handheld footage matches too weakly and every frame becomes a reference
     /// (the corpus's phone clip, global jitter: 35.6, 36.4, 34.6 dB; before, 36.7).
     static let contrastThreshold: Float = 0.0075
-    /// The blind attention's motion prior, ten times the default: with flat neighbourhoods
-    /// scoring near 0, it is what holds them where the content around them goes (a Gaussian of
-    /// about one sample's width at each level, against the default's three).
-    static let blindMotionPrior: Float = 0.01
+    /// The attention's motion prior, guided or blind, ten times the default (`edit`'s): a
+    /// Gaussian of about one sample's width at each level, against the default's three. Blind,
+    /// flat neighbourhoods score near 0, and it is what holds them where the content around them
+    /// goes. Guided, a flat surface's descriptors all look alike, and a change of light or a dark
+    /// object coming into the frame shifts them all (they are centred on the frame's mean): with
+    /// the default prior, the corpus's static camera (`motion.mov`) matched its table 1.2 latent
+    /// samples off while a hand's shadow passed and 5 to 20 off once a pen came in, and read the
+    /// flicker of the wrong places. A frame and its reference are near in time, where most
+    /// content moves little; what moves far is textured enough to outscore the prior.
+    static let motionPrior: Float = 0.01
 
     /// The Gaussian of σ = `detailScale`, to ±3σ, summing to 1.
     static let detailBlur: [Float] = {
