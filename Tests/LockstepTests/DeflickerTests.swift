@@ -482,6 +482,27 @@ import TestSupport
         #expect(error < 0.5 / 255, "largest error \(error)")
     }
 
+    /// Beyond the outermost cell centres (the half cell along each edge of the frame) the fit
+    /// takes the field as constant (`AppearanceGrid.corners`), so the correction holds it there
+    /// as fitted: a field rising by 0.1 a cell across the grid applies its last centre's value
+    /// out to the frame's edge. Extrapolated linearly, the last 16 pixels took 0.05 more.
+    @Test func aGainFieldHoldsBeyondTheOutermostCentres() {
+        let grid = AppearanceGrid(latentWidth: 16, latentHeight: 8, factor: 8, origin: 3.5)
+        let (w, h) = (128, 64)
+        var ramp = [Float](repeating: 0, count: 3 * grid.count)
+        for c in 0..<3 { for gy in 0..<grid.height { for gx in 0..<grid.width { ramp[c * grid.count + gy * grid.width + gx] = 1 + 0.1 * Float(gx) } } }
+        let grey = PlanarImage(channels: 3, height: h, width: w, values: [Float](repeating: 0.5, count: 3 * w * h))
+        let out = ConsensusCorrection(gain: PlanarImage(channels: 3, height: grid.height, width: grid.width, values: ramp))
+            .apply(to: grey, appearance: .identity(grid), consensus: Array(repeating: .identity, count: 3), grid: grid)
+        // The outermost centres lie at pixels 15.5 and 111.5.
+        for y in [0, h / 2, h - 1] {
+            let row = (0..<w).map { out.values[y * w + $0] / 0.5 }
+            for x in 0..<15 { #expect(abs(row[x] - row[15]) < 1e-5, "row \(y), pixel \(x): \(row[x]) against \(row[15]) at the first centre") }
+            for x in 113..<w { #expect(abs(row[x] - row[112]) < 1e-5, "row \(y), pixel \(x): \(row[x]) against \(row[112]) at the last centre") }
+            #expect(row[112] > row[15] + 0.25, "the field rises across the grid: \(row[15]) → \(row[112])")
+        }
+    }
+
     /// A gain field is fitted where its matches are, not at the centres of the cells: with
     /// matches only in the left quarter of every cell (as where the texture is), a field that
     /// varies within a cell comes back as it is. (A ratio per cell, placed at the cell's centre,
