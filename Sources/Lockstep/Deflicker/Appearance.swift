@@ -341,10 +341,9 @@ public struct FrameAppearance: Sendable {
                     }
                 }
             }
-            // The gain field is kept only if it lowers the matches' residual by 7% or more against the
-            // curves alone: where the flicker is global, a field would only fit noise and content change.
-            let margin: Float = 0.07
-            let fieldGain = sampleGain
+            // The gain field is kept only where it predicts the matches it was not fitted on
+            // better than the curves alone (`fieldPredicts`): where the flicker is global, a field
+            // fits noise and content change, cell by cell, and predicts nothing.
             var flat = curves
             flat.withUnsafeMutableBufferPointer { fb in
                 let flat = fb.baseAddress!
@@ -352,25 +351,7 @@ public struct FrameAppearance: Sendable {
                     flat[c] = ToneCurve.matching(x: a + c * n, y: b + c * n, weight: weight, count: n).monotone
                 }
             }
-            // Both residuals, summed in two halves in parallel.
-            var sums = [Float](repeating: 0, count: 4)
-            let withCurves = curves, flatCurves = flat
-            fieldGain.withUnsafeBufferPointer { gb in sums.withUnsafeMutableBufferPointer { sb in
-                let g = gb.baseAddress!, sums = sb.baseAddress!
-                DispatchQueue.concurrentPerform(iterations: 2) { half in
-                    var withField: Float = 0, without: Float = 0
-                    for i in (half * n / 2)..<((half + 1) * n / 2) where weight[i] > 0 {
-                        for c in 0..<3 {
-                            let v = a[c &* n &+ i], r = b[c &* n &+ i]
-                            withField += weight[i] * abs(r - g[c &* n &+ i] * withCurves[c](v))
-                            without += weight[i] * abs(r - flatCurves[c](v))
-                        }
-                    }
-                    sums[2 * half] = withField
-                    sums[2 * half + 1] = without
-                }
-            } }
-            if sums[0] + sums[2] > (sums[1] + sums[3]) * (1 - margin) {
+            if !Self.fieldPredicts(fieldFit, mapped: mapped, frame: a, reference: b, weight: weight, confidence: confidence, flat: flat) {
                 curves = flat
                 gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
             }
@@ -389,6 +370,51 @@ public struct FrameAppearance: Sendable {
                                coverage: cellWeight.map { min($0 / perCell, 1) },
                                clipped: clippedShares(of: frame, weight: weight, samplesPerCell: samplesPerCell, grid: grid),
                                clippedBlack: blackShares(of: frame, weight: weight))
+    }
+
+    /// Whether a gain field predicts the matches better than the curves alone, by two-fold
+    /// cross-validation over a checkerboard of the grid's cells: the field is fitted on the
+    /// matches of one colour's cells (`fieldFit`, on `mapped`, the frame through its curves) and
+    /// read on the other's, where the membrane carries it from their neighbours; its absolute
+    /// residual there, over both folds, is compared with that of `flat`, the curves fitted alone.
+    /// A flicker in space is smooth over more than a cell and carries over; a field fitted to
+    /// noise or to content change, cell by cell, does not. The test needs no margin: the field
+    /// is judged on matches it did not see, so its freedom to fit them earns it nothing. (It
+    /// replaced such a margin, the field kept where it lowered the residual of the matches it was
+    /// fitted on by 7%. Guided, local flicker: the evaluation's pans 43.93 → 44.49 dB (the hubble
+    /// field's pencil sketch 36.91 → 42.65), the birds' two cases +3.0 and +3.4 dB; global
+    /// jitter: the cockatoo 39.19 → 39.71, the coffee's grade +0.58; the static cameras the same.)
+    static func fieldPredicts(_ fieldFit: GainFieldFit, mapped: UnsafePointer<Float>, frame a: UnsafePointer<Float>,
+                              reference b: UnsafePointer<Float>, weight: UnsafePointer<Float>, confidence: UnsafePointer<Float>,
+                              flat: [ToneCurve]) -> Bool {
+        let w = fieldFit.width, h = fieldFit.height, n = w * h, spc = fieldFit.samplesPerCell, grid = fieldFit.grid
+        func fold(x: Int, y: Int) -> Int { (min(x / spc, grid.width - 1) + min(y / spc, grid.height - 1)) & 1 }
+        var sums = [Float](repeating: 0, count: 4)
+        sums.withUnsafeMutableBufferPointer { sb in
+            let sums = sb.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: 2) { held in
+                // Fitted on the other fold's matches only.
+                var seen = [Float](repeating: 0, count: n)
+                for y in 0..<h { for x in 0..<w where fold(x: x, y: y) != held { seen[y &* w &+ x] = weight[y &* w &+ x] } }
+                let gain = seen.withUnsafeBufferPointer { fieldFit.fit(mapped: mapped, reference: b, weight: $0.baseAddress!, confidence: confidence).gain }
+                let g = gainAtSamples(gain, grid: grid, width: w, height: h, samplesPerCell: spc)
+                var withField: Float = 0, without: Float = 0
+                for y in 0..<h {
+                    for x in 0..<w where fold(x: x, y: y) == held {
+                        let i = y &* w &+ x
+                        guard weight[i] > 0 else { continue }
+                        for c in 0..<3 {
+                            let r = b[c &* n &+ i]
+                            withField += weight[i] * abs(r - g[c &* n &+ i] * mapped[c &* n &+ i])
+                            without += weight[i] * abs(r - flat[c](a[c &* n &+ i]))
+                        }
+                    }
+                }
+                sums[2 * held] = withField
+                sums[2 * held + 1] = without
+            }
+        }
+        return sums[0] + sums[2] < sums[1] + sums[3]
     }
 
     /// The median of `values` (all in [0, 3]) where `mask` exceeds `threshold`, from a histogram
