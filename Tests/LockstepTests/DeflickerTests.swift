@@ -130,6 +130,16 @@ import TestSupport
         #expect(means.max()! - means.min()! < 0.5 / 255, "levels \(means.map { $0 * 255 })")
     }
 
+    /// Frames `indices` (ascending) of the corpus's static camera, `motion.mov`.
+    static func staticCameraFrames(_ indices: [Int]) throws -> [PlanarImage] {
+        let reader = try VideoReader(path: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"]! + "/node-opencv__motion.mov")
+        var frames: [PlanarImage] = []
+        while frames.count < indices.count, let frame = try reader.next() {
+            if indices.contains(frame.index) { frames.append(frame.image) }
+        }
+        return frames
+    }
+
     /// The corpus's static camera (`motion.mov`: a hand pushes a coin across a table, most of
     /// the picture flat and still), 48 frames under the evaluation's local flicker, a new random
     /// gain field every frame, guided by the clean frames. Where the clean frames stand still
@@ -139,9 +149,7 @@ import TestSupport
     /// attention is sure of their place (no second fit with `raisedConfidence`), 2.64.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"] != nil, "LOCKSTEP_CORPUS is not set: run scripts/test, or scripts/fetch-corpus"))
     func localFlickerOnAFlatStaticSceneComesBackStill() throws {
-        let reader = try VideoReader(path: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"]! + "/node-opencv__motion.mov")
-        var clean: [PlanarImage] = []
-        while clean.count < 48, let frame = try reader.next() { clean.append(frame.image) }
+        let clean = try Self.staticCameraFrames(Array(0..<48))
         var random = SeededRandom(23)
         let inputs = clean.map { Self.underRandomGainField($0, random: &random) }
         let (out, _) = try Self.deflicker(inputs, guides: clean)
@@ -351,11 +359,7 @@ import TestSupport
     /// detail alone 3.7, with the stronger motion prior alone 5.1, with both 0.47.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"] != nil, "LOCKSTEP_CORPUS is not set: run scripts/test, or scripts/fetch-corpus"))
     func localFlickerDoesNotMoveBlindMatchesOnAFlatStaticScene() throws {
-        let reader = try VideoReader(path: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"]! + "/node-opencv__motion.mov")
-        var frames: [PlanarImage] = []
-        while frames.count < 2, let frame = try reader.next() {
-            if frame.index == 10 || frame.index == 16 { frames.append(frame.image) }
-        }
+        let frames = try Self.staticCameraFrames([10, 16])
         var random = SeededRandom(31)
         let flickered = frames.map { Self.underRandomGainField($0, random: &random) }
         let analysis = try DeflickerAnalysis(width: frames[0].width, height: frames[0].height)
@@ -380,11 +384,7 @@ import TestSupport
     /// motion prior (ten times weaker), 16.7.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"] != nil, "LOCKSTEP_CORPUS is not set: run scripts/test, or scripts/fetch-corpus"))
     func guidedMatchesStayPutOnAStaticCamera() throws {
-        let reader = try VideoReader(path: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"]! + "/node-opencv__motion.mov")
-        var frames: [PlanarImage] = []
-        while frames.count < 2, let frame = try reader.next() {
-            if frame.index == 10 || frame.index == 56 { frames.append(frame.image) }
-        }
+        let frames = try Self.staticCameraFrames([10, 56])
         let analysis = try DeflickerAnalysis(width: frames[0].width, height: frames[0].height)
         let field = analysis.correspondence(from: analysis.analyse(input: frames[1], guide: frames[1]),
                                             to: analysis.analyse(input: frames[0], guide: frames[0]))
