@@ -66,6 +66,11 @@ public struct OutputTarget: Sendable {
     /// Moves the finished temporary file or directory to the final name.
     public func commit() throws {
         if isStandardOutput { return }
+        try TemporaryFiles.shared.unlessInterrupted(moveIntoPlace)
+        TemporaryFiles.shared.remove(temporaryPath)
+    }
+
+    private func moveIntoPlace() throws {
         let fm = FileManager.default
         var isDirectory: ObjCBool = false
         let replacingDirectory = fm.fileExists(atPath: finalPath, isDirectory: &isDirectory) && isDirectory.boolValue
@@ -94,7 +99,6 @@ public struct OutputTarget: Sendable {
         } else if rename(temporaryPath, finalPath) != 0 {
             throw renameError()
         }
-        TemporaryFiles.shared.remove(temporaryPath)
     }
 
     /// Writes a whole small file (an image, a report) under the temporary name, then commits it.
@@ -124,7 +128,7 @@ public struct OutputTarget: Sendable {
     /// Removes whatever was written.
     public func discard() {
         if isStandardOutput { return }
-        try? FileManager.default.removeItem(atPath: temporaryPath)
+        TemporaryFiles.delete(temporaryPath)
         TemporaryFiles.shared.remove(temporaryPath)
     }
 
@@ -171,6 +175,8 @@ public final class TemporaryFiles: @unchecked Sendable {
     private let lock = NSLock()
     private var paths = Set<String>()
     private var sources: [DispatchSourceSignal] = []
+    /// Set once SIGINT or SIGTERM came: the job is being ended, and its outputs removed.
+    private var interrupted = false
 
     func add(_ path: String) {
         lock.lock()
@@ -217,7 +223,46 @@ public final class TemporaryFiles: @unchecked Sendable {
         let current = paths
         paths.removeAll()
         lock.unlock()
-        for path in current { try? FileManager.default.removeItem(atPath: path) }
+        for path in current { Self.delete(path) }
+    }
+
+    /// Runs `body` (an output's move into place) unless the job is being interrupted, and keeps
+    /// the interruption from starting meanwhile: an output is either moved whole into place or
+    /// removed, never removed in part under its final name. Interrupted, this thread waits for
+    /// the signal's handler to end the process.
+    func unlessInterrupted(_ body: () throws -> Void) rethrows {
+        lock.lock()
+        defer { lock.unlock() }
+        if interrupted { Self.waitForExit() }
+        try body()
+    }
+
+    /// A thread whose work failed because the job is being interrupted (its frame directory was
+    /// removed under it) waits here for the signal's handler to end the process, with the
+    /// interruption's status and message rather than its own error's.
+    public func waitIfInterrupted() {
+        lock.lock()
+        let now = interrupted
+        lock.unlock()
+        if now { Self.waitForExit() }
+    }
+
+    private static func waitForExit() -> Never {
+        while true { sleep(1) }
+    }
+
+    /// Removes a temporary output that another thread may still be writing. A frame directory is
+    /// first renamed away, so that the writer's next frame cannot land in it between the removal
+    /// of its contents and of the directory itself (a directory that is not empty stays).
+    static func delete(_ path: String) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return }
+        guard isDirectory.boolValue else { try? FileManager.default.removeItem(atPath: path); return }
+        let aside = path + ".removing"
+        let target = rename(path, aside) == 0 ? aside : path
+        for _ in 0..<3 where FileManager.default.fileExists(atPath: target) {
+            try? FileManager.default.removeItem(atPath: target)
+        }
     }
 
     /// On SIGINT or SIGTERM: remove the temporary outputs, print `message`, exit 130 / 143.
@@ -230,7 +275,12 @@ public final class TemporaryFiles: @unchecked Sendable {
             signal(signalNumber, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [weak self] in
-                self?.removeAll()
+                if let self {
+                    lock.lock()
+                    interrupted = true
+                    lock.unlock()
+                    removeAll()
+                }
                 FileHandle.standardError.write(Data((message(signalNumber) + "\n").utf8))
                 // No flush of stdout either: a thread blocked writing to a full pipe holds its
                 // lock, and what it held is partial output anyway.

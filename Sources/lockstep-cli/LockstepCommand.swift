@@ -44,6 +44,7 @@ struct LockstepCommand: ParsableCommand {
         } catch let error as FFmpegError {
             fail("FFmpeg: \(error.description)")
         } catch {
+            TemporaryFiles.shared.waitIfInterrupted()
             exit(withError: error)
         }
     }
@@ -57,6 +58,8 @@ struct LockstepCommand: ParsableCommand {
     }
 
     static func fail(_ message: String, status: Int32 = ExitStatus.failure) -> Never {
+        // An error that the interruption caused (its output removed under the writer) is not said.
+        TemporaryFiles.shared.waitIfInterrupted()
         TemporaryFiles.shared.removeAll()
         say(.error, message)
         Foundation.exit(status)

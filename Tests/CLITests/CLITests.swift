@@ -487,6 +487,22 @@ import TestSupport
         #expect(r.stderr.contains("interrupted"))
         #expect(dir.contents == ["long.mp4"])
     }
+
+    /// Ctrl-C while frames are written to a directory: the writer goes on adding frames while
+    /// the partial directory is removed. Before, a frame written between the removal of the
+    /// directory's contents and of the directory itself kept it (10 of 12 interrupts, measured),
+    /// or the writer's failure to write into the removed directory exited 1 with its own error.
+    @Test func interruptRemovesPartialFrameDirectory() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("long.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=30", "-c:v", "libx264", "-preset", "ultrafast", input])
+        for seconds in [0.6, 0.8, 1.0, 1.2] {
+            let r = try Self.run(["convert", input, "-o", dir.file("frames/"), "--quiet"], interruptAfter: seconds)
+            #expect(r.status == 130, "after \(seconds) s: \(r.stderr)")
+            #expect(r.stderr == "lockstep: interrupted (Ctrl-C); partial output removed\n", "after \(seconds) s")
+            #expect(dir.contents == ["long.mp4"], "after \(seconds) s")
+        }
+    }
 }
 
 /// A crash (here an abort, as a library's failed assertion makes one) removes the partial
