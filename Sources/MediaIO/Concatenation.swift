@@ -4,10 +4,12 @@ import Foundation
 /// Joins videos end to end without re-encoding: every stream of every part, packet for packet,
 /// into one container (FFmpeg's doc/examples/remux.c, over several inputs). Made for the parts of
 /// a job split with `--frames`: they keep the whole input's timestamps, so joined they are the
-/// whole run, frame for frame, with each part's span of audio. A part that starts at or before
-/// the previous one's last frame (files made separately, each from zero) is moved on to follow
-/// it. A part that starts later than the previous one ends means a part is missing between
-/// them: refused, unless gaps are allowed.
+/// whole run, frame for frame, with each part's span of audio. Files made separately, each from
+/// zero, follow one another: a part that starts at or before the previous one's last frame is
+/// moved on to follow it. Parts of one timeline go in the order of their frames, each once
+/// (`checkOrder`): one that starts within the previous one overlaps it, and one that starts
+/// later than the previous one ends means a part is missing between them (unless gaps are
+/// allowed); both are refused.
 ///
 /// The parts must have the same streams, encoded the same way: one container header describes
 /// them all, so a part whose codec header differs would not decode after the join; it is refused.
@@ -29,6 +31,7 @@ public enum Concatenation {
         let inputs = try parts.map(Part.init)
         let first = inputs[0]
         for part in inputs.dropFirst() { try part.check(against: first) }
+        try checkOrder(inputs)
 
         let outputFormat = try VideoWriter.chooseContainer(format, target: target)
         let handles = CodecHandles()
@@ -54,6 +57,8 @@ public enum Concatenation {
             }
         }
 
+        let timeline = inputs.contains(where: \.isCut)
+        let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
         var increasing = IncreasingDts()
         let packet = handles.packet
         var frames = 0
@@ -71,9 +76,11 @@ public enum Concatenation {
                 // than half a frame after the previous end, where a part is missing.
                 let gap = videoEnd - part.videoStart
                 let overlaps = number > 0 && part.videoStart <= (lastVideoStart ?? .min)
+                if overlaps && timeline {
+                    throw MediaError(.invalidArgument, path: part.path, "starts at \(seconds(part.videoStart)), within \(inputs[number - 1].path), which runs to \(seconds(videoEnd)): the parts overlap; cut them at the same indices (--frames 0:100, then 100:200)")
+                }
                 let shift = overlaps || (number > 0 && gap < 0 && -gap < part.frameMicroseconds / 2) ? gap : 0
                 if number > 0 && shift == 0 && gap < 0 && !allowGaps {
-                    let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
                     throw MediaError(.invalidArgument, path: part.path, "starts at \(seconds(part.videoStart)), \(seconds(-gap)) after \(inputs[number - 1].path) ends: a part is missing between them (--allow-gaps joins them anyway)")
                 }
                 // Writes one packet of this part: moved, counted, in the output's time base.
@@ -145,6 +152,19 @@ public enum Concatenation {
         return Summary(frames: frames, seconds: Double(videoEnd - (videoStart ?? 0)) / 1_000_000)
     }
 
+    /// Parts cut from one timeline (a split job's: any of them `isCut`) must come in the order of
+    /// their frames, each once; files made separately, each from zero, follow one another in the
+    /// order given (the same file twice plays twice). Before, a split job's parts out of order
+    /// were joined in the order given, the later frames first, and a part given twice joined twice.
+    static func checkOrder(_ inputs: [Part]) throws {
+        let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
+        guard inputs.contains(where: \.isCut) else { return }
+        for (previous, part) in zip(inputs, inputs.dropFirst()) where part.videoStart <= previous.videoStart {
+            throw MediaError(.invalidArgument, path: part.path, "starts at \(seconds(part.videoStart)), before \(previous.path) (at \(seconds(previous.videoStart))), which is given before it: the parts of a split job go in the order of their frames (a shell's sort puts part10 before part9)")
+        }
+    }
+
+
     /// One input, opened, with what the join needs to know of it.
     final class Part {
         let path: String
@@ -173,6 +193,12 @@ public enum Concatenation {
         }
 
         func stream(_ index: Int) -> UnsafeMutablePointer<AVStream> { context.pointee.streams[index]! }
+
+        /// Whether the part was cut from a longer timeline (a split job's part after the first),
+        /// not made on its own: those start at zero, or a little later where the container moves
+        /// the video behind the audio's priming samples (23 ms for AAC) or the encoder's
+        /// reordering delay (a frame or two).
+        var isCut: Bool { videoStart > max(2 * frameMicroseconds, 50_000) }
 
         /// Refuses a part whose streams are not those of `first`, encoded the same way.
         func check(against first: Part) throws {

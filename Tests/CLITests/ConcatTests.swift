@@ -147,6 +147,27 @@ import TestSupport
         #expect(joined == [0, 40, 80, 240, 280, 320, 360])
     }
 
+    /// The parts of a split job out of order, given twice or overlapping are refused in one line
+    /// naming the part, and nothing is written. (Before, parts in the wrong order were joined in
+    /// that order, the later frames first, and a part given twice was joined twice.)
+    @Test func partsOutOfOrderAreRefused() throws {
+        let dir = TemporaryDirectory()
+        let input = try CLITests.clip(in: dir)
+        for (name, range) in [("a.mkv", "0:4"), ("b.mkv", "4:7"), ("c.mkv", "7:"), ("ab.mkv", "2:6")] {
+            #expect(try CLITests.run(["convert", input, "--frames", range, "--codec", "ffv1", "-o", dir.file(name), "--quiet"]).status == 0)
+        }
+        let reversed = try CLITests.run(["concat", dir.file("b.mkv"), dir.file("a.mkv"), "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(reversed.status == 1 && reversed.stderr == "lockstep: error: \(dir.file("a.mkv")): starts at 0.000 s, before \(dir.file("b.mkv")) (at 0.160 s), which is given before it: the parts of a split job go in the order of their frames (a shell's sort puts part10 before part9)\n", "\(reversed.stderr)")
+        let twice = try CLITests.run(["concat", dir.file("a.mkv"), dir.file("b.mkv"), dir.file("b.mkv"), dir.file("c.mkv"), "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(twice.status == 1 && twice.stderr.hasPrefix("lockstep: error: \(dir.file("b.mkv")): starts at 0.160 s, before \(dir.file("b.mkv"))"), "\(twice.stderr)")
+        let overlap = try CLITests.run(["concat", dir.file("ab.mkv"), dir.file("b.mkv"), "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(overlap.status == 1 && overlap.stderr.hasPrefix("lockstep: error: \(dir.file("b.mkv")): starts at 0.160 s, within \(dir.file("ab.mkv")), which runs to 0.240 s: the parts overlap"), "\(overlap.stderr)")
+        #expect(!dir.contents.contains("out.mkv"))
+        let inOrder = try CLITests.run(["concat", dir.file("a.mkv"), dir.file("b.mkv"), dir.file("c.mkv"), "-o", dir.file("out.mkv"), "--quiet"])
+        #expect(inOrder.status == 0, "\(inOrder.stderr)")
+        #expect(try SyntheticClip.readAll(dir.file("out.mkv")).frames.map(\.pts) == (0..<10).map { $0 * 40 })
+    }
+
     /// The audio packets' times and sizes, as ffprobe lists them.
     static func audioPackets(_ path: String) throws -> [String] {
         let process = Process()
