@@ -161,6 +161,19 @@ final class PixelConverter {
         [AV_PIX_FMT_YUVJ420P, AV_PIX_FMT_YUVJ422P, AV_PIX_FMT_YUVJ444P, AV_PIX_FMT_YUVJ440P, AV_PIX_FMT_YUVJ411P].contains(format)
     }
 
+    /// The layout of a JPEG-range format (FFmpeg's deprecated yuvj*) without its range, which is
+    /// said by the frame's colour range instead; any other format as it is.
+    static func plainTwin(of format: AVPixelFormat) -> AVPixelFormat {
+        switch format {
+        case AV_PIX_FMT_YUVJ420P: AV_PIX_FMT_YUV420P
+        case AV_PIX_FMT_YUVJ422P: AV_PIX_FMT_YUV422P
+        case AV_PIX_FMT_YUVJ444P: AV_PIX_FMT_YUV444P
+        case AV_PIX_FMT_YUVJ440P: AV_PIX_FMT_YUV440P
+        case AV_PIX_FMT_YUVJ411P: AV_PIX_FMT_YUV411P
+        default: format
+        }
+    }
+
     /// AVColorSpace → the SWS_CS_* constant that sws_getCoefficients takes.
     static func swsColorspace(_ matrix: Int32) -> Int32 {
         switch UInt32(bitPattern: matrix) {

@@ -69,6 +69,9 @@ public final class VideoWriter: FrameSink {
         var oc: UnsafeMutablePointer<AVFormatContext>?
         try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: path)
         handles.format = oc
+        // yuv4mpegpipe writes formats past 8 bits (C420p10) only when told that an unofficial
+        // extension is fine, as `ffmpeg -strict -1` does; every reader of it in FFmpeg reads them.
+        if String(cString: outputFormat.pointee.name) == "yuv4mpegpipe" { oc!.pointee.strict_std_compliance = FF_COMPLIANCE_UNOFFICIAL }
 
         guard let enc = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
         handles.codec = enc
@@ -89,8 +92,11 @@ public final class VideoWriter: FrameSink {
         let isYUV = PixelConverter.isYUV(pixelFormat)
         let color = isYUV ? Self.yuvColor(for: info) : info.color
         enc.pointee.colorspace = isYUV ? AVColorSpace(rawValue: UInt32(color.matrix)) : AVCOL_SPC_RGB
-        // MJPEG is full-range YUV by definition.
-        let fullRange = PixelConverter.isJPEGFormat(pixelFormat) || !isYUV || codec.pointee.id == AV_CODEC_ID_MJPEG
+        // MJPEG is full-range YUV by definition, and so is a JPEG-range source's layout kept as
+        // its plain twin (raw video).
+        let source = info.pixelFormat.map { av_get_pix_fmt($0) } ?? AV_PIX_FMT_NONE
+        let twinOfJPEG = PixelConverter.isJPEGFormat(source) && pixelFormat == PixelConverter.plainTwin(of: source)
+        let fullRange = PixelConverter.isJPEGFormat(pixelFormat) || !isYUV || codec.pointee.id == AV_CODEC_ID_MJPEG || twinOfJPEG
         enc.pointee.color_range = fullRange ? AVCOL_RANGE_JPEG : AVColorRange(rawValue: UInt32(color.range))
         enc.pointee.color_primaries = AVColorPrimaries(rawValue: UInt32(color.primaries))
         enc.pointee.color_trc = AVColorTransferCharacteristic(rawValue: UInt32(color.transfer))
@@ -409,7 +415,8 @@ public final class VideoWriter: FrameSink {
             // Raw video (to a pipe) takes any layout: the input's own planar YUV, as it came;
             // otherwise the plain 4:2:0 (4:4:4 at odd sizes) every reader of raw video knows.
             let planar = av_pix_fmt_desc_get(source).map { $0.pointee.flags & UInt64(AV_PIX_FMT_FLAG_PLANAR) != 0 && $0.pointee.nb_components == 3 } ?? false
-            if sourceFits && planar && !PixelConverter.isJPEGFormat(source) { return source }
+            // (A JPEG-range layout is written as its plain twin, tagged full range.)
+            if sourceFits && planar { return PixelConverter.plainTwin(of: source) }
             return even ? AV_PIX_FMT_YUV420P : AV_PIX_FMT_YUV444P
         }
         let descriptor = avcodec_descriptor_get(codec.pointee.id)
