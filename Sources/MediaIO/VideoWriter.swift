@@ -421,7 +421,9 @@ public final class VideoWriter: FrameSink {
         }
         let descriptor = avcodec_descriptor_get(codec.pointee.id)
         let props = descriptor?.pointee.props ?? 0
+        // libwebp is opened lossless (`openEncoder`): in RGB, so that its pictures are the frames.
         let losslessOnly = props & AV_CODEC_PROP_LOSSLESS != 0 && props & AV_CODEC_PROP_LOSSY == 0
+            || String(cString: codec.pointee.name).hasPrefix("libwebp")
         if !losslessOnly && sourceFits {
             if supported.contains(source) { return source }
             // The encoder's planar YUV format nearest the source's, as FFmpeg picks it: a 12-bit
@@ -477,6 +479,9 @@ public final class VideoWriter: FrameSink {
             enc.pointee.flags |= AV_CODEC_FLAG_QSCALE
             enc.pointee.global_quality = 3 * FF_QP2LAMBDA
         }
+        // WebP is lossy at quality 75 by default: a frame exported to edit (or a WebP sequence)
+        // would carry that loss into every frame the edit is carried to.
+        if name.hasPrefix("libwebp") && hasOption("lossless") { av_dict_set(&dict, "lossless", "1", 0) }
         if name.hasPrefix("libvpx") {
             av_dict_set(&dict, "row-mt", "1", 0)
             av_dict_set(&dict, "deadline", "good", 0)

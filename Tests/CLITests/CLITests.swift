@@ -326,6 +326,20 @@ import TestSupport
         #expect(one.status == 0 && dir.contents == ["in.mkv", "x.png"], "\(one.stderr)")
     }
 
+    /// A frame exported to edit as WebP is the frame, as a PNG export is: lossless, in RGB.
+    /// (Before, libwebp's default quality 75 in 4:2:0: 25 to 32 dB, and the loss was carried to
+    /// every frame the edit reached.)
+    @Test func webpExportIsTheFrame() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        for name in ["key.webp", "key.png"] {
+            let r = try Self.run(["convert", input, "--frames", "3:4", "-o", dir.file(name), "--quiet"])
+            #expect(r.status == 0, "\(r.stderr)")
+        }
+        let webp = try ImageFile.read(dir.file("key.webp")).image, png = try ImageFile.read(dir.file("key.png")).image
+        #expect(webp.isIdentical(to: png))
+    }
+
     /// A keyframe with an alpha channel (a layer from an image editor) is laid over its frame:
     /// where it is transparent the frame stays as it was, though its colours there are black;
     /// where it is opaque it is the paint.
