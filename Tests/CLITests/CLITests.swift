@@ -326,6 +326,30 @@ import TestSupport
         #expect(one.status == 0 && dir.contents == ["in.mkv", "x.png"], "\(one.stderr)")
     }
 
+    /// `--overwrite` never replaces an output with the other kind, and says so before any work:
+    /// a file where a frame directory is asked for (before, the job ran and its output could not
+    /// be moved into place), a directory where a video file is (before, the frames went into
+    /// `clip.mp4/`).
+    @Test func outputOfTheOtherKindIsRefusedFirst() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        try FileManager.default.createDirectory(atPath: dir.file("clip.mp4"), withIntermediateDirectories: false)
+        try Data("notes".utf8).write(to: URL(fileURLWithPath: dir.file("notes")))
+        let video = try Self.run(["convert", input, "-o", dir.file("clip.mp4"), "--overwrite"])
+        #expect(video.status == 1 && video.stderr == "lockstep: error: \(dir.file("clip.mp4")): is a directory, and the output asked for is a file (by its extension or --format): remove it, choose another name, or end the name with / for frames in it\n", "\(video.stderr)")
+        let named = try Self.run(["convert", input, "-o", dir.file("clip.mp4"), "--format", "matroska", "--overwrite"])
+        #expect(named.status == 1 && named.stderr.hasPrefix("lockstep: error: \(dir.file("clip.mp4")): is a directory"), "\(named.stderr)")
+        let frames = try Self.run(["convert", input, "-o", dir.file("notes") + "/", "--overwrite"])
+        #expect(frames.status == 1 && frames.stderr == "lockstep: error: \(dir.file("notes")): is a file, and the output asked for is a frame directory (a final /): choose another name\n", "\(frames.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("clip.mp4")).isEmpty)
+        #expect(try String(contentsOfFile: dir.file("notes"), encoding: .utf8) == "notes")
+        #expect(dir.contents == ["clip.mp4", "in.mkv", "notes"])
+        // A frame directory asked for with a final / is still written into the existing directory.
+        let into = try Self.run(["convert", input, "-o", dir.file("clip.mp4") + "/", "--overwrite", "--quiet"])
+        let written = try FileManager.default.contentsOfDirectory(atPath: dir.file("clip.mp4")).count
+        #expect(into.status == 0 && written == 10, "\(into.stderr)")
+    }
+
     /// A frame exported to edit as WebP is the frame, as a PNG export is: lossless, in RGB.
     /// (Before, libwebp's default quality 75 in 4:2:0: 25 to 32 dB, and the loss was carried to
     /// every frame the edit reached.)
