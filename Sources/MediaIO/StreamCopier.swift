@@ -174,6 +174,24 @@ final class StreamCopier {
     /// Packets before this time (seconds) are dropped: for a segment of the input.
     var startSeconds: Double?
 
+    /// The earliest time (seconds) of the packets read so far, dropped ones included.
+    private var earliestSeconds = Double.infinity
+    private var offsetFixed = false
+
+    /// Before the output's first packet: where the input's copied streams start before zero
+    /// (AAC's priming samples, 23 ms) and the container cannot hold negative times (Matroska),
+    /// every packet is moved later by as much, as the muxer would move the whole run's at its
+    /// first packet. A segment's first packets are past zero, and the muxer did not move them:
+    /// its frames came 23 ms early against the whole run's, and the parts did not join into it.
+    /// Set once, from the earliest packet read; a segment has read (and dropped) the input's
+    /// first packets by then.
+    func fixOffset(of output: UnsafeMutablePointer<AVFormatContext>) {
+        guard !offsetFixed else { return }
+        offsetFixed = true
+        guard earliestSeconds < 0, earliestSeconds.isFinite, output.pointee.oformat.pointee.flags & AVFMT_TS_NEGATIVE == 0 else { return }
+        output.pointee.output_ts_offset = Int64((-earliestSeconds * 1_000_000).rounded(.up))
+    }
+
     /// Writes copied packets whose time is at most `until` seconds (all of them when nil).
     func copy(until: Double?, into output: UnsafeMutablePointer<AVFormatContext>) throws {
         while !done {
@@ -186,6 +204,9 @@ final class StreamCopier {
             let inStream = input!.pointee.streams[Int(packet.pointee.stream_index)]!
             let outStream = mapping[packet.pointee.stream_index]!
             let stamp = packet.pointee.dts != lockstep_nopts_value() ? packet.pointee.dts : packet.pointee.pts
+            if stamp != lockstep_nopts_value() {
+                earliestSeconds = min(earliestSeconds, Double(stamp) * Rational(inStream.pointee.time_base).value)
+            }
             if let until, stamp != lockstep_nopts_value(),
                Double(stamp) * Rational(inStream.pointee.time_base).value > until {
                 return
@@ -196,6 +217,7 @@ final class StreamCopier {
                 av_packet_unref(packet)
                 continue
             }
+            fixOffset(of: output)
             av_packet_rescale_ts(packet, inStream.pointee.time_base, outStream.pointee.time_base)
             packet.pointee.stream_index = outStream.pointee.index
             increasing.apply(to: packet, output: output)

@@ -255,6 +255,7 @@ public final class VideoWriter: FrameSink {
                     let until = Double(packet.pointee.dts) * Rational(videoStream.pointee.time_base).value
                     try copier.copy(until: until, into: output)
                 }
+                copier?.fixOffset(of: output)
                 try check(av_interleaved_write_frame(output, packet), "write")
                 try checkWriteError()
             }
