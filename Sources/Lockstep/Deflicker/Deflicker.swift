@@ -61,7 +61,9 @@ public final class DeflickerAnalysis {
     /// more, but the pencil sketch's global jitter lost up to 3.8 dB: its tone curves, composed
     /// across many links, drift.)
     public static let minimumCoverage: Float = 0.6
-    /// Below this, the link to the previous reference is too weak to carry the tone: a new shot.
+    /// Below this, the link to the previous reference is too weak to carry the tone, and the
+    /// frame is compared with the reference whole instead (`wholeFrameLink`). (A new shot begins
+    /// only at a cut.)
     public static let minimumLink: Float = 0.15
     /// Frames with more pixels than this (twice 640 × 360) are analysed downscaled by the
     /// smallest whole factor (`scale`) that brings them to at most this many: 720p and 1080p to
@@ -206,7 +208,15 @@ public final class DeflickerAnalysis {
                 }
                 if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
                     newReference = .coverage
-                    if appearance.matchedFraction >= Self.minimumLink { link = appearance }
+                    if appearance.matchedFraction >= Self.minimumLink {
+                        link = appearance
+                    } else {
+                        // Nothing matched, and nothing was cut: a picture with no detail to match
+                        // (a colour gradient, fog, a sky), not a new shot. The two frames are
+                        // compared whole, and the tone is carried on (`wholeFrameLink`).
+                        link = wholeFrameLink(sampledColour, reference: reference, field: field, stride: stride,
+                                              samplesPerCell: samplesPerCell, guided: frame.guide != nil)
+                    }
                     appearance = .identity(grid)
                 }
             }
@@ -707,6 +717,24 @@ public final class DeflickerAnalysis {
     /// a local blur, which lowers the bright tones and raises the dark ones wherever the picture
     /// has fine texture, and that would read as a change of tone. A nearest sample keeps the
     /// reference's distribution of values; its misplacement of up to half a sample is only noise.
+    /// The frame's appearance against the reference where the two are not matched but not cut
+    /// either, as a link: colours compared where they lie, every sample trusted alike, as a
+    /// histogram-based deflicker (FFmpeg's) compares every frame. Quantile matching is what makes
+    /// that hold where the picture moves: it compares the two frames' distributions of colour,
+    /// which a slow motion hardly changes. Before, such a frame began a shot of its own, with no
+    /// frame to agree with, and kept its flicker: on a pan over a colour wheel, blind, every frame
+    /// (evaluation's harness: 28.1 → 33.6 dB, brightness flicker above the truth's 7.7 → 1.3
+    /// levels, FFmpeg's `deflicker` 28.8 dB and 2.4); nothing else moved on 50 cases of four sets.
+    func wholeFrameLink(_ colour: PlanarImage, reference: Reference, field: CorrespondenceField, stride: Int,
+                        samplesPerCell: Int, guided: Bool) -> FrameAppearance {
+        let w = field.width, n = w * field.height
+        let still = CorrespondenceField(width: w, height: field.height, x: (0..<n).map { Float($0 % w) }, y: (0..<n).map { Float($0 / w) },
+                                        confidence: [Float](repeating: 1, count: n))
+        let carried = carry(reference.pictures, along: still, stride: stride).0.channels(0..<3)
+        return FrameAppearance.fit(frame: colour, reference: carried, confidence: [Float](repeating: 1, count: colour.planeSize),
+                                   samplesPerCell: samplesPerCell, field: still, grid: grid, regularisation: guided ? .guided : .blind)
+    }
+
     func carry(_ pictures: PlanarImage, along field: CorrespondenceField, stride: Int = 1) -> (PlanarImage, [Float]) {
         let w = pictures.width, h = pictures.height, plane = w * h, planes = pictures.channels
         let ow = w / stride, oh = h / stride, outPlane = ow * oh
