@@ -57,7 +57,7 @@ public enum Concatenation {
             }
         }
 
-        let timeline = inputs.contains(where: \.isCut)
+        let timeline = isTimeline(inputs)
         let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
         var increasing = IncreasingDts()
         let packet = handles.packet
@@ -152,18 +152,30 @@ public enum Concatenation {
         return Summary(frames: frames, seconds: Double(videoEnd - (videoStart ?? 0)) / 1_000_000)
     }
 
-    /// Parts cut from one timeline (a split job's: any of them `isCut`) must come in the order of
-    /// their frames, each once; files made separately, each from zero, follow one another in the
-    /// order given (the same file twice plays twice). Before, a split job's parts out of order
-    /// were joined in the order given, the later frames first, and a part given twice joined twice.
+    /// Whether `inputs` are the parts of one timeline (a split job's): one of them at least was
+    /// cut from a longer video (`isCut`), and no two start at the same time. Files made
+    /// separately start at zero, or all at the same offset (MPEG-TS's 1.4 s), and are joined one
+    /// after the other in the order given.
+    static func isTimeline(_ inputs: [Part]) -> Bool {
+        inputs.contains(where: \.isCut) && Set(inputs.map(\.videoStart)).count == inputs.count
+    }
+
+    /// The parts of one timeline must come in the order of their frames, each once. (Before,
+    /// they were joined in the order given, the later frames first, and a part given twice was
+    /// joined twice.) A part cut from a longer video is refused twice whatever the others are;
+    /// a file made on its own, given twice, plays twice.
     static func checkOrder(_ inputs: [Part]) throws {
         let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
-        guard inputs.contains(where: \.isCut) else { return }
-        for (previous, part) in zip(inputs, inputs.dropFirst()) where part.videoStart <= previous.videoStart {
+        for (k, part) in inputs.enumerated() where part.isCut {
+            if let earlier = inputs[..<k].first(where: { OutputTarget.isSameFile($0.path, part.path) }) {
+                throw MediaError(.invalidArgument, path: part.path, "is given twice (also as \(earlier.path)): give each part of a split job once")
+            }
+        }
+        guard isTimeline(inputs) else { return }
+        for (previous, part) in zip(inputs, inputs.dropFirst()) where part.videoStart < previous.videoStart {
             throw MediaError(.invalidArgument, path: part.path, "starts at \(seconds(part.videoStart)), before \(previous.path) (at \(seconds(previous.videoStart))), which is given before it: the parts of a split job go in the order of their frames (a shell's sort puts part10 before part9)")
         }
     }
-
 
     /// One input, opened, with what the join needs to know of it.
     final class Part {
