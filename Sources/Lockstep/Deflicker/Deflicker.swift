@@ -711,12 +711,6 @@ public final class DeflickerAnalysis {
         return s / Float(a.count)
     }
 
-    /// The reference's half-resolution pictures (any number of planes) carried to every
-    /// `stride`-th sample of the frame's half-resolution grid (as `subsampled` takes them), with
-    /// the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
-    /// a local blur, which lowers the bright tones and raises the dark ones wherever the picture
-    /// has fine texture, and that would read as a change of tone. A nearest sample keeps the
-    /// reference's distribution of values; its misplacement of up to half a sample is only noise.
     /// The frame's appearance against the reference where the two are not matched but not cut
     /// either, as a link: colours compared where they lie, every sample trusted alike, as a
     /// histogram-based deflicker (FFmpeg's) compares every frame. Quantile matching is what makes
@@ -724,7 +718,7 @@ public final class DeflickerAnalysis {
     /// which a slow motion hardly changes. Before, such a frame began a shot of its own, with no
     /// frame to agree with, and kept its flicker: on a pan over a colour wheel, blind, every frame
     /// (evaluation's harness: 28.1 → 33.6 dB, brightness flicker above the truth's 7.7 → 1.3
-    /// levels, FFmpeg's `deflicker` 28.8 dB and 2.4); nothing else moved on 50 cases of four sets.
+    /// levels, FFmpeg's `deflicker` 28.8 dB and 2.4); 49 other cases of four sets did not move.
     func wholeFrameLink(_ colour: PlanarImage, reference: Reference, field: CorrespondenceField, stride: Int,
                         samplesPerCell: Int, guided: Bool) -> FrameAppearance {
         let w = field.width, n = w * field.height
@@ -735,6 +729,12 @@ public final class DeflickerAnalysis {
                                    samplesPerCell: samplesPerCell, field: still, grid: grid, regularisation: guided ? .guided : .blind)
     }
 
+    /// The reference's half-resolution pictures (any number of planes) carried to every
+    /// `stride`-th sample of the frame's half-resolution grid (as `subsampled` takes them), with
+    /// the match's confidence there. Nearest sample, not interpolation: an interpolated sample is
+    /// a local blur, which lowers the bright tones and raises the dark ones wherever the picture
+    /// has fine texture, and that would read as a change of tone. A nearest sample keeps the
+    /// reference's distribution of values; its misplacement of up to half a sample is only noise.
     func carry(_ pictures: PlanarImage, along field: CorrespondenceField, stride: Int = 1) -> (PlanarImage, [Float]) {
         let w = pictures.width, h = pictures.height, plane = w * h, planes = pictures.channels
         let ow = w / stride, oh = h / stride, outPlane = ow * oh
