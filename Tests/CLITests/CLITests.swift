@@ -534,11 +534,18 @@ import TestSupport
         let dir = TemporaryDirectory()
         let input = dir.file("long.mp4")
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=30", "-c:v", "libx264", "-preset", "ultrafast", input])
-        for seconds in [0.6, 0.8, 1.0, 1.2] {
-            let r = try Self.run(["convert", input, "-o", dir.file("frames/"), "--quiet"], interruptAfter: seconds)
+        try Self.expectInterruptedCleanly(["convert", input, "-o", dir.file("frames/"), "--quiet"], at: [0.6, 0.8, 1.0, 1.2], in: dir)
+    }
+
+    /// Runs `arguments` once per moment, interrupted (Ctrl-C) that many seconds in: each run
+    /// exits 130 with the one line, and leaves `dir` holding its input alone.
+    static func expectInterruptedCleanly(_ arguments: [String], at moments: [Double], in dir: TemporaryDirectory) throws {
+        let before = dir.contents
+        for seconds in moments {
+            let r = try run(arguments, interruptAfter: seconds)
             #expect(r.status == 130, "after \(seconds) s: \(r.stderr)")
             #expect(r.stderr == "lockstep: interrupted (Ctrl-C); partial output removed\n", "after \(seconds) s")
-            #expect(dir.contents == ["long.mp4"], "after \(seconds) s")
+            #expect(dir.contents == before, "after \(seconds) s")
         }
     }
 }
@@ -730,12 +737,7 @@ import TestSupport
         let dir = TemporaryDirectory()
         let input = dir.file("long.mp4")
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=30", "-c:v", "libx264", "-preset", "ultrafast", input])
-        for seconds in [1.0, 1.4, 1.8, 2.2] {
-            let r = try CLITests.run(["deflicker", input, "-o", dir.file("out.mp4"), "--quiet"], interruptAfter: seconds)
-            #expect(r.status == 130, "after \(seconds) s: \(r.stderr)")
-            #expect(r.stderr == "lockstep: interrupted (Ctrl-C); partial output removed\n", "after \(seconds) s")
-            #expect(dir.contents == ["long.mp4"])
-        }
+        try CLITests.expectInterruptedCleanly(["deflicker", input, "-o", dir.file("out.mp4"), "--quiet"], at: [1.0, 1.4, 1.8, 2.2], in: dir)
     }
 
     /// A white frame (a plane whose variance from sums comes out a rounding error below zero)
