@@ -44,17 +44,14 @@ public enum Media {
         return format == nil && URL(fileURLWithPath: path).pathExtension.isEmpty
     }
 
-    /// Refuses, before any work, an existing output that `--overwrite` would replace with the other
-    /// kind: a file where a frame directory is asked for (a final "/"; the move into place failed
-    /// at the end of the job), or a directory where a file is (a container's extension, or
-    /// `--format`: the frames went into `clip.mp4/`, where a video was meant).
+    /// Refuses, before any work, an existing directory named as a file (a container's extension,
+    /// or `--format`): the frames went into `clip.mp4/`, where a video was meant. (A file where a
+    /// frame directory is asked for, `OutputTarget` refuses: the move into place failed at the
+    /// end of the job.)
     static func checkKind(of path: String, clean: String, format: String?) throws {
         guard !StandardStream.isStandard(path) else { return }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: clean, isDirectory: &isDirectory) else { return }
-        if path.hasSuffix("/") && !isDirectory.boolValue {
-            throw MediaError(.outputExists, path: clean, "is a file, and the output asked for is a frame directory (a final /): choose another name")
-        }
         let namesFile = format != nil || (!URL(fileURLWithPath: clean).pathExtension.isEmpty && av_guess_format(nil, clean, nil) != nil)
         if isDirectory.boolValue && !path.hasSuffix("/") && namesFile {
             throw MediaError(.outputExists, path: clean, "is a directory, and the output asked for is a file (by its extension or --format): remove it, choose another name, or end the name with / for frames in it")
@@ -65,9 +62,10 @@ public enum Media {
     public static func openSink(_ path: String, info: StreamInfo, inputs: [String], overwrite: Bool,
                                 options: EncoderOptions = EncoderOptions()) throws -> FrameSink {
         let clean = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
-        let target = try OutputTarget(path: clean, inputs: inputs, overwrite: overwrite)
         try checkKind(of: path, clean: clean, format: options.format)
-        if isDirectoryOutput(path, format: options.format) {
+        let directory = isDirectoryOutput(path, format: options.format)
+        let target = try OutputTarget(path: clean, inputs: inputs, overwrite: overwrite, directory: directory)
+        if directory {
             return try FrameDirectoryWriter(target: target, info: info)
         }
         return try VideoWriter(target: target, info: info, options: options)

@@ -21,7 +21,10 @@ public struct OutputTarget: Sendable {
     public var shownName: String { isStandardOutput ? "stdout" : finalPath }
 
     /// Checks the output path against `inputs` and the file system, and reserves a temporary name.
-    public init(path: String, inputs: [String], overwrite: Bool) throws {
+    /// `directory`: the output is a frame directory, not a file. An existing path of the other
+    /// kind is refused, even with `overwrite` (before, `flicker --csv frames --overwrite` replaced
+    /// a directory of frames with its CSV).
+    public init(path: String, inputs: [String], overwrite: Bool, directory: Bool = false) throws {
         if StandardStream.isStandard(path) {
             finalPath = path
             temporaryPath = path
@@ -35,6 +38,12 @@ public struct OutputTarget: Sendable {
         }
         var isDirectory: ObjCBool = false
         let exists = fm.fileExists(atPath: path, isDirectory: &isDirectory)
+        if exists && isDirectory.boolValue && !directory {
+            throw MediaError(.outputExists, path: path, "is a directory, and the output is a file: remove it or choose another name")
+        }
+        if exists && !isDirectory.boolValue && directory {
+            throw MediaError(.outputExists, path: path, "is a file, and the output asked for is a frame directory (a final /): choose another name")
+        }
         if exists && !overwrite {
             throw MediaError(.outputExists, path: path, "already exists (use --overwrite to replace it)")
         }

@@ -348,6 +348,14 @@ import TestSupport
         let into = try Self.run(["convert", input, "-o", dir.file("clip.mp4") + "/", "--overwrite", "--quiet"])
         let written = try FileManager.default.contentsOfDirectory(atPath: dir.file("clip.mp4")).count
         #expect(into.status == 0 && written == 10, "\(into.stderr)")
+        // A report over that directory of frames: refused, the frames kept (before, --overwrite
+        // replaced the directory with the CSV).
+        #expect(try Self.run(["convert", input, "-o", dir.file("plot.svg") + "/", "--quiet"]).status == 0)
+        for (option, name) in [("--csv", "clip.mp4"), ("--plot", "plot.svg")] {
+            let report = try Self.run(["flicker", input, option, dir.file(name), "--overwrite", "--quiet"])
+            #expect(report.status == 1 && report.stderr == "lockstep: error: \(dir.file(name)): is a directory, and the output is a file: remove it or choose another name\n", "\(option): \(report.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file(name)).count == 10)
+        }
     }
 
     /// A frame exported to edit as WebP is the frame, as a PNG export is: lossless, in RGB.
