@@ -44,11 +44,12 @@ public final class FlickerAnalyzer {
 
     public init() {}
 
-    /// Adds the next frame (RGB in [0, 1]) shown at `seconds`.
-    public func add(_ image: PlanarImage, seconds: Double) {
+    /// Adds the next frame (RGB in [0, 1]) shown at `seconds`; `index`, its place in the input
+    /// (a `--frames` segment's frames keep theirs), by default the next.
+    public func add(_ image: PlanarImage, seconds: Double, index: Int? = nil) {
         let pyramid = Self.pyramid(image)
         let luma = Self.meanLuma(image) * 255
-        var record = FrameRecord(index: records.count, seconds: seconds, meanLuma: luma, lumaChange: nil, temporalDifference: [])
+        var record = FrameRecord(index: index ?? (records.last.map { $0.index + 1 } ?? 0), seconds: seconds, meanLuma: luma, lumaChange: nil, temporalDifference: [])
         if let last = records.last, previous.count == pyramid.count {
             record.lumaChange = luma - last.meanLuma
             record.temporalDifference = zip(pyramid, previous).map { Self.meanAbsoluteDifference($0, $1) * 255 }

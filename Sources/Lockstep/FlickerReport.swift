@@ -93,8 +93,9 @@ public struct FlickerReport {
         let width = 900.0, panelHeight = 220.0, margin = (left: 70.0, right: 20.0, top: 40.0, gap: 60.0)
         let plotWidth = width - margin.left - margin.right
         let height = margin.top + 2 * panelHeight + margin.gap + 50
-        let n = max(records.count - 1, 1)
-        func x(_ i: Int) -> Double { margin.left + plotWidth * Double(i) / Double(n) }
+        // Frames by their index in the input: a `--frames` segment's axis starts at its first.
+        let first = records.first?.index ?? 0, n = max((records.last?.index ?? 0) - first, 1)
+        func x(_ i: Int) -> Double { margin.left + plotWidth * Double(i - first) / Double(n) }
         var svg = """
         <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="sans-serif" font-size="12">
         <rect width="100%" height="100%" fill="white"/>
@@ -139,7 +140,7 @@ public struct FlickerReport {
         panel(top: margin.top + 10 + panelHeight + margin.gap, title: "Change between consecutive frames (8-bit)", series: lower)
         let axisY = margin.top + 10 + 2 * panelHeight + margin.gap
         for k in 0...5 {
-            let i = Int((Double(n) * Double(k) / 5).rounded())
+            let i = first + Int((Double(n) * Double(k) / 5).rounded())
             svg += "<text x=\"\(f(x(i)))\" y=\"\(f(axisY + 18))\" text-anchor=\"middle\">\(i)</text>\n"
         }
         svg += "<text x=\"\(margin.left + plotWidth / 2)\" y=\"\(f(axisY + 38))\" text-anchor=\"middle\">frame</text>\n</svg>\n"

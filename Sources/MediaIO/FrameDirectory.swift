@@ -59,8 +59,8 @@ public final class FrameDirectoryReader: FrameSource {
     }
 }
 
-/// Writes frames as 00000.png, 00001.png, … into a directory that appears, complete, under its
-/// final name only when `finish()` returns.
+/// Writes frames as 00000.png, 00001.png, … (each frame's index in the input) into a directory
+/// that appears, complete, under its final name only when `finish()` returns.
 public final class FrameDirectoryWriter: FrameSink {
     public var path: String { target.finalPath }
     private let target: OutputTarget
@@ -84,7 +84,10 @@ public final class FrameDirectoryWriter: FrameSink {
     deinit { if !closed { abort() } }
 
     public func write(_ frame: VideoFrame) throws {
-        let name = String(format: "%05d.png", count)
+        // Named by the frame's place in the input: a `--frames 40:41` export is 00040.png (a
+        // keyframe's name, as `edit --keyframes` reads it), and the frame directories of a split
+        // job's parts hold the whole run's names, to be put together with `mv`.
+        let name = String(format: "%05d.png", frame.index)
         let file = (target.temporaryPath as NSString).appendingPathComponent(name)
         let data = try encoder.encode(frame.image)
         do {

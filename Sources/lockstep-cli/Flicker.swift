@@ -63,7 +63,7 @@ struct Flicker: ParsableCommand {
         let timeBase = source.info.timeBase.value
         let last = try ProgressView(label: "flicker", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: nil, process: { frame in
-                analyzer.add(frame.image, seconds: Double(frame.pts) * timeBase)
+                analyzer.add(frame.image, seconds: Double(frame.pts) * timeBase, index: frame.index)
                 guard let warping else { return }
                 var guideImage = frame.image
                 if let guideSource {

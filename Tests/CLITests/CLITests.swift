@@ -358,6 +358,20 @@ import TestSupport
         }
     }
 
+    /// A `--frames` segment keeps its frames' numbers: in a frame directory (`--frames 4:6`
+    /// writes 00004.png and 00005.png, a keyframe's name as `edit --keyframes` reads it, and a
+    /// split job's directories merge into the whole run's) and in `flicker --csv`. Before, both
+    /// counted from 0.
+    @Test func segmentsKeepTheirFramesNumbers() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let r = try Self.run(["convert", input, "--frames", "4:6", "-o", dir.file("part/"), "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.file("part")).sorted() == ["00004.png", "00005.png"])
+        let csv = try Self.run(["flicker", input, "--frames", "4:6", "--csv", "-", "--quiet"])
+        #expect(csv.status == 0 && csv.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: ",")[0] } == ["4", "5"], "\(csv.stdout)")
+    }
+
     /// A frame exported to edit as WebP is the frame, as a PNG export is: lossless, in RGB.
     /// (Before, libwebp's default quality 75 in 4:2:0: 25 to 32 dB, and the loss was carried to
     /// every frame the edit reached.)
