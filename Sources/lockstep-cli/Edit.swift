@@ -19,7 +19,7 @@ struct Edit: ParsableCommand {
     @Option(name: .customLong("keyframe"), parsing: .unconditionalSingleValue, help: ArgumentHelp("Frame INDEX (from 0) as edited in IMAGE (an image with transparency is laid over the frame). Repeat for several keyframes: a frame between two takes both, the nearer weighing more.", valueName: "INDEX=IMAGE"))
     var keyframes: [String] = []
 
-    @Option(name: .customLong("keyframes"), help: ArgumentHelp("A directory of edited frames, each named by its frame index (00012.png, key12.png): a --keyframe for each. Two are held in memory at a time, however many there are.", valueName: "DIR"))
+    @Option(name: .customLong("keyframes"), help: ArgumentHelp("A directory of edited frames, each named by its frame index alone (00012.png, key12.png; hidden files are skipped): a --keyframe for each. Two are held in memory at a time, however many there are.", valueName: "DIR"))
     var keyframeDirectory: String?
 
     @Option(parsing: .unconditional, help: ArgumentHelp("Scale of the edit: 1 as made, 0 none, negative the opposite edit.", valueName: "S"))
@@ -74,7 +74,10 @@ struct Edit: ParsableCommand {
         return all
     }
 
-    /// The images in `directory`, each with the frame index its name ends in.
+    /// The images in `directory`, each with the frame index its name ends in. Hidden files (an
+    /// editor's temporary copy, macOS's `._00012.png` beside each file on a shared drive) are
+    /// not keyframes. A name with another number before its index (`key10_v2.png`) is refused:
+    /// which of its numbers is the frame is a guess (before, the last was taken, silently).
     static func keyframes(in directory: String) throws -> [(index: Int, image: String)] {
         var isDirectory: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory)
@@ -84,7 +87,7 @@ struct Edit: ParsableCommand {
         // Image files (not directories, whatever their names), as a frame directory's are.
         let names = try FileManager.default.contentsOfDirectory(atPath: directory).sorted(by: naturalOrder).filter { name in
             var isFolder: ObjCBool = false
-            return ImageFile.extensions.contains(URL(fileURLWithPath: name).pathExtension.lowercased())
+            return !name.hasPrefix(".") && ImageFile.extensions.contains(URL(fileURLWithPath: name).pathExtension.lowercased())
                 && FileManager.default.fileExists(atPath: (directory as NSString).appendingPathComponent(name), isDirectory: &isFolder) && !isFolder.boolValue
         }
         guard !names.isEmpty else { throw MediaError(.invalidArgument, path: directory, "holds no keyframe images (\(ImageFile.extensionList))") }
@@ -94,8 +97,12 @@ struct Edit: ParsableCommand {
             let digits = String(stem.reversed().prefix { $0.isASCII && $0.isNumber }.reversed())
             guard let index = Int(digits) else {
                 throw MediaError(.invalidArgument, path: path, digits.isEmpty
-                    ? "has no frame index in its name: name each keyframe by its frame, e.g. 00012.png"
+                    ? "does not end in a frame index: name each keyframe by its frame, e.g. 00012.png"
                     : "names frame \(digits), past any video's frames")
+            }
+            let before = stem.dropLast(digits.count)
+            if before.contains(where: { $0.isASCII && $0.isNumber }) {
+                throw MediaError(.invalidArgument, path: path, "has another number before its frame index \(index): name each keyframe by its frame alone, e.g. \(String(format: "%05d", index)).png")
             }
             return (index, path)
         }
@@ -124,7 +131,7 @@ struct Edit: ParsableCommand {
         let originals = ForwardReader(try Media.openSource(input, damageLog: damage.log), last: keys.map(\.index).max()!)
         let sources = keys.map { key in
             KeyframeSource(index: key.index) {
-                let original = try originals.frame(key.index)
+                let original = try originals.frame(key.index, editedIn: key.image)
                 return Keyframe(index: key.index, original: original, edited: try Self.edited(key.image, over: original))
             }
         }
@@ -164,8 +171,9 @@ final class ForwardReader {
 
     private var count = 0
 
-    /// Frame `index` (at most `last`), which must come after every frame asked for before.
-    func frame(_ index: Int) throws -> PlanarImage {
+    /// Frame `index` (at most `last`), which must come after every frame asked for before;
+    /// `image`, the keyframe made of it, which an error names.
+    func frame(_ index: Int, editedIn image: String) throws -> PlanarImage {
         precondition(index <= last, "only frames up to the last announced are asked for")
         while let source, let frame = try source.next() {
             count = frame.index + 1
@@ -175,6 +183,6 @@ final class ForwardReader {
             }
             precondition(frame.index < index, "frames are asked for in increasing order")
         }
-        throw MediaError(.invalidArgument, path: path, "frame \(index) is outside the video, which has \(count) frames (0 to \(count - 1))")
+        throw MediaError(.invalidArgument, path: image, "is the keyframe for frame \(index), but \(StandardStream.shownName(path)) has \(count) frames (0 to \(count - 1))")
     }
 }

@@ -642,7 +642,9 @@ import TestSupport
         try ImageFile.writePNG(SyntheticClip.flat(level: 100, width: 64, height: 48), to: key)
         let r = try CLITests.run(["edit", input, "-o", dir.file("out.mp4"), "--keyframe", "25=\(key)"])
         #expect(r.status == 1)
-        #expect(r.stderr.contains("frame 25 is outside the video, which has 10 frames"))
+        // Named by the keyframe image, which is what to fix (before, by the input's name).
+        #expect(r.stderr == "lockstep: error: \(key): is the keyframe for frame 25, but \(input) has 10 frames (0 to 9)\n", "\(r.stderr)")
+        #expect(dir.contents == ["in.mkv", "key.png"])
     }
 
     /// The keyframe itself comes out as edited, and --strength 0 leaves the video as it was.
@@ -690,8 +692,18 @@ import TestSupport
         #expect(twice.status == 1 && twice.stderr.contains("is a keyframe for frame 3, and so is"), "\(twice.stderr)")
         try ImageFile.writePNG(frames[0].image, to: dir.file("keys/edited.png"))
         let unnamed = try CLITests.run(common + ["--keyframes", dir.file("keys"), "-o", dir.file("c.mkv")])
-        #expect(unnamed.status == 1 && unnamed.stderr == "lockstep: error: \(dir.file("keys/edited.png")): has no frame index in its name: name each keyframe by its frame, e.g. 00012.png\n")
+        #expect(unnamed.status == 1 && unnamed.stderr == "lockstep: error: \(dir.file("keys/edited.png")): does not end in a frame index: name each keyframe by its frame, e.g. 00012.png\n")
+        try FileManager.default.removeItem(atPath: dir.file("keys/edited.png"))
+        // A name with two numbers is a guess (key10_v2.png was taken as frame 2), refused.
+        try ImageFile.writePNG(frames[0].image, to: dir.file("keys/key5_v2.png"))
+        let ambiguous = try CLITests.run(common + ["--keyframes", dir.file("keys"), "-o", dir.file("c.mkv")])
+        #expect(ambiguous.status == 1 && ambiguous.stderr == "lockstep: error: \(dir.file("keys/key5_v2.png")): has another number before its frame index 2: name each keyframe by its frame alone, e.g. 00002.png\n", "\(ambiguous.stderr)")
         #expect(!dir.contents.contains("c.mkv"))
+        // Hidden files (macOS's ._00003.png beside each file on a shared drive) are not keyframes.
+        try FileManager.default.removeItem(atPath: dir.file("keys/key5_v2.png"))
+        try Data("AppleDouble".utf8).write(to: URL(fileURLWithPath: dir.file("keys/._00003.png")))
+        let hidden = try CLITests.run(common + ["--keyframes", dir.file("keys"), "-o", dir.file("c.mkv")])
+        #expect(hidden.status == 0, "\(hidden.stderr)")
     }
 
     /// Two segments edited with the whole video's keyframe equal the whole run, frame for frame.
