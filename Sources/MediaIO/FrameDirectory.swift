@@ -65,7 +65,6 @@ public final class FrameDirectoryWriter: FrameSink {
     public var path: String { target.finalPath }
     private let target: OutputTarget
     private let encoder: PNGEncoder
-    private var count = 0
     private var closed = false
 
     public init(target: OutputTarget, info: StreamInfo) throws {
@@ -98,7 +97,6 @@ public final class FrameDirectoryWriter: FrameSink {
             }
             throw MediaError(.io, path: target.finalPath, "cannot write \(name): \(error.localizedDescription)")
         }
-        count += 1
     }
 
     public func finish() throws {
