@@ -58,7 +58,6 @@ public enum Concatenation {
         }
 
         let timeline = isTimeline(inputs)
-        let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
         var increasing = IncreasingDts()
         let packet = handles.packet
         var frames = 0
@@ -152,6 +151,9 @@ public enum Concatenation {
         return Summary(frames: frames, seconds: Double(videoEnd - (videoStart ?? 0)) / 1_000_000)
     }
 
+    /// Microseconds as seconds, for messages.
+    static func seconds(_ micros: Int64) -> String { String(format: "%.3f s", Double(micros) / 1e6) }
+
     /// Whether `inputs` are the parts of one timeline (a split job's): one of them at least was
     /// cut from a longer video (`isCut`), and no two start at the same time. Files made
     /// separately start at zero, or all at the same offset (MPEG-TS's 1.4 s), and are joined one
@@ -165,7 +167,6 @@ public enum Concatenation {
     /// joined twice.) A part cut from a longer video is refused twice whatever the others are;
     /// a file made on its own, given twice, plays twice.
     static func checkOrder(_ inputs: [Part]) throws {
-        let seconds = { (micros: Int64) in String(format: "%.3f s", Double(micros) / 1e6) }
         for (k, part) in inputs.enumerated() where part.isCut {
             if let earlier = inputs[..<k].first(where: { OutputTarget.isSameFile($0.path, part.path) }) {
                 throw MediaError(.invalidArgument, path: part.path, "is given twice (also as \(earlier.path)): give each part of a split job once")
