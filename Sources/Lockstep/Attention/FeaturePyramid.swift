@@ -19,6 +19,9 @@ public struct FeatureLevel: Sendable {
     let pointFeatures: [Float]
 
     public var count: Int { height * width }
+    /// The share of positions whose neighbourhood is above the contrast floor: 1 without one.
+    /// What is below it has nothing to be matched by.
+    public let detailedShare: Float
 
     /// Removes each channel's mean, so dot products are correlations and flat regions score
     /// near 0, then builds the normalised descriptors (edges mirrored).
@@ -43,10 +46,12 @@ public struct FeatureLevel: Sendable {
         let floor = max(contrastFloor * Float(c * 9).squareRoot(), 1e-6)
         var descriptors = [Float](repeating: 0, count: n * length)
         var points = [Float](repeating: 0, count: n * c)
+        var detailedRows = [Int](repeating: 0, count: h)
         planar.withUnsafeBufferPointer { src in
         descriptors.withUnsafeMutableBufferPointer { dst in
         points.withUnsafeMutableBufferPointer { pts in
-            let s = src.baseAddress!, d = dst.baseAddress!, pp = pts.baseAddress!
+        detailedRows.withUnsafeMutableBufferPointer { rowCounts in
+            let s = src.baseAddress!, d = dst.baseAddress!, pp = pts.baseAddress!, detailed = rowCounts.baseAddress!
             parallelChunks(h, minimumChunk: 4) { rows in
                 for y in rows {
                     for x in 0..<w {
@@ -62,6 +67,7 @@ public struct FeatureLevel: Sendable {
                         }
                         var norm: Float = 0
                         for j in 0..<length { norm += out[j] * out[j] }
+                        if norm.squareRoot() >= floor { detailed[y] += 1 }
                         let scale = 1 / max(norm.squareRoot(), floor)
                         for j in 0..<length { out[j] *= scale }
                         var pointNorm: Float = 0
@@ -71,9 +77,10 @@ public struct FeatureLevel: Sendable {
                     }
                 }
             }
-        } } }
+        } } } }
         positionMajor = descriptors
         pointFeatures = points
+        detailedShare = contrastFloor > 0 ? Float(detailedRows.reduce(0, +)) / Float(max(n, 1)) : 1
     }
 }
 

@@ -210,10 +210,13 @@ public final class DeflickerAnalysis {
                     newReference = .coverage
                     if appearance.matchedFraction >= Self.minimumLink {
                         link = appearance
-                    } else {
-                        // Nothing matched, and nothing was cut: a picture with no detail to match
-                        // (a colour gradient, fog, a sky), not a new shot. The two frames are
-                        // compared whole, and the tone is carried on (`wholeFrameLink`).
+                    } else if frame.pyramid[frame.pyramid.finest].detailedShare < Self.minimumLink {
+                        // Nothing matched because there was nothing to match (blind, on a
+                        // colour gradient, fog, a sky), and nothing was cut: not a new shot. The
+                        // two frames are compared whole, and the tone is carried on
+                        // (`wholeFrameLink`). A frame with detail that matched nothing (fast
+                        // motion, new content) still begins a shot: compared whole, it would
+                        // take the change of content for a change of tone.
                         link = wholeFrameLink(sampledColour, reference: reference, field: field, stride: stride,
                                               samplesPerCell: samplesPerCell, guided: frame.guide != nil)
                     }
