@@ -18,10 +18,22 @@ public func cubicBSplineWeights(_ t: Float) -> SIMD4<Float> {
     return SIMD4(u * u * u, 3 * t3 - 6 * t2 + 4, -3 * t3 + 3 * t2 + 3 * t + 1, t3) * (1 / 6 as Float)
 }
 
+/// Where coefficient `i` (from −1 to `count` + 1) lies under the prefilter's whole-sample
+/// symmetric borders (c[−1] = c[1], c[n] = c[n − 2]; `mirroredIndex(_:length:padded:)` is the
+/// half-sample kind the resampling filters use): a sampler that clamps instead reads other
+/// coefficients than the prefilter assumed, and the first and last pixels of an image no longer
+/// come back as they were.
+@inlinable @inline(__always)
+public func wholeSampleMirroredIndex(_ i: Int, count n: Int) -> Int {
+    if i < 0 { return min(0 &- i, n &- 1) }
+    if i >= n { return max(2 &* (n &- 1) &- i, 0) }
+    return i
+}
+
 extension PlanarImage {
     /// The cubic B-spline coefficients that interpolate this image (Unser's recursive prefilter,
     /// along rows then columns, mirror-symmetric borders): sampling them with
-    /// `cubicBSplineWeights` gives back every sample exactly, and smooth band-limited values between.
+    /// `cubicBSplineWeights`, its borders read through `mirroredIndex`, gives back every sample exactly, and smooth band-limited values between.
     public func bSplineCoefficients() -> PlanarImage {
         var out = self
         let w = width, h = height

@@ -62,6 +62,19 @@ struct PooledFeatures: FeatureEncoder {
         #expect(try propagator.apply(to: other, index: 4).isIdentical(to: other))
     }
 
+    /// The keyframe's own frame comes out as the keyframe, to its outermost pixels, however fine
+    /// the edit's detail (a pencil sketch's strokes are pixel-fine).
+    @Test func theKeyframesOwnFrameIsTheKeyframe() throws {
+        let key = Self.frame(0)
+        var random = SeededRandom(8)
+        let edited = PlanarImage(channels: 3, height: key.height, width: key.width,
+                                 values: key.values.map { min(max($0 + 0.3 * Float(random.uniform()) - 0.15, 0), 1) })
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: edited)], encoder: PooledFeatures())
+        let out = try propagator.apply(to: key, index: 0)
+        let worst = zip(out.values, edited.values).map { abs($0 - $1) }.max() ?? 0
+        #expect(worst < 1e-3, "largest difference \(worst)")
+    }
+
     /// A grade made on frame 0 is reproduced on a later frame.
     @Test func gradeIsRecoveredOnOtherFrames() throws {
         let key = Self.frame(0)

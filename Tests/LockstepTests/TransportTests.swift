@@ -25,6 +25,30 @@ import TestSupport
         #expect(confidence.values.allSatisfy { abs($0 - 0.75) < 1e-6 })
     }
 
+    /// A field that moves nothing gives the image back exactly, its border pixels included: the
+    /// sampler reads the coefficients beyond the edges as the prefilter mirrored them. (Read
+    /// clamped, a frame's outermost pixels of fine detail came back up to 120 levels off, and a
+    /// keyframe's own frame was not the keyframe.)
+    @Test func aStillFieldGivesTheImageBackToItsBorders() {
+        let w = 61, h = 45, fw = 8, fh = 6
+        var random = SeededRandom(5)
+        let field = CorrespondenceField(width: fw, height: fh,
+                                        x: (0..<(fw * fh)).map { Float($0 % fw) }, y: (0..<(fw * fh)).map { Float($0 / fw) },
+                                        confidence: [Float](repeating: 1, count: fw * fh))
+        for channels in [3, 4] {
+            // Pixel noise: the detail that a wrong border coefficient changes most.
+            let image = PlanarImage(channels: channels, height: h, width: w,
+                                    values: (0..<(channels * w * h)).map { _ in Float(random.uniform()) })
+            let carried = Transport.carry(image, along: field, factor: 8, origin: 3.5).image
+            var worst: Float = 0, at = (0, 0)
+            for c in 0..<channels { for y in 0..<h { for x in 0..<w {
+                let d = abs(carried[c, y, x] - image[c, y, x])
+                if d > worst { worst = d; at = (x, y) }
+            } } }
+            #expect(worst < 1e-4, "\(channels) channels: largest difference \(worst) at \(at)")
+        }
+    }
+
     /// Four channels are carried interleaved (one pixel's taps adjacent, as the edit carries its
     /// three planes and colour share): the same as each plane carried alone, in the interior and
     /// where the field reaches past the borders.

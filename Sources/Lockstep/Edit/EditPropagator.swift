@@ -360,8 +360,8 @@ extension EditPropagator {
             for ch in 0..<image.channels { for y in 0..<h { for x in 0..<w {
                 var v: Float = 0
                 for j in 0..<4 {
-                    let row = s + (ch * h + min(max(y + j - 1, 0), h - 1)) * w
-                    for i in 0..<4 { v += k[j] * k[i] * row[min(max(x + i - 1, 0), w - 1)] }
+                    let row = s + (ch * h + wholeSampleMirroredIndex(y + j - 1, count: h)) * w
+                    for i in 0..<4 { v += k[j] * k[i] * row[wholeSampleMirroredIndex(x + i - 1, count: w)] }
                 }
                 d[(ch * h + y) * w + x] = v
             } } }

@@ -166,7 +166,8 @@ public enum Transport {
         }
     }
 
-    /// Cubic B-spline sample of four interleaved channels at (x, y), edges clamped.
+    /// Cubic B-spline sample of four interleaved channels at (x, y), clamped to the image; its
+    /// coefficients beyond the edges mirrored, as the prefilter assumes them.
     @inline(__always)
     static func sampleBSpline4(_ s: UnsafePointer<Float>, width w: Int, height h: Int, x: Float, y: Float) -> SIMD4<Float> {
         let cx = min(max(x, 0), Float(w - 1)), cy = min(max(y, 0), Float(h - 1))
@@ -184,9 +185,10 @@ public enum Transport {
                 p += w &* 16
             }
         } else {
-            let x0 = max(ix &- 1, 0), x1 = ix, x2 = min(ix &+ 1, w &- 1), x3 = min(ix &+ 2, w &- 1)
+            let x0 = wholeSampleMirroredIndex(ix &- 1, count: w), x1 = ix
+            let x2 = wholeSampleMirroredIndex(ix &+ 1, count: w), x3 = wholeSampleMirroredIndex(ix &+ 2, count: w)
             for j in 0..<4 {
-                let row = s + min(max(iy &+ j &- 1, 0), h &- 1) &* w &* 4
+                let row = s + wholeSampleMirroredIndex(iy &+ j &- 1, count: h) &* w &* 4
                 let a = SIMD8(lowHalf: UnsafeRawPointer(row + x0 &* 4).loadUnaligned(as: SIMD4<Float>.self),
                               highHalf: UnsafeRawPointer(row + x1 &* 4).loadUnaligned(as: SIMD4<Float>.self))
                 let b = SIMD8(lowHalf: UnsafeRawPointer(row + x2 &* 4).loadUnaligned(as: SIMD4<Float>.self),
@@ -197,7 +199,8 @@ public enum Transport {
         return sum.lowHalf + sum.highHalf
     }
 
-    /// Cubic B-spline sample of every channel at (x, y) from coefficients `s`, edges clamped;
+    /// Cubic B-spline sample of every channel at (x, y) from coefficients `s`, clamped to the
+    /// image, its coefficients beyond the edges mirrored;
     /// writes out[ch · channelStride].
     @inline(__always)
     static func sampleBSpline(_ s: UnsafePointer<Float>, width w: Int, height h: Int, channels c: Int, plane: Int,
@@ -225,8 +228,10 @@ public enum Transport {
             }
             return
         }
-        let x0 = max(ix &- 1, 0), x1 = ix, x2 = min(ix &+ 1, w &- 1), x3 = min(ix &+ 2, w &- 1)
-        let r0 = max(iy &- 1, 0) &* w, r1 = iy &* w, r2 = min(iy &+ 1, h &- 1) &* w, r3 = min(iy &+ 2, h &- 1) &* w
+        let x0 = wholeSampleMirroredIndex(ix &- 1, count: w), x1 = ix
+        let x2 = wholeSampleMirroredIndex(ix &+ 1, count: w), x3 = wholeSampleMirroredIndex(ix &+ 2, count: w)
+        let r0 = wholeSampleMirroredIndex(iy &- 1, count: h) &* w, r1 = iy &* w
+        let r2 = wholeSampleMirroredIndex(iy &+ 1, count: h) &* w, r3 = wholeSampleMirroredIndex(iy &+ 2, count: h) &* w
         var p = s
         for ch in 0..<c {
             let a = wx[0] * p[r0 &+ x0] + wx[1] * p[r0 &+ x1] + wx[2] * p[r0 &+ x2] + wx[3] * p[r0 &+ x3]
