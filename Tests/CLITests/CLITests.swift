@@ -50,14 +50,12 @@ import TestSupport
     /// Waits for a started `process`, reading its stdout and stderr pipes to the end.
     static func collect(_ process: Process, out: Pipe, err: Pipe) -> Result {
         // Both pipes are drained together: a child that fills one while the other is read would block.
-        var stderr = Data()
-        let errorsRead = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { stderr = err.fileHandleForReading.readDataToEndOfFile(); errorsRead.signal() }
+        let stderr = DrainedPipe(err)
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        errorsRead.wait()
+        let errors = stderr.data()
         process.waitUntilExit()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
-                      stderr: String(decoding: stderr, as: UTF8.self))
+                      stderr: String(decoding: errors, as: UTF8.self))
     }
 
     static func clip(in dir: TemporaryDirectory, frames: Int = 10) throws -> String {

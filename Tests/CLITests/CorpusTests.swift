@@ -184,16 +184,14 @@ enum FFprobe {
         process.standardOutput = out
         process.standardError = err
         try process.run()
-        var errors = Data()
-        let errorsRead = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { errors = err.fileHandleForReading.readDataToEndOfFile(); errorsRead.signal() }
+        // stderr is drained on another thread so that neither pipe fills while the other is read.
+        let errors = DrainedPipe(err)
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        errorsRead.wait()
         process.waitUntilExit()
         // One line per frame ("0.033008," in program streams); a frame without a time reads N/A.
         let stamps = text.split(separator: "\n").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: ", ")) }
             .filter { !$0.isEmpty }.map { Double($0) ?? .nan }
-        return Decoded(timestamps: stamps, errors: String(decoding: errors, as: UTF8.self)
+        return Decoded(timestamps: stamps, errors: String(decoding: errors.data(), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }

@@ -161,7 +161,7 @@ import TestSupport
     /// away gets one line too (not a silent death by SIGPIPE).
     @Test func badStreamsAreOneLine() throws {
         let dir = TemporaryDirectory()
-        let input = try CLITests.clip(in: dir)
+        _ = try CLITests.clip(in: dir)
         // Text, not random bytes: 1 run in a few hundred of /dev/urandom holds an MP3 sync word
         // that FFmpeg probes as audio, which is then refused as "no video stream" instead.
         let garbage = try Self.shell("yes 'this is not a video' | head -c 5000 | \"$LOCKSTEP\" convert - -o out.mkv", in: dir)

@@ -132,3 +132,22 @@ public struct SeededRandom {
     /// Uniform in [0, 1).
     public mutating func uniform() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
+
+/// A pipe read to its end on a thread of its own; `data()` waits for that end.
+public final class DrainedPipe: @unchecked Sendable {
+    private var contents = Data()
+    private let done = DispatchSemaphore(value: 0)
+
+    public init(_ pipe: Pipe) {
+        DispatchQueue.global().async { [self] in
+            contents = pipe.fileHandleForReading.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+
+    /// Everything the pipe carried; `contents` is written once, before the signal this waits on.
+    public func data() -> Data {
+        done.wait()
+        return contents
+    }
+}
