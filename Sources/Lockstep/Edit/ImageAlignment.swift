@@ -17,12 +17,20 @@ public struct ImageAlignment: Sendable {
     /// The reference 2×2-pooled, aligned first: its blocks see twice as far, so this level starts
     /// within its reach even where the attention is a few pixels off.
     let coarser: [ImageAlignment]
+    /// Whether the membrane holds the field's edges to its overall slope (see `solve`), as a
+    /// carried edit needs: its edges must sit where the frame shows them under a zoom or a turn.
+    /// `deflicker`'s analysis, which gathers tone statistics over a frame matched to a reference
+    /// often far away in time, gains nothing from its edges and was only moved about by the
+    /// slope (fitted on fields where people walk through a still shot, it has no meaning): it
+    /// keeps the plain membrane.
+    let followsSlope: Bool
 
-    public init(reference: PlanarImage, levels: Int = 3) {
+    public init(reference: PlanarImage, levels: Int = 3, followingSlope: Bool = true) {
         let reference = Self.matched(reference)
         self.reference = Self.smoothed(reference)
+        followsSlope = followingSlope
         coarser = levels > 1 && min(reference.width, reference.height) >= 64
-            ? [ImageAlignment(reference: reference.averagePooled2(), levels: levels - 1)] : []
+            ? [ImageAlignment(reference: reference.averagePooled2(), levels: levels - 1, followingSlope: followingSlope)] : []
     }
 
     /// The grid's geometry on 2×2-pooled pictures (pooled pixel u covers pixels 2u and 2u + 1),
@@ -73,6 +81,12 @@ public struct ImageAlignment: Sendable {
         var current: Grid?
         var terms: [Float] = []
         var finest: Level?
+        // The field's overall slope (`overallSlope`, for the membrane at the grid's edges): fitted
+        // on each round's answer and used from the next round on, carried from each level to the
+        // finer one (a slope is the same in any level's pixels). Fitted on the answers, not on the
+        // attention's rough start, so that a field the pictures pin to a constant (a still
+        // camera, a pan) stays exactly that.
+        var slope = Slope.zero
         for l in stride(from: alignments.count - 1, through: 0, by: -1) {
             let scale = 1 << l
             // Level l's pixel u sits at full-resolution pixel 2^l·u + (2^l − 1)/2.
@@ -98,8 +112,12 @@ public struct ImageAlignment: Sendable {
                     guard count > 0, trace > 0 else { break }
                     lambda = Self.smoothness * Float(trace / Double(count))
                 }
+                // Grid samples are `k` of this level's pixels apart at every level.
                 Self.solve(terms, dx: &grid.dx, dy: &grid.dy, width: grid.width, height: grid.height, lambda: lambda, limit: k,
-                           sweeps: coarsest ? Self.coarsestSweeps : Self.sweeps)
+                           spacing: k, slope: slope, sweeps: coarsest ? Self.coarsestSweeps : Self.sweeps)
+                if followsSlope {
+                    slope = Self.overallSlope(terms, dx: grid.dx, dy: grid.dy, width: grid.width, height: grid.height, spacing: k)
+                }
             }
             current = grid
             finest = level
@@ -204,11 +222,12 @@ public struct ImageAlignment: Sendable {
         return exp(-0.5 * e / (count * matchNoise * matchNoise + matchSlack * matchSlack * g))
     }
 
-    /// Minimises Σᵢ [uᵢ − dᵢ]ᵀHᵢ[uᵢ − dᵢ] − 2bᵢᵀ[uᵢ − dᵢ] + λ Σ_{i~j} |uᵢ − uⱼ|² over the new
-    /// displacements u (4-neighbour grid) by successive over-relaxation, warm-started at d; each
-    /// sample then moves at most `limit` pixels, as far as its linearisation holds.
+    /// Minimises Σᵢ [uᵢ − dᵢ]ᵀHᵢ[uᵢ − dᵢ] − 2bᵢᵀ[uᵢ − dᵢ] + λ Σ_{i~j} |uᵢ − uⱼ − J(xᵢ − xⱼ)|² over the new
+    /// displacements u (4-neighbour grid, samples `spacing` pixels apart) by successive
+    /// over-relaxation, warm-started at d; each sample then moves at most `limit` pixels, as far
+    /// as its linearisation holds.
     static func solve(_ e: [Float], dx: inout [Float], dy: inout [Float], width fw: Int, height fh: Int, lambda: Float,
-                      limit: Float, sweeps: Int) {
+                      limit: Float, spacing: Float, slope: Slope, sweeps: Int) {
         let n = fw &* fh, omega: Float = 1.8, stride = Level.stride
         // Right-hand side r = b + H d, fixed during the sweeps.
         var rx = [Float](repeating: 0, count: n), ry = rx
@@ -217,6 +236,18 @@ public struct ImageAlignment: Sendable {
             rx[i] = e[b &+ 3] + e[b] * dx[i] + e[b &+ 1] * dy[i]
             ry[i] = e[b &+ 4] + e[b &+ 1] * dx[i] + e[b &+ 2] * dy[i]
         }
+        // The membrane holds neighbours' differences to the field's overall `slope` rather than
+        // to zero. Inside the grid the two are the same (a sample's links in opposite directions
+        // cancel the slope); at the edges, where a sample lacks a link, a plain membrane pulls it
+        // to its inner neighbour's displacement, and a zoom's or a turn's field, which keeps
+        // changing out to the frame's edges, was held there: edge samples 8 px off at a 1.19× zoom.
+        for j in 0..<fh { for i in 0..<fw {
+            let ex = spacing * Float((i &+ 1 == fw ? 1 : 0) - (i == 0 ? 1 : 0))
+            let ey = spacing * Float((j &+ 1 == fh ? 1 : 0) - (j == 0 ? 1 : 0))
+            if ex == 0 && ey == 0 { continue }
+            rx[j &* fw &+ i] += lambda * (slope.xx * ex + slope.xy * ey)
+            ry[j &* fw &+ i] += lambda * (slope.yx * ex + slope.yy * ey)
+        } }
         // Each sample's 2×2 system (its block's H plus λ per link) is the same in every sweep:
         // its inverse is taken once, so that a sweep multiplies where it divided (the divisions,
         // one sample waiting on the one before, were most of the sweep's time). A sample whose
@@ -262,6 +293,42 @@ public struct ImageAlignment: Sendable {
             let reach = own > 4 * lambda ? limit : .infinity
             dx[i] += min(max(ux[i] - dx[i], -reach), reach)
             dy[i] += min(max(uy[i] - dy[i], -reach), reach)
+        }
+    }
+
+    /// The displacement field's slope (∂dx/∂x, ∂dx/∂y, ∂dy/∂x, ∂dy/∂y, per pixel) as one affine
+    /// fit over the grid (samples `spacing` pixels apart), each sample weighted by its block's
+    /// strength (the trace of its normal matrix in `e`); zero where the fit is not determined.
+    static func overallSlope(_ e: [Float], dx: [Float], dy: [Float], width fw: Int, height fh: Int,
+                             spacing: Float) -> Slope {
+        // Weighted normal equations of [1 X Y] against dx and dy, positions centred for conditioning.
+        var a = [Double](repeating: 0, count: 9), bx = [Double](repeating: 0, count: 3), by = bx
+        let cx = Double(fw - 1) / 2, cy = Double(fh - 1) / 2
+        for j in 0..<fh { for i in 0..<fw {
+            let index = j &* fw &+ i, w = Double(e[Level.stride &* index] + e[Level.stride &* index &+ 2])
+            guard w > 0 else { continue }
+            let v = SIMD3<Double>(1, (Double(i) - cx) * Double(spacing), (Double(j) - cy) * Double(spacing))
+            for r in 0..<3 {
+                for c in 0..<3 { a[3 * r + c] += w * v[r] * v[c] }
+                bx[r] += w * v[r] * Double(dx[index]); by[r] += w * v[r] * Double(dy[index])
+            }
+        } }
+        guard let sx = solve3(a, bx), let sy = solve3(a, by) else { return .zero }
+        return Slope(xx: Float(sx[1]), xy: Float(sx[2]), yx: Float(sy[1]), yy: Float(sy[2]))
+    }
+
+    /// x with a x = b for a symmetric 3 × 3 `a` (row-major), by Cramer's rule; nil where `a` is
+    /// near singular (a grid one sample wide, or no textured block).
+    static func solve3(_ a: [Double], _ b: [Double]) -> [Double]? {
+        func det(_ m: [Double]) -> Double {
+            m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6])
+        }
+        let d = det(a), scale = a[0] * a[4] * a[8]
+        guard scale > 0, abs(d) > 1e-9 * scale else { return nil }
+        return (0..<3).map { column in
+            var m = a
+            for r in 0..<3 { m[3 * r + column] = b[r] }
+            return det(m) / d
         }
     }
 
@@ -481,5 +548,12 @@ extension ImageAlignment {
             } }
             return count > 0 ? sum / count : .infinity
         }
+    }
+
+    /// How a displacement field changes across the picture, per pixel: ∂dx/∂x, ∂dx/∂y, ∂dy/∂x,
+    /// ∂dy/∂y (nil for a pan, −0.16 on both diagonals for a 1.19× zoom in).
+    struct Slope {
+        var xx: Float, xy: Float, yx: Float, yy: Float
+        static let zero = Slope(xx: 0, xy: 0, yx: 0, yy: 0)
     }
 }
