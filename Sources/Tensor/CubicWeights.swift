@@ -33,7 +33,9 @@ public func wholeSampleMirroredIndex(_ i: Int, count n: Int) -> Int {
 extension PlanarImage {
     /// The cubic B-spline coefficients that interpolate this image (Unser's recursive prefilter,
     /// along rows then columns, mirror-symmetric borders): sampling them with
-    /// `cubicBSplineWeights`, its borders read through `mirroredIndex`, gives back every sample exactly, and smooth band-limited values between.
+    /// `cubicBSplineWeights`, the coefficients beyond the borders read through
+    /// `wholeSampleMirroredIndex`, gives back every sample exactly, and smooth band-limited values
+    /// between.
     public func bSplineCoefficients() -> PlanarImage {
         var out = self
         let w = width, h = height
