@@ -200,7 +200,8 @@ import TestSupport
                                         x: (0..<(fw * fh)).map { Float($0 % fw) + 0.5 * truth($0 % fw, $0 / fw).0 / 8 },
                                         y: (0..<(fw * fh)).map { Float($0 / fw) + 0.5 * truth($0 % fw, $0 / fw).1 / 8 },
                                         confidence: [Float](repeating: 1, count: fw * fh))
-        let quality = ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5, measuringMatch: true)
+        let quality = ImageAlignment(reference: reference, followingSlope: true)
+            .refine(&field, frame: frame, factor: 8, origin: 3.5, measuringMatch: true)
         var worst: Float = 0, worstAt = (0, 0), poorest: Float = 1
         for j in 0..<fh { for i in 0..<fw {
             let index = j * fw + i, (tx, ty) = truth(i, j)
@@ -218,7 +219,8 @@ import TestSupport
         var (reference, frame, field) = Self.shiftedPair { _, _ in (0, 0) }
         let other = texture(channels: 3, width: 128, height: 96, seed: 99)
         for c in 0..<3 { for y in 32..<72 { for x in 40..<88 { frame[c, y, x] = 0.5 + 0.08 * other[c, y, x] } } }
-        let quality = ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5, measuringMatch: true)
+        let quality = ImageAlignment(reference: reference, followingSlope: true)
+            .refine(&field, frame: frame, factor: 8, origin: 3.5, measuringMatch: true)
         var matched: [Float] = [], changed: [Float] = []
         for j in 1..<11 { for i in 1..<15 {
             let (x, y) = (3.5 + 8 * Float(i), 3.5 + 8 * Float(j))

@@ -582,7 +582,7 @@ public final class DeflickerAnalysis {
             pictures = frame.guide.map {
                 PlanarImage(stacking: [frame.colour, $0, DeflickerAnalysis.editSlope(input: frame.colour, guide: $0)])
             } ?? frame.colour
-            alignment = frame.guide.map { ImageAlignment(reference: $0, followingSlope: false) }
+            alignment = frame.guide.map { ImageAlignment(reference: $0) }
         }
 
         /// The correspondence from `frame` to this reference, on the latent grid (`factor` pixels

@@ -211,7 +211,7 @@ final class KeyframeEdit: @unchecked Sendable {
         let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
         samples = synthesis.contributes ? Transport.interleaved4(carried) : nil
-        alignment = ImageAlignment(reference: key.original)
+        alignment = ImageAlignment(reference: key.original, followingSlope: true)
         // The alignment starts from the attention's answer pooled 2^l × 2^l (l = 2 at 720p), so the
         // attention stops one level finer than that: its finest levels would be averaged away
         // (and its sub-sample steps redone). One level below the alignment's keeps the
