@@ -39,6 +39,25 @@ import TestSupport
         #expect(psnr(other, Self.grade(other)) < 25)
     }
 
+    /// The function is evaluated eight pixels at a time (their lattice cells and weights as
+    /// vectors) and pixel by pixel for a row's last few: both give the same value, bit for bit,
+    /// for any colour, out-of-range ones included.
+    @Test func eightAtATimeIsPixelByPixel() {
+        let key = SyntheticClip.movingPattern(t: 0, width: 96, height: 64)
+        let transform = ColourTransform(original: key, edited: Self.grade(key))
+        var random = SeededRandom(17)
+        let n = 203  // not a multiple of eight: the last three go pixel by pixel
+        let colours = PlanarImage(channels: 3, height: 1, width: n, values: (0..<(3 * n)).map { _ in Float(random.uniform()) * 1.4 - 0.2 })
+        let together = transform.delta(for: colours)
+        var differing = 0
+        for x in 0..<n {
+            let alone = transform.delta(for: PlanarImage(channels: 3, height: 1, width: 1,
+                                                         values: (0..<3).map { colours[$0, 0, x] }))
+            for c in 0..<3 where together[c, 0, x] != alone[c, 0, 0] { differing += 1 }
+        }
+        #expect(differing == 0, "\(differing) of \(3 * n) values differ")
+    }
+
     /// Colours the examples never showed get the nearest learned behaviour, smoothly and within
     /// the range of what was learned: no wild extrapolation.
     @Test func unseenColoursStayBounded() {

@@ -11,8 +11,8 @@ import Tensor
 /// neighbours, so the function is defined, smooth and bounded everywhere.
 public struct ColourTransform: Sendable {
     public let size: Int
-    /// The delta at each lattice point: ((r·size + g)·size + b)·3 + channel; two zeros after the
-    /// last, so eight values can be read from any point's pair along b.
+    /// The delta at each lattice point: ((r·size + g)·size + b)·4 + channel, the fourth value 0,
+    /// so a pair of points along b is one 8-float vector with a point in each half.
     var lattice: [Float]
 
     /// Fits the delta `edited − original` as a function of `original`'s colour, weighting each
@@ -40,17 +40,18 @@ public struct ColourTransform: Sendable {
                 }
             }
         } }
-        lattice = [Float](repeating: 0, count: points * 3)
+        var values = [Float](repeating: 0, count: points * 3)
         var known = [Bool](repeating: false, count: points)
         // A lattice point is known when enough examples fall near it; the threshold keeps a few
         // stray pixels from deciding a colour on their own.
         let threshold = 1e-3 * (mass.max() ?? 0)
         for p in 0..<points where mass[p] > threshold && mass[p] > 0 {
             known[p] = true
-            for c in 0..<3 { lattice[3 * p + c] = Float(sums[3 * p + c] / mass[p]) }
+            for c in 0..<3 { values[3 * p + c] = Float(sums[3 * p + c] / mass[p]) }
         }
-        Self.fillByDiffusion(&lattice, known: known, size: size)
-        lattice += [0, 0]
+        Self.fillByDiffusion(&values, known: known, size: size)
+        lattice = [Float](repeating: 0, count: points * 4)
+        for p in 0..<points { for c in 0..<3 { lattice[4 * p + c] = values[3 * p + c] } }
     }
 
     /// The learned delta for `image`'s colours.
@@ -65,8 +66,16 @@ public struct ColourTransform: Sendable {
                     let (dr, dg, db) = (dst.baseAddress!, dst.baseAddress! + n, dst.baseAddress! + 2 * n)
                     let t = table.baseAddress!
                     parallelChunks(n, minimumChunk: 4096) { range in
-                        for i in range {
-                            (dr[i], dg[i], db[i]) = Self.evaluate(r[i], g[i], b[i], size: size, table: t)
+                        let block = 1024
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * block) { buffer in
+                            let values = buffer.baseAddress!
+                            for start in Swift.stride(from: range.lowerBound, to: range.upperBound, by: block) {
+                                let count = min(block, range.upperBound - start)
+                                Self.evaluateRow(r + start, g + start, b + start, count: count, size: size, table: t, into: values)
+                                for i in 0..<count {
+                                    (dr[start &+ i], dg[start &+ i], db[start &+ i]) = (values[4 &* i], values[4 &* i &+ 1], values[4 &* i &+ 2])
+                                }
+                            }
                         }
                     }
                 }
@@ -76,15 +85,16 @@ public struct ColourTransform: Sendable {
     }
 
     /// The delta at one colour, from the lattice `table` (trilinear). Each pair of corners along b
-    /// is six adjacent values, read as one vector; the four (r, g) pairs are blended in it.
+    /// is one 8-float vector (a corner in each half); the four (r, g) pairs are blended in it,
+    /// then its halves along b.
     @inline(__always)
     static func evaluate(_ r: Float, _ g: Float, _ b: Float, size: Int, table t: UnsafePointer<Float>) -> (Float, Float, Float) {
         let last = Float(size - 1)
         let (cr, cg, cb) = (min(max(r * last, 0), last), min(max(g * last, 0), last), min(max(b * last, 0), last))
         let (r0, g0, b0) = (min(Int(cr), size &- 2), min(Int(cg), size &- 2), min(Int(cb), size &- 2))
         let (fr, fg, fb) = (cr - Float(r0), cg - Float(g0), cb - Float(b0))
-        let base = UnsafeRawPointer(t + ((r0 &* size &+ g0) &* size &+ b0) &* 3)
-        let gStride = size &* 12, rStride = size &* size &* 12
+        let base = UnsafeRawPointer(t + ((r0 &* size &+ g0) &* size &+ b0) &* 4)
+        let gStride = size &* 16, rStride = size &* size &* 16
         let c00 = base.loadUnaligned(as: SIMD8<Float>.self)
         let c01 = base.loadUnaligned(fromByteOffset: gStride, as: SIMD8<Float>.self)
         let c10 = base.loadUnaligned(fromByteOffset: rStride, as: SIMD8<Float>.self)
@@ -93,8 +103,55 @@ public struct ColourTransform: Sendable {
         acc += c01 * ((1 - fr) * fg)
         acc += c10 * (fr * (1 - fg))
         acc += c11 * (fr * fg)
-        let wb0 = 1 - fb
-        return (wb0 * acc[0] + fb * acc[3], wb0 * acc[1] + fb * acc[4], wb0 * acc[2] + fb * acc[5])
+        let v = acc.lowHalf * (1 - fb) + acc.highHalf * fb
+        return (v[0], v[1], v[2])
+    }
+
+    /// `evaluate` for a row of pixels (`count` values from each of r, g, b), into `out`, four
+    /// values per pixel (the fourth 0). Eight pixels at a time: their lattice cells and weights
+    /// as vectors (the same operations as `evaluate`, so the same values), then each pixel's
+    /// corners read and blended as vectors and stored whole (read back lane by lane, LLVM had
+    /// split the blend into 24 scalar loads and products a pixel).
+    @inline(__always)
+    static func evaluateRow(_ r: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
+                            size: Int, table t: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let last = Float(size - 1), top = SIMD8<Float>(repeating: Float(size - 2))
+        let gStride = size &* 16, rStride = size &* size &* 16
+        let raw = UnsafeMutableRawPointer(out)
+        // Adding 2²³ puts a whole number below 2²³ in a float's low mantissa bits.
+        let magic = SIMD8<Float>(repeating: 0x1p23), mask = SIMD8<UInt32>(repeating: 0x7F_FFFF)
+        let s = Float(size)
+        var x = 0
+        while x &+ 8 <= count {
+            // For each channel: the lattice cell each value falls in (from 0 to the last but
+            // one point) and where in it, as `evaluate` finds them.
+            let vr = UnsafeRawPointer(r + x).loadUnaligned(as: SIMD8<Float>.self) * last
+            let vg = UnsafeRawPointer(g + x).loadUnaligned(as: SIMD8<Float>.self) * last
+            let vb = UnsafeRawPointer(b + x).loadUnaligned(as: SIMD8<Float>.self) * last
+            let cr = vr.replacing(with: 0, where: vr .< 0).replacing(with: last, where: vr .> last)
+            let cg = vg.replacing(with: 0, where: vg .< 0).replacing(with: last, where: vg .> last)
+            let cb = vb.replacing(with: 0, where: vb .< 0).replacing(with: last, where: vb .> last)
+            let wr = wholePart(cr), wg = wholePart(cg), wb = wholePart(cb)
+            let r0 = wr.replacing(with: top, where: wr .> top), g0 = wg.replacing(with: top, where: wg .> top)
+            let b0 = wb.replacing(with: top, where: wb .> top)
+            let fr = cr - r0, fg = cg - g0, fb = cb - b0
+            let index = unsafeBitCast(((r0 * s + g0) * s + b0) * 4 + magic, to: SIMD8<UInt32>.self) & mask
+            let w00 = (1 - fr) * (1 - fg), w01 = (1 - fr) * fg, w10 = fr * (1 - fg), w11 = fr * fg, wb0 = 1 - fb
+            for i in 0..<8 {
+                let base = UnsafeRawPointer(t + Int(index[i]))
+                var acc = base.loadUnaligned(as: SIMD8<Float>.self) * w00[i]
+                acc += base.loadUnaligned(fromByteOffset: gStride, as: SIMD8<Float>.self) * w01[i]
+                acc += base.loadUnaligned(fromByteOffset: rStride, as: SIMD8<Float>.self) * w10[i]
+                acc += base.loadUnaligned(fromByteOffset: rStride &+ gStride, as: SIMD8<Float>.self) * w11[i]
+                raw.storeBytes(of: acc.lowHalf * wb0[i] + acc.highHalf * fb[i], toByteOffset: (x &+ i) &* 16, as: SIMD4<Float>.self)
+            }
+            x &+= 8
+        }
+        while x < count {
+            let v = evaluate(r[x], g[x], b[x], size: size, table: t)
+            raw.storeBytes(of: SIMD4(v.0, v.1, v.2, 0), toByteOffset: x &* 16, as: SIMD4<Float>.self)
+            x &+= 1
+        }
     }
 
     /// The 8 lattice corners around a colour (in lattice units) and their trilinear weights.

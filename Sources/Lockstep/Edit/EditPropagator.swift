@@ -267,16 +267,17 @@ final class KeyframeEdit: @unchecked Sendable {
                 carrier.withScratch { scratch in
                     // The carried edit: three planes and the colour part's share, a row's width
                     // apart; then the synthesised one likewise, and its quality.
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 10 * w) { planes in
-                        let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 14 * w) { planes in
+                        let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w, c = cap + w
                         carrier.carry4(row: y, of: r.baseAddress!, width: w, height: edit.height, into: p, channelStride: w,
                                        confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
                         let line = y &* w
                         let red = frame + line, green = red + n, blue = green + n
+                        ColourTransform.evaluateRow(red, green, blue, count: w, size: size, table: table, into: c)
                         guard let synthesised, let samples = edit.samples else {
                             // The transport alone (s = 0 below).
                             for x in 0..<w {
-                                let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
+                                let (dr, dg, db) = (c[4 &* x], c[4 &* x &+ 1], c[4 &* x &+ 2])
                                 let t = trust[x], u = 1 - t * (1 - p[3 &* w &+ x])
                                 carried[x] = u * dr + t * p[x]
                                 carried[w &+ x] = u * dg + t * p[w &+ x]
@@ -289,7 +290,7 @@ final class KeyframeEdit: @unchecked Sendable {
                                                       quality: quality, cap: cap, skip: trust)
                         }
                         for x in 0..<w {
-                            let (dr, dg, db) = ColourTransform.evaluate(red[x], green[x], blue[x], size: size, table: table)
+                            let (dr, dg, db) = (c[4 &* x], c[4 &* x &+ 1], c[4 &* x &+ 2])
                             let t = min(trust[x], cap[x]), s = (1 - t) * quality[x]
                             let u = 1 - t * (1 - p[3 &* w &+ x]) - s * (1 - q[3 &* w &+ x])
                             carried[x] = u * dr + t * p[x] + s * q[x]

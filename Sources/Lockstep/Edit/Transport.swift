@@ -73,9 +73,10 @@ public enum Transport {
             self.columnWeight = columnWeight
         }
 
-        /// Scratch for one worker: the field interpolated to a pixel row, per feature-grid column.
+        /// Scratch for one worker: the field interpolated to a pixel row, per feature-grid column,
+        /// then per pixel.
         func withScratch<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * field.width) { body($0.baseAddress!) }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * field.width + 2 * width) { body($0.baseAddress!) }
         }
 
         /// Pixel row `y` of `image(X + D(X))` (`s`: the image's B-spline coefficients, `channels`
@@ -98,28 +99,88 @@ public enum Transport {
 
         /// `carry` from four channels interleaved (`Transport.interleaved4`): one pixel's taps
         /// are sixteen adjacent values a row, so a sample reads four short runs instead of
-        /// sixteen from four planes, and needs no horizontal sums.
+        /// sixteen from four planes, and needs no horizontal sums. Eight pixels at a time, their
+        /// taps' positions and weights as vectors (the same operations as `sampleBSpline4`, so
+        /// the same values), where all eight lie inside and are wanted; pixel by pixel elsewhere.
         @inline(__always)
         func carry4(row y: Int, of s: UnsafePointer<Float>, width sw: Int, height sh: Int,
                     into out: UnsafeMutablePointer<Float>, channelStride: Int, confidence cp: UnsafeMutablePointer<Float>,
                     skipBelow: Float, scratch: UnsafeMutablePointer<Float>) {
-            forEachPixel(ofRow: y, confidence: cp, skipBelow: skipBelow, scratch: scratch) { x, sx, sy in
-                let v = sampleBSpline4(s, width: sw, height: sh, x: sx, y: sy)
+            let w = width
+            let px = scratch + 3 &* field.width, py = px + w
+            sourcePositions(ofRow: y, confidence: cp, x: px, y: py, scratch: scratch)
+            @inline(__always) func store(_ v: SIMD4<Float>, _ x: Int) {
                 out[x] = v[0]
                 out[channelStride &+ x] = v[1]
                 out[2 &* channelStride &+ x] = v[2]
                 out[3 &* channelStride &+ x] = v[3]
-            } skipped: { x in
-                for ch in 0..<4 { out[ch &* channelStride &+ x] = 0 }
+            }
+            @inline(__always) func one(_ x: Int) {
+                if cp[x] < skipBelow {
+                    store(SIMD4(), x)
+                } else {
+                    store(sampleBSpline4(s, width: sw, height: sh, x: px[x], y: py[x]), x)
+                }
+            }
+            // min(max(v, low), high) lane by lane, as `sampleBSpline4` clamps (pointwiseMin is
+            // a call per vector, and not as `min` treats NaN).
+            @inline(__always) func clamped(_ v: SIMD8<Float>, _ low: SIMD8<Float>, _ high: SIMD8<Float>) -> SIMD8<Float> {
+                let above = v.replacing(with: low, where: v .< low)
+                return above.replacing(with: high, where: high .< above)
+            }
+            @inline(__always) func load(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
+                UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+            }
+            let zero = SIMD8<Float>(), lastX = SIMD8(repeating: Float(sw - 1)), lastY = SIMD8(repeating: Float(sh - 1))
+            // Taps inside: 1 ≤ ix ≤ width − 3, likewise in y.
+            let one8 = SIMD8<Float>(repeating: 1), xEnd = SIMD8(repeating: Float(sw - 3)), yEnd = SIMD8(repeating: Float(sh - 3))
+            let magic = SIMD8<Float>(repeating: 0x1p23), mask = SIMD8<UInt32>(repeating: 0x7F_FFFF)
+            let rowStride = sw &* 16
+            var x = 0
+            while x &+ 8 <= w {
+                let sx = load(px + x), sy = load(py + x)
+                let cx = clamped(sx, zero, lastX), cy = clamped(sy, zero, lastY)
+                let fx = wholePart(cx), fy = wholePart(cy)
+                let wanted = load(cp + x) .>= SIMD8(repeating: skipBelow)
+                if !any(wanted) {
+                    for i in x..<(x &+ 8) { store(SIMD4(), i) }
+                    x &+= 8
+                    continue
+                }
+                // Lanes not wanted are sampled too (inside, that is harmless) and written as 0.
+                guard all((fx .>= one8) .& (fx .<= xEnd) .& (fy .>= one8) .& (fy .<= yEnd)) else {
+                    for i in x..<(x &+ 8) { one(i) }
+                    x &+= 8
+                    continue
+                }
+                let wx = cubicBSplineWeights8(cx - fx), wy = cubicBSplineWeights8(cy - fy)
+                let ix = unsafeBitCast(fx + magic, to: SIMD8<UInt32>.self) & mask
+                let iy = unsafeBitCast(fy + magic, to: SIMD8<UInt32>.self) & mask
+                for i in 0..<8 {
+                    let left = SIMD8(lowHalf: SIMD4(repeating: wx.0[i]), highHalf: SIMD4(repeating: wx.1[i]))
+                    let right = SIMD8(lowHalf: SIMD4(repeating: wx.2[i]), highHalf: SIMD4(repeating: wx.3[i]))
+                    var p = UnsafeRawPointer(s + ((Int(iy[i]) &- 1) &* sw &+ Int(ix[i]) &- 1) &* 4)
+                    var sum = SIMD8<Float>()
+                    for wyj in [wy.0[i], wy.1[i], wy.2[i], wy.3[i]] {
+                        let a = p.loadUnaligned(as: SIMD8<Float>.self), b = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
+                        sum += (a * left + b * right) * wyj
+                        p += rowStride
+                    }
+                    store(wanted[i] ? sum.lowHalf + sum.highHalf : SIMD4(), x &+ i)
+                }
+                x &+= 8
+            }
+            while x < w {
+                one(x)
+                x &+= 1
             }
         }
 
-        /// For each pixel x of row `y`: the field's confidence into `confidence[x]`, then, unless
-        /// it is below `skipBelow`, `sample(x, sx, sy)` with the source position, else `skipped(x)`.
+        /// For each pixel x of row `y`: the field's confidence into `confidence[x]`, and the
+        /// position it is read from into `sourceX[x]`, `sourceY[x]`.
         @inline(__always)
-        private func forEachPixel(ofRow y: Int, confidence cp: UnsafeMutablePointer<Float>, skipBelow: Float,
-                                  scratch: UnsafeMutablePointer<Float>, _ sample: (Int, Float, Float) -> Void,
-                                  skipped: (Int) -> Void) {
+        private func sourcePositions(ofRow y: Int, confidence cp: UnsafeMutablePointer<Float>, x sourceX: UnsafeMutablePointer<Float>,
+                                     y sourceY: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
             let fw = field.width, fh = field.height, w = width, k = self.k
             // Feature-grid row of this pixel row, and its bilinear weights.
             let gy = min(max((Float(y) - origin) / k, 0), Float(fh - 1))
@@ -140,17 +201,28 @@ public enum Transport {
             column0.withUnsafeBufferPointer { c0 in columnWeight.withUnsafeBufferPointer { cw in
                 for x in 0..<w {
                     let x0 = c0[x], x1 = min(x0 &+ 1, fw &- 1), ax = cw[x]
-                    let trust = (1 - ax) * rowC[x0] + ax * rowC[x1]
-                    cp[x] = trust
-                    if trust < skipBelow {
-                        skipped(x)
-                        continue
-                    }
-                    let sx = Float(x) + ((1 - ax) * rowX[x0] + ax * rowX[x1])
-                    let sy = Float(y) + ((1 - ax) * rowY[x0] + ax * rowY[x1])
-                    sample(x, sx, sy)
+                    cp[x] = (1 - ax) * rowC[x0] + ax * rowC[x1]
+                    sourceX[x] = Float(x) + ((1 - ax) * rowX[x0] + ax * rowX[x1])
+                    sourceY[x] = Float(y) + ((1 - ax) * rowY[x0] + ax * rowY[x1])
                 }
             } }
+        }
+
+        /// For each pixel x of row `y`: the field's confidence into `confidence[x]`, then, unless
+        /// it is below `skipBelow`, `sample(x, sx, sy)` with the source position, else `skipped(x)`.
+        @inline(__always)
+        private func forEachPixel(ofRow y: Int, confidence cp: UnsafeMutablePointer<Float>, skipBelow: Float,
+                                  scratch: UnsafeMutablePointer<Float>, _ sample: (Int, Float, Float) -> Void,
+                                  skipped: (Int) -> Void) {
+            let px = scratch + 3 &* field.width, py = px + width
+            sourcePositions(ofRow: y, confidence: cp, x: px, y: py, scratch: scratch)
+            for x in 0..<width {
+                if cp[x] < skipBelow {
+                    skipped(x)
+                } else {
+                    sample(x, px[x], py[x])
+                }
+            }
         }
     }
 
