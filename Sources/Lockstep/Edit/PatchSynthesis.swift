@@ -563,6 +563,23 @@ struct PatchSynthesis: Sendable {
         let y0 = min(Int(gy), gh - 1), y1 = min(y0 + 1, gh - 1), ay = gy - Float(y0)
         field.dx.withUnsafeBufferPointer { fx in field.dy.withUnsafeBufferPointer { fy in field.quality.withUnsafeBufferPointer { fq in
         field.transportCap.withUnsafeBufferPointer { fcap in
+        // Per patch of the two patch rows the row lies between: its offset across, its source
+        // row in `carried`, and its vote's weight, quality and cap, so that a pixel's vote is a
+        // clamp, a load and its sums.
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 4 * gw) { offsets in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 6 * gw) { patches in
+            let across = offsets.baseAddress!, source = across + 2 &* gw
+            let weight = patches.baseAddress!, q = weight + 2 &* gw, c = q + 2 &* gw
+            for (k, row) in [y0, y1].enumerated() {
+                for i in 0..<gw {
+                    let u = row &* gw &+ i, at = k &* gw &+ i
+                    across[at] = scale &* Int(fx[u])
+                    source[at] = min(max(y &+ scale &* Int(fy[u]), 0), h &- 1) &* w
+                    weight[at] = fq[u] + 1e-6
+                    q[at] = fq[u]
+                    c[at] = fcap[u]
+                }
+            }
             for x in 0..<w {
                 // Nothing to fill where the transport is trusted.
                 guard skip[x] < 1 - EditPropagator.negligibleConfidence else {
@@ -571,24 +588,25 @@ struct PatchSynthesis: Sendable {
                 }
                 let gx = min(max((Float(x) - shift) / (2 * s), 0), Float(gw - 1))
                 let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = gx - Float(x0)
-                var v = SIMD4<Float>(), mass: Float = 0, q: Float = 0, c: Float = 0
-                @inline(__always) func vote(_ u: Int, _ b: Float) {
-                    let sx = min(max(x &+ scale &* Int(fx[u]), 0), w &- 1), sy = min(max(y &+ scale &* Int(fy[u]), 0), h &- 1)
-                    let weight = b * (fq[u] + 1e-6)
-                    v += weight * UnsafeRawPointer(carried + 4 &* (sy &* w &+ sx)).loadUnaligned(as: SIMD4<Float>.self)
-                    mass += weight
-                    q += b * fq[u]
-                    c += b * fcap[u]
+                var v = SIMD4<Float>(), mass: Float = 0, qs: Float = 0, cs: Float = 0
+                @inline(__always) func vote(_ at: Int, _ b: Float) {
+                    let sx = min(max(x &+ across[at], 0), w &- 1)
+                    let vw = b * weight[at]
+                    v += vw * UnsafeRawPointer(carried + 4 &* (source[at] &+ sx)).loadUnaligned(as: SIMD4<Float>.self)
+                    mass += vw
+                    qs += b * q[at]
+                    cs += b * c[at]
                 }
-                vote(y0 &* gw &+ x0, (1 - ax) * (1 - ay))
-                vote(y0 &* gw &+ x1, ax * (1 - ay))
-                vote(y1 &* gw &+ x0, (1 - ax) * ay)
-                vote(y1 &* gw &+ x1, ax * ay)
+                vote(x0, (1 - ax) * (1 - ay))
+                vote(x1, ax * (1 - ay))
+                vote(gw &+ x0, (1 - ax) * ay)
+                vote(gw &+ x1, ax * ay)
                 v /= mass
                 out[x] = v[0]; out[w &+ x] = v[1]; out[2 &* w &+ x] = v[2]; out[3 &* w &+ x] = v[3]
-                quality[x] = q
-                cap[x] = c
+                quality[x] = qs
+                cap[x] = cs
             }
+        } }
         } } } }
     }
 }
