@@ -448,7 +448,23 @@ struct GridFieldApplier {
                         // The two lookups (gathers, so scalar), into `after`...
                         curve.values.withUnsafeBufferPointer { cv in inv.values.withUnsafeBufferPointer { iv in
                             let cp = cv.baseAddress!, ip = iv.baseAddress!
-                            for x in 0..<w { after[x] *= ip[inv.index(before[x] * cp[curve.index(s[x])])] }
+                            // Eight at a time: the indices as vectors, the loads lane by lane.
+                            var x = 0
+                            while x &+ 8 <= w {
+                                let first = curve.indices(UnsafeRawPointer(s + x).loadUnaligned(as: SIMD8<Float>.self))
+                                var curved = SIMD8<Float>()
+                                for i in 0..<8 { curved[i] = cp[Int(first[i])] }
+                                let second = inv.indices(UnsafeRawPointer(before + x).loadUnaligned(as: SIMD8<Float>.self) * curved)
+                                var inverted = SIMD8<Float>()
+                                for i in 0..<8 { inverted[i] = ip[Int(second[i])] }
+                                let a = UnsafeMutableRawPointer(after + x)
+                                a.storeBytes(of: a.loadUnaligned(as: SIMD8<Float>.self) * inverted, as: SIMD8<Float>.self)
+                                x &+= 8
+                            }
+                            while x < w {
+                                after[x] *= ip[inv.index(before[x] * cp[curve.index(s[x])])]
+                                x &+= 1
+                            }
                         } }
                         // ... then the clipping, a loop the compiler vectorises. A white input was
                         // clipped: its truth lies anywhere between v and white, so it takes the
@@ -465,7 +481,7 @@ struct GridFieldApplier {
                             let g = guideBase + c * plane + y * w, table = predicted![c]
                             table.values.withUnsafeBufferPointer { pv in
                                 let pp = pv.baseAddress!
-                                for x in 0..<w {
+                                @inline(__always) func one(_ x: Int) {
                                     let v = min(max(after[x], 0), 1)
                                     if s[x] >= white && v < 1 {
                                         let p = field[x] * pp[table.index(g[x])]
@@ -476,6 +492,25 @@ struct GridFieldApplier {
                                     } else {
                                         d[x] = v
                                     }
+                                }
+                                // Eight at a time where none of them is clipped (or NaN), which
+                                // is most of a frame; value by value where any is.
+                                var x = 0
+                                while x &+ 8 <= w {
+                                    let a = UnsafeRawPointer(after + x).loadUnaligned(as: SIMD8<Float>.self)
+                                    let input = UnsafeRawPointer(s + x).loadUnaligned(as: SIMD8<Float>.self)
+                                    let v = a.replacing(with: 0, where: a .< 0).replacing(with: 1, where: a .> 1)
+                                    let clipped = ((input .>= white) .& (v .< 1)) .| ((input .<= black) .& (v .> 0))
+                                    if any(clipped .| (a .!= a)) {
+                                        for i in x..<(x &+ 8) { one(i) }
+                                    } else {
+                                        UnsafeMutableRawPointer(d + x).storeBytes(of: v, as: SIMD8<Float>.self)
+                                    }
+                                    x &+= 8
+                                }
+                                while x < w {
+                                    one(x)
+                                    x &+= 1
                                 }
                             }
                         }

@@ -231,6 +231,14 @@ public struct LookupTable: Sendable {
         let t = min(max((v - lower) * scale, 0), last)
         return Int((t + 0x1p23).bitPattern & 0x7F_FFFF)
     }
+
+    /// `index` of eight values, lane by lane.
+    @inline(__always)
+    func indices(_ v: SIMD8<Float>) -> SIMD8<UInt32> {
+        let scaled = (v - lower) * scale
+        let t = scaled.replacing(with: 0, where: .!(scaled .> 0)).replacing(with: last, where: scaled .> last)
+        return unsafeBitCast(t + 0x1p23, to: SIMD8<UInt32>.self) & 0x7F_FFFF
+    }
 }
 
 /// Solves A x = b for a small symmetric positive-definite A (Cholesky, in Double).
