@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 /// A smooth tone curve on [0, 1]: piecewise linear through `knots` equally spaced knots, extended
 /// linearly beyond the ends. It models what global flicker does to one colour channel (gain,
@@ -81,13 +82,38 @@ public struct ToneCurve: Sendable, Equatable {
         let bins = 4096, lower: Float = -0.5, upper: Float = 1.5, scale = Float(bins) / (upper - lower)
         var hx = [Double](repeating: 0, count: bins), hy = hx
         var total = 0.0
-        for i in 0..<count {
-            let w = Double(weight[i])
-            guard w > 0 else { continue }
-            hx[min(max(Int((x[i] - lower) * scale), 0), bins - 1)] += w
-            hy[min(max(Int((y[i] - lower) * scale), 0), bins - 1)] += w
-            total += w
+        // Each value's bin: (v − lower)·scale truncated, clamped to the bins (NaN to the first).
+        // Eight at a time without `Int(_:)`'s range checks; the sums in the same order.
+        @inline(__always) func bins8(_ p: UnsafePointer<Float>) -> SIMD8<UInt32> {
+            let v = (UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) - lower) * scale
+            let clamped = v.replacing(with: 0, where: .!(v .> 0)).replacing(with: Float(bins - 1), where: v .> Float(bins - 1))
+            return unsafeBitCast(wholePart(clamped) + 0x1p23, to: SIMD8<UInt32>.self) & 0x7F_FFFF
         }
+        @inline(__always) func bin(_ v: Float) -> Int { min(max(Int((v - lower) * scale), 0), bins - 1) }
+        hx.withUnsafeMutableBufferPointer { hxb in hy.withUnsafeMutableBufferPointer { hyb in
+            let px = hxb.baseAddress!, py = hyb.baseAddress!
+            var i = 0
+            while i &+ 8 <= count {
+                let bx = bins8(x + i), by = bins8(y + i)
+                for k in 0..<8 {
+                    let w = Double(weight[i &+ k])
+                    guard w > 0 else { continue }
+                    px[Int(bx[k])] += w
+                    py[Int(by[k])] += w
+                    total += w
+                }
+                i &+= 8
+            }
+            while i < count {
+                let w = Double(weight[i])
+                if w > 0 {
+                    px[bin(x[i])] += w
+                    py[bin(y[i])] += w
+                    total += w
+                }
+                i &+= 1
+            }
+        } }
         guard total > 0 else { return .identity }
         func quantiles(_ histogram: [Double]) -> [Float] {
             var out = [Float](repeating: 0, count: levels)
