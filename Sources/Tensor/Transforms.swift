@@ -186,8 +186,11 @@ extension PlanarImage {
                             let up = plane + max(y &- 1, 0) &* w, mid = plane + y &* w, down = plane + min(y &+ 1, h &- 1) &* w
                             for x in 0..<w { l[x] = 0.25 * (up[x] + down[x]) + 0.5 * mid[x] }
                             let o = d + row &* w
-                            for x in 0..<w {
-                                o[x] = 0.25 * (l[max(x &- 1, 0)] + l[min(x &+ 1, w &- 1)]) + 0.5 * l[x]
+                            // The ends apart, so that the inside has no clamped index and vectorises.
+                            o[0] = 0.25 * (l[0] + l[min(1, w &- 1)]) + 0.5 * l[0]
+                            if w > 1 {
+                                for x in 1..<(w &- 1) { o[x] = 0.25 * (l[x &- 1] + l[x &+ 1]) + 0.5 * l[x] }
+                                o[w &- 1] = 0.25 * (l[w &- 2] + l[w &- 1]) + 0.5 * l[w &- 1]
                             }
                         }
                     }

@@ -346,10 +346,12 @@ public struct ImageAlignment: Sendable {
                     let up = s + (ch &* h &+ max(y - 1, 0)) &* w, down = s + (ch &* h &+ min(y + 1, h - 1)) &* w
                     let outX = px + (ch &* h &+ y) &* w, outY = py + (ch &* h &+ y) &* w
                     let ny: Float = (y == 0 || y == h - 1) ? 1 : 0.5
-                    for x in 0..<w {
-                        let l = line[max(x - 1, 0)], rr = line[min(x + 1, w - 1)]
-                        outX[x] = (rr - l) * ((x == 0 || x == w - 1) ? 1 : 0.5)
-                        outY[x] = (down[x] - up[x]) * ny
+                    for x in 0..<w { outY[x] = (down[x] - up[x]) * ny }
+                    // Across: the ends apart (one-sided), so that the inside vectorises.
+                    outX[0] = line[min(1, w - 1)] - line[0]
+                    if w > 1 {
+                        for x in 1..<(w - 1) { outX[x] = (line[x + 1] - line[x - 1]) * 0.5 }
+                        outX[w - 1] = line[w - 1] - line[w - 2]
                     }
                 }
             }
