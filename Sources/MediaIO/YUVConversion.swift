@@ -221,13 +221,9 @@ struct YUVConversion {
 
 /// The 8-bit code of a value in [0, 256), truncated (the callers add ½ to round). Without
 /// `Int32(_:)`'s checks for values out of range, which kept the loops scalar.
-@inline(__always) private func code8(_ v: Float) -> UInt8 {
-    let whole = wholePart(SIMD8(repeating: v))[0]
-    return UInt8(truncatingIfNeeded: (whole + 0x1p23).bitPattern)
+@inline(__always) private func code8(_ v: SIMD8<Float>) -> SIMD8<UInt8> {
+    SIMD8<UInt8>(truncatingIfNeeded: nearestWholeNumbers(wholePart(v)))
 }
 
-/// `code8` lane by lane.
-@inline(__always) private func code8(_ v: SIMD8<Float>) -> SIMD8<UInt8> {
-    let bits = unsafeBitCast(wholePart(v) + SIMD8(repeating: 0x1p23), to: SIMD8<UInt32>.self)
-    return SIMD8<UInt8>(truncatingIfNeeded: bits)
-}
+/// `code8` of one value.
+@inline(__always) private func code8(_ v: Float) -> UInt8 { code8(SIMD8(repeating: v))[0] }

@@ -26,16 +26,6 @@ public func cubicBSplineWeights8(_ t: SIMD8<Float>) -> (SIMD8<Float>, SIMD8<Floa
     return (u * u * u * sixth, (3 * t3 - 6 * t2 + 4) * sixth, (-3 * t3 + 3 * t2 + 3 * t + 1) * sixth, t3 * sixth)
 }
 
-/// The whole part of each lane, for 0 ≤ v < 2²³ (as `Int(v)` gives it): adding 2²³ rounds to
-/// the nearest whole number, a step back where that went up. (`rounded(.towardZero)` on a vector
-/// is a call per lane.)
-@inlinable @inline(__always)
-public func wholePart(_ v: SIMD8<Float>) -> SIMD8<Float> {
-    let magic = SIMD8<Float>(repeating: 0x1p23)
-    let nearest = (v + magic) - magic
-    return nearest.replacing(with: nearest - 1, where: nearest .> v)
-}
-
 /// Where coefficient `i` (from −1 to `count` + 1) lies under the prefilter's whole-sample
 /// symmetric borders (c[−1] = c[1], c[n] = c[n − 2]; `mirroredIndex(_:length:padded:)` is the
 /// half-sample kind the resampling filters use): a sampler that clamps instead reads other

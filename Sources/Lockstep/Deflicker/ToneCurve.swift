@@ -87,7 +87,7 @@ public struct ToneCurve: Sendable, Equatable {
         @inline(__always) func bins8(_ p: UnsafePointer<Float>) -> SIMD8<UInt32> {
             let v = (UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) - lower) * scale
             let clamped = v.replacing(with: 0, where: .!(v .> 0)).replacing(with: Float(bins - 1), where: v .> Float(bins - 1))
-            return unsafeBitCast(wholePart(clamped) + 0x1p23, to: SIMD8<UInt32>.self) & 0x7F_FFFF
+            return nearestWholeNumbers(wholePart(clamped))
         }
         @inline(__always) func bin(_ v: Float) -> Int { min(max(Int((v - lower) * scale), 0), bins - 1) }
         hx.withUnsafeMutableBufferPointer { hxb in hy.withUnsafeMutableBufferPointer { hyb in
@@ -263,7 +263,7 @@ public struct LookupTable: Sendable {
     func indices(_ v: SIMD8<Float>) -> SIMD8<UInt32> {
         let scaled = (v - lower) * scale
         let t = scaled.replacing(with: 0, where: .!(scaled .> 0)).replacing(with: last, where: scaled .> last)
-        return unsafeBitCast(t + 0x1p23, to: SIMD8<UInt32>.self) & 0x7F_FFFF
+        return nearestWholeNumbers(t)
     }
 }
 

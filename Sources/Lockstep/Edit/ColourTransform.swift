@@ -118,8 +118,6 @@ public struct ColourTransform: Sendable {
         let last = Float(size - 1), top = SIMD8<Float>(repeating: Float(size - 2))
         let gStride = size &* 16, rStride = size &* size &* 16
         let raw = UnsafeMutableRawPointer(out)
-        // Adding 2²³ puts a whole number below 2²³ in a float's low mantissa bits.
-        let magic = SIMD8<Float>(repeating: 0x1p23), mask = SIMD8<UInt32>(repeating: 0x7F_FFFF)
         let s = Float(size)
         var x = 0
         while x &+ 8 <= count {
@@ -135,7 +133,7 @@ public struct ColourTransform: Sendable {
             let r0 = wr.replacing(with: top, where: wr .> top), g0 = wg.replacing(with: top, where: wg .> top)
             let b0 = wb.replacing(with: top, where: wb .> top)
             let fr = cr - r0, fg = cg - g0, fb = cb - b0
-            let index = unsafeBitCast(((r0 * s + g0) * s + b0) * 4 + magic, to: SIMD8<UInt32>.self) & mask
+            let index = nearestWholeNumbers(((r0 * s + g0) * s + b0) * 4)
             let w00 = (1 - fr) * (1 - fg), w01 = (1 - fr) * fg, w10 = fr * (1 - fg), w11 = fr * fg, wb0 = 1 - fb
             for i in 0..<8 {
                 let base = UnsafeRawPointer(t + Int(index[i]))

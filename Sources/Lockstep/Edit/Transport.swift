@@ -134,7 +134,6 @@ public enum Transport {
             let zero = SIMD8<Float>(), lastX = SIMD8(repeating: Float(sw - 1)), lastY = SIMD8(repeating: Float(sh - 1))
             // Taps inside: 1 ≤ ix ≤ width − 3, likewise in y.
             let one8 = SIMD8<Float>(repeating: 1), xEnd = SIMD8(repeating: Float(sw - 3)), yEnd = SIMD8(repeating: Float(sh - 3))
-            let magic = SIMD8<Float>(repeating: 0x1p23), mask = SIMD8<UInt32>(repeating: 0x7F_FFFF)
             let rowStride = sw &* 16
             var x = 0
             while x &+ 8 <= w {
@@ -154,16 +153,16 @@ public enum Transport {
                     continue
                 }
                 let wx = cubicBSplineWeights8(cx - fx), wy = cubicBSplineWeights8(cy - fy)
-                let ix = unsafeBitCast(fx + magic, to: SIMD8<UInt32>.self) & mask
-                let iy = unsafeBitCast(fy + magic, to: SIMD8<UInt32>.self) & mask
+                let ix = nearestWholeNumbers(fx), iy = nearestWholeNumbers(fy)
                 for i in 0..<8 {
                     let left = SIMD8(lowHalf: SIMD4(repeating: wx.0[i]), highHalf: SIMD4(repeating: wx.1[i]))
                     let right = SIMD8(lowHalf: SIMD4(repeating: wx.2[i]), highHalf: SIMD4(repeating: wx.3[i]))
+                    let down = SIMD4(wy.0[i], wy.1[i], wy.2[i], wy.3[i])
                     var p = UnsafeRawPointer(s + ((Int(iy[i]) &- 1) &* sw &+ Int(ix[i]) &- 1) &* 4)
                     var sum = SIMD8<Float>()
-                    for wyj in [wy.0[i], wy.1[i], wy.2[i], wy.3[i]] {
+                    for j in 0..<4 {
                         let a = p.loadUnaligned(as: SIMD8<Float>.self), b = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-                        sum += (a * left + b * right) * wyj
+                        sum += (a * left + b * right) * down[j]
                         p += rowStride
                     }
                     store(wanted[i] ? sum.lowHalf + sum.highHalf : SIMD4(), x &+ i)
