@@ -126,9 +126,11 @@ public struct ColourTransform: Sendable {
             let vr = UnsafeRawPointer(r + x).loadUnaligned(as: SIMD8<Float>.self) * last
             let vg = UnsafeRawPointer(g + x).loadUnaligned(as: SIMD8<Float>.self) * last
             let vb = UnsafeRawPointer(b + x).loadUnaligned(as: SIMD8<Float>.self) * last
-            let cr = vr.replacing(with: 0, where: vr .< 0).replacing(with: last, where: vr .> last)
-            let cg = vg.replacing(with: 0, where: vg .< 0).replacing(with: last, where: vg .> last)
-            let cb = vb.replacing(with: 0, where: vb .< 0).replacing(with: last, where: vb .> last)
+            // (min(max(v, 0), last) as `evaluate` takes it; a NaN to 0, which keeps the reads
+            // inside the table.)
+            let cr = vr.replacing(with: 0, where: .!(vr .> 0)).replacing(with: last, where: vr .> last)
+            let cg = vg.replacing(with: 0, where: .!(vg .> 0)).replacing(with: last, where: vg .> last)
+            let cb = vb.replacing(with: 0, where: .!(vb .> 0)).replacing(with: last, where: vb .> last)
             let wr = wholePart(cr), wg = wholePart(cg), wb = wholePart(cb)
             let r0 = wr.replacing(with: top, where: wr .> top), g0 = wg.replacing(with: top, where: wg .> top)
             let b0 = wb.replacing(with: top, where: wb .> top)
