@@ -180,9 +180,15 @@ public struct FrameAppearance: Sendable {
     @inline(__always)
     static func forEachSample(width w: Int, height h: Int, samplesPerCell spc: Int, grid: AppearanceGrid,
                               _ body: (_ i: Int, _ cell: Int) -> Void) {
+        // Each sample's cell column counted along the row rather than divided out at every sample.
+        let lastColumn = grid.width - 1
         for y in 0..<h {
             let row = min(y / spc, grid.height - 1) * grid.width
-            for x in 0..<w { body(y &* w &+ x, row + min(x / spc, grid.width - 1)) }
+            var column = 0, next = spc
+            for x in 0..<w {
+                if x == next { column &+= 1; next &+= spc }
+                body(y &* w &+ x, row &+ min(column, lastColumn))
+            }
         }
     }
 
