@@ -374,19 +374,24 @@ struct PatchSynthesis: Sendable {
         // `a` and `b` point at the patch's pixel (3, 3) in padded coordinates − 4, i.e. the padded
         // pictures' (cx + 1, cy + 1) is the patch's top-left.
         let pa0 = UnsafeRawPointer(a + (stride &+ 4)), pb0 = UnsafeRawPointer(b + (stride &+ 4)), rowBytes = 4 &* stride
-        // Squares gathered in vector lanes, their sum taken (and checked against the bound)
-        // after each half of the patch.
+        // Squares gathered in vector lanes (even pixels in one, odd in the other), their sum
+        // taken (and checked against the bound) after each half of the patch. One 4-float
+        // load per pixel: 8-float loads here were compiled into 8-byte pieces and shuffles.
         var total: Float = 0
         for half in 0..<2 {
-            var acc = SIMD8<Float>()
+            var even = SIMD4<Float>(), odd = SIMD4<Float>()
             for j in (4 &* half)..<(4 &* half &+ 4) {
                 let pa = pa0 + j &* rowBytes, pb = pb0 + j &* rowBytes
                 for o in Swift.stride(from: 0, to: 128, by: 32) {
-                    let d = pa.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self) - pb.loadUnaligned(fromByteOffset: o, as: SIMD8<Float>.self)
-                    acc.addProduct(d, d)
+                    let d0 = pa.loadUnaligned(fromByteOffset: o, as: SIMD4<Float>.self) - pb.loadUnaligned(fromByteOffset: o, as: SIMD4<Float>.self)
+                    let d1 = pa.loadUnaligned(fromByteOffset: o &+ 16, as: SIMD4<Float>.self)
+                        - pb.loadUnaligned(fromByteOffset: o &+ 16, as: SIMD4<Float>.self)
+                    even.addProduct(d0, d0)
+                    odd.addProduct(d1, d1)
                 }
             }
-            total += lanesSum(acc)
+            let four = even + odd, two = four.lowHalf + four.highHalf
+            total += two[0] + two[1]  // as `lanesSum` of the two as one 8-lane vector
             if total >= bound { return total }
         }
         return total
