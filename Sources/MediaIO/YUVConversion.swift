@@ -120,11 +120,11 @@ struct YUVConversion {
                     let out = yPlane + y &* yStride
                     // Eight at a time: the same operations as below, lane by lane.
                     var x = 0
+                    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+                        clamp01(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self))
+                    }
                     while x &+ 8 <= w {
-                        @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
-                            clamp01(UnsafeRawPointer(p + x).loadUnaligned(as: SIMD8<Float>.self))
-                        }
-                        let yy = kr * load(ri) + kg * load(gi) + kb * load(bi)
+                        let yy = kr * load(ri + x) + kg * load(gi + x) + kb * load(bi + x)
                         UnsafeMutableRawPointer(out + x).storeBytes(of: code8(lumaOffset + lumaScale * yy), as: SIMD8<UInt8>.self)
                         x &+= 8
                     }

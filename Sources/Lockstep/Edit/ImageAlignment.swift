@@ -553,7 +553,7 @@ extension ImageAlignment {
     }
 
     /// How a displacement field changes across the picture, per pixel: ∂dx/∂x, ∂dx/∂y, ∂dy/∂x,
-    /// ∂dy/∂y (nil for a pan, −0.16 on both diagonals for a 1.19× zoom in).
+    /// ∂dy/∂y (zero for a pan, −0.16 on both diagonals for a 1.19× zoom in).
     struct Slope {
         let xx: Float, xy: Float, yx: Float, yy: Float
         static let zero = Slope(xx: 0, xy: 0, yx: 0, yy: 0)

@@ -575,7 +575,8 @@ struct PatchSynthesis: Sendable {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: 6 * gw) { patches in
             let across = offsets.baseAddress!, source = across + 2 &* gw
             let weight = patches.baseAddress!, q = weight + 2 &* gw, c = q + 2 &* gw
-            for (k, row) in [y0, y1].enumerated() {
+            for k in 0..<2 {
+                let row = k == 0 ? y0 : y1
                 for i in 0..<gw {
                     let u = row &* gw &+ i, at = k &* gw &+ i
                     across[at] = scale &* Int(fx[u])
