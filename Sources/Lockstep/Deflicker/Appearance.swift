@@ -193,7 +193,23 @@ public struct FrameAppearance: Sendable {
     }
 
     /// Share of the frame that matched the reference.
-    public var matchedFraction: Float { coverage.isEmpty ? 0 : coverage.reduce(0, +) / Float(coverage.count) }
+    public var matchedFraction: Float { Self.matchedFraction(coverage) }
+
+    /// The mean of the cells' coverage.
+    static func matchedFraction(_ coverage: [Float]) -> Float { coverage.isEmpty ? 0 : coverage.reduce(0, +) / Float(coverage.count) }
+
+    /// Each cell's coverage: its samples' summed confidence (`GainFieldFit.cellSums`) over the
+    /// samples a cell has, at most 1.
+    static func coverage(_ cellConfidence: [Float], samplesPerCell: Int) -> [Float] {
+        let perCell = Float(samplesPerCell * samplesPerCell)
+        return cellConfidence.map { min($0 / perCell, 1) }
+    }
+
+    /// The coverage a fit on `confidence` (`width` × `height` samples) would find, without the fit.
+    static func coverage(confidence: [Float], width: Int, height: Int, samplesPerCell: Int, grid: AppearanceGrid) -> [Float] {
+        let cells = GainFieldFit(grid: grid, width: width, height: height, samplesPerCell: samplesPerCell, membrane: 0)
+        return coverage(confidence.withUnsafeBufferPointer { cells.cellSums($0.baseAddress!) }, samplesPerCell: samplesPerCell)
+    }
 
     // MARK: - Fitting
 
@@ -278,9 +294,10 @@ public struct FrameAppearance: Sendable {
                                values: [Float](repeating: 1, count: 3 * grid.count))
         let a = frame.values, b = reference.values
         var mapped = [Float](repeating: 0, count: 3 * n), target = mapped, residual = [Float](repeating: 0, count: n)
-        var cellWeight = [Float](repeating: 0, count: grid.count)
         let cells = grid.count, spc = samplesPerCell
         let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc, membrane: membrane)
+        // Each cell's confidence.
+        let cellWeight = confidence.withUnsafeBufferPointer { fieldFit.cellSums($0.baseAddress!) }
         // The loops run over every sample, several times a frame: in parallel, on raw buffers.
         a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in confidence.withUnsafeBufferPointer { cb in
         trusted.withUnsafeBufferPointer { tb in weight.withUnsafeMutableBufferPointer { wb in
@@ -312,8 +329,8 @@ public struct FrameAppearance: Sendable {
                     }
                 }
                 curves = fitted
-                // The gain field's nodes (`GainFieldFit`), and each cell's confidence.
-                (gain, cellWeight) = fieldFit.fit(mapped: mapped, reference: b, weight: weight, confidence: confidence)
+                // The gain field's nodes (`GainFieldFit`).
+                gain = fieldFit.fit(mapped: mapped, reference: b, weight: weight)
                 // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
                 for c in 0..<3 {
                     var logSum: Float = 0, total: Float = 0
@@ -371,9 +388,8 @@ public struct FrameAppearance: Sendable {
                 ys[gy * grid.width + gx] = p.y
             }
         }
-        let perCell = Float(samplesPerCell * samplesPerCell)
         return FrameAppearance(curves: curves, gain: gain, referenceX: xs, referenceY: ys,
-                               coverage: cellWeight.map { min($0 / perCell, 1) },
+                               coverage: coverage(cellWeight, samplesPerCell: samplesPerCell),
                                clipped: clippedShares(of: frame, weight: weight, samplesPerCell: samplesPerCell, grid: grid),
                                clippedBlack: blackShares(of: frame, weight: weight))
     }
@@ -405,7 +421,7 @@ public struct FrameAppearance: Sendable {
                 // Fitted on the other fold's matches only.
                 var seen = [Float](repeating: 0, count: n)
                 for y in 0..<h { for x in 0..<w where fold(x: x, y: y) != held { seen[y &* w &+ x] = weight[y &* w &+ x] } }
-                let gain = seen.withUnsafeBufferPointer { fieldFit.fit(mapped: mapped, reference: b, weight: $0.baseAddress!, confidence: confidence).gain }
+                let gain = seen.withUnsafeBufferPointer { fieldFit.fit(mapped: mapped, reference: b, weight: $0.baseAddress!) }
                 let g = gainAtSamples(gain, grid: grid, width: w, height: h, samplesPerCell: spc)
                 var withField: Float = 0, without: Float = 0
                 for y in 0..<h {

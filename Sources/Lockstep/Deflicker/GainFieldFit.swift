@@ -48,13 +48,36 @@ struct GainFieldFit {
 
     func node(_ gx: Int, _ gy: Int) -> Int { byColumns ? gx * grid.height + gy : gy * grid.width + gx }
 
-    /// The field (3 × grid) and the sum of `confidence` over each cell's samples.
-    /// `mapped` and `reference` are 3 planes of `width` × `height`; `weight` and `confidence` one.
-    func fit(mapped: UnsafePointer<Float>, reference: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-             confidence: UnsafePointer<Float>) -> (gain: PlanarImage, cellConfidence: [Float]) {
+    /// The sum of `confidence` (one plane of `width` × `height`) over each cell's samples, summed
+    /// by bin first, then bin by bin into the cells.
+    func cellSums(_ confidence: UnsafePointer<Float>) -> [Float] {
+        let w = width, h = height, b = bin, bw = binsWide, bh = binsHigh
+        var sums = [Float](repeating: 0, count: bw * bh)
+        sums.withUnsafeMutableBufferPointer { sb in
+            let s = sb.baseAddress!
+            parallelChunks(bh) { binRows in
+                for by in binRows {
+                    for y in (by * b)..<min((by + 1) * b, h) {
+                        for x in 0..<w { s[by &* bw &+ x / b] += confidence[y &* w &+ x] }
+                    }
+                }
+            }
+        }
+        var cells = [Float](repeating: 0, count: grid.count)
+        for by in 0..<bh {
+            for bx in 0..<bw {
+                cells[min(by * b / samplesPerCell, grid.height - 1) * grid.width + min(bx * b / samplesPerCell, grid.width - 1)] += sums[by * bw + bx]
+            }
+        }
+        return cells
+    }
+
+    /// The field (3 × grid). `mapped` and `reference` are 3 planes of `width` × `height`;
+    /// `weight` one.
+    func fit(mapped: UnsafePointer<Float>, reference: UnsafePointer<Float>, weight: UnsafePointer<Float>) -> PlanarImage {
         let w = width, h = height, n = w * h, b = bin, bw = binsWide, bh = binsHigh, bins = bw * bh
-        // Per bin: Σ w m_c and Σ w b_c for the three channels, Σ w, Σ w x, Σ w y, Σ confidence.
-        let perBin = 10
+        // Per bin: Σ w m_c and Σ w b_c for the three channels, Σ w, Σ w x, Σ w y.
+        let perBin = 9
         var sums = [Float](repeating: 0, count: perBin * bins)
         sums.withUnsafeMutableBufferPointer { sb in
             let s = sb.baseAddress!
@@ -63,7 +86,6 @@ struct GainFieldFit {
                     for y in (by * b)..<min((by + 1) * b, h) {
                         for x in 0..<w {
                             let i = y &* w &+ x, k = perBin &* (by &* bw &+ x / b)
-                            s[k &+ 9] += confidence[i]
                             let wi = weight[i]
                             guard wi > 0 else { continue }
                             for c in 0..<3 {
@@ -81,7 +103,6 @@ struct GainFieldFit {
             }
         }
         let gw = grid.width, gh = grid.height, nodes = grid.count, spacing = Float(samplesPerCell)
-        var cellConfidence = [Float](repeating: 0, count: nodes)
         // Each bin's 4 nodes around its weighted centre, with their bilinear weights: the grid's
         // own `corners`, which read a field as `FrameAppearance.gainAtSamples` does.
         var corners = [Int](repeating: 0, count: 4 * bins), cornerWeights = [Double](repeating: 0, count: 4 * bins)
@@ -91,7 +112,6 @@ struct GainFieldFit {
         for by in 0..<bh {
             for bx in 0..<bw {
                 let k = by * bw + bx, s = perBin * k
-                cellConfidence[min(by * b / samplesPerCell, gh - 1) * gw + min(bx * b / samplesPerCell, gw - 1)] += sums[s + 9]
                 guard sums[s + 6] > 0 else { continue }
                 let cx = Float(bx * b) + sums[s + 7] / sums[s + 6] + 0.5, cy = Float(by * b) + sums[s + 8] / sums[s + 6] + 0.5
                 for (i, corner) in grid.corners(latentX: toLatent(cx), latentY: toLatent(cy)).enumerated() {
@@ -140,7 +160,7 @@ struct GainFieldFit {
                 }
             }
         }
-        return (PlanarImage(channels: 3, height: gh, width: gw, values: gain), cellConfidence)
+        return PlanarImage(channels: 3, height: gh, width: gw, values: gain)
     }
 }
 
