@@ -38,6 +38,38 @@ import TestSupport
         }, plan)
     }
 
+    /// The first pass split in two (`match`, then `fit`, as the command runs them on two
+    /// threads, the fits lagging behind), with every frame matched before the first is fitted,
+    /// gives the analysis `add` gives, byte for byte, across new references (the camera moving
+    /// on) and a cut: the fit decides nothing the next match needs. Fails if the match reads
+    /// state the fit writes (the reference's gain sums, the link to the shot, the coverage the
+    /// fit finds).
+    @Test(arguments: [true, false]) func matchingWhileFittingIsAdding(guided: Bool) throws {
+        // A texture that moves on 6 px a frame (so references follow one another), a cut at
+        // frame 8, and a gain, gamma and ramp that change every frame.
+        let originals = (0..<14).map { t in
+            t < 8 ? Self.scene(8 * t) : Self.scene(8 * t, seed: 91, level: 0.4)
+        }
+        let frames = originals.enumerated().map { t, frame in
+            Self.flickered(frame, gain: 1 + 0.08 * Float(t % 3 - 1), gamma: t % 2 == 0 ? 1.1 : 0.92, tilt: 0.1 * Float(t % 4) - 0.15)
+        }
+        let guides = guided ? originals : nil
+        let dir = TemporaryDirectory()
+        func written(_ plan: DeflickerPlan, _ name: String) throws -> Data {
+            try plan.write(to: OutputTarget(path: dir.file(name), inputs: [], overwrite: false))
+            return try Data(contentsOf: URL(fileURLWithPath: dir.file(name)))
+        }
+        let whole = try DeflickerAnalysis(width: Self.size.width, height: Self.size.height)
+        for (t, frame) in frames.enumerated() { try whole.add(input: frame, guide: guides?[t]) }
+        let plan = try whole.finish()
+        #expect(plan.scenes.count >= 3 && plan.cuts == [8], "references \(plan.scenes.map(\.reference)), cuts \(plan.cuts)")
+
+        let split = try DeflickerAnalysis(width: Self.size.width, height: Self.size.height)
+        let matched = frames.enumerated().map { t, frame in split.match(split.analyse(input: frame, guide: guides?[t])) }
+        for frame in matched { try split.fit(frame) }
+        #expect(try written(plan, "whole.analysis") == written(try split.finish(), "split.analysis"))
+    }
+
     /// A plan written to an analysis file and read back applies exactly as the plan itself, with
     /// its references and cuts; a frame it was not made for is refused, not corrected.
     @Test func analysisFileRoundTrip() throws {

@@ -140,6 +140,7 @@ public final class DeflickerAnalysis {
             reference = Reference(index: fixed.index, analyse(input: fixed.input, guide: fixed.guide))
             scenes = [Scene(start: 0, reference: fixed.index, reason: .start)]
             shotStarts = [0]
+            referenceOpen = true
         }
     }
 
@@ -156,6 +157,52 @@ public final class DeflickerAnalysis {
 
     /// Adds the next frame, analysed beforehand (`analyse`, which can run on another thread).
     public func add(_ frame: AnalysedFrame) throws {
+        try fit(match(frame))
+    }
+
+    /// A frame matched to its reference (`match`), waiting for its fit (`fit`).
+    public struct MatchedFrame {
+        let index: Int
+        let frame: AnalysedFrame
+        let isCut: Bool
+        /// Why the frame becomes a reference, where it does.
+        let newReference: Reason?
+        /// Whether the frame is its scene's reference (a new one, or the one the user chose).
+        let isReference: Bool
+        /// The scene it belongs to (a position in `scenes`).
+        let scene: Int
+        /// Every `stride`-th sample of its colours and its guide's.
+        let stride: Int
+        let samplesPerCell: Int
+        let sampledColour: PlanarImage
+        let sampledGuide: PlanarImage?
+        /// Its comparison with the reference it was matched to; nil where it was not matched
+        /// (the first frame, a cut, the reference the user chose).
+        let comparison: Comparison?
+
+        struct Comparison {
+            /// The reference the frame was matched to (not the frame itself, where it becomes one).
+            let reference: Reference
+            let field: CorrespondenceField
+            /// The reference's colours, its guide's and its edit's slope, carried onto the frame.
+            let carried: PlanarImage
+            let confidence: [Float]
+            /// The reference's colours as they would be on the frame's content (`followingContent`).
+            let referenceColour: PlanarImage
+            /// With a guide: the frame's and the reference's carried, and how far they agree.
+            let guidePair: (frame: PlanarImage, reference: PlanarImage)?
+            let agreement: [Float]?
+        }
+    }
+
+    /// The first half of `add`, which decides the references: the frame matched to the current
+    /// reference, and whether it becomes the next (a cut, or too little of it matches). What
+    /// the fit needs of the frame is kept in the result; `fit` takes the results in order. The
+    /// fit does not decide anything the next match needs, so the next frame can be matched while
+    /// this one is fitted: the two halves are about as long, and the first pass then keeps both
+    /// cores busy. `match` and `fit` share no state: each may run on its own thread, each
+    /// called in frame order.
+    public func match(_ frame: AnalysedFrame) -> MatchedFrame {
         let index = frameCount
         lumas.append(frame.luma)
         let colour = frame.colour
@@ -168,9 +215,8 @@ public final class DeflickerAnalysis {
         previousThumbnails = (frame.thumbnail, frame.detailThumbnail)
         if isCut { cuts.append(index) }
 
-        var appearance = FrameAppearance.identity(grid)
         var newReference: Reason?
-        var link: FrameAppearance?
+        var comparison: MatchedFrame.Comparison?
         if let reference {
             if isCut && fixedReference == nil {
                 newReference = .cut
@@ -188,54 +234,82 @@ public final class DeflickerAnalysis {
                     guidePair = pair
                     agreement = agreed
                 }
-                appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: confidence,
-                                                 samplesPerCell: samplesPerCell, field: field, grid: grid,
-                                                 regularisation: frame.guide == nil ? .blind : .guided)
-                // Where the fit found a gain field, it is fitted again with every match trusted as
-                // far as it agrees with the matches around it (`raisedConfidence`): a flat
-                // surface's matches, unsure of their place one by one, are where a field shows most.
-                // Only then: under a global flicker the curves do the work. Each cell's coverage
-                // stays the first fit's, the share of it whose place the attention is sure of: the
-                // consensus reads each cell's gain where it lies in the reference.
-                if let agreement, let guidePair, appearance.gain.values.contains(where: { $0 != 1 }) {
-                    let raised = raisedConfidence(confidence, agreement: agreement, field: field, frame: sampledColour,
-                                                  guide: guidePair.frame, reference: carried.channels(0..<3),
-                                                  extent: (reference.pictures.width, reference.pictures.height), stride: stride)
-                    let coverage = appearance.coverage
-                    appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: raised,
-                                                     samplesPerCell: samplesPerCell, field: field, grid: grid, regularisation: .guided)
-                    appearance.coverage = coverage
-                }
-                if fixedReference == nil && appearance.matchedFraction < Self.minimumCoverage {
+                comparison = .init(reference: reference, field: field, carried: carried, confidence: confidence,
+                                   referenceColour: referenceColour, guidePair: guidePair, agreement: agreement)
+                // The share of the frame matched, as the fit will find it (its coverage).
+                let coverage = FrameAppearance.coverage(confidence: confidence, width: sampledColour.width, height: sampledColour.height,
+                                                        samplesPerCell: samplesPerCell, grid: grid)
+                if fixedReference == nil && FrameAppearance.matchedFraction(coverage) < Self.minimumCoverage {
                     newReference = .coverage
-                    if appearance.matchedFraction >= Self.minimumLink {
-                        link = appearance
-                    } else if frame.pyramid[frame.pyramid.finest].detailedShare < Self.minimumLink {
-                        // Nothing matched because there was nothing to match (blind, on a
-                        // colour gradient, fog, a sky), and nothing was cut: not a new shot. The
-                        // two frames are compared whole, and the tone is carried on
-                        // (`wholeFrameLink`). A frame with detail that matched nothing (fast
-                        // motion, new content) still begins a shot: compared whole, it would
-                        // take the change of content for a change of tone.
-                        link = wholeFrameLink(sampledColour, reference: reference, field: field, stride: stride,
-                                              samplesPerCell: samplesPerCell, guided: frame.guide != nil)
-                    }
-                    appearance = .identity(grid)
                 }
             }
         } else {
             newReference = .start
         }
         if let reason = newReference {
-            if reference != nil { try finishReference() }
+            reference = Reference(index: index, frame)
+            scenes.append(Scene(start: index, reference: index, reason: reason))
+        }
+        frameCount += 1
+        return MatchedFrame(index: index, frame: frame, isCut: isCut, newReference: newReference,
+                            isReference: newReference != nil || reference?.index == index, scene: scenes.count - 1,
+                            stride: stride, samplesPerCell: samplesPerCell, sampledColour: sampledColour, sampledGuide: sampledGuide,
+                            comparison: comparison)
+    }
+
+    /// The second half of `add`: the frame's appearance fitted against its reference, and kept.
+    public func fit(_ matched: MatchedFrame) throws {
+        precondition(matched.index == framesFitted, "frames are fitted in the order they were matched")
+        let index = matched.index, frame = matched.frame, samplesPerCell = matched.samplesPerCell, stride = matched.stride
+        let sampledColour = matched.sampledColour
+        var appearance = FrameAppearance.identity(grid)
+        var link: FrameAppearance?
+        if let comparison = matched.comparison {
+            let field = comparison.field, confidence = comparison.confidence, referenceColour = comparison.referenceColour
+            appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: confidence,
+                                             samplesPerCell: samplesPerCell, field: field, grid: grid,
+                                             regularisation: frame.guide == nil ? .blind : .guided)
+            // Where the fit found a gain field, it is fitted again with every match trusted as
+            // far as it agrees with the matches around it (`raisedConfidence`): a flat
+            // surface's matches, unsure of their place one by one, are where a field shows most.
+            // Only then: under a global flicker the curves do the work. Each cell's coverage
+            // stays the first fit's, the share of it whose place the attention is sure of: the
+            // consensus reads each cell's gain where it lies in the reference.
+            if let agreement = comparison.agreement, let guidePair = comparison.guidePair, appearance.gain.values.contains(where: { $0 != 1 }) {
+                let pictures = comparison.reference.pictures
+                let raised = raisedConfidence(confidence, agreement: agreement, field: field, frame: sampledColour,
+                                              guide: guidePair.frame, reference: comparison.carried.channels(0..<3),
+                                              extent: (pictures.width, pictures.height), stride: stride)
+                let coverage = appearance.coverage
+                appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: raised,
+                                                 samplesPerCell: samplesPerCell, field: field, grid: grid, regularisation: .guided)
+                appearance.coverage = coverage
+            }
+            if matched.newReference == .coverage {
+                if appearance.matchedFraction >= Self.minimumLink {
+                    link = appearance
+                } else if frame.pyramid[frame.pyramid.finest].detailedShare < Self.minimumLink {
+                    // Nothing matched because there was nothing to match (blind, on a
+                    // colour gradient, fog, a sky), and nothing was cut: not a new shot. The
+                    // two frames are compared whole, and the tone is carried on
+                    // (`wholeFrameLink`). A frame with detail that matched nothing (fast
+                    // motion, new content) still begins a shot: compared whole, it would
+                    // take the change of content for a change of tone.
+                    link = wholeFrameLink(sampledColour, reference: comparison.reference, field: field, stride: stride,
+                                          samplesPerCell: samplesPerCell, guided: frame.guide != nil)
+                }
+                appearance = .identity(grid)
+            }
+        }
+        if matched.newReference != nil {
+            if referenceOpen { try finishReference() }
+            referenceOpen = true
             if link == nil { shotStarts.append(index) }
             currentLink = link
             linkToShot = link.map { Self.compose(linkToShot, $0.curves) } ?? Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
-            reference = Reference(index: index, frame)
-            scenes.append(Scene(start: index, reference: index, reason: reason))
         }
-        if newReference != nil || reference?.index == index {
+        if matched.isReference {
             // The reference's own gain (1) is censored where the reference itself is clipped.
             appearance.clipped = FrameAppearance.clippedShares(of: sampledColour, weight: nil, samplesPerCell: samplesPerCell, grid: grid)
         }
@@ -245,20 +319,21 @@ public final class DeflickerAnalysis {
         // Against the guide: the frame's own tone (what the edit and this frame's flicker make
         // of the original) and the tone the frame has once mapped to its shot's first reference.
         var tones = GuideTones.none
-        if let guide = sampledGuide {
+        if let guide = matched.sampledGuide {
             let mapped = appearance.mappedToReference(sampledColour, samplesPerCell: samplesPerCell, grid: grid)
             tones = GuideTones(frame: ToneRelation(from: guide, to: sampledColour, frame: sampledColour),
                                shot: ToneRelation(from: guide, to: mapped, frame: sampledColour).uncensored)
         }
-        if index == 0 || isCut { sceneTones.append(ToneRelation.CensoredMean()) }
+        if index == 0 || matched.isCut { sceneTones.append(ToneRelation.CensoredMean()) }
         sceneTones[sceneTones.count - 1].add(tones.frame)
-        try store.append(DeflickerPlan.record(appearance, shotTone: tones.shot, scene: scenes.count - 1))
-        frameCount += 1
+        try store.append(DeflickerPlan.record(appearance, shotTone: tones.shot, scene: matched.scene))
+        framesFitted += 1
     }
 
     /// Ends the first pass: the plan that maps every frame to its consensus.
     public func finish() throws -> DeflickerPlan {
-        if !scenes.isEmpty { try finishReference() }
+        precondition(framesFitted == frameCount, "every frame matched is fitted before the pass ends")
+        if referenceOpen { try finishReference() }
         let sumsLength = FieldConsensus.sumsLength(grid)
         let linkShare = (hasGuide ? FitRegularisation.guided : .blind).linkShare
         let gains = try FieldConsensus.spanningReferences(count: references.count, grid: grid, linkShare: linkShare) { [self] k in
@@ -281,6 +356,9 @@ public final class DeflickerAnalysis {
 
     /// Whether the frames came with a guide (known once the first has been added).
     private var hasGuide = false
+    /// Frames fitted so far (`fit`), and whether a reference's gain sums are being gathered.
+    private var framesFitted = 0
+    private var referenceOpen = false
 
     /// Each channel's outer ∘ inner.
     static func compose(_ outer: [ToneCurve], _ inner: [ToneCurve]) -> [ToneCurve] {
