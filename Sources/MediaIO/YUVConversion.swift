@@ -155,11 +155,24 @@ struct YUVConversion {
                 let cbRow = buffer + 8 &* w, crRow = cbRow + w, low = cbRow + 2 &* w, high = cbRow + 4 &* w
                 func fill(_ line: UnsafeMutablePointer<Float>, luma y: Int) {
                     let y = min(max(y, 0), h - 1), ri = r + y &* w, gi = g + y &* w, bi = b + y &* w
-                    for x in 0..<w {
+                    // Eight at a time: the same operations as below, lane by lane.
+                    var x = 0
+                    @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+                        clamp01(UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self))
+                    }
+                    while x &+ 8 <= w {
+                        let rr = load(ri + x), gg = load(gi + x), bb = load(bi + x)
+                        let l = kr * rr + kg * gg + kb * bb
+                        UnsafeMutableRawPointer(line + x).storeBytes(of: bb - l, as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(line + (w &+ x)).storeBytes(of: rr - l, as: SIMD8<Float>.self)
+                        x &+= 8
+                    }
+                    while x < w {
                         let rr = clamp01(ri[x]), gg = clamp01(gi[x]), bb = clamp01(bi[x])
                         let l = kr * rr + kg * gg + kb * bb
                         line[x] = bb - l
                         line[w &+ x] = rr - l
+                        x &+= 1
                     }
                 }
                 for j in rows {
@@ -171,7 +184,28 @@ struct YUVConversion {
                         }
                         fill(lines[2], luma: 2 * j + 1); fill(lines[3], luma: 2 * j + 2)
                         let (a, b, c, d) = (lines[0], lines[1], lines[2], lines[3])
-                        for x in 0..<(2 &* w) {
+                        // Eight at a time (the same operations as below, lane by lane), the rest one by one.
+                        var x = 0
+                        @inline(__always) func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+                            UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+                        }
+                        @inline(__always) func store(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+                            UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+                        }
+                        while x &+ 8 <= 2 &* w {
+                            let av = load(a + x), bv = load(b + x), cv = load(c + x), dv = load(d + x)
+                            let above = 1.5 * bv - 0.5 * av, below = 1.5 * cv - 0.5 * dv
+                            let value = 0.5 * (above + below)
+                            store(value, cbRow + x)
+                            let apart = above - below  // |apart| ≤ agreement, as two comparisons
+                            let upsampled = (apart .<= Self.agreement) .& (apart .>= -Self.agreement)
+                            let lowest = pointwiseMin(pointwiseMin(av, bv), pointwiseMin(cv, dv))
+                            let highest = pointwiseMax(pointwiseMax(av, bv), pointwiseMax(cv, dv))
+                            store(pointwiseMin(lowest, SIMD8(repeating: .infinity).replacing(with: value, where: upsampled)), low + x)
+                            store(pointwiseMax(highest, SIMD8(repeating: -.infinity).replacing(with: value, where: upsampled)), high + x)
+                            x &+= 8
+                        }
+                        for x in x..<(2 &* w) {
                             // The chroma row's value as each pair of rows on either side implies it
                             // (linear upsampling put rows 2j and 2j + 1 a quarter of the way to the
                             // rows beside); the filter takes their mean. Where the two agree, the
@@ -187,7 +221,46 @@ struct YUVConversion {
                         fill(cbRow, luma: j)
                     }
                     let uo = uPlane + j &* uStride, vo = vPlane + j &* vStride
-                    for i in 0..<cw {
+                    // Eight chroma samples at a time where all their taps lie inside the row (the
+                    // same operations as below, lane by lane): the taps at 2i − 2 … 2i + 2 are the
+                    // even and odd halves of three 16-value loads.
+                    var vectorised = 0..<0
+                    if subsampled && w >= 20 {
+                        vectorised = 1..<(1 &+ (w &- 18) / 2 / 8 * 8)
+                        @inline(__always) func taps(_ row: UnsafePointer<Float>, _ i: Int)
+                            -> (l2: SIMD8<Float>, l1: SIMD8<Float>, x: SIMD8<Float>, r1: SIMD8<Float>, r2: SIMD8<Float>) {
+                            let left = UnsafeRawPointer(row + (2 &* i &- 2)).loadUnaligned(as: SIMD16<Float>.self)
+                            let centre = UnsafeRawPointer(row + 2 &* i).loadUnaligned(as: SIMD16<Float>.self)
+                            let right = UnsafeRawPointer(row + (2 &* i &+ 2)).loadUnaligned(as: SIMD16<Float>.self)
+                            return (left.evenHalf, left.oddHalf, centre.evenHalf, centre.oddHalf, right.evenHalf)
+                        }
+                        @inline(__always) func chroma(_ values: UnsafePointer<Float>, _ lows: UnsafePointer<Float>,
+                                                      _ highs: UnsafePointer<Float>, _ i: Int, _ scale: Float) -> SIMD8<UInt8> {
+                            let v = taps(values, i), lo = taps(lows, i), hi = taps(highs, i)
+                            let least = pointwiseMin(pointwiseMin(pointwiseMin(lo.l2, lo.l1), pointwiseMin(lo.x, lo.r1)), lo.r2)
+                            let most = pointwiseMax(pointwiseMax(pointwiseMax(hi.l2, hi.l1), pointwiseMax(hi.x, hi.r1)), hi.r2)
+                            let filtered = 0.75 * v.x + 0.25 * (v.l1 + v.r1) - 0.125 * (v.l2 + v.r2)
+                            let held = pointwiseMin(pointwiseMax(filtered, least), most)
+                            return code8(pointwiseMin(pointwiseMax(128.5 + scale * held, SIMD8(repeating: 0)), SIMD8(repeating: 255)))
+                        }
+                        for i in Swift.stride(from: vectorised.lowerBound, to: vectorised.upperBound, by: 8) {
+                            UnsafeMutableRawPointer(uo + i).storeBytes(of: chroma(cbRow, low, high, i, cbScale), as: SIMD8<UInt8>.self)
+                            UnsafeMutableRawPointer(vo + i).storeBytes(of: chroma(crRow, low + w, high + w, i, crScale), as: SIMD8<UInt8>.self)
+                        }
+                    } else if !subsampled {
+                        // 4:4:4: each value as it is, eight at a time.
+                        vectorised = 0..<(cw / 8 * 8)
+                        @inline(__always) func code(_ values: UnsafePointer<Float>, _ i: Int, _ scale: Float) -> SIMD8<UInt8> {
+                            let v = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD8<Float>.self)
+                            return code8(pointwiseMin(pointwiseMax(128.5 + scale * v, SIMD8(repeating: 0)), SIMD8(repeating: 255)))
+                        }
+                        for i in Swift.stride(from: 0, to: vectorised.upperBound, by: 8) {
+                            UnsafeMutableRawPointer(uo + i).storeBytes(of: code(cbRow, i, cbScale), as: SIMD8<UInt8>.self)
+                            UnsafeMutableRawPointer(vo + i).storeBytes(of: code(crRow, i, crScale), as: SIMD8<UInt8>.self)
+                        }
+                    }
+                    // The rest one by one: the row's ends.
+                    for i in Array(0..<vectorised.lowerBound) + Array(vectorised.upperBound..<cw) {
                         let cb: Float, cr: Float
                         if subsampled {
                             let x = 2 * i, l1 = max(x - 1, 0), l2 = max(x - 2, 0), r1 = min(x + 1, w - 1), r2 = min(x + 2, w - 1)
