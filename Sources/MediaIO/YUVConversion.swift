@@ -199,10 +199,10 @@ struct YUVConversion {
                             store(value, cbRow + x)
                             let apart = above - below  // |apart| ≤ agreement, as two comparisons
                             let upsampled = (apart .<= Self.agreement) .& (apart .>= -Self.agreement)
-                            let lowest = pointwiseMin(pointwiseMin(av, bv), pointwiseMin(cv, dv))
-                            let highest = pointwiseMax(pointwiseMax(av, bv), pointwiseMax(cv, dv))
-                            store(pointwiseMin(lowest, SIMD8(repeating: .infinity).replacing(with: value, where: upsampled)), low + x)
-                            store(pointwiseMax(highest, SIMD8(repeating: -.infinity).replacing(with: value, where: upsampled)), high + x)
+                            let lowest = lesser(lesser(av, bv), lesser(cv, dv))
+                            let highest = greater(greater(av, bv), greater(cv, dv))
+                            store(lesser(lowest, SIMD8(repeating: .infinity).replacing(with: value, where: upsampled)), low + x)
+                            store(greater(highest, SIMD8(repeating: -.infinity).replacing(with: value, where: upsampled)), high + x)
                             x &+= 8
                         }
                         for x in x..<(2 &* w) {
@@ -237,11 +237,11 @@ struct YUVConversion {
                         @inline(__always) func chroma(_ values: UnsafePointer<Float>, _ lows: UnsafePointer<Float>,
                                                       _ highs: UnsafePointer<Float>, _ i: Int, _ scale: Float) -> SIMD8<UInt8> {
                             let v = taps(values, i), lo = taps(lows, i), hi = taps(highs, i)
-                            let least = pointwiseMin(pointwiseMin(pointwiseMin(lo.l2, lo.l1), pointwiseMin(lo.x, lo.r1)), lo.r2)
-                            let most = pointwiseMax(pointwiseMax(pointwiseMax(hi.l2, hi.l1), pointwiseMax(hi.x, hi.r1)), hi.r2)
+                            let least = lesser(lesser(lesser(lo.l2, lo.l1), lesser(lo.x, lo.r1)), lo.r2)
+                            let most = greater(greater(greater(hi.l2, hi.l1), greater(hi.x, hi.r1)), hi.r2)
                             let filtered = 0.75 * v.x + 0.25 * (v.l1 + v.r1) - 0.125 * (v.l2 + v.r2)
-                            let held = pointwiseMin(pointwiseMax(filtered, least), most)
-                            return code8(pointwiseMin(pointwiseMax(128.5 + scale * held, SIMD8(repeating: 0)), SIMD8(repeating: 255)))
+                            let held = lesser(greater(filtered, least), most)
+                            return code8(lesser(greater(128.5 + scale * held, SIMD8(repeating: 0)), SIMD8(repeating: 255)))
                         }
                         for i in Swift.stride(from: vectorised.lowerBound, to: vectorised.upperBound, by: 8) {
                             UnsafeMutableRawPointer(uo + i).storeBytes(of: chroma(cbRow, low, high, i, cbScale), as: SIMD8<UInt8>.self)
@@ -252,7 +252,7 @@ struct YUVConversion {
                         vectorised = 0..<(cw / 8 * 8)
                         @inline(__always) func code(_ values: UnsafePointer<Float>, _ i: Int, _ scale: Float) -> SIMD8<UInt8> {
                             let v = UnsafeRawPointer(values + i).loadUnaligned(as: SIMD8<Float>.self)
-                            return code8(pointwiseMin(pointwiseMax(128.5 + scale * v, SIMD8(repeating: 0)), SIMD8(repeating: 255)))
+                            return code8(lesser(greater(128.5 + scale * v, SIMD8(repeating: 0)), SIMD8(repeating: 255)))
                         }
                         for i in Swift.stride(from: 0, to: vectorised.upperBound, by: 8) {
                             UnsafeMutableRawPointer(uo + i).storeBytes(of: code(cbRow, i, cbScale), as: SIMD8<UInt8>.self)
@@ -291,6 +291,11 @@ struct YUVConversion {
 @inline(__always) private func clamp01(_ v: SIMD8<Float>) -> SIMD8<Float> {
     v.replacing(with: 1, where: v .>= 1).replacing(with: 0, where: .!(v .> 0))
 }
+
+/// `Swift.min` and `Swift.max` lane by lane, as vector blends: the standard library's
+/// `pointwiseMin` and `pointwiseMax` were called, not inlined, a lane at a time.
+@inline(__always) private func lesser(_ x: SIMD8<Float>, _ y: SIMD8<Float>) -> SIMD8<Float> { x.replacing(with: y, where: y .< x) }
+@inline(__always) private func greater(_ x: SIMD8<Float>, _ y: SIMD8<Float>) -> SIMD8<Float> { x.replacing(with: y, where: y .>= x) }
 
 /// The 8-bit code of a value in [0, 256), truncated (the callers add ½ to round). Without
 /// `Int32(_:)`'s checks for values out of range, which kept the loops scalar.
