@@ -143,8 +143,8 @@ struct Deflicker: ParsableCommand {
         // Three threads: the reader decodes and analyses each frame alone, this thread matches
         // it to its reference, and the fitting sink fits its appearance (`DeflickerAnalysis.match`,
         // `fit`). Three frames between stages, not two: a reference frame has no fit, and the
-        // fits of the frames after it catch up (the 720p bench clip's pass 8.6 → 8.3 s; six
-        // gave no more, and hold 40 MB more).
+        // fits of the frames after it catch up (the 720p bench clip's pass: 8.3–8.6 s with two,
+        // 8.2–8.3 with three; six gave no more, and held 40 MB more).
         let fitting = FittingSink(analysis, path: input)
         _ = try ProgressView(label: "deflicker: analysing", report: report, stage: "analysing").track { update in
             try StreamingProcessor.run(source: analysed, sink: fitting, inFlight: 3, process: { frame in
@@ -327,7 +327,8 @@ final class FittingSink: FrameSink {
     func inputEnded() {}
 }
 
-/// Values made on the reader thread for a frame, handed to the processing thread once each.
+/// Values made on one stage's thread for a frame (the reader's, the matcher's), handed to the
+/// next stage's once each.
 final class HandOver<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var pending: [Int: Value] = [:]

@@ -198,10 +198,10 @@ public final class DeflickerAnalysis {
     /// The first half of `add`, which decides the references: the frame matched to the current
     /// reference, and whether it becomes the next (a cut, or too little of it matches). What
     /// the fit needs of the frame is kept in the result; `fit` takes the results in order. The
-    /// fit does not decide anything the next match needs, so the next frame can be matched while
-    /// this one is fitted: the two halves are about as long, and the first pass then keeps both
-    /// cores busy. `match` and `fit` share no state: each may run on its own thread, each
-    /// called in frame order.
+    /// fit decides nothing the next match needs, so the next frame can be matched while this one
+    /// is fitted (the fit is the longer half: on the 720p bench clip, guided, the first pass went
+    /// from 9.1–9.6 to 8.2–8.3 s). `match` and `fit` share no state: each may run on its own
+    /// thread, each called in frame order.
     public func match(_ frame: AnalysedFrame) -> MatchedFrame {
         let index = frameCount
         lumas.append(frame.luma)
