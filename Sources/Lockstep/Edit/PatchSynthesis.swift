@@ -48,7 +48,8 @@ struct PatchSynthesis: Sendable {
     let key: Padded, fineKey: Padded, coarseKey: Padded
 
     /// Per half-resolution patch of the keyframe: how far its edit can be told from its looks
-    /// (`predictability`). The synthesis takes a source's edit only that far.
+    /// (`predictability`). The synthesis takes a source's edit only that far. Empty where the
+    /// synthesis does not contribute.
     let predictability: [Float]
 
     /// Whether the edit has structure for the synthesis to carry: in at least 1% of the keyframe,
@@ -87,11 +88,19 @@ struct PatchSynthesis: Sendable {
             contributes = false
             return
         }
-        predictability = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
         let departure = (scale > 1 ? unexplained.averagePooled(scale) : unexplained).averagePooled2()
-        let n = departure.planeSize, predictability = self.predictability
-        let d = departure.values
-        let predictable = (0..<n).map { u in predictability[u] * max(abs(d[u]), abs(d[n + u]), abs(d[2 * n + u])) }
+        let n = departure.planeSize, d = departure.values
+        let departing = (0..<n).map { u in max(abs(d[u]), abs(d[n + u]), abs(d[2 * n + u])) }
+        // An edit that departs from the colour part that far nowhere near 1% of the keyframe (a
+        // grade) cannot contribute however predictable it is: the lookalike search is skipped.
+        guard departing.filter({ $0 >= 16 / 255 }).count * 100 >= n else {
+            predictability = []
+            contributes = false
+            return
+        }
+        predictability = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
+        let predictability = self.predictability
+        let predictable = (0..<n).map { u in predictability[u] * departing[u] }
         contributes = predictable.filter { $0 >= 16 / 255 }.count * 100 >= n
     }
 
