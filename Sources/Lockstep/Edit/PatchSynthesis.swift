@@ -52,6 +52,10 @@ struct PatchSynthesis: Sendable {
     /// synthesis does not contribute.
     let predictability: [Float]
 
+    /// Per pixel column of the frame: the two patch columns its votes come from, and the weight
+    /// of the second (the same for every row and frame, so worked out once).
+    let voteColumns: [(Int32, Int32, Float)]
+
     /// Whether the edit has structure for the synthesis to carry: in at least 1% of the keyframe,
     /// what of its edit is predictable from its looks departs from the colour part by 16 levels
     /// of 255 or more (so strokes over a small part of the picture count). Measured on the
@@ -74,6 +78,14 @@ struct PatchSynthesis: Sendable {
         let pooled = original.averagePooled2()
         gridWidth = pooled.width
         gridHeight = pooled.height
+        // Frame pixel x is search pixel (x − (s − 1)/2)/s, half-resolution pixel (that − ½)/2
+        // (as `synthesise` reads its rows).
+        let gw = gridWidth, s = Float(scale), shift = (s - 1) / 2 + s / 2
+        voteColumns = (0..<frameWidth).map { x in
+            let gx = min(max((Float(x) - shift) / (2 * s), 0), Float(gw - 1))
+            let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1)
+            return (Int32(x0), Int32(x1), gx - Float(x0))
+        }
         key = Padded(pooled, radius: Self.radius)
         coarseKey = Padded(pooled.averagePooled2(), radius: Self.radius)
         fineKey = Padded(original, radius: Self.finePad)
@@ -609,8 +621,7 @@ struct PatchSynthesis: Sendable {
                     out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1
                     continue
                 }
-                let gx = min(max((Float(x) - shift) / (2 * s), 0), Float(gw - 1))
-                let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1), ax = gx - Float(x0)
+                let (x0, x1, ax) = (Int(voteColumns[x].0), Int(voteColumns[x].1), voteColumns[x].2)
                 var v = SIMD4<Float>(), mass: Float = 0, qs: Float = 0, cs: Float = 0
                 @inline(__always) func vote(_ at: Int, _ b: Float) {
                     let sx = min(max(x &+ across[at], 0), w &- 1)
