@@ -345,6 +345,10 @@ struct PatchSynthesis: Sendable {
         fine.values.withUnsafeBufferPointer { vb in rows.withUnsafeMutableBufferPointer { rb in
             let base = UnsafeRawPointer(vb.baseAddress!), out = rb.baseAddress!
             parallelChunks(h, minimumChunk: 16) { range in
+              // Each pixel's terms once a row (a patch's eight are summed from there, in the same
+              // order): every pixel lies in four patches, and its terms were worked out for each.
+              withUnsafeTemporaryAllocation(of: SIMD8<Float>.self, capacity: w) { terms in
+                let term = terms.baseAddress!
                 for y in range {
                     // Row y of the padded picture, its pixels as SIMD4 (the fourth lane is 0).
                     let row = base + 4 &* ((y &+ pad) &* stride &+ 4 &* pad)
@@ -360,12 +364,14 @@ struct PatchSynthesis: Sendable {
                         e[3] = (gx * gx + gy * gy).sum()
                         return SIMD8(lowHalf: e, highHalf: v * v)
                     }
+                    for x in 0..<w { term[x] = pixel(x) }
                     for u in 0..<gw {
                         var sum = SIMD8<Float>.zero
-                        for x in (2 &* u &- 3)...(2 &* u &+ 4) { sum += pixel(x) }
+                        for x in (2 &* u &- 3)...(2 &* u &+ 4) { sum += term[min(max(x, 0), w &- 1)] }
                         out[y &* gw &+ u] = sum
                     }
                 }
+              }
             }
         } }
         var energy = [Float](repeating: 0, count: gw * gh), contrast = energy
