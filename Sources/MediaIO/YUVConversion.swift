@@ -260,7 +260,7 @@ struct YUVConversion {
                         }
                     }
                     // The rest one by one: the row's ends.
-                    for i in Array(0..<vectorised.lowerBound) + Array(vectorised.upperBound..<cw) {
+                    @inline(__always) func one(_ i: Int) {
                         let cb: Float, cr: Float
                         if subsampled {
                             let x = 2 * i, l1 = max(x - 1, 0), l2 = max(x - 2, 0), r1 = min(x + 1, w - 1), r2 = min(x + 2, w - 1)
@@ -278,6 +278,8 @@ struct YUVConversion {
                         uo[i] = code8(min(max(128.5 + cbScale * cb, 0), 255))
                         vo[i] = code8(min(max(128.5 + crScale * cr, 0), 255))
                     }
+                    for i in 0..<vectorised.lowerBound { one(i) }
+                    for i in vectorised.upperBound..<cw { one(i) }
                 }
             }
         }
