@@ -724,6 +724,34 @@ import TestSupport
             #expect(a.pts == b.pts)
         }
     }
+
+    /// The same with a stylised keyframe, whose synthesis keeps each frame's sources for the
+    /// next within spans of 32 frames: a segment starting at frame 35 follows frames 32–34
+    /// first, and equals the whole run. (A still scene under fresh noise, a disc coming in that
+    /// the keyframe lacks, the keyframe's discs outlined.)
+    @Test func segmentsEqualTheWholeRunWhenTheSynthesisRuns() throws {
+        let dir = TemporaryDirectory()
+        let (width, height) = (160, 120), centres = [(30.0, 35.0), (34.0, 85.0)]
+        let pattern = SyntheticClip.movingPattern(t: 0, width: width, height: height)
+        let background = PlanarImage(channels: 3, height: height, width: width, values: pattern.values.map { 0.5 + 0.25 * ($0 - 0.5) })
+        let backgrounds = (0..<40).map { DiscScene.noisy(background, seed: UInt64($0)) }
+        let frames = (0..<40).map { t in
+            DiscScene.discs(t == 0 ? centres : centres + [(118.0, 62.0)], outlined: false, over: backgrounds[t])
+        }
+        let input = try SyntheticClip.write(frames, to: dir.file("discs.mkv"), codec: "ffv1")
+        let key = dir.file("key.png")
+        try ImageFile.writePNG(DiscScene.discs(centres, outlined: true, over: backgrounds[0]), to: key)
+        func run(_ name: String, _ extra: [String]) throws -> [VideoFrame] {
+            let r = try CLITests.run(["edit", input, "-o", dir.file(name), "--codec", "ffv1", "--keyframe", "0=\(key)", "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return try SyntheticClip.readAll(dir.file(name)).frames
+        }
+        let whole = try run("whole.mkv", []), first = try run("a.mkv", ["--frames", "0:35"]), second = try run("b.mkv", ["--frames", "35:"])
+        #expect(whole.count == 40 && first.count + second.count == 40)
+        for (a, b) in zip(whole, first + second) {
+            #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
+        }
+    }
 }
 
 /// `lockstep deflicker` as a user runs it.

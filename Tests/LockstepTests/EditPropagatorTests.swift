@@ -54,6 +54,74 @@ struct PooledFeatures: FeatureEncoder {
         return out
     }
 
+    /// Where the keyframe's two discs lie.
+    static let discCentres = [(30.0, 35.0), (34.0, 85.0)]
+
+    /// The keyframe's background: a faint texture.
+    static let discBackground = PlanarImage(channels: 3, height: size.height, width: size.width,
+                                            values: frame(0).values.map { 0.5 + 0.25 * ($0 - 0.5) })
+
+    static func discs(_ at: [(Double, Double)], outlined: Bool) -> PlanarImage {
+        DiscScene.discs(at, outlined: outlined, over: discBackground)
+    }
+
+    /// Frame t of a still scene with a disc the keyframe lacks, under fresh noise (uniform, σ = 0.02).
+    static func noisyNewcomer(_ t: Int) -> PlanarImage {
+        DiscScene.noisy(discs(discCentres + [(118.0, 62.0)], outlined: false), seed: UInt64(100 + t))
+    }
+
+    static func stylisedDiscs() -> EditPropagator {
+        EditPropagator(keyframes: [Keyframe(index: 0, original: discs(discCentres, outlined: false),
+                                            edited: discs(discCentres, outlined: true))],
+                       encoder: PooledFeatures())
+    }
+
+    /// Synthesised texture does not boil. A still scene under fresh noise every frame: the
+    /// new disc's outline is synthesised from either of the keyframe's discs, whose sources
+    /// match it about equally well. Frame after frame, each patch keeps the source it had
+    /// unless another is better by more than noise explains (0.0028 a frame here); frames that
+    /// do not follow one another (indices two apart: no history) choose afresh each time, and
+    /// their edit changes by 0.0073.
+    @Test func synthesisedTextureStaysPut() throws {
+        func meanChange(indices: [Int]) throws -> Double {
+            let propagator = Self.stylisedDiscs()
+            // The edit each frame gets (output − frame): the noise itself passes through.
+            let edits = try indices.enumerated().map { k, index in
+                let frame = Self.noisyNewcomer(k)
+                return try propagator.apply(to: frame, index: index).combined(with: frame, -)
+            }
+            var sum: Double = 0, count = 0
+            for k in 1..<edits.count {
+                for y in 40..<84 { for x in 96..<140 { for ch in 0..<3 {
+                    sum += Double(abs(edits[k][ch, y, x] - edits[k - 1][ch, y, x])); count += 1
+                } } }
+            }
+            return sum / Double(count)
+        }
+        let chained = try meanChange(indices: Array(1...8)), unchained = try meanChange(indices: (1...8).map { 2 * $0 })
+        #expect(chained < 0.6 * unchained, "the synthesised outline changed by \(chained) a frame with history, \(unchained) without")
+    }
+
+    /// A job that starts mid-span (`--frames` chunks) follows the span's earlier frames and
+    /// then equals the whole run frame for frame; without following them it would not. The
+    /// span's first frame starts afresh, as a job starting there does.
+    @Test func aJobStartingMidSpanEqualsTheWholeRun() throws {
+        let span = EditPropagator.synthesisSpan, first = span + 3
+        let whole = Self.stylisedDiscs()
+        var wholeOutputs: [Int: PlanarImage] = [:]
+        for t in 1...(first + 2) { wholeOutputs[t] = try whole.apply(to: Self.noisyNewcomer(t), index: t) }
+        let chunk = Self.stylisedDiscs()
+        #expect(EditPropagator.history(before: first) == span..<first)
+        for t in EditPropagator.history(before: first) { try chunk.follow(Self.noisyNewcomer(t), index: t) }
+        for t in first...(first + 2) {
+            #expect(try chunk.apply(to: Self.noisyNewcomer(t), index: t).isIdentical(to: wholeOutputs[t]!), "frame \(t)")
+        }
+        let cold = try Self.stylisedDiscs().apply(to: Self.noisyNewcomer(first), index: first)
+        #expect(!cold.isIdentical(to: wholeOutputs[first]!), "the history made no difference: the test shows nothing")
+        let restart = try Self.stylisedDiscs().apply(to: Self.noisyNewcomer(span), index: span)
+        #expect(restart.isIdentical(to: wholeOutputs[span]!))
+    }
+
     @Test func strengthZeroIsTheIdentity() throws {
         let key = Self.frame(0)
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: ColourTransformTests.grade(key))],
@@ -162,27 +230,9 @@ struct PooledFeatures: FeatureEncoder {
     /// it was (0.98 of its level; the synthesis 0.6, the truth 0.25). An outline on one of the
     /// two discs only is a local edit, and is not copied.
     @Test func synthesisGivesNewContentTheKeyframesStyle() throws {
-        let centres = [(30.0, 35.0), (34.0, 85.0)], newcomer = (118.0, 62.0)
-        let background = PlanarImage(channels: 3, height: Self.size.height, width: Self.size.width,
-                                     values: Self.frame(0).values.map { 0.5 + 0.25 * ($0 - 0.5) })
+        let centres = Self.discCentres, newcomer = (118.0, 62.0)
+        func discs(_ at: [(Double, Double)], outlined: Bool) -> PlanarImage { Self.discs(at, outlined: outlined) }
         func distance(_ x: Int, _ y: Int, _ c: (Double, Double)) -> Double { hypot(Double(x) - c.0, Double(y) - c.1) }
-        func discs(_ at: [(Double, Double)], outlined: Bool) -> PlanarImage {
-            var values = background.values
-            let n = background.planeSize, w = background.width
-            for y in 0..<background.height { for x in 0..<w {
-                let d = at.map { distance(x, y, $0) }.min()!
-                let inside = Float(min(max(10.5 - d, 0), 1))  // antialiased edge
-                let colours: [Float] = [0.85, 0.25, 0.2]
-                for ch in 0..<3 {
-                    let i = ch * n + y * w + x
-                    var v = values[i]
-                    v += inside * (colours[ch] - v)
-                    if outlined && d >= 10.5 && d < 14.5 { v *= 0.25 }
-                    values[i] = v
-                }
-            } }
-            return PlanarImage(channels: 3, height: background.height, width: w, values: values)
-        }
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: discs(centres, outlined: false),
                                                              edited: discs(centres, outlined: true))],
                                         encoder: PooledFeatures())

@@ -151,3 +151,33 @@ public final class DrainedPipe: @unchecked Sendable {
         return contents
     }
 }
+
+/// A scene for the synthesis: red discs of radius 10.5 over a background; `outlined`, the
+/// background within 4 px of each disc darkened to a quarter (a style no function of colour can
+/// give: the same background colour is darkened beside a disc and not elsewhere).
+public enum DiscScene {
+    public static func discs(_ at: [(Double, Double)], outlined: Bool, over background: PlanarImage) -> PlanarImage {
+        var values = background.values
+        let n = background.planeSize, w = background.width
+        for y in 0..<background.height { for x in 0..<w {
+            let d = at.map { hypot(Double(x) - $0.0, Double(y) - $0.1) }.min()!
+            let inside = Float(min(max(10.5 - d, 0), 1))  // antialiased edge
+            let colours: [Float] = [0.85, 0.25, 0.2]
+            for ch in 0..<3 {
+                let i = ch * n + y * w + x
+                var v = values[i]
+                v += inside * (colours[ch] - v)
+                if outlined && d >= 10.5 && d < 14.5 { v *= 0.25 }
+                values[i] = v
+            }
+        } }
+        return PlanarImage(channels: 3, height: background.height, width: w, values: values)
+    }
+
+    /// `image` under fresh uniform noise (σ = 0.02), the same for the same seed.
+    public static func noisy(_ image: PlanarImage, seed: UInt64) -> PlanarImage {
+        var random = SeededRandom(seed)
+        return PlanarImage(channels: 3, height: image.height, width: image.width,
+                           values: image.values.map { min(max($0 + 0.07 * Float(random.uniform() - 0.5), 0), 1) })
+    }
+}

@@ -60,6 +60,19 @@ public final class EditPropagator: @unchecked Sendable {
     /// output by less than 10⁻⁴ of the edit (a fortieth of an 8-bit level).
     static let negligibleConfidence: Float = 1e-4
 
+    /// The synthesis keeps the sources of the frame before (`PatchSynthesis.field`'s
+    /// `previous`) within spans of this many frames, starting afresh at each multiple of it. A
+    /// frame's edit then depends on the frames since its span began and on no earlier ones: a
+    /// job that starts mid-span first follows those frames (`follow`; at most 31, matched but
+    /// not edited or written), and its frames equal the whole run's. Measured on eight stylised
+    /// and pencil-sketched cases of four real clips against a chain that never restarts: PSNR
+    /// 0.02 dB lower, E_warp ratio 0.01 higher (restarting every 8 frames: 0.04 and 0.03).
+    public static let synthesisSpan = 32
+
+    /// The first frame a job starting at `first` must `follow` for its frames to equal the
+    /// whole run's.
+    public static func history(before first: Int) -> Range<Int> { (first - first % synthesisSpan)..<first }
+
     /// Keyframes already in memory.
     public convenience init(keyframes: [Keyframe], encoder: FeatureEncoder, strength: Float = 1,
                             configuration: CrossFrameAttention.Configuration = .init()) {
@@ -107,6 +120,17 @@ public final class EditPropagator: @unchecked Sendable {
         }
     }
 
+    /// Frame `index` seen but not edited: the synthesis's sources follow it, as they would in a
+    /// run that edits it (`history(before:)`). Only keyframes whose synthesis runs are matched.
+    public func follow(_ frame: PlanarImage, index: Int) throws {
+        precondition(frame.width == width && frame.height == height)
+        if strength == 0 { return }
+        let edits = try keyframes(neighbours(of: index).map(\.position)).filter { $0.synthesis.contributes }
+        guard !edits.isEmpty else { return }
+        let features = encoder.features(frame)
+        for edit in edits { _ = edit.match(frame, features: features, index: index) }
+    }
+
     /// Frame `index` (counted from 0 over the whole video), edited.
     public func apply(to frame: PlanarImage, index: Int) throws -> PlanarImage {
         var out = frame
@@ -123,7 +147,7 @@ public final class EditPropagator: @unchecked Sendable {
         let active = neighbours(of: index)
         // The frame's features serve both keyframes between which it lies.
         let features = encoder.features(frame)
-        let matched = try keyframes(active.map(\.position)).map { $0.match(frame, features: features) }
+        let matched = try keyframes(active.map(\.position)).map { $0.match(frame, features: features, index: index) }
         let w = width, n = width * height, s = strength
         frame.withUnsafeMutableBufferPointer { f in
             let fp = UnsafePointer(f.baseAddress!), op = f.baseAddress!
@@ -199,6 +223,8 @@ final class KeyframeEdit: @unchecked Sendable {
     /// The keyframe's own picture, for the correspondence's last, pixel-level step.
     let alignment: ImageAlignment
     let width: Int, height: Int
+    /// The synthesis's field for the last frame matched, and that frame's index.
+    private var lastField: (index: Int, field: PatchSynthesis.Field)?
 
     init(_ key: Keyframe, encoder: FeatureEncoder, configuration: CrossFrameAttention.Configuration) {
         width = key.original.width
@@ -224,9 +250,11 @@ final class KeyframeEdit: @unchecked Sendable {
         attention = CrossFrameAttention(reference: features, configuration: configuration)
     }
 
-    /// The frame's correspondence to the keyframe, ready to give its edit row by row; `features`
-    /// are the frame's (`encoder.features`).
-    func match(_ frame: PlanarImage, features: PlanarImage) -> Match {
+    /// Frame `index`'s correspondence to the keyframe, ready to give its edit row by row;
+    /// `features` are the frame's (`encoder.features`). Frames come in increasing order: the
+    /// synthesis starts from the last frame's sources when that was frame `index` − 1 of the
+    /// same span (`EditPropagator.synthesisSpan`).
+    func match(_ frame: PlanarImage, features: PlanarImage, index: Int) -> Match {
         var field = attention.correspondence(for: features)
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
                                             measuringMatch: true)
@@ -234,9 +262,13 @@ final class KeyframeEdit: @unchecked Sendable {
         if synthesis.contributes {
             let start = synthesis.start(from: field, factor: encoder.factor, origin: encoder.origin)
             if start.trust.contains(where: { $0 < 1 - EditPropagator.negligibleConfidence }) {
-                synthesised = synthesis.field(for: frame, start: (start.dx, start.dy), trust: start.trust)
+                let previous = lastField.flatMap { last in
+                    last.index == index - 1 && index % EditPropagator.synthesisSpan != 0 ? last.field : nil
+                }
+                synthesised = synthesis.field(for: frame, start: (start.dx, start.dy), trust: start.trust, previous: previous)
             }
         }
+        lastField = synthesised.map { (index, $0) }
         return Match(edit: self, carrier: Transport.RowCarrier(field: field, width: width, height: height,
                                                                factor: encoder.factor, origin: encoder.origin),
                      synthesised: synthesised)
