@@ -22,9 +22,11 @@ import Tensor
 /// - Texture that does not boil: given the previous frame's field, each searched patch also tries
 ///   the source it had there, and keeps it unless another is better by more than noise and a
 ///   misalignment of `matchSlack` explain (the allowance). Near-equal sources no longer trade
-///   places from frame to frame, each bringing its own strokes. The field then depends on the
-///   frames before it; `EditPropagator` chains it over spans of frames, so that `--frames`
-///   chunks still equal the whole run.
+///   places from frame to frame, each bringing its own strokes. Where the old source is itself
+///   within the allowance, no other can be better by more, and the patch is not searched at all
+///   (as a video codec reuses motion). The field then depends on the frames before it;
+///   `EditPropagator` chains it over spans of frames, so that `--frames` chunks still equal the
+///   whole run.
 /// - Each pixel takes the edit of the four nearest patches' sources (bilinear in the patch grid,
 ///   weighted by each source's predictability): overlapping patches vote, as in EbSynth, so there
 ///   is no seam between patches that point to different places.
@@ -232,9 +234,14 @@ struct PatchSynthesis: Sendable {
         } } } } }
         // Searched: patches the transport does not fully trust, and whose own source is further
         // off than noise and misalignment explain. Elsewhere no source can do meaningfully better.
-        let active = (0..<count).filter {
+        let unexplained = (0..<count).filter {
             trust[$0] < 1 - EditPropagator.negligibleConfidence && transportCost[$0] > allowance[$0]
         }
+        // Nor where the source of the frame before is within the allowance: another would have to
+        // be better by more than that to replace it (below), and none can be. Those keep it unsearched.
+        let kept = previous.map { keptSources(previous: $0, fine: fine, unexplained: unexplained, allowance: allowance) }
+            ?? (cost: [Float](repeating: .infinity, count: count), dx: [Int32](repeating: 0, count: count), dy: [Int32](repeating: 0, count: count))
+        let active = unexplained.filter { kept.cost[$0] == .infinity }
         var dx = [Int32](repeating: 0, count: count), dy = dx
         let searched = { var mask = [Bool](repeating: false, count: count); for u in active { mask[u] = true }; return mask }()
         if !active.isEmpty {
@@ -270,6 +277,10 @@ struct PatchSynthesis: Sendable {
                         let own = (min(max(Int32((Float(sx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux),
                                    min(max(Int32((Float(sy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy))
                         ox[u] = own.0; oy[u] = own.1
+                        if kept.cost[u] < .infinity {
+                            ox[u] = min(max(Int32((Float(kept.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux)
+                            oy[u] = min(max(Int32((Float(kept.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy)
+                        }
                         guard searched[u] else { continue }
                         let c = min(u / gw / 2, qh - 1) * qw + min(u % gw / 2, qw - 1)
                         let parent = (min(max(2 &* qx[c], -ux), Int32(gw - 1) - ux), min(max(2 &* qy[c], -uy), Int32(gh - 1) - uy))
@@ -295,6 +306,7 @@ struct PatchSynthesis: Sendable {
                 for u in range {
                     let tx = ox[u], ty = oy[u]
                     var best = transportCost[u]
+                    if kept.cost[u] < .infinity { best = kept.cost[u]; ox[u] = kept.dx[u]; oy[u] = kept.dy[u] }
                     if searched[u] {
                         // The search's answer to the whole pixel: the 3×3 offsets around it, the
                         // centre first; the ring only where the centre is further off than noise
@@ -333,6 +345,27 @@ struct PatchSynthesis: Sendable {
             }
         } } } } } }
         return field
+    }
+
+    /// Of the `unexplained` patches, those whose source in the frame before still matches within
+    /// the allowance: its cost and offset (as `FinePatches.cost` clamps it); infinity elsewhere.
+    func keptSources(previous: Field, fine: Padded, unexplained: [Int], allowance: [Float]) -> (cost: [Float], dx: [Int32], dy: [Int32]) {
+        let count = gridWidth * gridHeight
+        var cost = [Float](repeating: .infinity, count: count), dx = [Int32](repeating: 0, count: count), dy = dx
+        fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
+        cost.withUnsafeMutableBufferPointer { kc in dx.withUnsafeMutableBufferPointer { kx in dy.withUnsafeMutableBufferPointer { ky in
+        unexplained.withUnsafeBufferPointer { list in
+            let patches = FinePatches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: fineKey.stride, gridWidth: gridWidth,
+                                      width: Int32(width), height: Int32(height))
+            parallelChunks(list.count, minimumChunk: 256) { range in
+                for a in range {
+                    let u = list[a]
+                    let (d, x, y) = patches.cost(u, previous.dx[u], previous.dy[u], bound: allowance[u])
+                    if d < allowance[u] { kc[u] = d; kx[u] = x; ky[u] = y }
+                }
+            }
+        } } } } } }
+        return (cost, dx, dy)
     }
 
     /// The frame's and the keyframe's padded full-resolution pictures.
