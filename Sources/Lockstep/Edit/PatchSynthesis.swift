@@ -27,6 +27,10 @@ import Tensor
 ///   (as a video codec reuses motion). The field then depends on the frames before it;
 ///   `EditPropagator` chains it over spans of frames, so that `--frames` chunks still equal the
 ///   whole run.
+/// - Sources to a fraction of a pixel: each searched or kept source is refined by a parabola
+///   through the costs one pixel either way, and read bilinearly. In whole pixels (2 px of the
+///   frame at 720p, where the search runs on pictures pooled 2 × 2) a source held while the
+///   content under it moved stayed put, then stepped.
 /// - Each pixel takes the edit of the four nearest patches' sources (bilinear in the patch grid,
 ///   weighted by each source's predictability): overlapping patches vote, as in EbSynth, so there
 ///   is no seam between patches that point to different places.
@@ -201,6 +205,9 @@ struct PatchSynthesis: Sendable {
         /// At most how far the transport may be trusted: below 1 where the search found another,
         /// better source whose edit is predictable from its looks; 1 elsewhere.
         var transportCap: [Float]
+        /// The source's fraction of a pixel (search pixels, within ±½) beyond `dx`, `dy`, where
+        /// the search refined it; 0 elsewhere.
+        var fractionX: [Float], fractionY: [Float]
     }
 
     /// The field for `frame`, starting from the transport's correspondence (`start`: offsets in
@@ -222,7 +229,8 @@ struct PatchSynthesis: Sendable {
         let slack = ImageAlignment.matchSlack * ImageAlignment.matchSlack
         let allowance = energy.map { noise + slack * $0 }
         var field = Field(width: gw, height: gh, dx: start.dx, dy: start.dy,
-                          quality: [Float](repeating: 0, count: count), transportCap: [Float](repeating: 1, count: count))
+                          quality: [Float](repeating: 0, count: count), transportCap: [Float](repeating: 1, count: count),
+                          fractionX: [Float](repeating: 0, count: count), fractionY: [Float](repeating: 0, count: count))
         var transportCost = [Float](repeating: 0, count: count)
         let w = Int32(width), h = Int32(height)
         fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
@@ -301,6 +309,7 @@ struct PatchSynthesis: Sendable {
         }
         fine.values.withUnsafeBufferPointer { fb in fineKey.values.withUnsafeBufferPointer { kb in
         field.dx.withUnsafeMutableBufferPointer { ox in field.dy.withUnsafeMutableBufferPointer { oy in
+        field.fractionX.withUnsafeMutableBufferPointer { fx in field.fractionY.withUnsafeMutableBufferPointer { fy in
         field.quality.withUnsafeMutableBufferPointer { oq in field.transportCap.withUnsafeMutableBufferPointer { oc in
             let fine = FinePatches(frame: fb.baseAddress!, key: kb.baseAddress!, stride: fineKey.stride, gridWidth: gw, width: w, height: h)
             parallelChunks(count, minimumChunk: 256) { range in
@@ -330,6 +339,18 @@ struct PatchSynthesis: Sendable {
                             }
                         }
                     }
+                    // The searched and kept sources to a fraction of a pixel: the vertex of the
+                    // parabola through the costs one pixel either way. Whole pixels of the search's
+                    // pictures are 2 px at 720p: a source held while the content under it moves
+                    // would stay put, then step.
+                    if searched[u] || kept.cost[u] < .infinity {
+                        let cx = ox[u], cy = oy[u]
+                        let (l, lx, _) = fine.cost(u, cx &- 1, cy, bound: .infinity), (r, rx, _) = fine.cost(u, cx &+ 1, cy, bound: .infinity)
+                        let (t, _, ty) = fine.cost(u, cx, cy &- 1, bound: .infinity), (b, _, by) = fine.cost(u, cx, cy &+ 1, bound: .infinity)
+                        let curvatureX = l - 2 * best + r, curvatureY = t - 2 * best + b
+                        if lx == cx &- 1 && rx == cx &+ 1 && curvatureX > 0 { fx[u] = min(max(0.5 * (l - r) / curvatureX, -0.5), 0.5) }
+                        if ty == cy &- 1 && by == cy &+ 1 && curvatureY > 0 { fy[u] = min(max(0.5 * (t - b) / curvatureY, -0.5), 0.5) }
+                    }
                     // The source's edit counts as far as lookalikes in the keyframe share it.
                     let sx = min(max((2 &* (u % gw) &+ Int(ox[u])) / 2, 0), gw &- 1)
                     let sy = min(max((2 &* (u / gw) &+ Int(oy[u])) / 2, 0), gh &- 1)
@@ -344,7 +365,7 @@ struct PatchSynthesis: Sendable {
                     }
                 }
             }
-        } } } } } }
+        } } } } } } } }
         return field
     }
 
@@ -636,7 +657,8 @@ struct PatchSynthesis: Sendable {
 
     /// Row `y` of the synthesised edit: each pixel's four nearest patches vote with their
     /// sources' values of `carried` (4 channels interleaved, full size: the edit and its colour
-    /// share), weighted by bilinear weight × `Field.quality`. Writes the 4 planes (`w` apart),
+    /// share; read bilinearly at the sources' fractions of a pixel), weighted by bilinear
+    /// weight × `Field.quality`. Writes the 4 planes (`w` apart),
     /// the quality, and the cap on the transport's trust (`Field.transportCap`, bilinear).
     @inline(__always)
     func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
@@ -648,19 +670,24 @@ struct PatchSynthesis: Sendable {
         let y0 = min(Int(gy), gh - 1), y1 = min(y0 + 1, gh - 1), ay = gy - Float(y0)
         field.dx.withUnsafeBufferPointer { fx in field.dy.withUnsafeBufferPointer { fy in field.quality.withUnsafeBufferPointer { fq in
         field.transportCap.withUnsafeBufferPointer { fcap in
-        // Per patch of the two patch rows the row lies between: its offset across, its source
-        // row in `carried`, and its vote's weight, quality and cap, so that a pixel's vote is a
-        // clamp, a load and its sums.
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: 4 * gw) { offsets in
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 6 * gw) { patches in
-            let across = offsets.baseAddress!, source = across + 2 &* gw
-            let weight = patches.baseAddress!, q = weight + 2 &* gw, c = q + 2 &* gw
+        // Per patch of the two patch rows the row lies between: its offset across, the two
+        // source rows in `carried`, the fractions between, and its vote's weight, quality and
+        // cap, so that a pixel's vote is two clamps, four loads and its sums.
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 6 * gw) { offsets in
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 10 * gw) { patches in
+            let across = offsets.baseAddress!, above = across + 2 &* gw, below = above + 2 &* gw
+            let weight = patches.baseAddress!, q = weight + 2 &* gw, c = q + 2 &* gw, betweenX = c + 2 &* gw, betweenY = betweenX + 2 &* gw
             for k in 0..<2 {
                 let row = k == 0 ? y0 : y1
                 for i in 0..<gw {
                     let u = row &* gw &+ i, at = k &* gw &+ i
-                    across[at] = scale &* Int(fx[u])
-                    source[at] = min(max(y &+ scale &* Int(fy[u]), 0), h &- 1) &* w
+                    // The source's offset in frame pixels, and the two columns and rows it lies between.
+                    let ox = s * (Float(fx[u]) + field.fractionX[u]), oy = s * (Float(fy[u]) + field.fractionY[u])
+                    let wholeX = ox.rounded(.down), wholeY = oy.rounded(.down)
+                    across[at] = Int(wholeX); betweenX[at] = ox - wholeX
+                    above[at] = min(max(y &+ Int(wholeY), 0), h &- 1) &* w
+                    below[at] = min(max(y &+ Int(wholeY) &+ 1, 0), h &- 1) &* w
+                    betweenY[at] = oy - wholeY
                     weight[at] = fq[u] + 1e-6
                     q[at] = fq[u]
                     c[at] = fcap[u]
@@ -675,9 +702,16 @@ struct PatchSynthesis: Sendable {
                 let (x0, x1, ax) = (Int(voteColumns[x].0), Int(voteColumns[x].1), voteColumns[x].2)
                 var v = SIMD4<Float>(), mass: Float = 0, qs: Float = 0, cs: Float = 0
                 @inline(__always) func vote(_ at: Int, _ b: Float) {
-                    let sx = min(max(x &+ across[at], 0), w &- 1)
+                    // The source, between four pixels of `carried`.
+                    let left = min(max(x &+ across[at], 0), w &- 1), right = min(max(x &+ across[at] &+ 1, 0), w &- 1)
+                    let tx = betweenX[at], ty = betweenY[at]
+                    @inline(__always) func pixel(_ line: Int, _ column: Int) -> SIMD4<Float> {
+                        UnsafeRawPointer(carried + 4 &* (line &+ column)).loadUnaligned(as: SIMD4<Float>.self)
+                    }
+                    let top = (1 - tx) * pixel(above[at], left) + tx * pixel(above[at], right)
+                    let bottom = (1 - tx) * pixel(below[at], left) + tx * pixel(below[at], right)
                     let vw = b * weight[at]
-                    v += vw * UnsafeRawPointer(carried + 4 &* (source[at] &+ sx)).loadUnaligned(as: SIMD4<Float>.self)
+                    v += vw * ((1 - ty) * top + ty * bottom)
                     mass += vw
                     qs += b * q[at]
                     cs += b * c[at]
