@@ -69,6 +69,9 @@ struct PatchSynthesis: Sendable {
     /// Per pixel column of the frame: the two patch columns its votes come from, and the weight
     /// of the second (the same for every row and frame, so worked out once).
     let voteColumns: [(Int32, Int32, Float)]
+    /// Per patch column: the pixel columns that take it as their first and as their second
+    /// (consecutive, as `voteColumns` only grows along the row).
+    let votersOf: [(first: Range<Int>, second: Range<Int>)]
 
     /// Whether the edit has structure for the synthesis to carry: in at least 1% of the keyframe,
     /// what of its edit is predictable from its looks departs from the colour part by 16 levels
@@ -99,6 +102,14 @@ struct PatchSynthesis: Sendable {
             let gx = min(max((Float(x) - shift) / (2 * s), 0), Float(gw - 1))
             let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1)
             return (Int32(x0), Int32(x1), gx - Float(x0))
+        }
+        votersOf = (0..<gridWidth).map { [voteColumns] i in
+            func voters(second: Bool) -> Range<Int> {
+                func takes(_ x: Int) -> Bool { (second ? voteColumns[x].1 : voteColumns[x].0) == Int32(i) }
+                guard let start = voteColumns.indices.first(where: takes) else { return 0..<0 }
+                return start..<((start..<voteColumns.count).first { !takes($0) } ?? voteColumns.count)
+            }
+            return (voters(second: false), voters(second: true))
         }
         key = Padded(pooled, radius: Self.radius)
         coarseKey = Padded(pooled.averagePooled2(), radius: Self.radius)
@@ -693,38 +704,53 @@ struct PatchSynthesis: Sendable {
                     c[at] = fcap[u]
                 }
             }
-            for x in 0..<w {
-                // Nothing to fill where the transport is trusted.
-                guard skip[x] < 1 - EditPropagator.negligibleConfidence else {
-                    out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1
-                    continue
-                }
-                let (x0, x1, ax) = (Int(voteColumns[x].0), Int(voteColumns[x].1), voteColumns[x].2)
-                var v = SIMD4<Float>(), mass: Float = 0, qs: Float = 0, cs: Float = 0
-                @inline(__always) func vote(_ at: Int, _ b: Float) {
-                    // The source, between four pixels of `carried`.
-                    let left = min(max(x &+ across[at], 0), w &- 1), right = min(max(x &+ across[at] &+ 1, 0), w &- 1)
-                    let tx = betweenX[at], ty = betweenY[at]
-                    @inline(__always) func pixel(_ line: Int, _ column: Int) -> SIMD4<Float> {
-                        UnsafeRawPointer(carried + 4 &* (line &+ column)).loadUnaligned(as: SIMD4<Float>.self)
+            // Patch by patch, over the consecutive pixels each votes for, so that its source row
+            // is read in order: row y0's patches, then y1's, the left one of a pixel's two before
+            // the right, as each pixel's votes were always summed.
+            withUnsafeTemporaryAllocation(of: SIMD4<Float>.self, capacity: w) { sums in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * w) { scalars in
+                let v = sums.baseAddress!, mass = scalars.baseAddress!, qs = mass + w, cs = qs + w
+                v.initialize(repeating: .zero, count: w)
+                mass.initialize(repeating: 0, count: 3 * w)
+                let trusted = 1 - EditPropagator.negligibleConfidence
+                for k in 0..<2 {
+                    let by = k == 0 ? 1 - ay : ay
+                    for i in 0..<gw {
+                        let at = k &* gw &+ i
+                        let shift = across[at], tx = betweenX[at], ty = betweenY[at], up = above[at], down = below[at]
+                        let pw = weight[at], pq = q[at], pc = c[at]
+                        for second in [false, true] {
+                            for x in second ? votersOf[i].second : votersOf[i].first where skip[x] < trusted {
+                                let ax = voteColumns[x].2
+                                let b = (second ? ax : 1 - ax) * by
+                                // The source, between four pixels of `carried`.
+                                let left = min(max(x &+ shift, 0), w &- 1), right = min(max(x &+ shift &+ 1, 0), w &- 1)
+                                @inline(__always) func pixel(_ line: Int, _ column: Int) -> SIMD4<Float> {
+                                    UnsafeRawPointer(carried + 4 &* (line &+ column)).loadUnaligned(as: SIMD4<Float>.self)
+                                }
+                                let top = (1 - tx) * pixel(up, left) + tx * pixel(up, right)
+                                let bottom = (1 - tx) * pixel(down, left) + tx * pixel(down, right)
+                                let vw = b * pw
+                                v[x] += vw * ((1 - ty) * top + ty * bottom)
+                                mass[x] += vw
+                                qs[x] += b * pq
+                                cs[x] += b * pc
+                            }
+                        }
                     }
-                    let top = (1 - tx) * pixel(above[at], left) + tx * pixel(above[at], right)
-                    let bottom = (1 - tx) * pixel(below[at], left) + tx * pixel(below[at], right)
-                    let vw = b * weight[at]
-                    v += vw * ((1 - ty) * top + ty * bottom)
-                    mass += vw
-                    qs += b * q[at]
-                    cs += b * c[at]
                 }
-                vote(x0, (1 - ax) * (1 - ay))
-                vote(x1, ax * (1 - ay))
-                vote(gw &+ x0, (1 - ax) * ay)
-                vote(gw &+ x1, ax * ay)
-                v /= mass
-                out[x] = v[0]; out[w &+ x] = v[1]; out[2 &* w &+ x] = v[2]; out[3 &* w &+ x] = v[3]
-                quality[x] = qs
-                cap[x] = cs
-            }
+                for x in 0..<w {
+                    // Nothing to fill where the transport is trusted.
+                    guard skip[x] < trusted else {
+                        out[x] = 0; out[w &+ x] = 0; out[2 &* w &+ x] = 0; out[3 &* w &+ x] = 0; quality[x] = 0; cap[x] = 1
+                        continue
+                    }
+                    let value = v[x] / mass[x]
+                    out[x] = value[0]; out[w &+ x] = value[1]; out[2 &* w &+ x] = value[2]; out[3 &* w &+ x] = value[3]
+                    quality[x] = qs[x]
+                    cap[x] = cs[x]
+                }
+            } }
         } }
         } } } }
     }
