@@ -214,10 +214,11 @@ final class KeyframeEdit: @unchecked Sendable {
     /// What is carried of the edit (`carriedEdit`), as B-spline coefficients for `Transport`,
     /// four channels interleaved (`Transport.interleaved4`).
     let edits: [Float]
-    /// The same, as samples, for the synthesis's votes (whole-pixel sources), four channels
-    /// interleaved (a vote reads one pixel's four values together); kept only where the
-    /// synthesis runs (`PatchSynthesis.contributes`).
-    let samples: [Float]?
+    /// The same, as samples, for the synthesis's votes, four channels interleaved (a vote reads
+    /// a pixel's four values together) as half-precision floats (steps of 2⁻¹¹ at most, an eighth
+    /// of an 8-bit level: the votes' reads are scattered over the keyframe, and half the bytes is
+    /// half the memory traffic); kept only where the synthesis runs (`PatchSynthesis.contributes`).
+    let samples: [Float16]?
     /// Where the transport fails: the edit synthesised by appearance.
     let synthesis: PatchSynthesis
     /// The keyframe's own picture, for the correspondence's last, pixel-level step.
@@ -236,7 +237,7 @@ final class KeyframeEdit: @unchecked Sendable {
         edits = Transport.interleaved4(carried.bSplineCoefficients())
         let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
-        samples = synthesis.contributes ? Transport.interleaved4(carried) : nil
+        samples = synthesis.contributes ? Transport.interleaved4(carried).map { Float16($0) } : nil
         alignment = ImageAlignment(reference: key.original, followingSlope: true)
         // The alignment starts from the attention's answer pooled 2^l × 2^l (l = 2 at 720p), so the
         // attention stops one level finer than that: its finest levels would be averaged away

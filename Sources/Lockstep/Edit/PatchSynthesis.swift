@@ -672,7 +672,7 @@ struct PatchSynthesis: Sendable {
     /// weight × `Field.quality`. Writes the 4 planes (`w` apart),
     /// the quality, and the cap on the transport's trust (`Field.transportCap`, bilinear).
     @inline(__always)
-    func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
+    func synthesise(row y: Int, field: Field, carried: UnsafePointer<Float16>, into out: UnsafeMutablePointer<Float>,
                     quality: UnsafeMutablePointer<Float>, cap: UnsafeMutablePointer<Float>, skip: UnsafePointer<Float>) {
         let w = frameWidth, h = frameHeight, gw = field.width, gh = field.height, scale = self.scale
         // Frame pixel x is search pixel (x − (s − 1)/2)/s, half-resolution pixel (that − ½)/2.
@@ -726,7 +726,7 @@ struct PatchSynthesis: Sendable {
                                 // The source, between four pixels of `carried`.
                                 let left = min(max(x &+ shift, 0), w &- 1), right = min(max(x &+ shift &+ 1, 0), w &- 1)
                                 @inline(__always) func pixel(_ line: Int, _ column: Int) -> SIMD4<Float> {
-                                    UnsafeRawPointer(carried + 4 &* (line &+ column)).loadUnaligned(as: SIMD4<Float>.self)
+                                    SIMD4<Float>(UnsafeRawPointer(carried + 4 &* (line &+ column)).loadUnaligned(as: SIMD4<Float16>.self))
                                 }
                                 let top = (1 - tx) * pixel(up, left) + tx * pixel(up, right)
                                 let bottom = (1 - tx) * pixel(down, left) + tx * pixel(down, right)
