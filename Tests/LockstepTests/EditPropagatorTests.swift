@@ -227,7 +227,7 @@ struct PooledFeatures: FeatureEncoder {
     /// the keyframe. The style is an outline: the background within 4 px of each disc darkened
     /// to a quarter. No function of colour can give it (the same background colour is darkened
     /// beside a disc and not elsewhere), so the colour part alone leaves the new disc's ring as
-    /// it was (0.98 of its level; the synthesis 0.6, the truth 0.25). An outline on one of the
+    /// it was (0.98 of its level; the synthesis 0.55, the truth 0.25). An outline on one of the
     /// two discs only is a local edit, and is not copied.
     @Test func synthesisGivesNewContentTheKeyframesStyle() throws {
         let centres = Self.discCentres, newcomer = (118.0, 62.0)
