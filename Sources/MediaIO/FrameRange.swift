@@ -49,11 +49,24 @@ public final class FrameRangeSource: FrameSource {
         self.info = info
     }
 
+    /// Frames before the range that are decoded anyway, handed to whoever needs to see them
+    /// (`observe`) before they are dropped.
+    private var observer: (frames: Range<Int>, body: (VideoFrame) throws -> Void)?
+
+    /// `body` sees each of `frames` (before the range) as it is decoded, in order, before the
+    /// first frame of the range is returned.
+    public func observe(_ frames: Range<Int>, _ body: @escaping (VideoFrame) throws -> Void) {
+        observer = (frames, body)
+    }
+
     public func next() throws -> VideoFrame? {
         if finished { return nil }
         while let frame = try base.next() {
             framesSeen = frame.index + 1
-            if frame.index < range.start { continue }
+            if frame.index < range.start {
+                if let observer, observer.frames.contains(frame.index) { try observer.body(frame) }
+                continue
+            }
             if range.contains(frame.index) { return frame }
             finished = true  // past the end: stop without decoding the rest
             return nil

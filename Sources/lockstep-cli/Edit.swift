@@ -140,12 +140,11 @@ struct Edit: ParsableCommand {
                                       overwrite: output.overwrite, options: output.encoder)
         warnAboutWhatIsLost(source.info, of: input, writing: sink)
         // A job that starts mid-span follows the span's earlier frames first, so that its frames
-        // equal the whole run's (the synthesis keeps the sources of the frame before).
+        // equal the whole run's (the synthesis keeps the sources of the frame before). They are
+        // decoded anyway, to count the frames before the job's.
         let history = EditPropagator.history(before: segment.range?.start ?? 0)
-        if !history.isEmpty {
-            let earlier = try Media.openSource(input, frameRate: output.frameRate,
-                                               frames: FrameRange(start: history.lowerBound, end: history.upperBound))
-            while let frame = try earlier.next() { try propagator.follow(frame.image, index: frame.index) }
+        if !history.isEmpty, let ranged = source as? FrameRangeSource {
+            ranged.observe(history) { frame in try propagator.follow(frame.image, index: frame.index) }
         }
         let done = try ProgressView(label: "edit", report: report).track { update in
             try StreamingProcessor.run(source: source, sink: sink, process: { frame in

@@ -751,6 +751,10 @@ import TestSupport
         for (a, b) in zip(whole, first + second) {
             #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
         }
+        // A part past the end is refused by its own range, not the frames it would follow.
+        let past = try CLITests.run(["edit", input, "-o", dir.file("c.mkv"), "--keyframe", "0=\(key)", "--frames", "70:", "--quiet"])
+        #expect(past.status == 1 && past.stderr == "lockstep: error: \(input): frames 70: are outside the video, which has 40 frames\n", "\(past.stderr)")
+        #expect(!dir.contents.contains("c.mkv"))
     }
 }
 
