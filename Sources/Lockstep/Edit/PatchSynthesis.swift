@@ -103,14 +103,13 @@ struct PatchSynthesis: Sendable {
             let x0 = min(Int(gx), gw - 1), x1 = min(x0 + 1, gw - 1)
             return (Int32(x0), Int32(x1), gx - Float(x0))
         }
-        votersOf = (0..<gridWidth).map { [voteColumns] i in
-            func voters(second: Bool) -> Range<Int> {
-                func takes(_ x: Int) -> Bool { (second ? voteColumns[x].1 : voteColumns[x].0) == Int32(i) }
-                guard let start = voteColumns.indices.first(where: takes) else { return 0..<0 }
-                return start..<((start..<voteColumns.count).first { !takes($0) } ?? voteColumns.count)
-            }
-            return (voters(second: false), voters(second: true))
+        var voters = [(first: Range<Int>, second: Range<Int>)](repeating: (0..<0, 0..<0), count: gw)
+        for (x, (first, second, _)) in voteColumns.enumerated() {
+            let a = Int(first), b = Int(second)
+            voters[a].first = (voters[a].first.isEmpty ? x : voters[a].first.lowerBound)..<(x + 1)
+            voters[b].second = (voters[b].second.isEmpty ? x : voters[b].second.lowerBound)..<(x + 1)
         }
+        votersOf = voters
         key = Padded(pooled, radius: Self.radius)
         coarseKey = Padded(pooled.averagePooled2(), radius: Self.radius)
         fineKey = Padded(original, radius: Self.finePad)
@@ -294,13 +293,13 @@ struct PatchSynthesis: Sendable {
                 parallelChunks(count, minimumChunk: 256) { range in
                     for u in range {
                         let ux = Int32(u % gw), uy = Int32(u / gw)
-                        let own = (min(max(Int32((Float(sx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux),
-                                   min(max(Int32((Float(sy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy))
-                        ox[u] = own.0; oy[u] = own.1
-                        if kept.cost[u] < .infinity {
-                            ox[u] = min(max(Int32((Float(kept.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux)
-                            oy[u] = min(max(Int32((Float(kept.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy)
+                        // An offset of the search's full-size pictures, halved and kept inside the picture.
+                        @inline(__always) func halved(_ dx: Int32, _ dy: Int32) -> (Int32, Int32) {
+                            (min(max(Int32((Float(dx) / 2).rounded()), -ux), Int32(gw - 1) - ux),
+                             min(max(Int32((Float(dy) / 2).rounded()), -uy), Int32(gh - 1) - uy))
                         }
+                        let own = halved(sx[u], sy[u])
+                        (ox[u], oy[u]) = kept.cost[u] < .infinity ? halved(kept.dx[u], kept.dy[u]) : own
                         guard searched[u] else { continue }
                         let c = min(u / gw / 2, qh - 1) * qw + min(u % gw / 2, qw - 1)
                         let parent = (min(max(2 &* qx[c], -ux), Int32(gw - 1) - ux), min(max(2 &* qy[c], -uy), Int32(gh - 1) - uy))
@@ -309,8 +308,7 @@ struct PatchSynthesis: Sendable {
                         if parentCost < ownCost { ox[u] = parent.0; oy[u] = parent.1; ownCost = parentCost }
                         // The source it had in the previous frame, if that matches better still.
                         if let previous {
-                            let kept = (min(max(Int32((Float(previous.dx[u]) / 2).rounded()), -ux), Int32(gw - 1) - ux),
-                                        min(max(Int32((Float(previous.dy[u]) / 2).rounded()), -uy), Int32(gh - 1) - uy))
+                            let kept = halved(previous.dx[u], previous.dy[u])
                             if patches.distance(u, ux &+ kept.0, uy &+ kept.1, bound: ownCost) < ownCost { ox[u] = kept.0; oy[u] = kept.1 }
                         }
                     }
@@ -719,10 +717,10 @@ struct PatchSynthesis: Sendable {
                         let at = k &* gw &+ i
                         let shift = across[at], tx = betweenX[at], ty = betweenY[at], up = above[at], down = below[at]
                         let pw = weight[at], pq = q[at], pc = c[at]
-                        for second in [false, true] {
-                            for x in second ? votersOf[i].second : votersOf[i].first where skip[x] < trusted {
+                        for second in 0..<2 {
+                            for x in second == 1 ? votersOf[i].second : votersOf[i].first where skip[x] < trusted {
                                 let ax = voteColumns[x].2
-                                let b = (second ? ax : 1 - ax) * by
+                                let b = (second == 1 ? ax : 1 - ax) * by
                                 // The source, between four pixels of `carried`.
                                 let left = min(max(x &+ shift, 0), w &- 1), right = min(max(x &+ shift &+ 1, 0), w &- 1)
                                 @inline(__always) func pixel(_ line: Int, _ column: Int) -> SIMD4<Float> {
