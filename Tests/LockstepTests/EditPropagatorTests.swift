@@ -202,6 +202,36 @@ struct PooledFeatures: FeatureEncoder {
         #expect(abs(c) < 0.02, "keyframe 20's sticker at \(c)")
     }
 
+    /// Where neither keyframe matches (new content), a frame takes the colour part of the one
+    /// that showed the new content's colour, however near the other is: on a grey textured
+    /// scene graded alike in both, a red square that only keyframe 0 showed (in its corner)
+    /// appears elsewhere in frame 8, nearer keyframe 10. Keyframe 10's colour function there is
+    /// only the extension of its greys.
+    @Test func aColourOnlyOneKeyframeShowedTakesThatKeyframesColourPart() throws {
+        let w = 160, h = 120
+        func scene(redAt square: (x: Int, y: Int)?) -> PlanarImage {
+            var image = PlanarImage(channels: 3, height: h, width: w)
+            for y in 0..<h { for x in 0..<w {
+                let grey = Float(0.5 + 0.15 * sin(0.3 * Double(x)) * cos(0.23 * Double(y)) + 0.05 * sin(0.05 * Double(x + y)))
+                var colour = (grey, grey * 0.98, grey * 0.95)
+                if let square, (square.x..<(square.x + 24)).contains(x), (square.y..<(square.y + 24)).contains(y) {
+                    colour = (0.85, 0.15, 0.2)
+                }
+                image[0, y, x] = colour.0; image[1, y, x] = colour.1; image[2, y, x] = colour.2
+            } }
+            return image
+        }
+        let first = scene(redAt: (4, 4)), last = scene(redAt: nil), frame = scene(redAt: (110, 80))
+        let propagator = EditPropagator(keyframes: [
+            Keyframe(index: 0, original: first, edited: ColourTransformTests.grade(first)),
+            Keyframe(index: 10, original: last, edited: ColourTransformTests.grade(last)),
+        ], encoder: PooledFeatures())
+        let out = try propagator.apply(to: frame, index: 8), truth = ColourTransformTests.grade(frame)
+        var worst: Float = 0
+        for y in 86..<98 { for x in 116..<128 { for c in 0..<3 { worst = max(worst, abs(out[c, y, x] - truth[c, y, x])) } } }
+        #expect(worst < 4 / 255, "inside the red square, \(worst * 255) levels from the grade")
+    }
+
     /// Fifty keyframes, one every two frames: a stream of frames in order holds two of them at a
     /// time, whatever their number, and loads each once.
     @Test func denseKeyframesAreHeldTwoAtATime() throws {

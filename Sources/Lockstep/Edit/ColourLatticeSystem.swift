@@ -95,14 +95,14 @@ struct LatticeSystem {
     /// stylisation, whose strokes colour explains only on average, one about 250 times
     /// stronger, so that a colour a few strokes reach does not swing to fit them. All zero
     /// where there are no examples.
-    func solved() -> [SIMD4<Double>] {
+    func solved() -> (values: [SIMD4<Double>], membrane: Double) {
         let n = points
         var examples: Double = 0, trace: Double = 0
         for p in 0..<n {
             trace += matrix[27 * p + 13]
             for o in 0..<27 { examples += matrix[27 * p + o] }
         }
-        guard trace > 0, examples > 0 else { return [SIMD4<Double>](repeating: .zero, count: n) }
+        guard trace > 0, examples > 0 else { return ([SIMD4<Double>](repeating: .zero, count: n), 0) }
         let links = self.links
         // How much each link's difference says of ρ²: as much as its two ends have examples.
         let support = links.map { (matrix[27 * $0.p + 13] * matrix[27 * $0.q + 13]).squareRoot() }
@@ -129,7 +129,19 @@ struct LatticeSystem {
             mu = next
             if settled { break }
         }
-        return solved(membrane: mu, from: x, links: links)
+        return (solved(membrane: mu, from: x, links: links), mu)
+    }
+
+    /// How much of each point's value the examples decide rather than the membrane (with weight
+    /// `mu`): the examples' weight there over it and the membrane's links together, 0 at a
+    /// colour no example reaches, near 1 where many do.
+    func support(membrane mu: Double) -> [Double] {
+        var links = [Double](repeating: 0, count: points)
+        for link in self.links { links[link.p] += 1; links[link.q] += 1 }
+        return (0..<points).map { p in
+            let data = matrix[27 * p + 13]
+            return data > 0 ? data / (data + mu * links[p]) : 0
+        }
     }
 
     /// Rounds of `solved`'s estimate of the membrane, at most.

@@ -11,8 +11,11 @@ import Tensor
 /// neighbours, so the function is defined, smooth and bounded everywhere.
 public struct ColourTransform: Sendable {
     public let size: Int
-    /// The delta at each lattice point: ((r·size + g)·size + b)·4 + channel, the fourth value 0,
-    /// so a pair of points along b is one 8-float vector with a point in each half.
+    /// The delta at each lattice point: ((r·size + g)·size + b)·4 + channel, and as the fourth
+    /// value its support, how much the keyframe's colours decide it rather than its neighbours
+    /// (`LatticeSystem.support`, or for `averaged` 1 or 0): 0 where the function is only the
+    /// extension of what they showed. A pair of points along b is one 8-float vector with a
+    /// point in each half.
     var lattice: [Float]
 
     /// Fits the delta `edited − original` as a function of `original`'s colour, weighting each
@@ -37,12 +40,47 @@ public struct ColourTransform: Sendable {
         precondition(original.channels == 3 && edited.channels == 3 && original.count == edited.count)
         precondition(weights == nil || weights!.count == original.planeSize)
         self.size = size
-        let values = LatticeSystem(original: original, edited: edited, weights: weights, size: size).solved()
+        let system = LatticeSystem(original: original, edited: edited, weights: weights, size: size)
+        let (values, membrane) = system.solved()
         lattice = [Float](repeating: 0, count: size * size * size * 4)
-        for p in values.indices { for c in 0..<3 { lattice[4 * p + c] = Float(values[p][c]) } }
+        for (p, support) in system.support(membrane: membrane).enumerated() {
+            for c in 0..<3 { lattice[4 * p + c] = Float(values[p][c]) }
+            lattice[4 * p + 3] = Float(support)
+        }
+        explained = 1
         if !explains(original: original, edited: edited) {
             lattice = Self.averaged(original: original, edited: edited, weights: weights, size: size)
         }
+        explained = Self.explainedShare(of: lattice, size: size, original: original, edited: edited)
+    }
+
+    /// How much of the keyframe's edit this function explains: 1 − Σ|δ − f(original)|² / Σ|δ − δ̄|²
+    /// over the keyframe, in [0, 1] (a grade about 1, a stylisation much less).
+    public private(set) var explained: Float
+
+    static func explainedShare(of lattice: [Float], size: Int, original: PlanarImage, edited: PlanarImage) -> Float {
+        let function = ColourTransform(lattice: lattice, size: size)
+        let predicted = function.delta(for: original), n = original.planeSize
+        var residual: Double = 0, total: Double = 0
+        original.withUnsafeBufferPointer { o in edited.withUnsafeBufferPointer { e in predicted.withUnsafeBufferPointer { d in
+            for c in 0..<3 {
+                var mean: Double = 0
+                for i in 0..<n { mean += Double(e[c &* n &+ i] - o[c &* n &+ i]) }
+                mean /= Double(max(n, 1))
+                for i in 0..<n {
+                    let k = c &* n &+ i, delta = Double(e[k] - o[k])
+                    residual += (delta - Double(d[k])) * (delta - Double(d[k]))
+                    total += (delta - mean) * (delta - mean)
+                }
+            }
+        } } }
+        return total > 0 ? Float(min(max(1 - residual / total, 0), 1)) : 1
+    }
+
+    private init(lattice: [Float], size: Int) {
+        self.lattice = lattice
+        self.size = size
+        explained = 1
     }
 
     /// Whether this function explains the edit as a grade does: within `departure` (in each
@@ -66,7 +104,7 @@ public struct ColourTransform: Sendable {
 
     /// The lattice (four values a point) with each point the weighted mean delta of the examples
     /// around it (their trilinear weights), and the points no example reaches filled by diffusion
-    /// from their neighbours.
+    /// from their neighbours; the support is 1 at the first and 0 at the others.
     static func averaged(original: PlanarImage, edited: PlanarImage, weights: [Float]?, size: Int) -> [Float] {
         let points = size * size * size
         var sums = [Double](repeating: 0, count: points * 3)
@@ -99,7 +137,10 @@ public struct ColourTransform: Sendable {
         }
         Self.fillByDiffusion(&values, known: known, size: size)
         var lattice = [Float](repeating: 0, count: points * 4)
-        for p in 0..<points { for c in 0..<3 { lattice[4 * p + c] = values[3 * p + c] } }
+        for p in 0..<points {
+            for c in 0..<3 { lattice[4 * p + c] = values[3 * p + c] }
+            lattice[4 * p + 3] = known[p] ? 1 : 0
+        }
         return lattice
     }
 
@@ -133,11 +174,11 @@ public struct ColourTransform: Sendable {
         return out
     }
 
-    /// The delta at one colour, from the lattice `table` (trilinear). Each pair of corners along b
-    /// is one 8-float vector (a corner in each half); the four (r, g) pairs are blended in it,
-    /// then its halves along b.
+    /// The delta at one colour and its support (the lattice's four values), from the lattice
+    /// `table` (trilinear). Each pair of corners along b is one 8-float vector (a corner in each
+    /// half); the four (r, g) pairs are blended in it, then its halves along b.
     @inline(__always)
-    static func evaluate(_ r: Float, _ g: Float, _ b: Float, size: Int, table t: UnsafePointer<Float>) -> (Float, Float, Float) {
+    static func evaluate(_ r: Float, _ g: Float, _ b: Float, size: Int, table t: UnsafePointer<Float>) -> SIMD4<Float> {
         let last = Float(size - 1)
         let (cr, cg, cb) = (min(max(r * last, 0), last), min(max(g * last, 0), last), min(max(b * last, 0), last))
         let (r0, g0, b0) = (min(Int(cr), size &- 2), min(Int(cg), size &- 2), min(Int(cb), size &- 2))
@@ -152,12 +193,11 @@ public struct ColourTransform: Sendable {
         acc += c01 * ((1 - fr) * fg)
         acc += c10 * (fr * (1 - fg))
         acc += c11 * (fr * fg)
-        let v = acc.lowHalf * (1 - fb) + acc.highHalf * fb
-        return (v[0], v[1], v[2])
+        return acc.lowHalf * (1 - fb) + acc.highHalf * fb
     }
 
     /// `evaluate` for a row of pixels (`count` values from each of r, g, b), into `out`, four
-    /// values per pixel (the fourth 0). Eight pixels at a time: their lattice cells and weights
+    /// values per pixel (the delta, then the support). Eight pixels at a time: their lattice cells and weights
     /// as vectors (the same operations as `evaluate`, so the same values), then each pixel's
     /// corners read and blended as vectors and stored whole (read back lane by lane, LLVM had
     /// split the blend into 24 scalar loads and products a pixel).
@@ -197,8 +237,7 @@ public struct ColourTransform: Sendable {
             x &+= 8
         }
         while x < count {
-            let v = evaluate(r[x], g[x], b[x], size: size, table: t)
-            raw.storeBytes(of: SIMD4(v.0, v.1, v.2, 0), toByteOffset: x &* 16, as: SIMD4<Float>.self)
+            raw.storeBytes(of: evaluate(r[x], g[x], b[x], size: size, table: t), toByteOffset: x &* 16, as: SIMD4<Float>.self)
             x &+= 1
         }
     }

@@ -282,8 +282,16 @@ final class KeyframeEdit: @unchecked Sendable {
         let synthesised: PatchSynthesis.Field?
 
         /// Row `y` of the edit for the frame at `frame` (3 planes of width × height): the edit per
-        /// channel into out[0 ..< 3w], how much of it comes from the keyframe (transport and
-        /// synthesis, rather than the colour part alone) into out[3w ..< 4w].
+        /// channel into out[0 ..< 3w], and into out[3w ..< 4w] how far to trust it against
+        /// another keyframe's, each part of the edit by its share: what the transport and the
+        /// synthesis carry of the keyframe's pixels, fully; what they bring of the colour part
+        /// (their share m, where the colour part explains the edit at the source), as far as the
+        /// keyframe's own colours decide its colour function at the pixel's colour
+        /// (`ColourTransform`'s support g: a match to another colour is no match for the colour
+        /// part); the colour part alone, as far as g and the function explains the keyframe's
+        /// edit as a whole (`ColourTransform.explained`). With t and s as below:
+        ///   t(1 − m) + s(1 − m′) + (t·m + s·m′)·g + (1 − t − s)·g·explained.
+        /// So a graded keyframe that never showed a colour leaves it to one that did, however near.
         ///
         /// With t the transport's match quality and s the synthesis's, the transport takes t and
         /// the synthesis what is left of it, (1 − t)·s; each brings its own share m of the colour
@@ -293,7 +301,7 @@ final class KeyframeEdit: @unchecked Sendable {
         /// matches the background beside new content still says nothing of the content's style.
         func editRow(_ y: Int, of frame: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
             let w = edit.width, n = w * edit.height, size = edit.colour.size
-            let carried = out, trust = out + 3 &* w
+            let carried = out, trust = out + 3 &* w, floor = EditPropagator.negligibleConfidence, explained = edit.colour.explained
             edit.edits.withUnsafeBufferPointer { r in
             edit.colour.lattice.withUnsafeBufferPointer { lattice in
                 let table = lattice.baseAddress!
@@ -315,6 +323,8 @@ final class KeyframeEdit: @unchecked Sendable {
                                 carried[x] = u * dr + t * p[x]
                                 carried[w &+ x] = u * dg + t * p[w &+ x]
                                 carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x]
+                                let m = p[3 &* w &+ x], g = c[4 &* x &+ 3]
+                                trust[x] = max(t * (1 - m) + t * m * g + (1 - t) * g * explained, floor)
                             }
                             return
                         }
@@ -329,7 +339,8 @@ final class KeyframeEdit: @unchecked Sendable {
                             carried[x] = u * dr + t * p[x] + s * q[x]
                             carried[w &+ x] = u * dg + t * p[w &+ x] + s * q[w &+ x]
                             carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x] + s * q[2 &* w &+ x]
-                            trust[x] = t + s
+                            let m = p[3 &* w &+ x], mq = q[3 &* w &+ x], g = c[4 &* x &+ 3]
+                            trust[x] = max(t * (1 - m) + s * (1 - mq) + (t * m + s * mq) * g + (1 - t - s) * g * explained, floor)
                         }
                     }
                 }
