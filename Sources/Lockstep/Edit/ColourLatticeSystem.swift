@@ -10,8 +10,9 @@ import Tensor
 struct LatticeSystem {
     let size: Int
     var points: Int { size * size * size }
-    /// The normal matrix of the examples: point p's coefficient of point p + offset(o) at 27·p + o
-    /// (o = (dr + 1)·9 + (dg + 1)·3 + (db + 1)).
+    /// The normal matrix of the examples: point p's coefficient of point p + offset(o) at
+    /// o·points + p (o = (dr + 1)·9 + (dg + 1)·3 + (db + 1)): a plane per stencil position, so
+    /// that a product runs along contiguous points.
     var matrix: [Double]
     /// Σᵢ ωᵢ wᵢₐ δᵢ at each point, three channels; the fourth, Σᵢ ωᵢ wᵢₐ |δᵢ|².
     var rhs: [SIMD4<Double>]
@@ -73,7 +74,7 @@ struct LatticeSystem {
                 for bCorner in 0..<8 {
                     let (br, bg, bb) = (bCorner >> 2, (bCorner >> 1) & 1, bCorner & 1)
                     let o = (br - ar + 1) * 9 + (bg - ag + 1) * 3 + (bb - ab + 1)
-                    matrix[27 * p + o] += first[c + 8 * a + bCorner] + second[c + 8 * a + bCorner]
+                    matrix[o * size * size * size + p] += first[c + 8 * a + bCorner] + second[c + 8 * a + bCorner]
                 }
                 for ch in 0..<4 { rhs[p][ch] += first[c + 64 + 4 * a + ch] + second[c + 64 + 4 * a + ch] }
             }
@@ -99,18 +100,23 @@ struct LatticeSystem {
         let n = points
         var examples: Double = 0, trace: Double = 0
         for p in 0..<n {
-            trace += matrix[27 * p + 13]
-            for o in 0..<27 { examples += matrix[27 * p + o] }
+            trace += matrix[13 * n + p]
+            for o in 0..<27 { examples += matrix[o * n + p] }
         }
         guard trace > 0, examples > 0 else { return ([SIMD4<Double>](repeating: .zero, count: n), 0) }
         let links = self.links
         // How much each link's difference says of ρ²: as much as its two ends have examples.
-        let support = links.map { (matrix[27 * $0.p + 13] * matrix[27 * $0.q + 13]).squareRoot() }
+        let support = links.map { (matrix[13 * n + $0.p] * matrix[13 * n + $0.q]).squareRoot() }
         let supportTotal = support.reduce(0, +)
-        var mu = 1e-4 * trace / Double(n)
+        // The membrane is never weaker than 10⁻⁴ of the examples' mean weight per point: an exact
+        // fit (σ² = 0) would otherwise leave the points no example reaches undetermined.
+        let weakest = 1e-4 * trace / Double(n)
+        var mu = weakest
         var x = [SIMD4<Double>](repeating: .zero, count: n)
         for _ in 0..<Self.rounds {
-            x = solved(membrane: mu, from: x, links: links)
+            // The membrane need not be known closely: each round's fit to a residual of 10⁻⁵,
+            // the last one's to 10⁻¹².
+            x = solved(membrane: mu, from: x, links: links, tolerance: 1e-10)
             var sigma2: Double = 0, rho2: Double = 0
             let product = applied(x, membrane: 0, links: links)
             for p in 0..<n {
@@ -123,13 +129,13 @@ struct LatticeSystem {
                 rho2 += support[l] * (d * d).sum()
             }
             rho2 /= max(supportTotal, .leastNormalMagnitude)
-            let next = sigma2 / rho2
-            guard next.isFinite, next > 0 else { break }
-            let settled = abs(next - mu) <= 0.01 * mu
+            let next = max(sigma2 / rho2, weakest)
+            guard next.isFinite else { break }
+            let settled = abs(next - mu) <= 0.05 * mu
             mu = next
             if settled { break }
         }
-        return (solved(membrane: mu, from: x, links: links), mu)
+        return (solved(membrane: mu, from: x, links: links, tolerance: 1e-24), mu)
     }
 
     /// How much of each point's value the examples decide rather than the membrane (with weight
@@ -139,7 +145,7 @@ struct LatticeSystem {
         var links = [Double](repeating: 0, count: points)
         for link in self.links { links[link.p] += 1; links[link.q] += 1 }
         return (0..<points).map { p in
-            let data = matrix[27 * p + 13]
+            let data = matrix[13 * points + p]
             return data > 0 ? data / (data + mu * links[p]) : 0
         }
     }
@@ -166,17 +172,19 @@ struct LatticeSystem {
         let n = points, s = size
         var y = [SIMD4<Double>](repeating: .zero, count: n)
         matrix.withUnsafeBufferPointer { a in x.withUnsafeBufferPointer { x in y.withUnsafeMutableBufferPointer { y in
-            // Neighbour offsets by stencil position; a neighbour off the lattice has a zero
-            // coefficient, and its index is clamped so that the read stays inside.
-            var offsets = SIMD32<Int>()
-            for o in 0..<27 { offsets[o] = ((o / 9 - 1) * s + (o / 3 % 3 - 1)) * s + (o % 3 - 1) }
-            for p in 0..<n {
-                var sum = SIMD4<Double>.zero
-                let row = a.baseAddress! + 27 &* p
-                for o in 0..<27 where row[o] != 0 {
-                    sum += row[o] * x[min(max(p &+ offsets[o], 0), n &- 1)]
+            // Stencil position by stencil position, along the points: a neighbour off the lattice
+            // (or across its rows) has a zero coefficient, so only the reads past either end of
+            // the points are left out.
+            // Each point's sum in the same order however the points are split between cores.
+            let source = x.baseAddress!, out = y.baseAddress!
+            parallelChunks(n, minimumChunk: 1024) { points in
+                for o in 0..<27 {
+                    let offset = ((o / 9 - 1) * s + (o / 3 % 3 - 1)) * s + (o % 3 - 1)
+                    let plane = a.baseAddress! + o &* n
+                    for p in max(points.lowerBound, -offset)..<min(points.upperBound, n - offset) {
+                        out[p] += plane[p] * source[p &+ offset]
+                    }
                 }
-                y[p] = sum
             }
             if mu > 0 {
                 for link in links {
@@ -189,16 +197,16 @@ struct LatticeSystem {
     }
 
     /// The lattice values for membrane weight `mu` (see `applied`): conjugate gradients,
-    /// preconditioned by the diagonal, from `start`, to a residual of 10⁻¹² of the right-hand
-    /// side's in each channel (both weighed by the inverse diagonal).
-    func solved(membrane mu: Double, from start: [SIMD4<Double>], links: [(p: Int, q: Int)]) -> [SIMD4<Double>] {
+    /// preconditioned by the diagonal, from `start`, until the residual's square is `tolerance`
+    /// of the right-hand side's in each channel (both weighed by the inverse diagonal).
+    func solved(membrane mu: Double, from start: [SIMD4<Double>], links: [(p: Int, q: Int)], tolerance: Double) -> [SIMD4<Double>] {
         let n = points
         func dot(_ u: [SIMD4<Double>], _ v: [SIMD4<Double>]) -> SIMD4<Double> {
             var sum = SIMD4<Double>.zero
             for p in 0..<n { sum += u[p] * v[p] }
             return sum
         }
-        var diagonal = (0..<n).map { matrix[27 * $0 + 13] }
+        var diagonal = (0..<n).map { matrix[13 * n + $0] }
         for link in links { diagonal[link.p] += mu; diagonal[link.q] += mu }
         let inverseDiagonal = diagonal.map { 1 / $0 }
         // Three channels; the fourth is kept at 0.
@@ -213,7 +221,7 @@ struct LatticeSystem {
         var rz = dot(residual, z)
         // The residual as the preconditioner weighs it: a point no example reaches, held only
         // by the weak membrane, counts as much as one the examples pin.
-        let target = dot(b, (0..<n).map { inverseDiagonal[$0] * b[$0] }) * 1e-24
+        let target = dot(b, (0..<n).map { inverseDiagonal[$0] * b[$0] }) * tolerance
         for _ in 0..<2000 {
             if all(rz .<= target) { break }
             let ad = applied(direction, membrane: mu, links: links)
