@@ -52,7 +52,7 @@ struct LatticeSystem {
                         }
                         var delta = SIMD4<Double>(Double(er[i] - r[i]), Double(eg[i] - g[i]), Double(eb[i] - b[i]), 0)
                         // |δ|² in the fourth lane: the corners' weights sum to 1, so the points'
-                        // fourth values sum to Σ ω |δ|² (for the residual, `meanSquareResidual`).
+                        // fourth values sum to Σ ω |δ|² (for σ², in `solved`).
                         delta[3] = (delta * delta).sum()
                         for a in 0..<8 {
                             let at = 512 &+ a &* 32
@@ -174,8 +174,8 @@ struct LatticeSystem {
         matrix.withUnsafeBufferPointer { a in x.withUnsafeBufferPointer { x in y.withUnsafeMutableBufferPointer { y in
             // Stencil position by stencil position, along the points: a neighbour off the lattice
             // (or across its rows) has a zero coefficient, so only the reads past either end of
-            // the points are left out.
-            // Each point's sum in the same order however the points are split between cores.
+            // the points are left out. Each point's sum is made in the same order however the
+            // points are split between cores.
             let source = x.baseAddress!, out = y.baseAddress!
             parallelChunks(n, minimumChunk: 1024) { points in
                 for o in 0..<27 {

@@ -29,10 +29,10 @@ public struct ColourTransform: Sendable {
     ///
     /// Where it is not (the fit leaves 4 levels or more on at least 1% of the keyframe: strokes,
     /// texture, paint, a stylisation's flattening; a grade is left within 1 level on 99% of it,
-    /// the two images' 8-bit rounding), the local average is kept (`averaged`). There the least-squares fit also learns what the edit does to the fine
-    /// variations within a colour (a stylisation flattens a table's grain: a slope of −1 within
-    /// its colour's cell), and applied to other frames it takes that for the edit's response to
-    /// their changes of colour: on a static camera whose exposure drifts (the corpus's
+    /// the two images' 8-bit rounding), the local average is kept (`averaged`). There the
+    /// least-squares fit also learns what the edit does to the fine variations within a colour
+    /// (a stylisation flattens a table's grain: a slope of −1 within its colour's cell), and
+    /// applied to other frames it takes that for the edit's response to their changes of colour: on a static camera whose exposure drifts (the corpus's
     /// `motion.mov`, stylised), the table's level then swung from frame to frame and the E_warp
     /// ratio to the truth went from 0.42 to 1.22; a stronger membrane did not cure it (0.78 at a
     /// hundred times the weight), since within one colour's cell the examples outweigh any.
@@ -197,10 +197,10 @@ public struct ColourTransform: Sendable {
     }
 
     /// `evaluate` for a row of pixels (`count` values from each of r, g, b), into `out`, four
-    /// values per pixel (the delta, then the support). Eight pixels at a time: their lattice cells and weights
-    /// as vectors (the same operations as `evaluate`, so the same values), then each pixel's
-    /// corners read and blended as vectors and stored whole (read back lane by lane, LLVM had
-    /// split the blend into 24 scalar loads and products a pixel).
+    /// values per pixel (the delta, then the support). Eight pixels at a time: their lattice
+    /// cells and weights as vectors (the same operations as `evaluate`, so the same values),
+    /// then each pixel's corners read and blended as vectors and stored whole (read back lane by
+    /// lane, LLVM had split the blend into 24 scalar loads and products a pixel).
     @inline(__always)
     static func evaluateRow(_ r: UnsafePointer<Float>, _ g: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int,
                             size: Int, table t: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
