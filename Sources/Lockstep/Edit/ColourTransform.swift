@@ -47,55 +47,51 @@ public struct ColourTransform: Sendable {
             for c in 0..<3 { lattice[4 * p + c] = Float(values[p][c]) }
             lattice[4 * p + 3] = Float(support)
         }
-        explained = 1
-        if !explains(original: original, edited: edited) {
+        var fit = Self.residuals(of: lattice, size: size, original: original, edited: edited)
+        // A function of colour: within `departure` on all but 1% of the keyframe.
+        if fit.departing * 100 >= original.planeSize {
             lattice = Self.averaged(original: original, edited: edited, weights: weights, size: size)
+            fit = Self.residuals(of: lattice, size: size, original: original, edited: edited)
         }
-        explained = Self.explainedShare(of: lattice, size: size, original: original, edited: edited)
+        explained = fit.total > 0 ? Float(min(max(1 - fit.squared / fit.total, 0), 1)) : 1
     }
 
     /// How much of the keyframe's edit this function explains: 1 − Σ|δ − f(original)|² / Σ|δ − δ̄|²
     /// over the keyframe, in [0, 1] (a grade about 1, a stylisation much less).
-    public private(set) var explained: Float
+    public let explained: Float
 
-    static func explainedShare(of lattice: [Float], size: Int, original: PlanarImage, edited: PlanarImage) -> Float {
-        let function = ColourTransform(lattice: lattice, size: size)
-        let predicted = function.delta(for: original), n = original.planeSize
-        var residual: Double = 0, total: Double = 0
-        original.withUnsafeBufferPointer { o in edited.withUnsafeBufferPointer { e in predicted.withUnsafeBufferPointer { d in
-            for c in 0..<3 {
-                var mean: Double = 0
-                for i in 0..<n { mean += Double(e[c &* n &+ i] - o[c &* n &+ i]) }
-                mean /= Double(max(n, 1))
-                for i in 0..<n {
-                    let k = c &* n &+ i, delta = Double(e[k] - o[k])
-                    residual += (delta - Double(d[k])) * (delta - Double(d[k]))
-                    total += (delta - mean) * (delta - mean)
+    /// How the function given by `lattice` fits the keyframe's edit δ = edited − original: the
+    /// number of pixels it leaves `departure` or more off in some channel, Σ |δ − f|², and
+    /// Σ |δ − δ̄|² (δ̄ each channel's mean). Row by row, with no full-size temporary.
+    static func residuals(of lattice: [Float], size: Int, original: PlanarImage,
+                          edited: PlanarImage) -> (departing: Int, squared: Double, total: Double) {
+        let w = original.width, h = original.height, n = original.planeSize
+        var departing = 0, squared: Double = 0
+        var sum = SIMD4<Double>.zero, sumOfSquares = SIMD4<Double>.zero
+        lattice.withUnsafeBufferPointer { table in original.withUnsafeBufferPointer { o in edited.withUnsafeBufferPointer { e in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 4 * w) { buffer in
+                let f = buffer.baseAddress!
+                for y in 0..<h {
+                    let line = y &* w
+                    let (r, g, b) = (o.baseAddress! + line, o.baseAddress! + n + line, o.baseAddress! + 2 * n + line)
+                    evaluateRow(r, g, b, count: w, size: size, table: table.baseAddress!, into: f)
+                    for x in 0..<w {
+                        var delta = SIMD4<Double>.zero, far = false
+                        for c in 0..<3 {
+                            let k = c &* n &+ line &+ x, d = e[k] - o[k], off = d - f[4 &* x &+ c]
+                            far = far || abs(off) >= departure
+                            squared += Double(off) * Double(off)
+                            delta[c] = Double(d)
+                        }
+                        if far { departing += 1 }
+                        sum += delta
+                        sumOfSquares += delta * delta
+                    }
                 }
             }
         } } }
-        return total > 0 ? Float(min(max(1 - residual / total, 0), 1)) : 1
-    }
-
-    private init(lattice: [Float], size: Int) {
-        self.lattice = lattice
-        self.size = size
-        explained = 1
-    }
-
-    /// Whether this function explains the edit as a grade does: within `departure` (in each
-    /// channel) on all but 1% of the keyframe.
-    func explains(original: PlanarImage, edited: PlanarImage) -> Bool {
-        let predicted = delta(for: original), n = original.planeSize
-        var departing = 0
-        original.withUnsafeBufferPointer { o in edited.withUnsafeBufferPointer { e in predicted.withUnsafeBufferPointer { d in
-            for i in 0..<n {
-                var far = false
-                for c in 0..<3 { let k = c &* n &+ i; far = far || abs(e[k] - o[k] - d[k]) >= Self.departure }
-                if far { departing += 1 }
-            }
-        } } }
-        return departing * 100 < n
+        let total = (sumOfSquares - sum * sum / Double(max(n, 1))).sum()
+        return (departing, squared, max(total, 0))
     }
 
     /// What counts as departing from the colour function: 4 levels of 255, four times the two
