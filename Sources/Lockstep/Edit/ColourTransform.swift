@@ -28,8 +28,8 @@ public struct ColourTransform: Sendable {
     /// every example wherever the function bends (41 dB).
     ///
     /// Where it is not (the fit leaves 4 levels or more on at least 1% of the keyframe: strokes,
-    /// texture, paint, a stylisation's flattening; a grade is left within 1 level on 99% of it,
-    /// the two images' 8-bit rounding), the local average is kept (`averaged`). There the
+    /// texture, paint, a stylisation's flattening; the evaluation's grades are left within 0.8
+    /// to 3.3 levels on 99% of it), the local average is kept (`averaged`). There the
     /// least-squares fit also learns what the edit does to the fine variations within a colour
     /// (a stylisation flattens a table's grain: a slope of −1 within its colour's cell), and
     /// applied to other frames it takes that for the edit's response to their changes of colour: on a static camera whose exposure drifts (the corpus's
