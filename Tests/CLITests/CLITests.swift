@@ -704,6 +704,18 @@ import TestSupport
         #expect(hidden.status == 0, "\(hidden.stderr)")
     }
 
+    /// `edit` of `input` with `keyframe` (FFV1 out): the whole run, then `--frames 0:split` and
+    /// `--frames split:` as two parts.
+    static func editedWholeAndSplit(_ input: String, keyframe: String, at split: Int,
+                                    in dir: TemporaryDirectory) throws -> (whole: [VideoFrame], first: [VideoFrame], second: [VideoFrame]) {
+        func run(_ name: String, _ extra: [String]) throws -> [VideoFrame] {
+            let r = try CLITests.run(["edit", input, "-o", dir.file(name), "--codec", "ffv1", "--keyframe", keyframe, "--quiet"] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return try SyntheticClip.readAll(dir.file(name)).frames
+        }
+        return (try run("whole.mkv", []), try run("a.mkv", ["--frames", "0:\(split)"]), try run("b.mkv", ["--frames", "\(split):"]))
+    }
+
     /// Two segments edited with the whole video's keyframe equal the whole run, frame for frame.
     @Test func segmentsEqualTheWholeRun() throws {
         let dir = TemporaryDirectory()
@@ -712,12 +724,7 @@ import TestSupport
         edited.withUnsafeMutableBufferPointer { p in for i in 0..<(p.count / 3) { p[i] = min(p[i] + 0.2, 1) } }
         let key = dir.file("key.png")
         try ImageFile.writePNG(edited, to: key)
-        func run(_ name: String, _ extra: [String]) throws -> [VideoFrame] {
-            let r = try CLITests.run(["edit", input, "-o", dir.file(name), "--codec", "ffv1", "--keyframe", "6=\(key)", "--quiet"] + extra)
-            #expect(r.status == 0, "\(r.stderr)")
-            return try SyntheticClip.readAll(dir.file(name)).frames
-        }
-        let whole = try run("whole.mkv", []), first = try run("a.mkv", ["--frames", "0:4"]), second = try run("b.mkv", ["--frames", "4:"])
+        let (whole, first, second) = try Self.editedWholeAndSplit(input, keyframe: "6=\(key)", at: 4, in: dir)
         #expect(whole.count == 10 && first.count + second.count == 10)
         for (a, b) in zip(whole, first + second) {
             #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
@@ -741,12 +748,7 @@ import TestSupport
         let input = try SyntheticClip.write(frames, to: dir.file("discs.mkv"), codec: "ffv1")
         let key = dir.file("key.png")
         try ImageFile.writePNG(DiscScene.discs(centres, outlined: true, over: backgrounds[0]), to: key)
-        func run(_ name: String, _ extra: [String]) throws -> [VideoFrame] {
-            let r = try CLITests.run(["edit", input, "-o", dir.file(name), "--codec", "ffv1", "--keyframe", "0=\(key)", "--quiet"] + extra)
-            #expect(r.status == 0, "\(r.stderr)")
-            return try SyntheticClip.readAll(dir.file(name)).frames
-        }
-        let whole = try run("whole.mkv", []), first = try run("a.mkv", ["--frames", "0:35"]), second = try run("b.mkv", ["--frames", "35:"])
+        let (whole, first, second) = try Self.editedWholeAndSplit(input, keyframe: "0=\(key)", at: 35, in: dir)
         #expect(whole.count == 40 && first.count + second.count == 40)
         for (a, b) in zip(whole, first + second) {
             #expect(a.image.isIdentical(to: b.image), "frame \(a.index)")
