@@ -140,7 +140,7 @@ struct Edit: ParsableCommand {
                                       overwrite: output.overwrite, options: output.encoder)
         warnAboutWhatIsLost(source.info, of: input, writing: sink)
         // A job that starts mid-span follows the span's earlier frames first, so that its frames
-        // equal the whole run's (the synthesis keeps the sources of the frame before). They are
+        // equal the whole run's (each match starts from the frames before). They are
         // decoded anyway, to count the frames before the job's.
         let history = EditPropagator.history(before: segment.range?.start ?? 0)
         if !history.isEmpty, let ranged = source as? FrameRangeSource {

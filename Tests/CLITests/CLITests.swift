@@ -717,11 +717,18 @@ import TestSupport
     }
 
     /// Two segments edited with the whole video's keyframe equal the whole run, frame for frame.
+    /// The keyframe is a grade and a painted square, which is carried along the correspondence:
+    /// the second segment's first frames must follow the frames before it (each match starts
+    /// from the last two frames'), or its square lands elsewhere.
     @Test func segmentsEqualTheWholeRun() throws {
         let dir = TemporaryDirectory()
         let input = try CLITests.clip(in: dir)
         var edited = try SyntheticClip.readAll(input).frames[6].image
-        edited.withUnsafeMutableBufferPointer { p in for i in 0..<(p.count / 3) { p[i] = min(p[i] + 0.2, 1) } }
+        let (w, n) = (edited.width, edited.planeSize)
+        edited.withUnsafeMutableBufferPointer { p in
+            for i in 0..<n { p[i] = min(p[i] + 0.2, 1) }
+            for y in 20..<25 { for x in 24..<29 { p[y * w + x] = 1; p[n + y * w + x] = 0; p[2 * n + y * w + x] = 0 } }
+        }
         let key = dir.file("key.png")
         try ImageFile.writePNG(edited, to: key)
         let (whole, first, second) = try Self.editedWholeAndSplit(input, keyframe: "6=\(key)", at: 4, in: dir)

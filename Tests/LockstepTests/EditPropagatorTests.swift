@@ -104,21 +104,29 @@ struct PooledFeatures: FeatureEncoder {
 
     /// A job that starts mid-span (`--frames` chunks) follows the span's earlier frames and
     /// then equals the whole run frame for frame; without following them it would not. The
-    /// span's first frame starts afresh, as a job starting there does.
-    @Test func aJobStartingMidSpanEqualsTheWholeRun() throws {
-        let span = EditPropagator.synthesisSpan, first = span + 3
-        let whole = Self.stylisedDiscs()
-        var wholeOutputs: [Int: PlanarImage] = [:]
-        for t in 1...(first + 2) { wholeOutputs[t] = try whole.apply(to: Self.noisyNewcomer(t), index: t) }
-        let chunk = Self.stylisedDiscs()
-        #expect(EditPropagator.history(before: first) == span..<first)
-        for t in EditPropagator.history(before: first) { try chunk.follow(Self.noisyNewcomer(t), index: t) }
-        for t in first...(first + 2) {
-            #expect(try chunk.apply(to: Self.noisyNewcomer(t), index: t).isIdentical(to: wholeOutputs[t]!), "frame \(t)")
+    /// span's first frame starts afresh, as a job starting there does. Both with a stylised
+    /// keyframe, whose synthesis keeps its sources, and with a sticker on moving content, whose
+    /// synthesis does not run and whose correspondence starts from the frames before.
+    @Test(arguments: [true, false]) func aJobStartingMidSpanEqualsTheWholeRun(stylised: Bool) throws {
+        let span = EditPropagator.historySpan, first = span + 3
+        func propagator() -> EditPropagator {
+            if stylised { return Self.stylisedDiscs() }
+            return EditPropagator(keyframes: [Keyframe(index: 0, original: Self.frame(0), edited: Self.withSticker(Self.frame(0), x: 40, y: 40))],
+                                  encoder: PooledFeatures())
         }
-        let cold = try Self.stylisedDiscs().apply(to: Self.noisyNewcomer(first), index: first)
+        func frame(_ t: Int) -> PlanarImage { stylised ? Self.noisyNewcomer(t) : Self.frame(t) }
+        let whole = propagator()
+        var wholeOutputs: [Int: PlanarImage] = [:]
+        for t in 1...(first + 2) { wholeOutputs[t] = try whole.apply(to: frame(t), index: t) }
+        let chunk = propagator()
+        #expect(EditPropagator.history(before: first) == span..<first)
+        for t in EditPropagator.history(before: first) { try chunk.follow(frame(t), index: t) }
+        for t in first...(first + 2) {
+            #expect(try chunk.apply(to: frame(t), index: t).isIdentical(to: wholeOutputs[t]!), "frame \(t)")
+        }
+        let cold = try propagator().apply(to: frame(first), index: first)
         #expect(!cold.isIdentical(to: wholeOutputs[first]!), "the history made no difference: the test shows nothing")
-        let restart = try Self.stylisedDiscs().apply(to: Self.noisyNewcomer(span), index: span)
+        let restart = try propagator().apply(to: frame(span), index: span)
         #expect(restart.isIdentical(to: wholeOutputs[span]!))
     }
 
@@ -165,6 +173,27 @@ struct PooledFeatures: FeatureEncoder {
         let moved = psnr(output, truth), stuck = psnr(output, Self.withSticker(later, x: 60, y: 50))
         #expect(moved > 32, "PSNR against the moved sticker \(moved) dB")
         #expect(moved > stuck + 6, "moved \(moved) dB vs stuck \(stuck) dB")
+    }
+
+    /// Within a span each frame's correspondence starts from the two frames' before it, moved on
+    /// at their speed (`KeyframeEdit.trackedStart`); the first frames after a keyframe start from
+    /// the attention, whose search finds a motion the pictures' alignment cannot reach from the
+    /// keyframe's own field. Content moving (24, 8) px a frame, frames edited in order: the
+    /// sticker is where the content took it in each.
+    @Test func aFastMotionAwayFromTheKeyframeIsFollowed() throws {
+        func frame(_ t: Int) -> PlanarImage {
+            let raw = texture(channels: 3, width: Self.size.width, height: Self.size.height, dx: 24 * Double(t), dy: 8 * Double(t), seed: 17)
+            return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) })
+        }
+        let key = frame(0)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: Self.withSticker(key, x: 30, y: 30))],
+                                        encoder: PooledFeatures())
+        for t in 1...4 {
+            let later = frame(t), output = try propagator.apply(to: later, index: t)
+            let moved = psnr(output, Self.withSticker(later, x: 30 + 24 * Double(t), y: 30 + 8 * Double(t)))
+            let stuck = psnr(output, Self.withSticker(later, x: 30, y: 30))
+            #expect(moved > 40 && moved > stuck + 4, "frame \(t): PSNR against the moved sticker \(moved) dB, the unmoved \(stuck) dB")
+        }
     }
 
     /// Two keyframes of one edit (the same sticker on the same content, as dense keyframes of one
