@@ -305,9 +305,13 @@ final class KeyframeEdit: @unchecked Sendable {
               recentFields[0].index == index - 2, recentFields[1].index == index - 1 else { return nil }
         let before = recentFields[0].field
         var start = recentFields[1].field
+        // Held within the keyframe, as the attention's answers are: content that has left its
+        // view is not followed out of it (a block read outside the picture takes the alignment's
+        // and the carry's slow, clamped paths, which then cost more than the search saved).
+        let right = Float(start.width - 1), bottom = Float(start.height - 1)
         for i in start.x.indices {
-            start.x[i] += start.x[i] - before.x[i]
-            start.y[i] += start.y[i] - before.y[i]
+            start.x[i] = min(max(2 * start.x[i] - before.x[i], 0), right)
+            start.y[i] = min(max(2 * start.y[i] - before.y[i], 0), bottom)
         }
         return start
     }
