@@ -307,7 +307,7 @@ final class KeyframeEdit: @unchecked Sendable {
         var start = recentFields[1].field
         // Held within the keyframe, as the attention's answers are: content that has left its
         // view is not followed out of it (a block read outside the picture takes the alignment's
-        // and the carry's slow, clamped paths, which then cost more than the search saved).
+        // and the carry's slow, clamped paths: unheld, they took back all the search saved).
         let right = Float(start.width - 1), bottom = Float(start.height - 1)
         for i in start.x.indices {
             start.x[i] = min(max(2 * start.x[i] - before.x[i], 0), right)
