@@ -32,10 +32,11 @@ public struct ColourTransform: Sendable {
     /// to 3.3 levels on 99% of it), the local average is kept (`averaged`). There the
     /// least-squares fit also learns what the edit does to the fine variations within a colour
     /// (a stylisation flattens a table's grain: a slope of −1 within its colour's cell), and
-    /// applied to other frames it takes that for the edit's response to their changes of colour: on a static camera whose exposure drifts (the corpus's
-    /// `motion.mov`, stylised), the table's level then swung from frame to frame and the E_warp
-    /// ratio to the truth went from 0.42 to 1.22; a stronger membrane did not cure it (0.78 at a
-    /// hundred times the weight), since within one colour's cell the examples outweigh any.
+    /// applied to other frames it takes that for the edit's response to their changes of
+    /// colour: on a static camera whose exposure drifts (the corpus's `motion.mov`, stylised),
+    /// the table's level then swung from frame to frame and the E_warp ratio to the truth went
+    /// from 0.42 to 1.22; a stronger membrane did not cure it (0.78 at a hundred times the
+    /// weight), since within one colour's cell the examples outweigh any.
     public init(original: PlanarImage, edited: PlanarImage, weights: [Float]? = nil, size: Int = 17) {
         precondition(original.channels == 3 && edited.channels == 3 && original.count == edited.count)
         precondition(weights == nil || weights!.count == original.planeSize)

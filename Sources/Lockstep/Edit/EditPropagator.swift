@@ -127,12 +127,13 @@ public final class EditPropagator: @unchecked Sendable {
     public func follow(_ frame: PlanarImage, index: Int) throws {
         precondition(frame.width == width && frame.height == height)
         if strength == 0 { return }
-        _ = try matches(of: frame, index: index)
+        _ = try matches(of: frame, index: index, keyframes: neighbours(of: index))
     }
 
-    /// Frame `index` matched to each keyframe it takes its edit from, the frame's latent made
-    /// once for both, and only if a match needs it.
-    private func matches(of frame: PlanarImage, index: Int) throws -> [KeyframeEdit.Match] {
+    /// Frame `index` matched to each keyframe it takes its edit from (`neighbours(of:)`), the
+    /// frame's latent made once for both, and only if a match needs it.
+    private func matches(of frame: PlanarImage, index: Int,
+                         keyframes active: [(position: Int, weight: Float)]) throws -> [KeyframeEdit.Match] {
         var features: PlanarImage?
         let latent = { () -> PlanarImage in
             if let features { return features }
@@ -140,7 +141,7 @@ public final class EditPropagator: @unchecked Sendable {
             features = made
             return made
         }
-        return try keyframes(neighbours(of: index).map(\.position)).map { $0.match(frame, features: latent, index: index) }
+        return try keyframes(active.map(\.position)).map { $0.match(frame, features: latent, index: index) }
     }
 
     /// Frame `index` (counted from 0 over the whole video), edited.
@@ -157,7 +158,7 @@ public final class EditPropagator: @unchecked Sendable {
         precondition(frame.width == width && frame.height == height)
         if strength == 0 { return }
         let active = neighbours(of: index)
-        let matched = try matches(of: frame, index: index)
+        let matched = try matches(of: frame, index: index, keyframes: active)
         let w = width, n = width * height, s = strength
         frame.withUnsafeMutableBufferPointer { f in
             let fp = UnsafePointer(f.baseAddress!), op = f.baseAddress!
