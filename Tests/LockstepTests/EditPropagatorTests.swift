@@ -161,6 +161,42 @@ struct PooledFeatures: FeatureEncoder {
         #expect(quality > 35, "PSNR \(quality) dB")
     }
 
+    /// A grade is a function of colour, so each frame's own colours graded is its per-frame
+    /// truth, hard edges included. Half a pixel on, a strong curve (this grade's S-curve and
+    /// saturation) gives something else at a hard edge than its keyframe's result moved half a
+    /// pixel; the per-frame truth shows that too, so it is no shimmer of the grade's making, and
+    /// the edges must be graded in each frame, not carried from the keyframe. Bright panels with
+    /// hard edges (each pixel their area's share, as a camera sees them) over a dark texture,
+    /// moving (0.6, 0.35) px a frame.
+    @Test func aGradeOfHardEdgesIsEachFramesOwnGrade() throws {
+        let (w, h) = Self.size, (vx, vy) = (0.6, 0.35)
+        let panels: [(x0: Double, y0: Double, x1: Double, y1: Double, level: Float)] = [
+            (20.3, 15.6, 70.8, 50.2, 0.95), (90.5, 30.1, 140.2, 95.7, 0.9), (35.7, 70.4, 60.1, 105.9, 0.97)]
+        func scene(_ t: Int) -> PlanarImage {
+            let (dx, dy) = (vx * Double(t), vy * Double(t))
+            var image = texture(channels: 3, width: w, height: h, dx: dx, dy: dy, seed: 23)
+            image = PlanarImage(channels: 3, height: h, width: w, values: image.values.map { min(max(0.2 + 0.04 * $0, 0), 1) })
+            for p in panels {
+                for y in 0..<h { for x in 0..<w {
+                    let cx = max(0, min(Double(x + 1), p.x1 + dx) - max(Double(x), p.x0 + dx))
+                    let cy = max(0, min(Double(y + 1), p.y1 + dy) - max(Double(y), p.y0 + dy))
+                    let a = Float(cx * cy)
+                    for c in 0..<3 { image[c, y, x] = (1 - a) * image[c, y, x] + a * p.level * [1, 0.97, 0.9][c] }
+                } }
+            }
+            return image
+        }
+        let key = scene(0)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: ColourTransformTests.grade(key))],
+                                        encoder: PooledFeatures())
+        var worst = Double.infinity
+        for t in 1...4 {
+            let frame = scene(t)
+            worst = min(worst, psnr(try propagator.apply(to: frame, index: t), ColourTransformTests.grade(frame)))
+        }
+        #expect(worst > 45, "PSNR against each frame's own grade \(worst) dB")
+    }
+
     /// A local edit (a sticker on the content) moves with the content: content drifts by
     /// (1, ½) px per frame, so the sticker painted at (60, 50) on frame 0 is at (65, 52.5) on frame 5.
     @Test func localEditFollowsTheMotion() throws {
