@@ -37,6 +37,12 @@ struct PooledFeatures: FeatureEncoder {
         return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) })
     }
 
+    /// The image rounded to 8-bit levels, as an image file holds it.
+    static func eightBit(_ image: PlanarImage) -> PlanarImage {
+        PlanarImage(channels: image.channels, height: image.height, width: image.width,
+                    values: image.values.map { SyntheticClip.quantized(Double($0)) })
+    }
+
     /// A soft round blob (a "sticker") of radius 6 at a sub-pixel position, added to an image.
     static func withSticker(_ image: PlanarImage, x cx: Double, y cy: Double) -> PlanarImage {
         var out = image
@@ -139,12 +145,15 @@ struct PooledFeatures: FeatureEncoder {
     }
 
     /// The keyframe's own frame comes out as the keyframe, to its outermost pixels, however fine
-    /// the edit's detail (a pencil sketch's strokes are pixel-fine).
-    @Test func theKeyframesOwnFrameIsTheKeyframe() throws {
-        let key = Self.frame(0)
+    /// the edit's detail (a pencil sketch's strokes are pixel-fine), and however little there is
+    /// of it besides the colour part (an 8-bit grade, whose rounding is not carried to other
+    /// frames).
+    @Test(arguments: [false, true]) func theKeyframesOwnFrameIsTheKeyframe(graded: Bool) throws {
+        let key = graded ? Self.eightBit(Self.frame(0)) : Self.frame(0)
         var random = SeededRandom(8)
-        let edited = PlanarImage(channels: 3, height: key.height, width: key.width,
-                                 values: key.values.map { min(max($0 + 0.3 * Float(random.uniform()) - 0.15, 0), 1) })
+        let edited = graded ? Self.eightBit(ColourTransformTests.grade(key)) :
+            PlanarImage(channels: 3, height: key.height, width: key.width,
+                        values: key.values.map { min(max($0 + 0.3 * Float(random.uniform()) - 0.15, 0), 1) })
         let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: edited)], encoder: PooledFeatures())
         let out = try propagator.apply(to: key, index: 0)
         let worst = zip(out.values, edited.values).map { abs($0 - $1) }.max() ?? 0
@@ -159,6 +168,23 @@ struct PooledFeatures: FeatureEncoder {
         let later = Self.frame(6)
         let quality = psnr(try propagator.apply(to: later, index: 6), ColourTransformTests.grade(later))
         #expect(quality > 35, "PSNR \(quality) dB")
+    }
+
+    /// An 8-bit grade's keyframe carries its rounding (δ − colour part is the edited image's
+    /// rounding, ±½ level); other frames take the colour part alone, not that noise moved onto
+    /// them: against each later frame's grade before rounding, the output is nearer than the
+    /// keyframe's own rounding is to its grade.
+    @Test func aGradesRoundingIsNotCarried() throws {
+        let key = Self.eightBit(Self.frame(0))
+        let graded = ColourTransformTests.grade(key)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: Self.eightBit(graded))],
+                                        encoder: PooledFeatures())
+        let rounding = psnr(Self.eightBit(graded), graded)
+        for t in 1...3 {
+            let later = Self.eightBit(Self.frame(t))
+            let quality = psnr(try propagator.apply(to: later, index: t), ColourTransformTests.grade(later))
+            #expect(quality > rounding + 0.5, "frame \(t): \(quality) dB against the grade; the keyframe's rounding alone \(rounding) dB")
+        }
     }
 
     /// A grade is a function of colour, so each frame's own colours graded is its per-frame
