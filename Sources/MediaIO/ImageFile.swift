@@ -17,9 +17,9 @@ public enum ImageFile {
 
     /// `read`, with the image's alpha channel (1 × H × W in [0, 1]) when it has one: a layer
     /// exported from an image editor is transparent where nothing was painted.
-    public static func readWithAlpha(_ path: String) throws -> (image: PlanarImage, alpha: PlanarImage?) {
+    public static func readWithAlpha(_ path: String) throws -> (image: PlanarImage, bits: Int, alpha: PlanarImage?) {
         let decoded = try decode(path, keepingAlpha: true)
-        return (decoded.image, decoded.alpha)
+        return (decoded.image, decoded.bits, decoded.alpha)
     }
 
     /// `read`, with whether the image had an alpha channel (which the image leaves out), and

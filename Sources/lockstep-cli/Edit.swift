@@ -52,15 +52,15 @@ struct Edit: ParsableCommand {
     /// The keyframe image at `path`; one with an alpha channel (a layer exported from an image
     /// editor) is laid over the frame it edits, so that where it is transparent the frame is
     /// unedited (its colours there, often black, are no paint).
-    static func edited(_ path: String, over original: PlanarImage) throws -> PlanarImage {
-        let (image, alpha) = try ImageFile.readWithAlpha(path)
-        guard let alpha, image.width == original.width, image.height == original.height else { return image }
+    static func edited(_ path: String, over original: PlanarImage) throws -> (image: PlanarImage, bits: Int) {
+        let (image, bits, alpha) = try ImageFile.readWithAlpha(path)
+        guard let alpha, image.width == original.width, image.height == original.height else { return (image, bits) }
         var out = image
         let n = image.planeSize
         out.withUnsafeMutableBufferPointer { o in original.withUnsafeBufferPointer { f in alpha.withUnsafeBufferPointer { a in
             for c in 0..<3 { for i in 0..<n { o[c * n + i] = a[i] * o[c * n + i] + (1 - a[i]) * f[c * n + i] } }
         } } }
-        return out
+        return (out, bits)
     }
 
     /// Every keyframe, from --keyframe and --keyframes, in frame order; an index given twice is refused.
@@ -132,7 +132,8 @@ struct Edit: ParsableCommand {
         let sources = keys.map { key in
             KeyframeSource(index: key.index) {
                 let original = try originals.frame(key.index, editedIn: key.image)
-                return Keyframe(index: key.index, original: original, edited: try Self.edited(key.image, over: original))
+                let edited = try Self.edited(key.image, over: original)
+                return Keyframe(index: key.index, original: original, edited: edited.image, bits: edited.bits)
             }
         }
         let propagator = EditPropagator(sources: sources, width: size.width, height: size.height, encoder: AliasFreeCodec(), strength: strength)

@@ -237,6 +237,31 @@ struct PooledFeatures: FeatureEncoder {
         #expect(moved > stuck + 6, "moved \(moved) dB vs stuck \(stuck) dB")
     }
 
+    /// What is left of an edit below its keyframe file's rounding is taken for that rounding, and
+    /// not carried; above it, it is the edit. A faint sticker (0.6 of an 8-bit level at its peak,
+    /// red only) is carried from a 16-bit keyframe, whose rounding is far below it, and not from
+    /// an 8-bit one, whose rounding it does not stand out of.
+    @Test func anEditFinerThanItsFilesRoundingIsNotCarried() throws {
+        let key = Self.frame(0), later = Self.frame(5)
+        var faint = key
+        faint.withUnsafeMutableBufferPointer { p in
+            for y in 0..<key.height { for x in 0..<key.width {
+                let d2 = (Double(x) - 60) * (Double(x) - 60) + (Double(y) - 50) * (Double(y) - 50)
+                p[y * key.width + x] += Float(0.6 / 255 * exp(-d2 / 32))
+            } }
+        }
+        func carriedPeak(bits: Int) throws -> Float {
+            let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: faint, bits: bits)],
+                                            encoder: PooledFeatures())
+            let output = try propagator.apply(to: later, index: 5)
+            // Where the content took the sticker: (65, 52.5).
+            return (output[0, 52, 65] - later[0, 52, 65] + output[0, 53, 65] - later[0, 53, 65]) / 2 * 255
+        }
+        let deep = try carriedPeak(bits: 16), eight = try carriedPeak(bits: 8)
+        #expect(deep > 0.45, "from a 16-bit keyframe the sticker's peak is \(deep) of an 8-bit level (painted: 0.6)")
+        #expect(eight < 0.15, "from an 8-bit keyframe the sticker's peak is \(eight) of a level")
+    }
+
     /// Within a span each frame's correspondence starts from the two frames' before it, moved on
     /// at their speed (`KeyframeEdit.trackedStart`); the first frames after a keyframe start from
     /// the attention, whose search finds a motion the pictures' alignment cannot reach from the

@@ -25,11 +25,15 @@ public struct Keyframe: Sendable {
     public var index: Int
     public var original: PlanarImage
     public var edited: PlanarImage
+    /// Bits per component of the edited image's file: its rounding is noise that is not carried
+    /// to other frames (`EditPropagator.carriedEdit`).
+    public var bits: Int
 
-    public init(index: Int, original: PlanarImage, edited: PlanarImage) {
+    public init(index: Int, original: PlanarImage, edited: PlanarImage, bits: Int = 8) {
         self.index = index
         self.original = original
         self.edited = edited
+        self.bits = bits
     }
 }
 
@@ -245,7 +249,8 @@ final class KeyframeEdit: @unchecked Sendable {
     let samples: [Float16]?
     /// The keyframe's edit δ = edited − original, three planes, for its own frame: as
     /// half-precision floats (within a sixteenth of an 8-bit level, so an 8-bit keyframe comes
-    /// back exactly), as the carried edit lacks its rounding noise (`carriedEdit`).
+    /// back exactly, a 16-bit one to a quarter of a 10-bit level), as the carried edit lacks its
+    /// rounding noise (`carriedEdit`).
     let ownEdit: [Float16]
     /// Where the transport fails: the edit synthesised by appearance.
     let synthesis: PatchSynthesis
@@ -412,9 +417,12 @@ final class KeyframeEdit: @unchecked Sendable {
 extension EditPropagator {
     /// τ and the smoothing (binomial passes, σ = 2 px) of the colour part's share; see `carriedEdit`.
     static let tolerance: Float = 0.04, spread = 8
-    /// The variance that rounding the edited keyframe to 8 bits leaves in the residual, summed
-    /// over the three channels: 3 × (1/255)² / 12.
-    static let roundingNoise: Float = 0.25 / (255 * 255)
+    /// The variance that rounding the edited keyframe to `bits` bits leaves in the residual,
+    /// summed over the three channels: 3 × (1/(2^bits − 1))² / 12.
+    static func roundingNoise(bits: Int) -> Float {
+        let levels = Float((1 << min(max(bits, 1), 24)) - 1)
+        return 0.25 / (levels * levels)
+    }
 
     /// What is carried from a keyframe: the edit less the colour part where the colour part
     /// explains it, and that share m as a fourth plane. m = exp(−e/τ²), e the local mean of
@@ -424,14 +432,15 @@ extension EditPropagator {
     /// that part is applied to each frame's own colours, exact under any motion; 0 where it does
     /// not (strokes, texture, a painted label, posterised or line-art tones, whose steep curves
     /// would make every edge shimmer as its sub-pixel phase changes), so the whole edit is carried.
-    /// Of the residual r = δ − colour(original), only what stands above the 8-bit rounding of
-    /// the edited keyframe is carried: r · max(1 − N/R, 0), R its local mean square and N the
-    /// rounding's (a Wiener gain). A grade's residual is that rounding, noise that moved onto
-    /// other frames only added to their own (the evaluation's graded cases lost 0.5 to 3.4 dB to
-    /// it); strokes, paint and texture stand far above it and are carried whole.
+    /// Of the residual r = δ − colour(original), only what stands above the rounding of the
+    /// edited keyframe's file (`Keyframe.bits`) is carried: r · max(1 − N/R, 0), R its local mean
+    /// square and N the rounding's (a Wiener gain). A grade's residual is mostly that rounding,
+    /// noise that, moved onto other frames, only added to their own (the evaluation's graded
+    /// cases lost 0.5 to 3.4 dB to it); strokes, paint and texture stand far above it and are
+    /// carried whole.
     /// `colourPart` is `colour.delta(for: key.original)`, which the caller needs too.
     static func carriedEdit(_ key: Keyframe, colour: ColourTransform, colourPart: PlanarImage) -> PlanarImage {
-        let w = key.original.width, h = key.original.height, n = w * h
+        let w = key.original.width, h = key.original.height, n = w * h, noise = roundingNoise(bits: key.bits)
         var shimmer = PlanarImage(channels: 1, height: h, width: w)
         // What a frame half a pixel on would get from the colour function, against the keyframe's
         // colour part moved half a pixel: where they differ, the function would shimmer. Measured
@@ -464,7 +473,7 @@ extension EditPropagator {
                     let share = exp(-(s[i] + u[i]) / (tolerance * tolerance))
                     // The residual less what the keyframe's rounding alone would leave there
                     // (Wiener: as far as its local energy exceeds the rounding's).
-                    let kept = max(1 - roundingNoise / max(u[i], .leastNormalMagnitude), 0)
+                    let kept = max(1 - noise / max(u[i], .leastNormalMagnitude), 0)
                     for ch in 0..<3 {
                         let k = ch &* n &+ i, r = e[k] - o[k] - c[k]
                         v[k] = kept * r + (1 - share) * c[k]
