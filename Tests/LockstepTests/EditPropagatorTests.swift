@@ -147,7 +147,9 @@ struct PooledFeatures: FeatureEncoder {
     /// The keyframe's own frame comes out as the keyframe, to its outermost pixels, however fine
     /// the edit's detail (a pencil sketch's strokes are pixel-fine), and however little there is
     /// of it besides the colour part (an 8-bit grade, whose rounding is not carried to other
-    /// frames).
+    /// frames); at half strength, half of it. The same picture a frame later (a still camera)
+    /// takes the fine edit whole through the transport, edges included (the B-spline
+    /// coefficients read beyond the edges as the prefilter mirrored them).
     @Test(arguments: [false, true]) func theKeyframesOwnFrameIsTheKeyframe(graded: Bool) throws {
         let key = graded ? Self.eightBit(Self.frame(0)) : Self.frame(0)
         var random = SeededRandom(8)
@@ -158,6 +160,15 @@ struct PooledFeatures: FeatureEncoder {
         let out = try propagator.apply(to: key, index: 0)
         let worst = zip(out.values, edited.values).map { abs($0 - $1) }.max() ?? 0
         #expect(worst < 1e-3, "largest difference \(worst)")
+        let half = try EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: edited)], encoder: PooledFeatures(),
+                                      strength: 0.5).apply(to: key, index: 0)
+        let halfWorst = zip(half.values, zip(key.values, edited.values)).map { abs($0 - ($1.0 + 0.5 * ($1.1 - $1.0))) }.max() ?? 0
+        #expect(halfWorst < 1e-3, "at half strength, largest difference \(halfWorst)")
+        if !graded {
+            let still = try propagator.apply(to: key, index: 1)
+            let stillWorst = zip(still.values, edited.values).map { abs($0 - $1) }.max() ?? 0
+            #expect(stillWorst < 1e-3, "the same picture a frame later: largest difference \(stillWorst)")
+        }
     }
 
     /// A grade made on frame 0 is reproduced on a later frame.

@@ -166,7 +166,10 @@ public final class EditPropagator: @unchecked Sendable {
         let w = width, n = width * height, s = strength
         // A keyframe's own frame is the keyframe as edited (its match above still runs, for the
         // frames after it): the carried edit lacks the rounding noise that `carriedEdit` takes
-        // out of it.
+        // out of it. So that frame alone keeps the keyframe's rounding (±½ level of an 8-bit
+        // file), its neighbours the colour part: with graded keyframes every other frame, that
+        // rounding comes and goes, below what an 8-bit output shows. The frame given is taken
+        // to be the keyframe's own (the command reads both from the same video).
         let own = active.count == 1 && sources[active[0].position].index == index ? matched[0].edit.ownEdit : nil
         frame.withUnsafeMutableBufferPointer { f in
             let fp = UnsafePointer(f.baseAddress!), op = f.baseAddress!
@@ -233,8 +236,9 @@ public final class EditPropagator: @unchecked Sendable {
 /// new or changed) takes the edit of what looks like it in the keyframe (`PatchSynthesis`), as
 /// far as that matches; what matches nothing gets the colour part alone, so it looks edited too,
 /// with no hole or seam.
-/// With m the carried share of the colour part (see `carriedEdit`) and t the match quality, the
-/// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(δ − m · colour(original)).
+/// With m the carried share of the colour part (see `carriedEdit`), t the match quality, r the
+/// residual δ − colour(original) and k its Wiener gain over the keyframe file's rounding, the
+/// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(k·r + (1 − m) · colour(original)).
 final class KeyframeEdit: @unchecked Sendable {
     let encoder: FeatureEncoder
     let colour: ColourTransform
@@ -418,20 +422,23 @@ extension EditPropagator {
     /// τ and the smoothing (binomial passes, σ = 2 px) of the colour part's share; see `carriedEdit`.
     static let tolerance: Float = 0.04, spread = 8
     /// The variance that rounding the edited keyframe to `bits` bits leaves in the residual,
-    /// summed over the three channels: 3 × (1/(2^bits − 1))² / 12.
+    /// summed over the three channels: 3 × (1/(2^bits − 1))² / 12. Files of fewer than 8 bits
+    /// (1-bit line art, a 4-bit palette) count as 8: their few levels are the picture itself, not
+    /// the rounding of a smooth one (at 1 bit, N would swallow most of a thin stroke).
     static func roundingNoise(bits: Int) -> Float {
-        let levels = Float((1 << min(max(bits, 1), 24)) - 1)
+        let levels = Float((1 << min(max(bits, 8), 24)) - 1)
         return 0.25 / (levels * levels)
     }
 
     /// What is carried from a keyframe: the edit less the colour part where the colour part
     /// explains it, and that share m as a fourth plane. m = exp(−e/τ²), e the local mean of
-    /// |δ − colour(original)|² plus how far the colour function, applied to the keyframe moved
-    /// half a pixel, departs from its colour part moved half a pixel: m is 1 where the colour
-    /// function accounts for the edit and commutes with sub-pixel motion (a grade, a tint), so
-    /// that part is applied to each frame's own colours, exact under any motion; 0 where it does
-    /// not (strokes, texture, a painted label, posterised or line-art tones, whose steep curves
-    /// would make every edge shimmer as its sub-pixel phase changes), so the whole edit is carried.
+    /// |δ − colour(original)|² plus how far the colour function, applied to the keyframe (smoothed
+    /// by one binomial pass) moved half a pixel, departs from its colour part moved half a
+    /// pixel: m is 1 where the colour function accounts for the edit and commutes with sub-pixel
+    /// motion (a grade, a tint), so that part is applied to each frame's own colours, exact under
+    /// any motion; 0 where it does not (strokes, texture, a painted label, posterised or line-art
+    /// tones, whose steep curves would make every edge shimmer as its sub-pixel phase changes),
+    /// so the whole edit is carried.
     /// Of the residual r = δ − colour(original), only what stands above the rounding of the
     /// edited keyframe's file (`Keyframe.bits`) is carried: r · max(1 − N/R, 0), R its local mean
     /// square and N the rounding's (a Wiener gain). A grade's residual is mostly that rounding,
