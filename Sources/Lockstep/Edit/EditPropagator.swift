@@ -271,7 +271,14 @@ final class KeyframeEdit: @unchecked Sendable {
         height = key.original.height
         self.encoder = encoder
         colour = ColourTransform(original: key.original, edited: key.edited)
-        ownEdit = key.edited.combined(with: key.original, -).values.map { Float16($0) }
+        // Straight into half precision: no full-size Float temporaries (two, 22 MB at 720p).
+        ownEdit = key.edited.withUnsafeBufferPointer { e in key.original.withUnsafeBufferPointer { o in
+            precondition(e.count == o.count, "a keyframe's edited image must have its original's size")
+            return [Float16](unsafeUninitializedCapacity: e.count) { d, count in
+                for i in 0..<e.count { d[i] = Float16(e[i] - o[i]) }
+                count = e.count
+            }
+        } }
         let colourPart = colour.delta(for: key.original)
         let carried = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
         edits = Transport.interleaved4(carried.bSplineCoefficients())
