@@ -142,7 +142,7 @@ public struct FrameAppearance: Sendable {
     /// Whether the frame's colours in `channel` were clipped at white in enough of its matches to
     /// reach its curve's top: in at least one of the quantile levels that fit the curve
     /// (`ToneCurve.matchingLevels`), so that the curve's value at white maps the clipped level, a
-    /// bound, not white (`ToneCurve.interquartileMean`).
+    /// bound, not white (`ToneCurve.robustMean`).
     /// (Read from the per-cell shares weighted by coverage, which is the share of the fit's weight,
     /// as `blackShares` measures at black.)
     public func clipsWhite(_ channel: Int) -> Bool {

@@ -18,7 +18,7 @@ import Tensor
 /// the neighbouring references' frames join in, carried across the links between references.
 public enum CurveConsensus {
     /// The consensus curves (ḡ_c before its inversion) of the curves of the frames in a window:
-    /// knot by knot, their interquartile mean (`ToneCurve.interquartileMean`).
+    /// knot by knot, their robust mean (`ToneCurve.robustMean`).
     ///
     /// A constant over the window reports the window's average light, not the frame's, where the
     /// light really changes (an exposure adapting, a shot's ends, where the window is one-sided).
@@ -31,10 +31,10 @@ public enum CurveConsensus {
     /// own +0.2 and +0.3 dB under global jitter with the E_warp ratio 1.12 → 1.10 and 1.07 → 1.04.)
     ///
     /// `clippedAtWhite[i][c]`, `clippedAtBlack[i][c]`: whether frame i of the window was clipped
-    /// at white (at black) in channel c (`ToneCurve.interquartileMean`); none when empty.
+    /// at white (at black) in channel c (`ToneCurve.robustMean`); none when empty.
     public static func consensus(of window: [[ToneCurve]], clippedAtWhite: [[Bool]] = [], clippedAtBlack: [[Bool]] = []) -> [ToneCurve] {
         (0..<3).map { c in
-            ToneCurve.interquartileMean(window.map { $0[c] }, clippedAtWhite: clippedAtWhite.map { $0[c] },
+            ToneCurve.robustMean(window.map { $0[c] }, clippedAtWhite: clippedAtWhite.map { $0[c] },
                                         clippedAtBlack: clippedAtBlack.map { $0[c] })
         }
     }
