@@ -8,7 +8,7 @@ import MediaIO
 /// gain, and every frame's mean luma. Floats are stored as the machine holds them: little-endian
 /// on every machine Lockstep builds for (x86-64, ARM64).
 extension DeflickerPlan {
-    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 4\n".utf8)
+    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 5\n".utf8)
 
     struct FileHeader: Codable {
         struct Grid: Codable { var latentWidth, latentHeight, factor: Int; var origin: Float }

@@ -150,24 +150,33 @@ public struct ToneRelation: Sendable {
     /// average, as it is added before that gain: the mean
     /// difference over the levels both know, each level weighed by this relation's weight there
     /// (its share of the frame), so the frame's mean value comes out as `target` says. Only
-    /// levels the edit keeps below `headroom` count (above, a flicker of a few percent clips,
+    /// levels whose value (the edit's, or the corrected one: `judged`) stays at or below
+    /// `headroom` count (above, a flicker of a few percent clips,
     /// and what is seen there says little); the others count as needing nothing, so a frame
     /// mostly at white (a pencil sketch's paper) is left nearly as it is. An offset, not a gain:
     /// an error in the anchor moves every value by as much, and is not magnified in the
     /// highlights of a dark frame.
-    public func offset(through consensus: [ToneCurve], field: [Float], to target: ToneRelation) -> [Float] {
+    public func offset(through consensus: [ToneCurve], field: [Float], to target: ToneRelation, headroomOf judged: HeadroomOf = .target) -> [Float] {
         (0..<3).map { c in
             let inverse = consensus[c].inverseTable(lower: -0.5, upper: 2, count: 10_001)
             var difference = 0.0, total = 0.0
             for level in 0..<Self.levels {
                 let i = c * Self.levels + level
                 total += Double(weights[i])
-                guard values[i].isFinite, target.values[i].isFinite, target.values[i] <= Self.headroom, weights[i] > 0 else { continue }
-                difference += Double(weights[i] * (target.values[i] / field[c] - inverse.values[inverse.index(values[i])]))
+                guard values[i].isFinite, target.values[i].isFinite, weights[i] > 0 else { continue }
+                let corrected = inverse.values[inverse.index(values[i])]
+                guard (judged == .corrected ? corrected * field[c] : target.values[i]) <= Self.headroom else { continue }
+                difference += Double(weights[i] * (target.values[i] / field[c] - corrected))
             }
             return total > 0 ? Float(difference / total) : 0
         }
     }
+
+    /// Whose value must stay within `headroom` for a level to count in `offset`: the target's
+    /// (the edit's tone, with a guide), or what the correction makes of the level (without
+    /// one, where the target is the frame's own values: a level that the flicker clipped in the
+    /// brighter frames would count only in the darker ones, and the offsets' mean would lean).
+    public enum HeadroomOf: Sendable { case target, corrected }
 
     /// See `offset(through:field:to:)`. (Without it, on the public cases, guided: the pencil
     /// sketches 0.3 to 0.9 dB lower, the video's global jitter 39.2 → 38.9 dB.)
