@@ -131,21 +131,9 @@ import TestSupport
     /// across every link since the first and agreed over ±15 frames, fails this: it wandered by
     /// 4.8 levels here before the guide anchored the level.
     @Test func longClipDoesNotDrift() throws {
-        let count = 1000
-        var random = SeededRandom(21)
-        let jitter = (0..<count).map { _ in (gain: Float(0.85 + 0.3 * random.uniform()), gamma: Float(0.9 + 0.2 * random.uniform())) }
-        let input = { (t: Int) in Self.flickered(Self.scene(t), gain: jitter[t].gain, gamma: jitter[t].gamma) }
-        let analysis = try DeflickerAnalysis(width: Self.size.width, height: Self.size.height)
-        for t in 0..<count { try analysis.add(input: input(t), guide: Self.scene(t)) }
-        let plan = try analysis.finish()
-        #expect(plan.scenes.count > 50, "references: \(plan.scenes.count)")
-        var drift = LevelDrift(), before = LevelDrift()
-        for t in 0..<count {
-            let frame = input(t), truth = Self.scene(t)
-            drift.add(try plan.apply(to: frame, index: t), original: truth)
-            before.add(frame, original: truth)
-        }
-        #expect(drift.value < 1.5, "level drift \(drift.value), input's \(before.value)")
+        let (drift, before, references) = try Self.longClip(frames: 1000, seed: 21, guided: true)
+        #expect(references > 50, "references: \(references)")
+        #expect(drift < 1.5, "level drift \(drift), input's \(before)")
     }
 
     /// Blind, a long clip's level: 600 frames of the slow pan under a random gain and gamma per
@@ -154,12 +142,19 @@ import TestSupport
     /// nearer the truth's than the input's does, by a tenth at least (6.08 levels of 255
     /// measured, against the input's 7.18; with the correction's slow part left in, 6.62).
     @Test func blindLongClipDriftsLessThanItsInput() throws {
-        let count = 600
-        var random = SeededRandom(22)
+        let (drift, before, _) = try Self.longClip(frames: 600, seed: 22, guided: false)
+        #expect(drift < 0.9 * before, "level drift \(drift), input's \(before)")
+    }
+
+    /// The slow pan, `frames` long, under a random gain and gamma per frame, deflickered (guided
+    /// by the truth, or blind): the output's level drift from the truth, the input's, and the
+    /// number of references the analysis took.
+    static func longClip(frames count: Int, seed: UInt64, guided: Bool) throws -> (drift: Double, before: Double, references: Int) {
+        var random = SeededRandom(seed)
         let jitter = (0..<count).map { _ in (gain: Float(0.85 + 0.3 * random.uniform()), gamma: Float(0.9 + 0.2 * random.uniform())) }
         let input = { (t: Int) in Self.flickered(Self.scene(t), gain: jitter[t].gain, gamma: jitter[t].gamma) }
         let analysis = try DeflickerAnalysis(width: Self.size.width, height: Self.size.height)
-        for t in 0..<count { try analysis.add(input: input(t), guide: nil) }
+        for t in 0..<count { try analysis.add(input: input(t), guide: guided ? Self.scene(t) : nil) }
         let plan = try analysis.finish()
         var drift = LevelDrift(), before = LevelDrift()
         for t in 0..<count {
@@ -167,7 +162,7 @@ import TestSupport
             drift.add(try plan.apply(to: frame, index: t), original: truth)
             before.add(frame, original: truth)
         }
-        #expect(drift.value < 0.9 * before.value, "level drift \(drift.value), input's \(before.value)")
+        return (drift.value, before.value, plan.scenes.count)
     }
 
     /// A static camera under a random gain and gamma per frame, guided by the truth: the output
