@@ -35,7 +35,7 @@ public enum CurveConsensus {
     public static func consensus(of window: [[ToneCurve]], clippedAtWhite: [[Bool]] = [], clippedAtBlack: [[Bool]] = []) -> [ToneCurve] {
         (0..<3).map { c in
             ToneCurve.robustMean(window.map { $0[c] }, clippedAtWhite: clippedAtWhite.map { $0[c] },
-                                        clippedAtBlack: clippedAtBlack.map { $0[c] })
+                                 clippedAtBlack: clippedAtBlack.map { $0[c] })
         }
     }
 }

@@ -865,11 +865,14 @@ public final class DeflickerAnalysis {
 /// level lies from the edit's there. Less its mean over the scene, it is added to the frame:
 /// the anchor takes away how the level wanders within the scene, and nothing adds up along the
 /// chain, however long the scene. Where the level lies over the whole scene stays the
-/// consensus's, as without a guide: the anchor reads some edits less well than the consensus
+/// consensus's: the anchor reads some edits less well than the consensus
 /// does (a pencil sketch's strokes, mixed with paper that the flicker clips), and its error
 /// there is mostly a constant, which this leaves out. An offset, one number per channel: the
 /// consensus keeps the tone's shape and its frame-to-frame precision, and an error in the
 /// anchor is not magnified in the highlights of a dark frame, as a gain's would be.
+///
+/// The level, without a guide: the correction's own slow part is taken back out (`drift(at:)`),
+/// so that the output's slow level follows the input's.
 public final class DeflickerPlan {
     /// Frames on each side whose curves make a frame's tone consensus (about a second of video).
     public static let window = 15
