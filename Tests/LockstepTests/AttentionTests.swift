@@ -154,6 +154,31 @@ func texture(channels: Int, width: Int, height: Int, dx: Double = 0, dy: Double 
         return errors
     }
 
+    /// Along the right and bottom edges of a grid whose sides are odd at some level (67 × 45:
+    /// 33 × 22, 16 × 11, 8 × 5), where the pooled level above covers the last samples no more,
+    /// a still frame is matched to where it is, and as confidently as inside: the coarse answer
+    /// is carried out to those samples as a displacement. (Carried as a clamped position, it put
+    /// each level's guess up to 1.5 samples inwards, and the motion prior pulled the answers in
+    /// after it: with the prior `deflicker` uses, the last column was 2.4 samples off and its
+    /// confidence a tenth of the interior's.)
+    @Test(arguments: [Float(0.001), Float(0.01)])
+    func aStillFrameIsMatchedInPlaceOutToItsEdges(motionPrior: Float) {
+        let w = 67, h = 45
+        let picture = texture(channels: 8, width: w, height: h, seed: 7)
+        var configuration = CrossFrameAttention.Configuration()
+        configuration.motionPrior = motionPrior
+        let field = CrossFrameAttention(reference: picture, configuration: configuration).correspondence(for: picture)
+        var worst: Float = 0, edge: Float = 0, edgeCount: Float = 0, inside: Float = 0, insideCount: Float = 0
+        for y in 0..<h { for x in 0..<w {
+            let i = y * w + x
+            worst = max(worst, abs(field.x[i] - Float(x)), abs(field.y[i] - Float(y)))
+            if x >= w - 3 || y >= h - 3 { edge += field.confidence[i]; edgeCount += 1 }
+            else if x >= 8 && y >= 8 { inside += field.confidence[i]; insideCount += 1 }
+        } }
+        #expect(worst < 0.25, "worst error \(worst) samples")
+        #expect(edge / edgeCount > 0.8 * inside / insideCount, "confidence at the edges \(edge / edgeCount), inside \(inside / insideCount)")
+    }
+
     /// Content that is not in the reference gets low confidence; matched content high.
     @Test func newContentHasLowConfidence() {
         let reference = texture(channels: 8, width: 64, height: 64, seed: 5)

@@ -344,10 +344,16 @@ public struct CrossFrameAttention: Sendable {
                 for py in rows {
                     for px in 0..<qw {
                         let i = py &* qw &+ px
-                        // This query sits at ((px − ½)/2, (py − ½)/2) on the coarse grid; the coarse
-                        // answer maps back as 2X + ½.
-                        let guess = coarse.sample((Float(px) - 0.5) / 2, (Float(py) - 0.5) / 2)
-                        let gx = 2 * guess.x + 0.5, gy = 2 * guess.y + 0.5
+                        // This query sits at (u, v) = ((px − ½)/2, (py − ½)/2) on the coarse grid; the
+                        // coarse answer maps back as 2X + ½. Past the coarse grid's last sample (a
+                        // level whose side is odd loses its last row or column to the pooling), the
+                        // coarse *displacement* is carried out to the query, not its position: the
+                        // clamped position put the guess up to 1.5 samples inwards, and the motion
+                        // prior pulled the border's matches in after it, further at every level.
+                        let u = (Float(px) - 0.5) / 2, v = (Float(py) - 0.5) / 2
+                        let guess = coarse.sample(u, v)
+                        let gx = 2 * (guess.x + u - min(max(u, 0), Float(coarse.width - 1))) + 0.5
+                        let gy = 2 * (guess.y + v - min(max(v, 0), Float(coarse.height - 1))) + 0.5
                         // Window centred on the coarse answer (clamped into the grid); keys outside
                         // the grid score −∞ rather than the window sliding inwards, which would pull
                         // the weighted mean off-centre along the borders.
