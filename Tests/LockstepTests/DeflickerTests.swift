@@ -72,6 +72,27 @@ import TestSupport
 
     /// A plan written to an analysis file and read back applies exactly as the plan itself, with
     /// its references and cuts; a frame it was not made for is refused, not corrected.
+    /// Where each cell of a still frame lies in its reference is the cell itself, out to a last
+    /// cell that the frame fills only in part (168 × 104: a latent of 21 × 13, whose last grid
+    /// column and row hold one latent sample each, their centres 1.5 samples past it). A
+    /// clamped position put those cells 1.5 samples inwards, and the gain consensus read their
+    /// gains partly into the cells before them.
+    @Test(arguments: [true, false]) func aStillFramesCellsLieOnThemselvesOutToItsEdges(guided: Bool) throws {
+        let raw = texture(channels: 3, width: 168, height: 104, seed: 23)
+        let original = PlanarImage(channels: 3, height: raw.height, width: raw.width, values: raw.values.map { min(max(0.5 + 0.1 * $0, 0), 1) })
+        let frames = (0..<5).map { t in Self.flickered(original, gain: 1 + 0.05 * Float(t % 3 - 1), tilt: 0.04 * Float(t % 2)) }
+        let (_, plan) = try Self.deflicker(frames, guides: guided ? Array(repeating: original, count: 5) : nil)
+        let still = FrameAppearance.identity(plan.grid)
+        var worst: Float = 0
+        for t in 1..<5 {
+            let cells = try plan.appearance(of: t).appearance
+            for i in cells.referenceX.indices {
+                worst = max(worst, abs(cells.referenceX[i] - still.referenceX[i]), abs(cells.referenceY[i] - still.referenceY[i]))
+            }
+        }
+        #expect(worst < 0.25, "a cell lies \(worst) latent samples from itself")
+    }
+
     @Test func analysisFileRoundTrip() throws {
         let frames = (0..<8).map { Self.flickered(Self.scene($0), gain: $0 % 2 == 0 ? 1.1 : 0.9, tilt: $0 % 3 == 0 ? 0.2 : 0) }
         let (out, plan) = try Self.deflicker(frames, guides: frames.indices.map { Self.scene($0) })

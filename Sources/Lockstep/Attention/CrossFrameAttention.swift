@@ -58,6 +58,15 @@ public struct CorrespondenceField: Sendable {
         (Self.bilinear(x, width: width, height: height, px, py), Self.bilinear(y, width: width, height: height, px, py))
     }
 
+    /// Where a query at a fractional position lands: inside the grid, `sample` (bilinear is exact
+    /// on positions, so this is the position plus the displacement there); past the grid's last
+    /// samples, the query's own position plus the displacement at the nearest edge, which a
+    /// clamped position would put up to the query's distance inwards.
+    func landing(_ px: Float, _ py: Float) -> (x: Float, y: Float) {
+        let at = sample(px, py)
+        return (at.x + px - min(max(px, 0), Float(width - 1)), at.y + py - min(max(py, 0), Float(height - 1)))
+    }
+
     /// The confidence at a fractional query position, likewise.
     func sampleConfidence(_ px: Float, _ py: Float) -> Float {
         Self.bilinear(confidence, width: width, height: height, px, py)
@@ -344,16 +353,14 @@ public struct CrossFrameAttention: Sendable {
                 for py in rows {
                     for px in 0..<qw {
                         let i = py &* qw &+ px
-                        // This query sits at (u, v) = ((px − ½)/2, (py − ½)/2) on the coarse grid; the
-                        // coarse answer maps back as 2X + ½. Past the coarse grid's last sample (a
-                        // level whose side is odd loses its last row or column to the pooling), the
-                        // coarse *displacement* is carried out to the query, not its position: the
-                        // clamped position put the guess up to 1.5 samples inwards, and the motion
-                        // prior pulled the border's matches in after it, further at every level.
-                        let u = (Float(px) - 0.5) / 2, v = (Float(py) - 0.5) / 2
-                        let guess = coarse.sample(u, v)
-                        let gx = 2 * (guess.x + u - min(max(u, 0), Float(coarse.width - 1))) + 0.5
-                        let gy = 2 * (guess.y + v - min(max(v, 0), Float(coarse.height - 1))) + 0.5
+                        // This query sits at ((px − ½)/2, (py − ½)/2) on the coarse grid; the coarse
+                        // answer maps back as 2X + ½. Past the coarse grid's last sample (a level
+                        // whose side is odd loses its last row or column to the pooling) the coarse
+                        // displacement is carried out to the query (`landing`): a clamped position
+                        // put the guess up to 1.5 samples inwards, and the motion prior pulled the
+                        // border's matches in after it, further at every level.
+                        let guess = coarse.landing((Float(px) - 0.5) / 2, (Float(py) - 0.5) / 2)
+                        let gx = 2 * guess.x + 0.5, gy = 2 * guess.y + 0.5
                         // Window centred on the coarse answer (clamped into the grid); keys outside
                         // the grid score −∞ rather than the window sliding inwards, which would pull
                         // the weighted mean off-centre along the borders.

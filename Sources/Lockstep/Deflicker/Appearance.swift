@@ -379,11 +379,13 @@ public struct FrameAppearance: Sendable {
                 gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
             }
         } } } } } } } }
-        // Where each cell lies in the reference: the field at the cell's centre.
+        // Where each cell lies in the reference: where the cell's centre lands (a last, partial
+        // cell's centre lies past the latent's last sample: a clamped position put it up to 1.5
+        // samples inwards, and the consensus read its gain partly into the cells before it).
         var xs = [Float](repeating: 0, count: grid.count), ys = xs
         for gy in 0..<grid.height {
             for gx in 0..<grid.width {
-                let p = field.sample(AppearanceGrid.latentCentre(gx), AppearanceGrid.latentCentre(gy))
+                let p = field.landing(AppearanceGrid.latentCentre(gx), AppearanceGrid.latentCentre(gy))
                 xs[gy * grid.width + gx] = p.x
                 ys[gy * grid.width + gx] = p.y
             }
