@@ -70,8 +70,6 @@ import TestSupport
         #expect(try written(plan, "whole.analysis") == written(try split.finish(), "split.analysis"))
     }
 
-    /// A plan written to an analysis file and read back applies exactly as the plan itself, with
-    /// its references and cuts; a frame it was not made for is refused, not corrected.
     /// Where each cell of a still frame lies in its reference is the cell itself, out to a last
     /// cell that the frame fills only in part (168 × 104: a latent of 21 × 13, whose last grid
     /// column and row hold one latent sample each, their centres 1.5 samples past it). A
@@ -93,6 +91,8 @@ import TestSupport
         #expect(worst < 0.25, "a cell lies \(worst) latent samples from itself")
     }
 
+    /// A plan written to an analysis file and read back applies exactly as the plan itself, with
+    /// its references and cuts; a frame it was not made for is refused, not corrected.
     @Test func analysisFileRoundTrip() throws {
         let frames = (0..<8).map { Self.flickered(Self.scene($0), gain: $0 % 2 == 0 ? 1.1 : 0.9, tilt: $0 % 3 == 0 ? 0.2 : 0) }
         let (out, plan) = try Self.deflicker(frames, guides: frames.indices.map { Self.scene($0) })

@@ -279,12 +279,12 @@ struct PooledFeatures: FeatureEncoder {
     /// keyframe's own field. Content moving 16 to 24 px a frame (on five textures, three
     /// directions), frames edited in order: the sticker is where the content took it (its PSNR
     /// against the moved sticker 4 dB above the unmoved) in at least 50 of the 60 frames, and
-    /// 50 dB against it on average. (Measured: 54 and 55 of 60, 52.8 dB, before and after the
-    /// attention carried its coarse displacement out to the grid's edges. The frames where it is
-    /// not followed, frame 2 or 3 of a few motions, differ between the two: the attention's
-    /// answers on the content new to a frame, which matches nothing, move with the least change
-    /// to its guesses, and the alignment couples them to their neighbours. A single motion is
-    /// not a test of this.)
+    /// 50 dB against it on average. (Measured: 55 and 54 of 60, 52.9 and 52.8 dB, before and
+    /// after the attention carried its coarse displacement out to the grid's edges. Where it is
+    /// not followed, frame 2 or 3 of a few motions, the attention's answers are right but the
+    /// forward–backward check rejects them: searched back from the keyframe's edge columns,
+    /// whose descriptors repeat the edge sample, the content lands elsewhere. Which frames those
+    /// are moved with that change, so a single motion is not a test of this.)
     @Test func aFastMotionAwayFromTheKeyframeIsFollowed() throws {
         var followed = 0, frames = 0, total = 0.0
         for seed in [17, 5, 99, 123, 7] as [UInt64] {
