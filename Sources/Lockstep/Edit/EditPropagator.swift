@@ -244,7 +244,7 @@ final class KeyframeEdit: @unchecked Sendable {
     let colour: ColourTransform
     let attention: CrossFrameAttention
     /// What is carried of the edit (`carriedEdit`), as B-spline coefficients for `Transport`,
-    /// four channels interleaved (`Transport.interleaved4`).
+    /// four channels interleaved and padded (`Transport.paddedInterleaved4`).
     let edits: [Float]
     /// The same, as samples, for the synthesis's votes, four channels interleaved (a vote reads
     /// a pixel's four values together) as half-precision floats (steps of 2⁻¹¹ at most, an eighth
@@ -281,7 +281,7 @@ final class KeyframeEdit: @unchecked Sendable {
         } }
         let colourPart = colour.delta(for: key.original)
         let carried = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
-        edits = Transport.interleaved4(carried.bSplineCoefficients())
+        edits = Transport.paddedInterleaved4(carried.bSplineCoefficients())
         let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
         samples = synthesis.contributes ? Transport.interleaved4(carried).map { Float16($0) } : nil
