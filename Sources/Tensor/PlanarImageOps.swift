@@ -50,6 +50,27 @@ extension PlanarImage {
         return out
     }
 
+    /// The image with `margin` samples added on every side, each repeating the nearest edge
+    /// sample: what a reader that clamps its positions to the image would see there.
+    public func edgePadded(by margin: Int) -> PlanarImage {
+        precondition(margin >= 0)
+        let w = width, h = height, pw = w + 2 * margin, ph = h + 2 * margin
+        var out = PlanarImage(uninitializedChannels: channels, height: ph, width: pw)
+        withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for c in 0..<channels {
+                    for row in 0..<ph {
+                        let line = src.baseAddress! + (c * h + min(max(row - margin, 0), h - 1)) * w
+                        let o = dst.baseAddress! + (c * ph + row) * pw
+                        (o + margin).update(from: line, count: w)
+                        for x in 0..<margin { o[x] = line[0]; o[margin + w + x] = line[w - 1] }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
     /// Σ (self − other)², accumulated in double precision.
     public func sumOfSquaredDifferences(_ other: PlanarImage) -> Double {
         precondition(channels == other.channels && height == other.height && width == other.width, "shapes differ")

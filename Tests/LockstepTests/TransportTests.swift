@@ -166,6 +166,46 @@ import TestSupport
         #expect(abs(a.x - b.x) < 0.02 && abs(a.y - b.y) < 0.02, "full resolution \(a), pooled \(b)")
     }
 
+    /// A pan whose frame shows, along its left edge, what lies beyond the reference's edge as a
+    /// clamped read gives it (the edge column repeated): the blocks there, whose displaced
+    /// samples fall up to 6.4 px past the reference, are matched as any other, at the true shift
+    /// and with full quality. (Their samples come from the reference padded with its edge
+    /// values; read as zeros, or from the wrong place, they would not match.)
+    @Test func blocksReachingPastTheReferencesEdgeReadItsEdge() {
+        let (w, h, shift) = (128, 96, Float(6.4))
+        var random = SeededRandom(31)
+        let waves = (0..<10).map { n in
+            let band = Float(0.025) * Float(1 << (n % 4))
+            return (fx: Float(random.uniform() - 0.5) * 2 * band, fy: Float(random.uniform() - 0.5) * 2 * band,
+                    phase: Float(random.uniform()) * 2 * .pi, amplitude: Float(0.5 + random.uniform()) * 0.02)
+        }
+        func picture(_ at: (Float, Float) -> (Float, Float)) -> PlanarImage {
+            var image = PlanarImage(channels: 3, height: h, width: w, values: [Float](repeating: 0, count: 3 * w * h))
+            for y in 0..<h { for x in 0..<w {
+                let (u, v) = at(Float(x), Float(y))
+                var value: Float = 0.5
+                for wave in waves { value += wave.amplitude * sin(2 * .pi * (wave.fx * u + wave.fy * v) + wave.phase) }
+                for c in 0..<3 { image[c, y, x] = value }
+            } }
+            return image
+        }
+        let reference = picture { ($0, $1) }
+        let frame = picture { (max($0 - shift, 0), $1) }
+        let (fw, fh) = (w / 8, h / 8)
+        var field = CorrespondenceField(width: fw, height: fh,
+                                        x: (0..<(fw * fh)).map { Float($0 % fw) - 0.5 * shift / 8 }, y: (0..<(fw * fh)).map { Float($0 / fw) },
+                                        confidence: [Float](repeating: 1, count: fw * fh))
+        let quality = ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5, measuringMatch: true)
+        var worst: Float = 0, poorest: Float = 1
+        for j in 0..<fh { for i in 0..<2 {
+            let index = j * fw + i
+            worst = max(worst, abs(8 * (field.x[index] - Float(i)) + shift), abs(8 * (field.y[index] - Float(j))))
+            poorest = min(poorest, quality[index])
+        } }
+        #expect(worst < 0.2, "worst error \(worst) px in the two left columns")
+        #expect(poorest > 0.8, "poorest match quality \(poorest) in the two left columns")
+    }
+
     /// A zoom (the frame at p shows the reference at c + (p − c) / 1.12), from a start that finds
     /// half of it (as the attention's answer under a zoom does), is found at every sample, those
     /// on the frame's edges included, within half a pixel, and every block matches there. (A

@@ -14,6 +14,10 @@ import Tensor
 public struct ImageAlignment: Sendable {
     /// The reference, smoothed (see `smoothed`).
     let reference: PlanarImage
+    /// The same with its edge values repeated `margin` pixels out on every side: a block whose
+    /// displaced samples fall past the reference's edges reads there what clamping its positions
+    /// would, with one set of bilinear weights for the whole block (`Level.accumulate`).
+    let padded: PlanarImage
     /// The reference 2×2-pooled, aligned first: its blocks see twice as far, so this level starts
     /// within its reach even where the attention is a few pixels off.
     let coarser: [ImageAlignment]
@@ -28,6 +32,7 @@ public struct ImageAlignment: Sendable {
     public init(reference: PlanarImage, levels: Int = 3, followingSlope: Bool = false) {
         let reference = Self.matched(reference)
         self.reference = Self.smoothed(reference)
+        padded = self.reference.edgePadded(by: Self.margin)
         followsSlope = followingSlope
         coarser = levels > 1 && min(reference.width, reference.height) >= 64
             ? [ImageAlignment(reference: reference.averagePooled2(), levels: levels - 1, followingSlope: followingSlope)] : []
@@ -92,7 +97,8 @@ public struct ImageAlignment: Sendable {
             // Level l's pixel u sits at full-resolution pixel 2^l·u + (2^l − 1)/2.
             let levelOrigin = (origin - Float(scale - 1) / 2) / Float(scale)
             let (start, confidence) = attention.subsampled(by: scale, confidence: field.confidence, pixelScale: 1 / Float(scale))
-            let level = Level(reference: alignments[l].reference, frame: Self.smoothed(frames[l]), confidence: confidence,
+            let level = Level(reference: alignments[l].reference, padded: alignments[l].padded, frame: Self.smoothed(frames[l]),
+                              confidence: confidence,
                               width: start.width, height: start.height, factor: factor, origin: levelOrigin)
             var grid: Grid
             if let coarser = current {
@@ -202,6 +208,11 @@ public struct ImageAlignment: Sendable {
         }
     }
 
+    /// How far `padded` extends the reference: two block radii (a level's radius is its grid
+    /// spacing, 8 pixels at k = 8) and two pixels, so that a block whose grid sample points
+    /// anywhere inside the reference, or a spacing past it, reads its samples there.
+    static let margin = 18
+
     /// λ of the membrane, as a fraction of the mean block strength (trace of its normal matrix):
     /// a textured block outweighs its four neighbour links, a flat one is outweighed by them.
     static let smoothness: Float = 1
@@ -268,9 +279,11 @@ public struct ImageAlignment: Sendable {
         ux.withUnsafeMutableBufferPointer { uxb in uy.withUnsafeMutableBufferPointer { uyb in
         inverse.withUnsafeBufferPointer { ib in rx.withUnsafeBufferPointer { rxb in ry.withUnsafeBufferPointer { ryb in
             let ux = uxb.baseAddress!, uy = uyb.baseAddress!, m = ib.baseAddress!, rx = rxb.baseAddress!, ry = ryb.baseAddress!
-            for _ in 0..<sweeps {
+            for _ in 0..<sweeps { for colour in 0..<2 {
                 for j in 0..<fh {
-                    for i in 0..<fw {
+                    var i = (j &+ colour) & 1
+                    while i < fw {
+                        defer { i &+= 2 }
                         let index = j &* fw &+ i
                         var sx: Float = 0, sy: Float = 0
                         if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1] }
@@ -284,7 +297,7 @@ public struct ImageAlignment: Sendable {
                         uy[index] += m[k &+ 3] * (ny - uy[index])
                     }
                 }
-            }
+            } }
         } } } } }
         for i in 0..<n {
             // A step beyond the block's reach is trusted only where the membrane, not the
@@ -365,6 +378,8 @@ extension ImageAlignment {
     /// level's reference, with the grid's geometry at this level.
     struct Level {
         let reference: PlanarImage
+        /// `reference` padded by `ImageAlignment.margin` (`ImageAlignment.padded`).
+        let padded: PlanarImage
         let frame: PlanarImage
         let gradientX: PlanarImage, gradientY: PlanarImage
         let confidence: [Float]
@@ -378,11 +393,13 @@ extension ImageAlignment {
         /// Σ residual², Σ |∇|², and the number of terms (unweighted).
         static let stride = 8
 
-        init(reference: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int, factor: Int,
-             origin: Float) {
+        init(reference: PlanarImage, padded: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int,
+             factor: Int, origin: Float) {
             // Pictures are matched by their luma (`matched`); the interior blocks' sums rely on it.
             precondition(reference.channels == 1 && frame.channels == 1)
+            precondition(padded.width == reference.width + 2 * ImageAlignment.margin)
             self.reference = reference
+            self.padded = padded
             self.frame = frame
             (gradientX, gradientY) = ImageAlignment.gradients(frame)
             self.confidence = confidence
@@ -401,13 +418,15 @@ extension ImageAlignment {
         /// interpolation) and the reference sampled bilinearly.
         func accumulate(into terms: inout [Float], dx: [Float], dy: [Float]) {
             let w = frame.width, h = frame.height, c = frame.channels
-            let rw = reference.width, rh = reference.height
+            let rw = reference.width, rh = reference.height, margin = ImageAlignment.margin, pw = padded.width
             let radius = radius, step = step, k = k, origin = origin, fw = fw
-            frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in
+            frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in padded.withUnsafeBufferPointer { pb in
             gradientX.withUnsafeBufferPointer { gxb in gradientY.withUnsafeBufferPointer { gyb in
             terms.withUnsafeMutableBufferPointer { tb in confidence.withUnsafeBufferPointer { cb in
             dx.withUnsafeBufferPointer { dxb in dy.withUnsafeBufferPointer { dyb in
                 let f = fb.baseAddress!, r = rb.baseAddress!, gxp = gxb.baseAddress!, gyp = gyb.baseAddress!, out = tb.baseAddress!
+                // Padded sample (margin, margin) is the reference's (0, 0).
+                let p0 = pb.baseAddress! + (margin &* pw &+ margin)
                 let plane = w &* h, rplane = rw &* rh
                 parallelChunks(fh, minimumChunk: 1) { rows in
                     for j in rows {
@@ -418,23 +437,28 @@ extension ImageAlignment {
                             do {
                                 let cx = Int(origin + k * Float(i)), cy = Int(origin + k * Float(j))
                                 let dx = dxb[index], dy = dyb[index]
-                                let xLo = cx &- radius, xHi = cx &+ radius, yLo = cy &- radius, yHi = cy &+ radius
-                                if xLo >= 0 && xHi < w && yLo >= 0 && yHi < h && Float(xLo) + dx >= 0 && Float(yLo) + dy >= 0
-                                    && Float(xHi) + dx < Float(rw - 1) && Float(yHi) + dy < Float(rh - 1) {
-                                    // The whole block inside both pictures: p + d needs no clamping, so
-                                    // its bilinear weights are the same at every pixel of the block.
-                                    let fdx = dx.rounded(.down), fdy = dy.rounded(.down)
+                                // The block's pixels within the frame (a block at the frame's edge
+                                // sums the part inside, on the same every-`step`-th pixels).
+                                let xLo = max(cx &- radius, 0), xHi = min(cx &+ radius, w &- 1)
+                                let yLo = max(cy &- radius, 0), yHi = min(cy &+ radius, h &- 1)
+                                let fdx = dx.rounded(.down), fdy = dy.rounded(.down)
+                                if Float(xLo) + fdx >= Float(-margin) && Float(yLo) + fdy >= Float(-margin)
+                                    && Float(xHi) + fdx < Float(rw - 1 + margin) && Float(yHi) + fdy < Float(rh - 1 + margin) {
+                                    // Every displaced sample and its right and lower neighbours within
+                                    // the padded reference, where values past the edges repeat the
+                                    // edge's, as clamping would read them: one set of bilinear
+                                    // weights for the whole block.
                                     let ax = dx - fdx, ay = dy - fdy
-                                    let shift = Int(fdy) &* rw &+ Int(fdx)
-                                    let sums = Self.interiorBlock(reference: r + shift, referenceWidth: rw, frame: f,
+                                    let shift = Int(fdy) &* pw &+ Int(fdx)
+                                    let sums = Self.interiorBlock(reference: p0 + shift, referenceWidth: pw, frame: f,
                                                                   gradientX: gxp, gradientY: gyp, width: w,
                                                                   x: xLo, y: yLo, xEnd: xHi, yEnd: yHi, step: step, ax: ax, ay: ay)
                                     hxx = sums[0]; hxy = sums[1]; hyy = sums[2]; bx = sums[3]; by = sums[4]; rr = sums[5]; count = sums[6]
-                                } else {  // near a border: clamp each sample
-                                    var py = max(yLo, 0)
-                                    while py <= min(yHi, h &- 1) {
-                                        var px = max(xLo, 0)
-                                        while px <= min(xHi, w &- 1) {
+                                } else {  // far past the reference's edges: clamp each sample
+                                    var py = yLo
+                                    while py <= yHi {
+                                        var px = xLo
+                                        while px <= xHi {
                                             let sx = min(max(Float(px) + dx, 0), Float(rw - 1))
                                             let sy = min(max(Float(py) + dy, 0), Float(rh - 1))
                                             let x0 = min(Int(sx), max(rw &- 2, 0)), y0 = min(Int(sy), max(rh &- 2, 0))
@@ -464,12 +488,12 @@ extension ImageAlignment {
                         }
                     }
                 }
-            } } } } } } } }
+            } } } } } } } } }
         }
 
-        /// `accumulate`'s sums over one block that lies inside both pictures (one channel): the
-        /// reference, already moved by the whole-pixel part of d, sampled bilinearly with the same
-        /// weights (ax, ay) at every pixel. Kept apart so that its loop has registers to itself.
+        /// `accumulate`'s sums over one block (one channel): the reference (padded), already moved
+        /// by the whole-pixel part of d, sampled bilinearly with the same weights (ax, ay) at every
+        /// pixel. Kept apart so that its loop has registers to itself.
         /// Returns hxx, hxy, hyy, bx, by, Σ residual², the number of terms.
         @inline(never)
         static func interiorBlock(reference r: UnsafePointer<Float>, referenceWidth rw: Int, frame f: UnsafePointer<Float>,
