@@ -235,7 +235,10 @@ public struct ImageAlignment: Sendable {
 
     /// Minimises Σᵢ [uᵢ − dᵢ]ᵀHᵢ[uᵢ − dᵢ] − 2bᵢᵀ[uᵢ − dᵢ] + λ Σ_{i~j} |uᵢ − uⱼ − J(xᵢ − xⱼ)|² over the new
     /// displacements u (4-neighbour grid, samples `spacing` pixels apart) by successive
-    /// over-relaxation, warm-started at d; each sample then moves at most `limit` pixels, as far
+    /// over-relaxation, warm-started at d, in red-black order: a sweep updates the samples with
+    /// i + j even, then the odd ones, each from neighbours of the other colour only, so that no
+    /// update waits on the one before (in row order, each did: a chain of dependent multiplies
+    /// that was most of the sweep's time). Each sample then moves at most `limit` pixels, as far
     /// as its linearisation holds.
     static func solve(_ e: [Float], dx: inout [Float], dy: inout [Float], width fw: Int, height fh: Int, lambda: Float,
                       limit: Float, spacing: Float, slope: Slope, sweeps: Int) {
@@ -545,7 +548,7 @@ extension ImageAlignment {
         }
 
         /// Mean squared difference between the frame's block around grid sample `sample` and the
-        /// reference's at displacement (dx, dy), every other pixel, bilinear, borders clamped.
+        /// reference's at displacement (dx, dy), every `step`-th pixel, bilinear, borders clamped.
         func blockCost(dx: Float, dy: Float, sample: Int) -> Float {
             let w = frame.width, h = frame.height, c = frame.channels, rw = reference.width, rh = reference.height
             let cx = Int(origin + k * Float(sample % fw)), cy = Int(origin + k * Float(sample / fw))
