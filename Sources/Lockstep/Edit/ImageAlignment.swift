@@ -208,10 +208,11 @@ public struct ImageAlignment: Sendable {
         }
     }
 
-    /// How far `padded` extends the reference: two block radii (a level's radius is its grid
-    /// spacing, 8 pixels at k = 8) and two pixels, so that a block whose grid sample points
-    /// anywhere inside the reference, or a spacing past it, reads its samples there.
-    static let margin = 18
+    /// How far `padded` extends the reference: wider than a block and its samples' right and
+    /// lower neighbours (2 × radius + 2 pixels; a level's radius is its grid spacing, 8 pixels at
+    /// k = 8), for grid spacings up to 16, so that any block past the reference's edges can be
+    /// read within the margin (`Level.accumulate`).
+    static let margin = 34
 
     /// λ of the membrane, as a fraction of the mean block strength (trace of its normal matrix):
     /// a textured block outweighs its four neighbour links, a flat one is outweighed by them.
@@ -398,7 +399,7 @@ extension ImageAlignment {
 
         init(reference: PlanarImage, padded: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int,
              factor: Int, origin: Float) {
-            // Pictures are matched by their luma (`matched`); the interior blocks' sums rely on it.
+            // Pictures are matched by their luma (`matched`); the block sums rely on it.
             precondition(reference.channels == 1 && frame.channels == 1)
             precondition(padded.width == reference.width + 2 * ImageAlignment.margin)
             self.reference = reference
@@ -411,6 +412,7 @@ extension ImageAlignment {
             k = Float(factor)
             self.origin = origin
             radius = factor
+            precondition(2 * radius + 2 <= ImageAlignment.margin, "a block wider than the reference's padding")
             step = (radius + 2) / 3
         }
 
@@ -420,78 +422,53 @@ extension ImageAlignment {
         /// formulation: at the match the two pictures' gradients agree, and the frame's need no
         /// interpolation) and the reference sampled bilinearly.
         func accumulate(into terms: inout [Float], dx: [Float], dy: [Float]) {
-            let w = frame.width, h = frame.height, c = frame.channels
-            let rw = reference.width, rh = reference.height, margin = ImageAlignment.margin, pw = padded.width
-            let radius = radius, step = step, k = k, origin = origin, fw = fw
-            frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in padded.withUnsafeBufferPointer { pb in
-            gradientX.withUnsafeBufferPointer { gxb in gradientY.withUnsafeBufferPointer { gyb in
-            terms.withUnsafeMutableBufferPointer { tb in confidence.withUnsafeBufferPointer { cb in
-            dx.withUnsafeBufferPointer { dxb in dy.withUnsafeBufferPointer { dyb in
-                let f = fb.baseAddress!, r = rb.baseAddress!, gxp = gxb.baseAddress!, gyp = gyb.baseAddress!, out = tb.baseAddress!
-                // Padded sample (margin, margin) is the reference's (0, 0).
-                let p0 = pb.baseAddress! + (margin &* pw &+ margin)
-                let plane = w &* h, rplane = rw &* rh
-                parallelChunks(fh, minimumChunk: 1) { rows in
-                    for j in rows {
-                        for i in 0..<fw {
-                            let index = j &* fw &+ i
-                            var hxx: Float = 0, hxy: Float = 0, hyy: Float = 0, bx: Float = 0, by: Float = 0
-                            var rr: Float = 0, count: Float = 0
-                            do {
-                                let cx = Int(origin + k * Float(i)), cy = Int(origin + k * Float(j))
-                                let dx = dxb[index], dy = dyb[index]
-                                // The block's pixels within the frame (a block at the frame's edge
-                                // sums the part inside, on the same every-`step`-th pixels).
-                                let xLo = max(cx &- radius, 0), xHi = min(cx &+ radius, w &- 1)
-                                let yLo = max(cy &- radius, 0), yHi = min(cy &+ radius, h &- 1)
-                                let fdx = dx.rounded(.down), fdy = dy.rounded(.down)
-                                if Float(xLo) + fdx >= Float(-margin) && Float(yLo) + fdy >= Float(-margin)
-                                    && Float(xHi) + fdx < Float(rw - 1 + margin) && Float(yHi) + fdy < Float(rh - 1 + margin) {
-                                    // Every displaced sample and its right and lower neighbours within
-                                    // the padded reference, where values past the edges repeat the
-                                    // edge's, as clamping would read them: one set of bilinear
-                                    // weights for the whole block.
-                                    let ax = dx - fdx, ay = dy - fdy
-                                    let shift = Int(fdy) &* pw &+ Int(fdx)
-                                    let sums = Self.interiorBlock(reference: p0 + shift, referenceWidth: pw, frame: f,
-                                                                  gradientX: gxp, gradientY: gyp, width: w,
-                                                                  x: xLo, y: yLo, xEnd: xHi, yEnd: yHi, step: step, ax: ax, ay: ay)
-                                    hxx = sums[0]; hxy = sums[1]; hyy = sums[2]; bx = sums[3]; by = sums[4]; rr = sums[5]; count = sums[6]
-                                } else {  // far past the reference's edges: clamp each sample
-                                    var py = yLo
-                                    while py <= yHi {
-                                        var px = xLo
-                                        while px <= xHi {
-                                            let sx = min(max(Float(px) + dx, 0), Float(rw - 1))
-                                            let sy = min(max(Float(py) + dy, 0), Float(rh - 1))
-                                            let x0 = min(Int(sx), max(rw &- 2, 0)), y0 = min(Int(sy), max(rh &- 2, 0))
-                                            let ax = sx - Float(x0), ay = sy - Float(y0)
-                                            let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
-                                            let at = py &* w &+ px
-                                            for ch in 0..<c {
-                                                let base = ch &* rplane &+ y0 &* rw &+ x0
-                                                let value = w00 * r[base] + w01 * r[base &+ 1] + w10 * r[base &+ rw] + w11 * r[base &+ rw &+ 1]
-                                                let residual = value - f[ch &* plane &+ at]
-                                                let gx = gxp[ch &* plane &+ at], gy = gyp[ch &* plane &+ at]
-                                                hxx += gx * gx; hxy += gx * gy; hyy += gy * gy
-                                                bx -= gx * residual; by -= gy * residual
-                                                rr += residual * residual
-                                            }
-                                            count += Float(c)
-                                            px &+= step
-                                        }
-                                        py &+= step
-                                    }
-                                }
+            withBlocks { block in
+                terms.withUnsafeMutableBufferPointer { tb in confidence.withUnsafeBufferPointer { cb in
+                dx.withUnsafeBufferPointer { dxb in dy.withUnsafeBufferPointer { dyb in
+                    let out = tb.baseAddress!
+                    parallelChunks(fh, minimumChunk: 1) { rows in
+                        for j in rows {
+                            for i in 0..<fw {
+                                let index = j &* fw &+ i
+                                let sums = block(index, dxb[index], dyb[index])
+                                let weight = cb[index], o = out + Self.stride &* index
+                                o[0] = weight * sums[0]; o[1] = weight * sums[1]; o[2] = weight * sums[2]
+                                o[3] = weight * sums[3]; o[4] = weight * sums[4]
+                                o[5] = sums[5]; o[6] = sums[0] + sums[2]; o[7] = sums[6]
                             }
-                            let weight = cb[index]
-                            let o = out + Self.stride &* index
-                            o[0] = weight * hxx; o[1] = weight * hxy; o[2] = weight * hyy; o[3] = weight * bx; o[4] = weight * by
-                            o[5] = rr; o[6] = hxx + hyy; o[7] = count
                         }
                     }
+                } } } }
+            }
+        }
+
+        /// Calls `body` with a function that gives grid sample `index`'s block sums at
+        /// displacement (dx, dy) (`blockSums`): over the block's pixels within the frame (a block
+        /// at the frame's edge sums the part inside, on the same every-`step`-th pixels), against
+        /// the padded reference. The whole-pixel part of d is held where the block's samples and
+        /// their right and lower neighbours stay within the padding: a block further out reads
+        /// nothing but repeated edge values either way (the margin is wider than a block), as
+        /// clamping each sample's position would.
+        func withBlocks<R>(_ body: (_ block: (Int, Float, Float) -> SIMD8<Float>) -> R) -> R {
+            let w = frame.width, h = frame.height
+            let rw = reference.width, rh = reference.height, margin = ImageAlignment.margin, pw = padded.width
+            let radius = radius, step = step, k = k, origin = origin, fw = fw
+            return frame.withUnsafeBufferPointer { fb in padded.withUnsafeBufferPointer { pb in
+            gradientX.withUnsafeBufferPointer { gxb in gradientY.withUnsafeBufferPointer { gyb in
+                let f = fb.baseAddress!, gxp = gxb.baseAddress!, gyp = gyb.baseAddress!
+                // Padded sample (margin, margin) is the reference's (0, 0).
+                let p0 = pb.baseAddress! + (margin &* pw &+ margin)
+                return body { index, dx, dy in
+                    let cx = Int(origin + k * Float(index % fw)), cy = Int(origin + k * Float(index / fw))
+                    let xLo = max(cx &- radius, 0), xHi = min(cx &+ radius, w &- 1)
+                    let yLo = max(cy &- radius, 0), yHi = min(cy &+ radius, h &- 1)
+                    let fdx = min(max(dx.rounded(.down), Float(-margin &- xLo)), Float(rw &- 2 &+ margin &- xHi))
+                    let fdy = min(max(dy.rounded(.down), Float(-margin &- yLo)), Float(rh &- 2 &+ margin &- yHi))
+                    return Self.blockSums(reference: p0 + (Int(fdy) &* pw &+ Int(fdx)), referenceWidth: pw, frame: f,
+                                          gradientX: gxp, gradientY: gyp, width: w, x: xLo, y: yLo, xEnd: xHi, yEnd: yHi,
+                                          step: step, ax: dx - dx.rounded(.down), ay: dy - dy.rounded(.down))
                 }
-            } } } } } } } } }
+            } } } }
         }
 
         /// `accumulate`'s sums over one block (one channel): the reference (padded), already moved
@@ -499,7 +476,7 @@ extension ImageAlignment {
         /// pixel. Kept apart so that its loop has registers to itself.
         /// Returns hxx, hxy, hyy, bx, by, Σ residual², the number of terms.
         @inline(never)
-        static func interiorBlock(reference r: UnsafePointer<Float>, referenceWidth rw: Int, frame f: UnsafePointer<Float>,
+        static func blockSums(reference r: UnsafePointer<Float>, referenceWidth rw: Int, frame f: UnsafePointer<Float>,
                                   gradientX gx: UnsafePointer<Float>, gradientY gy: UnsafePointer<Float>, width w: Int,
                                   x xLo: Int, y yLo: Int, xEnd xHi: Int, yEnd yHi: Int, step: Int,
                                   ax: Float, ay: Float) -> SIMD8<Float> {
@@ -529,53 +506,29 @@ extension ImageAlignment {
         /// right, is taken over by the right answer wherever the pictures can tell them apart.
         func propagate(dx: inout [Float], dy: inout [Float]) {
             let n = fw &* fh
-            var cost = (0..<n).map { blockCost(dx: dx[$0], dy: dy[$0], sample: $0) }
-            for pass in 0..<2 {
-                let forward = pass == 0
-                for step in 0..<n {
-                    let index = forward ? step : n &- 1 &- step
-                    let i = index % fw, j = index / fw
-                    let left = forward ? (i > 0 ? index &- 1 : -1) : (i &+ 1 < fw ? index &+ 1 : -1)
-                    let up = forward ? (j > 0 ? index &- fw : -1) : (j &+ 1 < fh ? index &+ fw : -1)
-                    for other in [left, up] where other >= 0 {
-                        let ox = dx[other], oy = dy[other]
-                        if abs(ox - dx[index]) + abs(oy - dy[index]) < 0.5 { continue }
-                        let c = blockCost(dx: ox, dy: oy, sample: index)
-                        if c < cost[index] { cost[index] = c; dx[index] = ox; dy[index] = oy }
+            withBlocks { block in
+                // The mean squared difference over the block (`accumulate`'s pixels, read as it reads them).
+                func cost(_ index: Int, _ x: Float, _ y: Float) -> Float {
+                    let sums = block(index, x, y)
+                    return sums[6] > 0 ? sums[5] / sums[6] : .infinity
+                }
+                var costs = (0..<n).map { cost($0, dx[$0], dy[$0]) }
+                for pass in 0..<2 {
+                    let forward = pass == 0
+                    for step in 0..<n {
+                        let index = forward ? step : n &- 1 &- step
+                        let i = index % fw, j = index / fw
+                        let left = forward ? (i > 0 ? index &- 1 : -1) : (i &+ 1 < fw ? index &+ 1 : -1)
+                        let up = forward ? (j > 0 ? index &- fw : -1) : (j &+ 1 < fh ? index &+ fw : -1)
+                        for other in [left, up] where other >= 0 {
+                            let ox = dx[other], oy = dy[other]
+                            if abs(ox - dx[index]) + abs(oy - dy[index]) < 0.5 { continue }
+                            let c = cost(index, ox, oy)
+                            if c < costs[index] { costs[index] = c; dx[index] = ox; dy[index] = oy }
+                        }
                     }
                 }
             }
-        }
-
-        /// Mean squared difference between the frame's block around grid sample `sample` and the
-        /// reference's at displacement (dx, dy), every `step`-th pixel, bilinear, borders clamped.
-        func blockCost(dx: Float, dy: Float, sample: Int) -> Float {
-            let w = frame.width, h = frame.height, c = frame.channels, rw = reference.width, rh = reference.height
-            let cx = Int(origin + k * Float(sample % fw)), cy = Int(origin + k * Float(sample / fw))
-            var sum: Float = 0, count: Float = 0
-            frame.withUnsafeBufferPointer { fb in reference.withUnsafeBufferPointer { rb in
-                let f = fb.baseAddress!, r = rb.baseAddress!, plane = w &* h, rplane = rw &* rh
-                var py = max(cy &- radius, 0)
-                while py <= min(cy &+ radius, h &- 1) {
-                    var px = max(cx &- radius, 0)
-                    while px <= min(cx &+ radius, w &- 1) {
-                        let sx = min(max(Float(px) + dx, 0), Float(rw - 1)), sy = min(max(Float(py) + dy, 0), Float(rh - 1))
-                        let x0 = min(Int(sx), max(rw &- 2, 0)), y0 = min(Int(sy), max(rh &- 2, 0))
-                        let ax = sx - Float(x0), ay = sy - Float(y0)
-                        let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
-                        for ch in 0..<c {
-                            let base = ch &* rplane &+ y0 &* rw &+ x0
-                            let value = w00 * r[base] + w01 * r[base &+ 1] + w10 * r[base &+ rw] + w11 * r[base &+ rw &+ 1]
-                            let d = f[ch &* plane &+ py &* w &+ px] - value
-                            sum += d * d
-                        }
-                        count += 1
-                        px &+= step
-                    }
-                    py &+= step
-                }
-            } }
-            return count > 0 ? sum / count : .infinity
         }
     }
 
