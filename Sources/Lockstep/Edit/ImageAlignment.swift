@@ -12,11 +12,10 @@ import Tensor
 /// one-dimensional (the aperture problem) or unmatched, its displacement is filled in from the
 /// neighbours that can tell, instead of keeping whatever the attention guessed there.
 public struct ImageAlignment: Sendable {
-    /// The reference, smoothed (see `smoothed`).
-    let reference: PlanarImage
-    /// The same with its edge values repeated `margin` pixels out on every side: a block whose
-    /// displaced samples fall past the reference's edges reads there what clamping its positions
-    /// would, with one set of bilinear weights for the whole block (`Level.accumulate`).
+    /// The reference, smoothed (see `smoothed`), with its edge values repeated `margin` pixels
+    /// out on every side: a block whose displaced samples fall past the reference's edges reads
+    /// there what clamping its positions would, with one set of bilinear weights for the whole
+    /// block (`Level.withBlocks`).
     let padded: PlanarImage
     /// The reference 2×2-pooled, aligned first: its blocks see twice as far, so this level starts
     /// within its reach even where the attention is a few pixels off.
@@ -31,8 +30,7 @@ public struct ImageAlignment: Sendable {
 
     public init(reference: PlanarImage, levels: Int = 3, followingSlope: Bool = false) {
         let reference = Self.matched(reference)
-        self.reference = Self.smoothed(reference)
-        padded = self.reference.edgePadded(by: Self.margin)
+        padded = Self.smoothed(reference).edgePadded(by: Self.margin)
         followsSlope = followingSlope
         coarser = levels > 1 && min(reference.width, reference.height) >= 64
             ? [ImageAlignment(reference: reference.averagePooled2(), levels: levels - 1, followingSlope: followingSlope)] : []
@@ -97,8 +95,7 @@ public struct ImageAlignment: Sendable {
             // Level l's pixel u sits at full-resolution pixel 2^l·u + (2^l − 1)/2.
             let levelOrigin = (origin - Float(scale - 1) / 2) / Float(scale)
             let (start, confidence) = attention.subsampled(by: scale, confidence: field.confidence, pixelScale: 1 / Float(scale))
-            let level = Level(reference: alignments[l].reference, padded: alignments[l].padded, frame: Self.smoothed(frames[l]),
-                              confidence: confidence,
+            let level = Level(padded: alignments[l].padded, frame: Self.smoothed(frames[l]), confidence: confidence,
                               width: start.width, height: start.height, factor: factor, origin: levelOrigin)
             var grid: Grid
             if let coarser = current {
@@ -211,7 +208,7 @@ public struct ImageAlignment: Sendable {
     /// How far `padded` extends the reference: wider than a block and its samples' right and
     /// lower neighbours (2 × radius + 2 pixels; a level's radius is its grid spacing, 8 pixels at
     /// k = 8), for grid spacings up to 16, so that any block past the reference's edges can be
-    /// read within the margin (`Level.accumulate`).
+    /// read within the margin (`Level.withBlocks`).
     static let margin = 34
 
     /// λ of the membrane, as a fraction of the mean block strength (trace of its normal matrix):
@@ -381,8 +378,7 @@ extension ImageAlignment {
     /// One pyramid level's matching problem: the smoothed frame and its gradients against the
     /// level's reference, with the grid's geometry at this level.
     struct Level {
-        let reference: PlanarImage
-        /// `reference` padded by `ImageAlignment.margin` (`ImageAlignment.padded`).
+        /// The level's reference, padded (`ImageAlignment.padded`).
         let padded: PlanarImage
         let frame: PlanarImage
         let gradientX: PlanarImage, gradientY: PlanarImage
@@ -397,12 +393,10 @@ extension ImageAlignment {
         /// Σ residual², Σ |∇|², and the number of terms (unweighted).
         static let stride = 8
 
-        init(reference: PlanarImage, padded: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int,
-             factor: Int, origin: Float) {
+        init(padded: PlanarImage, frame: PlanarImage, confidence: [Float], width: Int, height: Int, factor: Int,
+             origin: Float) {
             // Pictures are matched by their luma (`matched`); the block sums rely on it.
-            precondition(reference.channels == 1 && frame.channels == 1)
-            precondition(padded.width == reference.width + 2 * ImageAlignment.margin)
-            self.reference = reference
+            precondition(padded.channels == 1 && frame.channels == 1)
             self.padded = padded
             self.frame = frame
             (gradientX, gradientY) = ImageAlignment.gradients(frame)
@@ -451,7 +445,8 @@ extension ImageAlignment {
         /// clamping each sample's position would.
         func withBlocks<R>(_ body: (_ block: (Int, Float, Float) -> SIMD8<Float>) -> R) -> R {
             let w = frame.width, h = frame.height
-            let rw = reference.width, rh = reference.height, margin = ImageAlignment.margin, pw = padded.width
+            let margin = ImageAlignment.margin, pw = padded.width
+            let rw = pw &- 2 &* margin, rh = padded.height &- 2 &* margin
             let radius = radius, step = step, k = k, origin = origin, fw = fw
             return frame.withUnsafeBufferPointer { fb in padded.withUnsafeBufferPointer { pb in
             gradientX.withUnsafeBufferPointer { gxb in gradientY.withUnsafeBufferPointer { gyb in
