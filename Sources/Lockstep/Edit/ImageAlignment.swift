@@ -233,11 +233,10 @@ public struct ImageAlignment: Sendable {
 
     /// Minimises Σᵢ [uᵢ − dᵢ]ᵀHᵢ[uᵢ − dᵢ] − 2bᵢᵀ[uᵢ − dᵢ] + λ Σ_{i~j} |uᵢ − uⱼ − J(xᵢ − xⱼ)|² over the new
     /// displacements u (4-neighbour grid, samples `spacing` pixels apart) by successive
-    /// over-relaxation, warm-started at d, in red-black order: a sweep updates the samples with
-    /// i + j even, then the odd ones, each from neighbours of the other colour only, so that no
-    /// update waits on the one before (in row order, each did: a chain of dependent multiplies
-    /// that was most of the sweep's time). Each sample then moves at most `limit` pixels, as far
-    /// as its linearisation holds.
+    /// over-relaxation, warm-started at d; each sample then moves at most `limit` pixels, as far
+    /// as its linearisation holds. (Relaxed in red-black order, so that no update waits on the one
+    /// before, the solve took a third less time, but five sweeps from the warm start converged a
+    /// little less: a still texture's E_warp 0.25% higher, one pan's shift consistency −0.18 dB.)
     static func solve(_ e: [Float], dx: inout [Float], dy: inout [Float], width fw: Int, height fh: Int, lambda: Float,
                       limit: Float, spacing: Float, slope: Slope, sweeps: Int) {
         let n = fw &* fh, omega: Float = 1.8, stride = Level.stride
@@ -280,11 +279,9 @@ public struct ImageAlignment: Sendable {
         ux.withUnsafeMutableBufferPointer { uxb in uy.withUnsafeMutableBufferPointer { uyb in
         inverse.withUnsafeBufferPointer { ib in rx.withUnsafeBufferPointer { rxb in ry.withUnsafeBufferPointer { ryb in
             let ux = uxb.baseAddress!, uy = uyb.baseAddress!, m = ib.baseAddress!, rx = rxb.baseAddress!, ry = ryb.baseAddress!
-            for _ in 0..<sweeps { for colour in 0..<2 {
+            for _ in 0..<sweeps {
                 for j in 0..<fh {
-                    var i = (j &+ colour) & 1
-                    while i < fw {
-                        defer { i &+= 2 }
+                    for i in 0..<fw {
                         let index = j &* fw &+ i
                         var sx: Float = 0, sy: Float = 0
                         if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1] }
@@ -298,7 +295,7 @@ public struct ImageAlignment: Sendable {
                         uy[index] += m[k &+ 3] * (ny - uy[index])
                     }
                 }
-            } }
+            }
         } } } } }
         for i in 0..<n {
             // A step beyond the block's reach is trusted only where the membrane, not the
