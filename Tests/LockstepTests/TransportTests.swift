@@ -166,20 +166,17 @@ import TestSupport
         #expect(abs(a.x - b.x) < 0.02 && abs(a.y - b.y) < 0.02, "full resolution \(a), pooled \(b)")
     }
 
-    /// A pan whose frame shows, along its left edge, what lies beyond the reference's edge as a
-    /// clamped read gives it (the edge column repeated): the blocks there, whose displaced
-    /// samples fall up to 6.4 px past the reference, are matched as any other, at the true shift
-    /// and with full quality. (Their samples come from the reference padded with its edge
-    /// values; read as zeros, or from the wrong place, they would not match.)
-    @Test func blocksReachingPastTheReferencesEdgeReadItsEdge() {
-        let (w, h, shift) = (128, 96, Float(6.4))
-        var random = SeededRandom(31)
-        let waves = (0..<10).map { n in
+    /// A texture that can be sampled anywhere: `count` random waves in octaves up to 0.2
+    /// cycles/px. The function returned renders it at `width` × `height`, pixel (x, y) showing
+    /// the texture at `at(x, y)`.
+    static func waves(width w: Int, height h: Int, count: Int, seed: UInt64) -> ((Float, Float) -> (Float, Float)) -> PlanarImage {
+        var random = SeededRandom(seed)
+        let waves = (0..<count).map { n in
             let band = Float(0.025) * Float(1 << (n % 4))
             return (fx: Float(random.uniform() - 0.5) * 2 * band, fy: Float(random.uniform() - 0.5) * 2 * band,
                     phase: Float(random.uniform()) * 2 * .pi, amplitude: Float(0.5 + random.uniform()) * 0.02)
         }
-        func picture(_ at: (Float, Float) -> (Float, Float)) -> PlanarImage {
+        return { at in
             var image = PlanarImage(channels: 3, height: h, width: w, values: [Float](repeating: 0, count: 3 * w * h))
             for y in 0..<h { for x in 0..<w {
                 let (u, v) = at(Float(x), Float(y))
@@ -189,6 +186,16 @@ import TestSupport
             } }
             return image
         }
+    }
+
+    /// A pan whose frame shows, along its left edge, what lies beyond the reference's edge as a
+    /// clamped read gives it (the edge column repeated): the blocks there, whose displaced
+    /// samples fall up to 6.4 px past the reference, are matched as any other, at the true shift
+    /// and with full quality. (Their samples come from the reference padded with its edge
+    /// values; read as zeros, or from the wrong place, they would not match.)
+    @Test func blocksReachingPastTheReferencesEdgeReadItsEdge() {
+        let (w, h, shift) = (128, 96, Float(6.4))
+        let picture = Self.waves(width: w, height: h, count: 10, seed: 31)
         let reference = picture { ($0, $1) }
         let frame = picture { (max($0 - shift, 0), $1) }
         let (fw, fh) = (w / 8, h / 8)
@@ -214,23 +221,7 @@ import TestSupport
     @Test func aZoomIsFoundOutToTheFramesEdges() {
         let (w, h, zoom) = (192, 128, Float(1.12))
         let (cx, cy) = (Float(w) / 2, Float(h) / 2)
-        // Texture that can be sampled anywhere: random waves in octaves up to 0.2 cycles/px.
-        var random = SeededRandom(12)
-        let waves = (0..<12).map { n in
-            let band = Float(0.025) * Float(1 << (n % 4))
-            return (fx: Float(random.uniform() - 0.5) * 2 * band, fy: Float(random.uniform() - 0.5) * 2 * band,
-                    phase: Float(random.uniform()) * 2 * .pi, amplitude: Float(0.5 + random.uniform()) * 0.02)
-        }
-        func picture(_ at: (Float, Float) -> (Float, Float)) -> PlanarImage {
-            var image = PlanarImage(channels: 3, height: h, width: w, values: [Float](repeating: 0, count: 3 * w * h))
-            for y in 0..<h { for x in 0..<w {
-                let (u, v) = at(Float(x), Float(y))
-                var value: Float = 0.5
-                for wave in waves { value += wave.amplitude * sin(2 * .pi * (wave.fx * u + wave.fy * v) + wave.phase) }
-                for c in 0..<3 { image[c, y, x] = value }
-            } }
-            return image
-        }
+        let picture = Self.waves(width: w, height: h, count: 12, seed: 12)
         let reference = picture { ($0, $1) }
         let frame = picture { (cx + ($0 - cx) / zoom, cy + ($1 - cy) / zoom) }
         let (fw, fh) = (w / 8, h / 8)
