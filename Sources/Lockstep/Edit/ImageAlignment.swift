@@ -469,9 +469,9 @@ extension ImageAlignment {
         /// Returns hxx, hxy, hyy, bx, by, Σ residual², the number of terms.
         @inline(never)
         static func blockSums(reference r: UnsafePointer<Float>, referenceWidth rw: Int, frame f: UnsafePointer<Float>,
-                                  gradientX gx: UnsafePointer<Float>, gradientY gy: UnsafePointer<Float>, width w: Int,
-                                  x xLo: Int, y yLo: Int, xEnd xHi: Int, yEnd yHi: Int, step: Int,
-                                  ax: Float, ay: Float) -> SIMD8<Float> {
+                              gradientX gx: UnsafePointer<Float>, gradientY gy: UnsafePointer<Float>, width w: Int,
+                              x xLo: Int, y yLo: Int, xEnd xHi: Int, yEnd yHi: Int, step: Int,
+                              ax: Float, ay: Float) -> SIMD8<Float> {
             let w00 = (1 - ax) * (1 - ay), w01 = ax * (1 - ay), w10 = (1 - ax) * ay, w11 = ax * ay
             var hxx: Float = 0, hxy: Float = 0, hyy: Float = 0, bx: Float = 0, by: Float = 0, rr: Float = 0, count: Float = 0
             var py = yLo
