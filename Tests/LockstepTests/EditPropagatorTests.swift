@@ -248,6 +248,68 @@ struct PooledFeatures: FeatureEncoder {
         #expect(moved > stuck + 6, "moved \(moved) dB vs stuck \(stuck) dB")
     }
 
+    /// A plain square of grey `level` over `image`, its corners at (x, y) and (x + side, y + side),
+    /// its edges antialiased (each pixel covered as far as the square covers it).
+    static func withPlainSquare(_ image: PlanarImage, x: Double, y: Double, side: Double, level: Float = 0.5) -> PlanarImage {
+        var out = image
+        let n = image.planeSize, w = image.width
+        func cover(_ p: Int, _ from: Double) -> Float { Float(min(max(Double(p) + 0.5 - from, 0), 1) * min(max(from + side - Double(p) + 0.5, 0), 1)) }
+        out.withUnsafeMutableBufferPointer { o in
+            for py in 0..<image.height { for px in 0..<w {
+                let a = cover(px, x) * cover(py, y)
+                for c in 0..<3 { o[c * n + py * w + px] += a * (level - o[c * n + py * w + px]) }
+            } }
+        }
+        return out
+    }
+
+    /// How much redder (red less green) `output` is than `frame` at its reddest pixel in the
+    /// region.
+    static func reddening(_ output: PlanarImage, over frame: PlanarImage, xs: Range<Int>, ys: Range<Int>) -> Float {
+        var most: Float = 0
+        for y in ys { for x in xs {
+            most = max(most, (output[0, y, x] - output[1, y, x]) - (frame[0, y, x] - frame[1, y, x]))
+        } }
+        return most
+    }
+
+    /// A label painted on a plain surface moves with the surface: the blocks on the surface
+    /// cannot tell where they are by themselves, and the textured content around them, which
+    /// matches, vouches for them (`ImageAlignment.vouched`).
+    @Test func aLabelOnAPlainSurfaceMovesWithIt() throws {
+        func frame(_ t: Int) -> PlanarImage { Self.withPlainSquare(Self.frame(t), x: 40 + Double(t), y: 30 + 0.5 * Double(t), side: 40) }
+        let key = frame(0)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: Self.withSticker(key, x: 60, y: 50))],
+                                        encoder: PooledFeatures())
+        let later = frame(5)
+        let output = try propagator.apply(to: later, index: 5)
+        let moved = psnr(output, Self.withSticker(later, x: 65, y: 52.5))
+        #expect(moved > 35, "PSNR against the label moved with the surface \(moved) dB")
+        let label = Self.reddening(output, over: later, xs: 60..<71, ys: 48..<58)
+        #expect(label > 0.4, "the label reddens the surface by \(label) at most (painted: 0.5)")
+    }
+
+    /// A label painted on a plain surface is not carried onto other plain content of the same
+    /// level that merely lies where the surface lay. The keyframe: a texture with a grey square,
+    /// the label on the square; three frames of the same still view, then a cut to another view
+    /// (another texture) with a grey square in the same place. The square's blocks match the
+    /// keyframe's square exactly where the frames before left them, but the content around them
+    /// matches nothing and cannot vouch for them. Three views; trusting each block's own match,
+    /// the label came out whole on each (0.49–0.50 of its 0.5; now 0.09–0.11, at the square's
+    /// edges, which match).
+    @Test(arguments: [99, 5, 7] as [UInt64]) func aLabelIsNotCarriedOntoPlainContentThatOnlyLiesWhereItsSurfaceLay(seed: UInt64) throws {
+        let key = Self.withPlainSquare(Self.frame(0), x: 30, y: 25, side: 40)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: Self.withSticker(key, x: 50, y: 45))],
+                                        encoder: PooledFeatures())
+        for t in 1...3 { _ = try propagator.apply(to: key, index: t) }
+        let raw = texture(channels: 3, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
+        let other = PlanarImage(channels: 3, height: raw.height, width: raw.width, values: raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) })
+        let frame = Self.withPlainSquare(other, x: 30, y: 25, side: 40)
+        let output = try propagator.apply(to: frame, index: 4)
+        let carried = Self.reddening(output, over: frame, xs: 30..<70, ys: 25..<65)
+        #expect(carried < 0.2, "the other view's grey square reddened by \(carried) (the label: 0.5)")
+    }
+
     /// What is left of an edit below its keyframe file's rounding is taken for that rounding, and
     /// not carried; above it, it is the edit. A faint sticker (0.6 of an 8-bit level at its peak,
     /// red only) is carried from a 16-bit keyframe, whose rounding is far below it, and not from

@@ -306,7 +306,7 @@ final class KeyframeEdit: @unchecked Sendable {
     func match(_ frame: PlanarImage, features: () -> PlanarImage, index: Int) -> Match {
         var field = trackedStart(for: index) ?? attention.correspondence(for: features())
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
-                                            measuringMatch: true)
+                                            measuringMatch: true, vouching: true)
         recentFields = [recentFields.last, (index, field)].compactMap { $0 }
         var synthesised: PatchSynthesis.Field?
         if synthesis.contributes {
