@@ -135,7 +135,7 @@ public final class EditPropagator: @unchecked Sendable {
     }
 
     /// Frame `index` matched to each keyframe it takes its edit from (`neighbours(of:)`), the
-    /// frame's latent made once for both, and only if a match needs it.
+    /// frame's latent and its detail's pyramid made once for both, and only if a match needs them.
     private func matches(of frame: PlanarImage, index: Int,
                          keyframes active: [(position: Int, weight: Float)]) throws -> [KeyframeEdit.Match] {
         var features: PlanarImage?
@@ -145,7 +145,14 @@ public final class EditPropagator: @unchecked Sendable {
             features = made
             return made
         }
-        return try keyframes(active.map(\.position)).map { $0.match(frame, features: latent, index: index) }
+        var pyramid: DetailPrediction.Pyramid?
+        let details = { () -> DetailPrediction.Pyramid in
+            if let pyramid { return pyramid }
+            let made = DetailPrediction.Pyramid(frame)
+            pyramid = made
+            return made
+        }
+        return try keyframes(active.map(\.position)).map { $0.match(frame, features: latent, details: details, index: index) }
     }
 
     /// Frame `index` (counted from 0 over the whole video), edited.
@@ -234,11 +241,13 @@ public final class EditPropagator: @unchecked Sendable {
 /// How far each pixel takes the carried part is how well its block matches the keyframe where it
 /// points (`ImageAlignment.matchQuality`). Content the transport does not reach (uncovered,
 /// new or changed) takes the edit of what looks like it in the keyframe (`PatchSynthesis`), as
-/// far as that matches; what matches nothing gets the colour part alone, so it looks edited too,
-/// with no hole or seam.
+/// far as that matches; what matches nothing gets the colour part, and where the keyframe's edit
+/// is a function of its detail (a stylisation, a pencil sketch), that function of the frame's own
+/// detail (`DetailPrediction`), so it looks edited too, with no hole or seam.
 /// With m the carried share of the colour part (see `carriedEdit`), t the match quality, r the
 /// residual δ − colour(original) and k its Wiener gain over the keyframe file's rounding, the
-/// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(k·r + (1 − m) · colour(original)).
+/// edit of a pixel is (1 − t(1 − m)) · colour(frame) + t · carried(k·r + (1 − m) · colour(original))
+/// + (1 − t) · detail(frame) (and with the synthesis, below, its share too).
 final class KeyframeEdit: @unchecked Sendable {
     let encoder: FeatureEncoder
     let colour: ColourTransform
@@ -258,6 +267,9 @@ final class KeyframeEdit: @unchecked Sendable {
     let ownEdit: [Float16]
     /// Where the transport fails: the edit synthesised by appearance.
     let synthesis: PatchSynthesis
+    /// What the colour part leaves of the edit, predicted from each frame's detail, for what
+    /// neither the transport nor the synthesis reaches; nil where it predicts nothing.
+    let detail: DetailPrediction?
     /// The keyframe's own picture, for the correspondence's last, pixel-level step.
     let alignment: ImageAlignment
     let width: Int, height: Int
@@ -284,6 +296,7 @@ final class KeyframeEdit: @unchecked Sendable {
         edits = Transport.paddedInterleaved4(carried.bSplineCoefficients())
         let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
+        detail = DetailPrediction(original: key.original, unexplained: unexplained)
         samples = synthesis.contributes ? Transport.interleaved4(carried).map { Float16($0) } : nil
         alignment = ImageAlignment(reference: key.original, followingSlope: true)
         // The alignment starts from the attention's answer pooled 2^l × 2^l (l = 2 at 720p), so the
@@ -300,10 +313,11 @@ final class KeyframeEdit: @unchecked Sendable {
 
     /// Frame `index`'s correspondence to the keyframe, ready to give its edit row by row;
     /// `features` gives the frame's (`encoder.features`), asked for only where the attention
-    /// runs. Frames come in increasing order: within a span (`EditPropagator.historySpan`) the
+    /// runs, and `details` its detail's pyramid, only where the keyframe's edit is predicted from
+    /// detail (`DetailPrediction`). Frames come in increasing order: within a span (`EditPropagator.historySpan`) the
     /// correspondence starts from the last two frames' (`trackedStart`) and the synthesis from
     /// the last frame's sources.
-    func match(_ frame: PlanarImage, features: () -> PlanarImage, index: Int) -> Match {
+    func match(_ frame: PlanarImage, features: () -> PlanarImage, details: () -> DetailPrediction.Pyramid, index: Int) -> Match {
         var field = trackedStart(for: index) ?? attention.correspondence(for: features())
         field.confidence = alignment.refine(&field, frame: frame, factor: encoder.factor, origin: encoder.origin,
                                             measuringMatch: true, vouching: true)
@@ -321,7 +335,7 @@ final class KeyframeEdit: @unchecked Sendable {
         lastField = synthesised.map { (index, $0) }
         return Match(edit: self, carrier: Transport.RowCarrier(field: field, width: width, height: height,
                                                                factor: encoder.factor, origin: encoder.origin),
-                     synthesised: synthesised)
+                     synthesised: synthesised, pyramid: detail == nil ? nil : details())
     }
 
     /// Where frame `index`'s correspondence starts when frames `index` − 2 and `index` − 1 of the
@@ -356,6 +370,8 @@ final class KeyframeEdit: @unchecked Sendable {
         let carrier: Transport.RowCarrier
         /// The synthesis's field, where the transport does not reach everywhere.
         let synthesised: PatchSynthesis.Field?
+        /// The frame's luma pyramid, where the keyframe's edit is predicted from detail.
+        let pyramid: DetailPrediction.Pyramid?
 
         /// Row `y` of the edit for the frame at `frame` (3 planes of width × height): the edit per
         /// channel into out[0 ..< 3w], and into out[3w ..< 4w] how far to trust it against
@@ -371,7 +387,8 @@ final class KeyframeEdit: @unchecked Sendable {
         ///
         /// With t the transport's match quality and s the synthesis's, the transport takes t and
         /// the synthesis what is left of it, (1 − t)·s; each brings its own share m of the colour
-        /// part (see `KeyframeEdit`), and the colour part fills the rest. Where the synthesis
+        /// part (see `KeyframeEdit`), and the colour part fills the rest, with the detail's
+        /// prediction (`DetailPrediction`) taking the share neither reaches, 1 − t − s. Where the synthesis
         /// found a better source than the transport's, t is at most the transport's own quality
         /// at the synthesis's patch scale (`PatchSynthesis.Field.transportCap`): a block that
         /// matches the background beside new content still says nothing of the content's style.
@@ -384,13 +401,20 @@ final class KeyframeEdit: @unchecked Sendable {
                 carrier.withScratch { scratch in
                     // The carried edit: three planes and the colour part's share, a row's width
                     // apart; then the synthesised one likewise, and its quality.
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 14 * w) { planes in
+                    let extra = pyramid == nil ? 0 : (3 + DetailPrediction.features + 1) * w
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: 14 * w + extra) { planes in
                         let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w, c = cap + w
                         carrier.carry4(row: y, of: r.baseAddress!, width: w, height: edit.height, into: p, channelStride: w,
                                        confidence: trust, skipBelow: EditPropagator.negligibleConfidence, scratch: scratch)
                         let line = y &* w
                         let red = frame + line, green = red + n, blue = green + n
                         ColourTransform.evaluateRow(red, green, blue, count: w, size: size, table: table, into: c)
+                        // The detail's prediction, for what neither the transport nor the synthesis takes.
+                        let predicted: UnsafeMutablePointer<Float>? = pyramid.map { pyramid in
+                            let out = c + 4 &* w
+                            edit.detail!.predictRow(y, red: red, green: green, blue: blue, pyramid: pyramid, into: out, scratch: out + 3 &* w)
+                            return out
+                        }
                         guard let synthesised, let samples = edit.samples else {
                             // The transport alone (s = 0 below).
                             for x in 0..<w {
@@ -399,6 +423,11 @@ final class KeyframeEdit: @unchecked Sendable {
                                 carried[x] = u * dr + t * p[x]
                                 carried[w &+ x] = u * dg + t * p[w &+ x]
                                 carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x]
+                                if let predicted {
+                                    carried[x] += (1 - t) * predicted[x]
+                                    carried[w &+ x] += (1 - t) * predicted[w &+ x]
+                                    carried[2 &* w &+ x] += (1 - t) * predicted[2 &* w &+ x]
+                                }
                                 let m = p[3 &* w &+ x], g = c[4 &* x &+ 3]
                                 trust[x] = max(t * (1 - m) + t * m * g + (1 - t) * g * explained, floor)
                             }
@@ -415,6 +444,12 @@ final class KeyframeEdit: @unchecked Sendable {
                             carried[x] = u * dr + t * p[x] + s * q[x]
                             carried[w &+ x] = u * dg + t * p[w &+ x] + s * q[w &+ x]
                             carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x] + s * q[2 &* w &+ x]
+                            if let predicted {
+                                let rest = max(1 - t - s, 0)
+                                carried[x] += rest * predicted[x]
+                                carried[w &+ x] += rest * predicted[w &+ x]
+                                carried[2 &* w &+ x] += rest * predicted[2 &* w &+ x]
+                            }
                             let m = p[3 &* w &+ x], mq = q[3 &* w &+ x], g = c[4 &* x &+ 3]
                             trust[x] = max(t * (1 - m) + s * (1 - mq) + (t * m + s * mq) * g + (1 - t - s) * g * explained, floor)
                         }
