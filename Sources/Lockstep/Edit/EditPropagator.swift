@@ -415,27 +415,41 @@ final class KeyframeEdit: @unchecked Sendable {
                             edit.detail!.predictRow(y, red: red, green: green, blue: blue, pyramid: pyramid, into: out, scratch: out + 3 &* w)
                             return out
                         }
+                        // The prediction's share, 1 − t − s, is taken while `trust` still holds t, and
+                        // the prediction added after the main loop, which stays free of branches.
+                        @inline(__always) func addPrediction() {
+                            guard let predicted else { return }
+                            for i in 0..<(3 &* w) { carried[i] += predicted[i] }
+                        }
                         guard let synthesised, let samples = edit.samples else {
                             // The transport alone (s = 0 below).
+                            if let predicted {
+                                for x in 0..<w {
+                                    let rest = 1 - trust[x]
+                                    predicted[x] *= rest; predicted[w &+ x] *= rest; predicted[2 &* w &+ x] *= rest
+                                }
+                            }
                             for x in 0..<w {
                                 let (dr, dg, db) = (c[4 &* x], c[4 &* x &+ 1], c[4 &* x &+ 2])
                                 let t = trust[x], u = 1 - t * (1 - p[3 &* w &+ x])
                                 carried[x] = u * dr + t * p[x]
                                 carried[w &+ x] = u * dg + t * p[w &+ x]
                                 carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x]
-                                if let predicted {
-                                    carried[x] += (1 - t) * predicted[x]
-                                    carried[w &+ x] += (1 - t) * predicted[w &+ x]
-                                    carried[2 &* w &+ x] += (1 - t) * predicted[2 &* w &+ x]
-                                }
                                 let m = p[3 &* w &+ x], g = c[4 &* x &+ 3]
                                 trust[x] = max(t * (1 - m) + t * m * g + (1 - t) * g * explained, floor)
                             }
+                            addPrediction()
                             return
                         }
                         samples.withUnsafeBufferPointer { samples in
                             edit.synthesis.synthesise(row: y, field: synthesised, carried: samples.baseAddress!, into: q,
                                                       quality: quality, cap: cap, skip: trust)
+                        }
+                        if let predicted {
+                            for x in 0..<w {
+                                let t = min(trust[x], cap[x]), rest = max(1 - t - (1 - t) * quality[x], 0)
+                                predicted[x] *= rest; predicted[w &+ x] *= rest; predicted[2 &* w &+ x] *= rest
+                            }
                         }
                         for x in 0..<w {
                             let (dr, dg, db) = (c[4 &* x], c[4 &* x &+ 1], c[4 &* x &+ 2])
@@ -444,15 +458,10 @@ final class KeyframeEdit: @unchecked Sendable {
                             carried[x] = u * dr + t * p[x] + s * q[x]
                             carried[w &+ x] = u * dg + t * p[w &+ x] + s * q[w &+ x]
                             carried[2 &* w &+ x] = u * db + t * p[2 &* w &+ x] + s * q[2 &* w &+ x]
-                            if let predicted {
-                                let rest = max(1 - t - s, 0)
-                                carried[x] += rest * predicted[x]
-                                carried[w &+ x] += rest * predicted[w &+ x]
-                                carried[2 &* w &+ x] += rest * predicted[2 &* w &+ x]
-                            }
                             let m = p[3 &* w &+ x], mq = q[3 &* w &+ x], g = c[4 &* x &+ 3]
                             trust[x] = max(t * (1 - m) + s * (1 - mq) + (t * m + s * mq) * g + (1 - t - s) * g * explained, floor)
                         }
+                        addPrediction()
                     }
                 }
             } }
