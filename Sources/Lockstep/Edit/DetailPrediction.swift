@@ -214,24 +214,40 @@ struct DetailPrediction: Sendable {
     }
 
     /// Row `y`'s prediction into `out` (three planes of the row's width), from the row's colours
-    /// and the frame's pyramid; `scratch` holds `features` + 1 rows.
+    /// and the frame's pyramid; `scratch` holds `scratchRows` rows. The features as
+    /// `Pyramid.features` makes them, each level's taken into the three channels as it is made
+    /// (no feature planes written and read back).
     func predictRow(_ y: Int, red: UnsafePointer<Float>, green: UnsafePointer<Float>, blue: UnsafePointer<Float>,
                     pyramid: Pyramid, into out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
-        let w = pyramid.width, k = Self.features
-        let grey = scratch, features = scratch + w
+        let w = pyramid.width, k = Self.features, count = Self.levels
+        let grey = scratch
         for x in 0..<w { grey[x] = 0.2126 * red[x] + 0.7152 * green[x] + 0.0722 * blue[x] }
-        pyramid.features(row: y, luma: grey, into: features)
         weights.withUnsafeBufferPointer { wb in
-            for c in 0..<3 {
-                let o = out + c &* w
-                let first = wb[c &* k]
-                let f0 = features
-                for x in 0..<w { o[x] = first * f0[x] }
-                for i in 1..<k {
-                    let weight = wb[c &* k &+ i], f = features + i &* w
-                    for x in 0..<w { o[x] += weight * f[x] }
+            let ro = out, go = out + w, bo = out + 2 &* w
+            let (r, g, b) = (wb[2 &* count], wb[k &+ 2 &* count], wb[2 &* k &+ 2 &* count])
+            for x in 0..<w { ro[x] = r; go[x] = g; bo[x] = b }
+            var previous = UnsafePointer(grey), smooth = scratch + w, other = smooth + w
+            for l in 0..<count {
+                if l < pyramid.pooled.count {
+                    pyramid.upsampledRow(l, y: y, into: smooth)
+                } else {
+                    smooth.update(from: previous, count: w)
                 }
+                let (r0, r1) = (wb[l], wb[count &+ l])
+                let (g0, g1) = (wb[k &+ l], wb[k &+ count &+ l])
+                let (b0, b1) = (wb[2 &* k &+ l], wb[2 &* k &+ count &+ l])
+                for x in 0..<w {
+                    let d = previous[x] - smooth[x], a = abs(d)
+                    ro[x] += r0 * d + r1 * a
+                    go[x] += g0 * d + g1 * a
+                    bo[x] += b0 * d + b1 * a
+                }
+                previous = UnsafePointer(smooth)
+                swap(&smooth, &other)
             }
         }
     }
+
+    /// Rows of scratch `predictRow` needs.
+    static let scratchRows = 3
 }

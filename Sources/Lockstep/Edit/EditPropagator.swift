@@ -401,7 +401,7 @@ final class KeyframeEdit: @unchecked Sendable {
                 carrier.withScratch { scratch in
                     // The carried edit: three planes and the colour part's share, a row's width
                     // apart; then the synthesised one likewise, and its quality.
-                    let extra = pyramid == nil ? 0 : (3 + DetailPrediction.features + 1) * w
+                    let extra = pyramid == nil ? 0 : (3 + DetailPrediction.scratchRows) * w
                     withUnsafeTemporaryAllocation(of: Float.self, capacity: 14 * w + extra) { planes in
                         let p = planes.baseAddress!, q = p + 4 &* w, quality = q + 4 &* w, cap = quality + w, c = cap + w
                         carrier.carry4(row: y, of: r.baseAddress!, width: w, height: edit.height, into: p, channelStride: w,
