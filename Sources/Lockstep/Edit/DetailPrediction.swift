@@ -141,19 +141,25 @@ struct DetailPrediction: Sendable {
                 }
             }
         } }
-        func solved(_ g: [Double], _ b: [Double]) -> [Double]? {
+        /// The weights, k per channel at [i · 3 + c], from one set of sums.
+        func solved(_ g: [Double], _ b: [Double]) -> [Double] {
             var a = g
             for i in 0..<k { for j in 0..<i { a[i * k + j] = a[j * k + i] } }
             // A ridge of 10⁻⁶ of the mean diagonal: only to keep a flat keyframe's system solvable.
             var trace = 0.0
             for i in 0..<k { trace += a[i * k + i] }
             for i in 0..<k { a[i * k + i] += 1e-6 * trace / Double(k) + 1e-12 }
-            return Self.choleskySolve(a, b, size: k, columns: 3)
+            var x = [Double](repeating: 0, count: k * 3)
+            for c in 0..<3 {
+                let channel = solveSymmetric(a, (0..<k).map { b[$0 * 3 + c] }, size: k)
+                for i in 0..<k { x[i * 3 + c] = channel[i] }
+            }
+            return x
         }
         // Each half's fit read on the other half: per channel, Σ y·p and Σ p² there (p = Xw),
         // from that half's sums, so that the least-squares scale of the prediction on pixels it
         // was not fitted on is (Σ y·p) / (Σ p²).
-        guard let first = solved(gram[0], cross[0]), let second = solved(gram[1], cross[1]) else { return nil }
+        let first = solved(gram[0], cross[0]), second = solved(gram[1], cross[1])
         var agreement = [Double](repeating: 0, count: 3), power = agreement
         for (fit, other) in [(first, 1), (second, 0)] {
             for c in 0..<3 {
@@ -167,9 +173,9 @@ struct DetailPrediction: Sendable {
             }
         }
         // The prediction scaled by that (within [0, 1]): as far as it holds where it was not
-        // fitted. What it then takes away of the edit there, 2s·Σ y·p − s²·Σ p², must be 1% of the edit
-        // or more for a frame to spend time on it (a graded keyframe with a painted label: 0.06%;
-        // stylisations and pencil sketches of the evaluation: 28–30%).
+        // fitted. What it then takes away of the edit there, 2s·Σ y·p − s²·Σ p², must be 1% of
+        // the edit or more for a frame to spend time on it (a graded keyframe with a painted
+        // label: 0.07%; stylisations and pencil sketches of the evaluation: 28–30%).
         let scale = (0..<3).map { c in power[c] > 0 ? min(max(agreement[c] / power[c], 0), 1) : 0 }
         var removed = 0.0
         for c in 0..<3 { removed += scale[c] * (2 * agreement[c] - scale[c] * power[c]) }
@@ -177,40 +183,9 @@ struct DetailPrediction: Sendable {
         var all = gram[0], both = cross[0]
         for i in all.indices { all[i] += gram[1][i] }
         for i in both.indices { both[i] += cross[1][i] }
-        guard let fitted = solved(all, both) else { return nil }
+        let fitted = solved(all, both)
+        guard fitted.allSatisfy({ $0.isFinite }) else { return nil }
         weights = (0..<3).flatMap { c in (0..<k).map { i in Float(fitted[i * 3 + c] * scale[c]) } }
-    }
-
-    /// Solves the symmetric positive definite `a` (size × size) for `columns` right-hand sides
-    /// (`b`, size × columns), or nil if it is not positive definite.
-    static func choleskySolve(_ a: [Double], _ b: [Double], size k: Int, columns m: Int) -> [Double]? {
-        var l = [Double](repeating: 0, count: k * k)
-        for i in 0..<k {
-            for j in 0...i {
-                var s = a[i * k + j]
-                for p in 0..<j { s -= l[i * k + p] * l[j * k + p] }
-                if i == j {
-                    guard s > 0 else { return nil }
-                    l[i * k + i] = s.squareRoot()
-                } else {
-                    l[i * k + j] = s / l[j * k + j]
-                }
-            }
-        }
-        var x = b
-        for c in 0..<m {
-            for i in 0..<k {
-                var s = x[i * m + c]
-                for p in 0..<i { s -= l[i * k + p] * x[p * m + c] }
-                x[i * m + c] = s / l[i * k + i]
-            }
-            for i in stride(from: k - 1, through: 0, by: -1) {
-                var s = x[i * m + c]
-                for p in (i + 1)..<k { s -= l[p * k + i] * x[p * m + c] }
-                x[i * m + c] = s / l[i * k + i]
-            }
-        }
-        return x
     }
 
     /// Row `y`'s prediction into `out` (three planes of the row's width), from the row's colours
