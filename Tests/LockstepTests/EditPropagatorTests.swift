@@ -507,11 +507,6 @@ struct PooledFeatures: FeatureEncoder {
         #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")
     }
 
-    /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
-    /// posterises the colours to four levels with soft steps: a function of colour, but so
-    /// non-linear that applying it to each frame's own colours makes every edge shimmer as its
-    /// sub-pixel phase changes (27 dB here). Each output frame, moved back by the pan's known
-    /// motion (a Fourier shift, as the evaluation's shift-consistency score does), must equal the
     /// An edit made of the keyframe's detail (an inking filter: edges sharpened, then darkened
     /// by their size) is made of a new frame's own detail where nothing in the frame matches the
     /// keyframe: another texture altogether. Of the distance between the frame and the same
@@ -538,6 +533,11 @@ struct PooledFeatures: FeatureEncoder {
         #expect(1 - left / whole > 0.35, "the output covers \(1 - left / whole) of the way from the frame to its inked truth")
     }
 
+    /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
+    /// posterises the colours to four levels with soft steps: a function of colour, but so
+    /// non-linear that applying it to each frame's own colours makes every edge shimmer as its
+    /// sub-pixel phase changes (27 dB here). Each output frame, moved back by the pan's known
+    /// motion (a Fourier shift, as the evaluation's shift-consistency score does), must equal the
     /// first.
     @Test func stylisedEditMovesAsOnePiece() throws {
         let (vx, vy) = (0.37, 0.23)
