@@ -54,30 +54,41 @@ struct DetailPrediction: Sendable {
             }
         }
 
-        /// Row `y`'s features into `out` (`features` planes of `width`), from the row's luma.
-        /// A pooling by s puts its pixel u at full-resolution pixel s·u + (s − 1)/2; each pooled
-        /// level is read back bilinearly (clamped at the edges), and the detail at scale l is the
-        /// difference between the picture pooled by 2^l and by 2^(l+1), so read (the luma itself
-        /// for 2⁰).
+        /// Row `y`'s detail at each scale l, given to `body` as the row it is the difference of
+        /// (`body(l, finer, coarser)`, detail = finer − coarser), from the row's luma; `scratch`
+        /// holds two rows. A pooling by s puts its pixel u at full-resolution pixel s·u + (s − 1)/2;
+        /// each pooled level is read back bilinearly (clamped at the edges), and the detail at
+        /// scale l is the difference between the picture pooled by 2^l and by 2^(l+1), so read (the
+        /// luma itself for 2⁰).
+        @inline(__always)
+        func forEachDetail(row y: Int, luma: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                           _ body: (Int, UnsafePointer<Float>, UnsafePointer<Float>) -> Void) {
+            let w = width
+            var previous = luma, smooth = scratch, other = scratch + w
+            for l in 0..<DetailPrediction.levels {
+                if l < pooled.count {
+                    upsampledRow(l, y: y, into: smooth)
+                } else {
+                    smooth.update(from: previous, count: w)
+                }
+                body(l, previous, UnsafePointer(smooth))
+                previous = UnsafePointer(smooth)
+                swap(&smooth, &other)
+            }
+        }
+
+        /// Row `y`'s features into `out` (`features` planes of `width`), from the row's luma: the
+        /// detail at each scale (`forEachDetail`), its absolute value, and 1.
         func features(row y: Int, luma: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
             let w = width, count = DetailPrediction.levels
-            var previous = UnsafePointer(luma)
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * w) { scratch in
-                var smooth = scratch.baseAddress!, other = smooth + w
-                for l in 0..<count {
+                forEachDetail(row: y, luma: luma, scratch: scratch.baseAddress!) { l, finer, coarser in
                     let detail = out + l &* w, size = out + (count &+ l) &* w
-                    if l < pooled.count {
-                        upsampledRow(l, y: y, into: smooth)
-                    } else {
-                        smooth.update(from: previous, count: w)
-                    }
                     for x in 0..<w {
-                        let d = previous[x] - smooth[x]
+                        let d = finer[x] - coarser[x]
                         detail[x] = d
                         size[x] = abs(d)
                     }
-                    previous = UnsafePointer(smooth)
-                    swap(&smooth, &other)
                 }
             }
             let one = out + 2 &* count &* w
@@ -190,8 +201,8 @@ struct DetailPrediction: Sendable {
 
     /// Row `y`'s prediction into `out` (three planes of the row's width), from the row's colours
     /// and the frame's pyramid; `scratch` holds `scratchRows` rows. The features as
-    /// `Pyramid.features` makes them, each level's taken into the three channels as it is made
-    /// (no feature planes written and read back).
+    /// `Pyramid.features` makes them, each scale's detail taken into the three channels as it is
+    /// made (no feature planes written and read back).
     func predictRow(_ y: Int, red: UnsafePointer<Float>, green: UnsafePointer<Float>, blue: UnsafePointer<Float>,
                     pyramid: Pyramid, into out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>) {
         let w = pyramid.width, k = Self.features, count = Self.levels
@@ -201,24 +212,16 @@ struct DetailPrediction: Sendable {
             let ro = out, go = out + w, bo = out + 2 &* w
             let (r, g, b) = (wb[2 &* count], wb[k &+ 2 &* count], wb[2 &* k &+ 2 &* count])
             for x in 0..<w { ro[x] = r; go[x] = g; bo[x] = b }
-            var previous = UnsafePointer(grey), smooth = scratch + w, other = smooth + w
-            for l in 0..<count {
-                if l < pyramid.pooled.count {
-                    pyramid.upsampledRow(l, y: y, into: smooth)
-                } else {
-                    smooth.update(from: previous, count: w)
-                }
+            pyramid.forEachDetail(row: y, luma: grey, scratch: scratch + w) { l, finer, coarser in
                 let (r0, r1) = (wb[l], wb[count &+ l])
                 let (g0, g1) = (wb[k &+ l], wb[k &+ count &+ l])
                 let (b0, b1) = (wb[2 &* k &+ l], wb[2 &* k &+ count &+ l])
                 for x in 0..<w {
-                    let d = previous[x] - smooth[x], a = abs(d)
+                    let d = finer[x] - coarser[x], a = abs(d)
                     ro[x] += r0 * d + r1 * a
                     go[x] += g0 * d + g1 * a
                     bo[x] += b0 * d + b1 * a
                 }
-                previous = UnsafePointer(smooth)
-                swap(&smooth, &other)
             }
         }
     }
