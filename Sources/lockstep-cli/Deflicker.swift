@@ -141,14 +141,16 @@ struct Deflicker: ParsableCommand {
         let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
         let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)?()) }
         // Three threads: the reader decodes and analyses each frame alone, this thread matches
-        // it to its reference, and the fitting sink fits its appearance (`DeflickerAnalysis.match`,
-        // `fit`). Three frames between stages, not two: a reference frame has no fit, and the
-        // fits of the frames after it catch up (the 720p bench clip's pass: 8.3–8.6 s with two,
-        // 8.2–8.3 with three; six gave no more, and held 40 MB more).
+        // it to its reference, and the fitting sink fits its appearance in order
+        // (`DeflickerAnalysis.match`, `fit`); each frame's own part of the fit (`appraise`) runs
+        // on Dispatch's workers as soon as it is matched, several frames at once. Three frames
+        // between stages, not two: a reference frame has no fit, and the fits of the frames
+        // after it catch up (the 720p bench clip's pass: 8.3–8.6 s with two, 8.2–8.3 with three;
+        // six gave no more, and held 40 MB more).
         let fitting = FittingSink(analysis, path: input)
         _ = try ProgressView(label: "deflicker: analysing", report: report, stage: "analysing").track { update in
             try StreamingProcessor.run(source: analysed, sink: fitting, inFlight: 3, process: { frame in
-                fitting.matched.put(analysis.match(analysed.take(frame.index)), for: frame.index)
+                fitting.appraise(analysis.match(analysed.take(frame.index)), index: frame.index)
             }, progress: update)
         }
         if let guideSource, try guideSource.next() != nil {
@@ -310,18 +312,26 @@ final class AnalysingSource: FrameSource {
 }
 
 /// The first pass's last stage: each frame's appearance fitted (`DeflickerAnalysis.fit`), in
-/// frame order, on the thread a writer would have, while the next frame is matched.
+/// frame order, on the thread a writer would have, while the next frame is matched. What the fit
+/// finds of each frame by itself (`DeflickerAnalysis.appraise`, most of its work) is found as
+/// soon as the frame is matched, on Dispatch's workers, several frames at once: fitted one
+/// after another on this thread alone, it was the pass's slowest stage.
 final class FittingSink: FrameSink {
     let analysis: DeflickerAnalysis
     let path: String
-    let matched = HandOver<DeflickerAnalysis.MatchedFrame>()
+    private let appraised = HandOver<DeflickerAnalysis.AppraisedFrame>()
 
     init(_ analysis: DeflickerAnalysis, path: String) {
         self.analysis = analysis
         self.path = path
     }
 
-    func write(_ frame: VideoFrame) throws { try analysis.fit(matched.take(frame.index)!) }
+    /// Starts appraising frame `index`, matched; `write` waits for it.
+    func appraise(_ matched: DeflickerAnalysis.MatchedFrame, index: Int) {
+        DispatchQueue.global().async { [analysis, appraised] in appraised.put(analysis.appraise(matched), for: index) }
+    }
+
+    func write(_ frame: VideoFrame) throws { try analysis.fit(appraised.waitAndTake(frame.index)) }
     func finish() throws {}
     func abort() {}
     func inputEnded() {}
@@ -330,16 +340,23 @@ final class FittingSink: FrameSink {
 /// Values made on one stage's thread for a frame (the reader's, the matcher's), handed to the
 /// next stage's once each.
 final class HandOver<Value>: @unchecked Sendable {
-    private let lock = NSLock()
+    private let condition = NSCondition()
     private var pending: [Int: Value] = [:]
 
     func put(_ value: Value, for index: Int) {
-        lock.lock(); pending[index] = value; lock.unlock()
+        condition.lock(); pending[index] = value; condition.broadcast(); condition.unlock()
     }
 
     func take(_ index: Int) -> Value? {
-        lock.lock(); defer { lock.unlock() }
+        condition.lock(); defer { condition.unlock() }
         return pending.removeValue(forKey: index)
+    }
+
+    /// `take`, waiting until the value is put.
+    func waitAndTake(_ index: Int) -> Value {
+        condition.lock(); defer { condition.unlock() }
+        while pending[index] == nil { condition.wait() }
+        return pending.removeValue(forKey: index)!
     }
 }
 

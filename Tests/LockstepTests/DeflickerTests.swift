@@ -38,12 +38,13 @@ import TestSupport
         }, plan)
     }
 
-    /// The first pass split in two (`match`, then `fit`, as the command runs them on two
-    /// threads, the fits lagging behind), with every frame matched before the first is fitted,
-    /// gives the analysis `add` gives, byte for byte, across new references (the camera moving
-    /// on) and a cut: the fit decides nothing the next match needs. Fails if the match reads
-    /// state the fit writes (the reference's gain sums, the link to the shot, the coverage the
-    /// fit finds).
+    /// The first pass split in three (`match`, `appraise`, then `fit`, as the command runs them
+    /// on their own threads, the fits lagging behind), with every frame matched before the first
+    /// is appraised, and the frames appraised at once, last first, gives the analysis `add`
+    /// gives, byte for byte, across new references (the camera moving on) and a cut: the fit
+    /// decides nothing the next match needs, and a frame's appraisal depends on the frame alone.
+    /// Fails if the match reads state the fit writes (the reference's gain sums, the link to the
+    /// shot, the coverage the fit finds), or the appraisal state the frames before it leave.
     @Test(arguments: [true, false]) func matchingWhileFittingIsAdding(guided: Bool) throws {
         // A texture that moves on 6 px a frame (so references follow one another), a cut at
         // frame 8, and a gain, gamma and ramp that change every frame.
@@ -66,7 +67,13 @@ import TestSupport
 
         let split = try DeflickerAnalysis(width: Self.size.width, height: Self.size.height)
         let matched = frames.enumerated().map { t, frame in split.match(split.analyse(input: frame, guide: guides?[t])) }
-        for frame in matched { try split.fit(frame) }
+        var appraised = [DeflickerAnalysis.AppraisedFrame?](repeating: nil, count: matched.count)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: matched.count) { k in
+            let t = matched.count - 1 - k, one = split.appraise(matched[t])
+            lock.lock(); appraised[t] = one; lock.unlock()
+        }
+        for frame in appraised { try split.fit(frame!) }
         #expect(try written(plan, "whole.analysis") == written(try split.finish(), "split.analysis"))
     }
 

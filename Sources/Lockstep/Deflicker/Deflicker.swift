@@ -261,8 +261,23 @@ public final class DeflickerAnalysis {
 
     /// The second half of `add`: the frame's appearance fitted against its reference, and kept.
     public func fit(_ matched: MatchedFrame) throws {
-        precondition(matched.index == framesFitted, "frames are fitted in the order they were matched")
-        let index = matched.index, frame = matched.frame, samplesPerCell = matched.samplesPerCell, stride = matched.stride
+        try fit(appraise(matched))
+    }
+
+    /// What `fit` finds of a frame by itself: its appearance against its reference, its link
+    /// where it becomes a reference, its tone against its guide.
+    public struct AppraisedFrame {
+        let matched: MatchedFrame
+        let appearance: FrameAppearance
+        let link: FrameAppearance?
+        let frameTone: ToneRelation?
+    }
+
+    /// The part of `fit` that depends on the frame and its match alone, which is most of its work:
+    /// safe to run on any thread, for several frames at once and in any order, so that the fit
+    /// keeps pace with the matching (`fit(_: AppraisedFrame)` then takes the frames in order).
+    public func appraise(_ matched: MatchedFrame) -> AppraisedFrame {
+        let frame = matched.frame, samplesPerCell = matched.samplesPerCell, stride = matched.stride
         let sampledColour = matched.sampledColour
         var appearance = FrameAppearance.identity(grid)
         var link: FrameAppearance?
@@ -303,6 +318,23 @@ public final class DeflickerAnalysis {
                 appearance = .identity(grid)
             }
         }
+        if matched.isReference {
+            // The reference's own gain (1) is censored where the reference itself is clipped.
+            appearance.clipped = FrameAppearance.clippedShares(of: sampledColour, weight: nil, samplesPerCell: samplesPerCell, grid: grid)
+        }
+        // Against the guide: the frame's own tone (what the edit and this frame's flicker make
+        // of the original).
+        let frameTone = matched.sampledGuide.map { ToneRelation(from: $0, to: sampledColour, frame: sampledColour) }
+        return AppraisedFrame(matched: matched, appearance: appearance, link: link, frameTone: frameTone)
+    }
+
+    /// The frame's appraisal kept, in its place: the references and shots it opens, its curves
+    /// composed to its shot's first reference, its gain added to its reference's consensus.
+    public func fit(_ appraised: AppraisedFrame) throws {
+        let matched = appraised.matched, index = matched.index, samplesPerCell = matched.samplesPerCell
+        precondition(index == framesFitted, "frames are fitted in the order they were matched")
+        let sampledColour = matched.sampledColour, link = appraised.link
+        var appearance = appraised.appearance
         if matched.newReference != nil {
             if referenceOpen { try finishReference() }
             referenceOpen = true
@@ -311,20 +343,15 @@ public final class DeflickerAnalysis {
             linkToShot = link.map { Self.compose(linkToShot, $0.curves) } ?? Array(repeating: .identity, count: 3)
             fields = FieldConsensus(grid: grid)
         }
-        if matched.isReference {
-            // The reference's own gain (1) is censored where the reference itself is clipped.
-            appearance.clipped = FrameAppearance.clippedShares(of: sampledColour, weight: nil, samplesPerCell: samplesPerCell, grid: grid)
-        }
         // Curves go to the shot's first reference; the gain field stays with this reference.
         appearance.curves = Self.compose(linkToShot, appearance.curves)
         fields.add(appearance)
-        // Against the guide: the frame's own tone (what the edit and this frame's flicker make
-        // of the original) and the tone the frame has once mapped to its shot's first reference.
+        // Against the guide: the frame's own tone (`appraise`) and the tone the frame has once
+        // mapped to its shot's first reference.
         var tones = GuideTones.none
         let mapped = appearance.mappedToReference(sampledColour, samplesPerCell: samplesPerCell, grid: grid)
-        if let guide = matched.sampledGuide {
-            tones = GuideTones(frame: ToneRelation(from: guide, to: sampledColour, frame: sampledColour),
-                               shot: ToneRelation(from: guide, to: mapped, frame: sampledColour).uncensored)
+        if let guide = matched.sampledGuide, let frameTone = appraised.frameTone {
+            tones = GuideTones(frame: frameTone, shot: ToneRelation(from: guide, to: mapped, frame: sampledColour).uncensored)
         } else {
             tones.shot = ToneRelation(from: sampledColour, to: mapped, frame: sampledColour).uncensored
         }
