@@ -337,8 +337,8 @@ final class FittingSink: FrameSink {
     func inputEnded() {}
 }
 
-/// Values made on one stage's thread for a frame (the reader's, the matcher's), handed to the
-/// next stage's once each.
+/// Values made on one stage's thread for a frame (the reader's, the matcher's, a worker's
+/// appraisal), handed to the next stage's once each.
 final class HandOver<Value>: @unchecked Sendable {
     private let condition = NSCondition()
     private var pending: [Int: Value] = [:]
