@@ -103,6 +103,13 @@ public struct VideoFrame: Sendable {
         }
     }
 
+    /// The picture `factor` × `factor` average-pooled (`PlanarImage.averagePooled`), the same
+    /// values; from a decoder, made straight from its picture where the conversion can (the
+    /// full-size floats are then never made: deflicker's analysis reads only this).
+    public func pooledImage(_ factor: Int) -> PlanarImage {
+        factor == 1 ? picture.image : picture.pooledImage(factor)
+    }
+
     /// The picture, which the frame no longer holds: the caller's copy is then the only one,
     /// so that it can change it in place (set it back with `image`).
     public mutating func takeImage() -> PlanarImage {
@@ -140,11 +147,28 @@ final class Picture: @unchecked Sendable {
     private let lock = NSLock()
     private var converted: PlanarImage?
     private var convert: (() -> PlanarImage)?
+    /// The picture pooled by a factor straight from the decoder's, or nil where it cannot be.
+    private var pool: ((Int) -> PlanarImage?)?
 
     init(_ image: PlanarImage) { converted = image }
 
     /// `convert` is called at most once, and released (with what it holds) once it has been.
-    init(converting convert: @escaping () -> PlanarImage) { self.convert = convert }
+    init(converting convert: @escaping () -> PlanarImage, pooling pool: ((Int) -> PlanarImage?)? = nil) {
+        self.convert = convert
+        self.pool = pool
+    }
+
+    /// `image.averagePooled(factor)`, without converting the full-size picture where it has not
+    /// been converted yet and `pool` can make it.
+    func pooledImage(_ factor: Int) -> PlanarImage {
+        lock.lock()
+        if converted == nil, let pool, let pooled = pool(factor) {
+            lock.unlock()
+            return pooled
+        }
+        lock.unlock()
+        return image.averagePooled(factor)
+    }
 
     var image: PlanarImage {
         lock.lock()
@@ -153,6 +177,7 @@ final class Picture: @unchecked Sendable {
         let image = convert!()
         converted = image
         convert = nil
+        pool = nil
         return image
     }
 

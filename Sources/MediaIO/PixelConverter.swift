@@ -67,6 +67,16 @@ final class PixelConverter {
         (planes + k * planeStride * height).assumingMemoryBound(to: UInt8.self)
     }
 
+    /// `toFloat` then `averagePooled(factor)` in one pass, without the full-size picture, where
+    /// the direct YUV conversion handles the frame's format; false (and `pooled` untouched)
+    /// elsewhere.
+    func toFloatPooled(_ frame: UnsafePointer<AVFrame>, factor: Int, into pooled: inout PlanarImage) -> Bool {
+        precondition(direction == .toFloat)
+        guard let yuv else { return false }
+        yuv.toFloatPooled(frame, width: width, height: height, factor: factor, into: &pooled)
+        return true
+    }
+
     /// Converts a decoded frame into `image` (3 × height × width, R, G, B planes). Frames are
     /// converted where they are used, so two threads may ask at once; the planes in between are
     /// one per converter.

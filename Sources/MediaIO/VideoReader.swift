@@ -222,11 +222,14 @@ public final class VideoReader: FrameSource {
         // The frame keeps a reference to the decoder's picture, converted when it is first used.
         guard let copy = av_frame_clone(frame) else { throw MediaError(.io, path: path, "out of memory") }
         let decoded = OwnedFrame(copy), converter = converter!, turns = quarterTurns
-        let picture = Picture {
+        let picture = Picture(converting: {
             var image = PlanarImage(uninitializedChannels: 3, height: codedH, width: codedW)
             converter.toFloat(UnsafePointer(decoded.frame), into: &image)
             return turns != 0 ? image.rotatedClockwise(quarterTurns: turns) : image
-        }
+        }, pooling: turns != 0 ? nil : { factor in
+            var pooled = PlanarImage(uninitializedChannels: 3, height: codedH / factor, width: codedW / factor)
+            return converter.toFloatPooled(UnsafePointer(decoded.frame), factor: factor, into: &pooled) ? pooled : nil
+        })
 
         // Timestamps: the decoder's best guess, made strictly increasing so that muxers accept
         // them. A clock that restarts (streams joined end to end) steps back by more than a

@@ -37,59 +37,129 @@ struct YUVConversion {
 
     func toFloat(_ frame: UnsafePointer<AVFrame>, into image: inout PlanarImage) {
         let w = image.width, h = image.height
-        let f = frame.pointee
-        let yPlane = f.data.0!, uPlane = f.data.1!, vPlane = f.data.2!
-        let yStride = Int(f.linesize.0), uStride = Int(f.linesize.1), vStride = Int(f.linesize.2)
-        let cw = subsampled ? (w + 1) / 2 : w, ch = subsampled ? (h + 1) / 2 : h
-        let crToR = 2 * (1 - kr), cbToB = 2 * (1 - kb), kg = 1 - kr - kb
-        let crToG = -2 * kr * (1 - kr) / kg, cbToG = -2 * kb * (1 - kb) / kg
-        let yMul = 1 / lumaScale, yAdd = -lumaOffset / lumaScale
-        let cMul = 1 / chromaScale, cAdd = -128 / chromaScale
-        let subsampled = self.subsampled
         image.withUnsafeMutableBufferPointer { buffer in
             let r = buffer.baseAddress!, g = r + w &* h, b = g + w &* h
             parallelChunks(h, minimumChunk: 16) { rows in
-                // Chroma for one output row, upsampled to full width.
-                let cb = UnsafeMutablePointer<Float>.allocate(capacity: w), cr = UnsafeMutablePointer<Float>.allocate(capacity: w)
-                let cbHalf = UnsafeMutablePointer<Float>.allocate(capacity: cw), crHalf = UnsafeMutablePointer<Float>.allocate(capacity: cw)
-                defer { cb.deallocate(); cr.deallocate(); cbHalf.deallocate(); crHalf.deallocate() }
-                for y in rows {
-                    if subsampled {
-                        // Vertical: luma row y sits at chroma row (y − ½)/2.
-                        let j = y >> 1
-                        let other = y & 1 == 0 ? max(j - 1, 0) : min(j + 1, ch - 1)
-                        let u0 = uPlane + j &* uStride, u1 = uPlane + other &* uStride
-                        let v0 = vPlane + j &* vStride, v1 = vPlane + other &* vStride
-                        for i in 0..<cw {
-                            cbHalf[i] = (0.75 * Float(u0[i]) + 0.25 * Float(u1[i])) * cMul + cAdd
-                            crHalf[i] = (0.75 * Float(v0[i]) + 0.25 * Float(v1[i])) * cMul + cAdd
-                        }
-                        // Horizontal: chroma i sits on luma column 2i.
-                        for x in 0..<w {
-                            let i = x >> 1
-                            if x & 1 == 0 {
-                                cb[x] = cbHalf[i]; cr[x] = crHalf[i]
-                            } else {
-                                let k = min(i + 1, cw - 1)
-                                cb[x] = 0.5 * (cbHalf[i] + cbHalf[k]); cr[x] = 0.5 * (crHalf[i] + crHalf[k])
+                let converter = RowConverter(self, frame: frame, width: w, height: h)
+                defer { converter.deallocate() }
+                for y in rows { converter.convert(row: y, r: r + y &* w, g: g + y &* w, b: b + y &* w) }
+            }
+        }
+    }
+
+    /// `toFloat` followed by `PlanarImage.averagePooled(factor)`, the same values bit for bit,
+    /// without the full-size picture in between: `factor` rows are converted into a small
+    /// buffer and pooled at once (`pooled` is 3 × (height / factor) × (width / factor)). An
+    /// analysis that only reads the pooled picture (deflicker's first pass) then writes and reads
+    /// a ninth of the memory at 1080p.
+    func toFloatPooled(_ frame: UnsafePointer<AVFrame>, width w: Int, height h: Int, factor: Int, into pooled: inout PlanarImage) {
+        precondition(factor >= 2 && pooled.width == w / factor && pooled.height == h / factor && pooled.channels == 3)
+        let pw = pooled.width, ph = pooled.height, scale = 1 / Float(factor * factor)
+        pooled.withUnsafeMutableBufferPointer { buffer in
+            let out = buffer.baseAddress!
+            parallelChunks(ph, minimumChunk: 4) { rows in
+                let converter = RowConverter(self, frame: frame, width: w, height: h)
+                // `factor` converted rows per channel, then the column sums (as `averagePooled`).
+                let lines = UnsafeMutablePointer<Float>.allocate(capacity: 3 &* factor &* w)
+                let sums = UnsafeMutablePointer<Float>.allocate(capacity: pw &* factor)
+                defer { converter.deallocate(); lines.deallocate(); sums.deallocate() }
+                for py in rows {
+                    for dy in 0..<factor {
+                        converter.convert(row: py &* factor &+ dy, r: lines + dy &* w, g: lines + (factor &+ dy) &* w,
+                                          b: lines + (2 &* factor &+ dy) &* w)
+                    }
+                    for c in 0..<3 {
+                        let first = lines + c &* factor &* w, o = out + (c &* ph &+ py) &* pw
+                        if factor == 2 {
+                            // `averagePooled2`'s sum, in its order.
+                            let bottom = first + w
+                            for x in 0..<pw {
+                                let x2 = x &* 2
+                                o[x] = 0.25 * (first[x2] + first[x2 &+ 1] + bottom[x2] + bottom[x2 &+ 1])
+                            }
+                        } else {
+                            for x in 0..<(pw &* factor) { sums[x] = first[x] }
+                            for dy in 1..<factor {
+                                let line = first + dy &* w
+                                for x in 0..<(pw &* factor) { sums[x] += line[x] }
+                            }
+                            for x in 0..<pw {
+                                var total: Float = 0
+                                for dx in 0..<factor { total += sums[x &* factor &+ dx] }
+                                o[x] = total * scale
                             }
                         }
-                    } else {
-                        let u = uPlane + y &* uStride, v = vPlane + y &* vStride
-                        for x in 0..<w { cb[x] = Float(u[x]) * cMul + cAdd; cr[x] = Float(v[x]) * cMul + cAdd }
-                    }
-                    let luma = yPlane + y &* yStride
-                    let ro = r + y &* w, go = g + y &* w, bo = b + y &* w
-                    for x in 0..<w {
-                        let yy = Float(luma[x]) * yMul + yAdd
-                        let rr = yy + crToR * cr[x]
-                        let gg = yy + cbToG * cb[x] + crToG * cr[x]
-                        let bb = yy + cbToB * cb[x]
-                        ro[x] = clamp01(rr)
-                        go[x] = clamp01(gg)
-                        bo[x] = clamp01(bb)
                     }
                 }
+            }
+        }
+    }
+
+    /// One row of the picture at a time, as floats: its constants and its chroma's scratch rows
+    /// (one converter per thread).
+    private struct RowConverter {
+        let yPlane: UnsafeMutablePointer<UInt8>, uPlane: UnsafeMutablePointer<UInt8>, vPlane: UnsafeMutablePointer<UInt8>
+        let yStride: Int, uStride: Int, vStride: Int
+        let w: Int, cw: Int, ch: Int, subsampled: Bool
+        let crToR: Float, cbToB: Float, crToG: Float, cbToG: Float
+        let yMul: Float, yAdd: Float, cMul: Float, cAdd: Float
+        let cb: UnsafeMutablePointer<Float>, cr: UnsafeMutablePointer<Float>
+        let cbHalf: UnsafeMutablePointer<Float>, crHalf: UnsafeMutablePointer<Float>
+
+        init(_ conversion: YUVConversion, frame: UnsafePointer<AVFrame>, width w: Int, height h: Int) {
+            let f = frame.pointee
+            yPlane = f.data.0!; uPlane = f.data.1!; vPlane = f.data.2!
+            yStride = Int(f.linesize.0); uStride = Int(f.linesize.1); vStride = Int(f.linesize.2)
+            subsampled = conversion.subsampled
+            self.w = w
+            cw = subsampled ? (w + 1) / 2 : w; ch = subsampled ? (h + 1) / 2 : h
+            let kr = conversion.kr, kb = conversion.kb, kg = 1 - kr - kb
+            crToR = 2 * (1 - kr); cbToB = 2 * (1 - kb)
+            crToG = -2 * kr * (1 - kr) / kg; cbToG = -2 * kb * (1 - kb) / kg
+            yMul = 1 / conversion.lumaScale; yAdd = -conversion.lumaOffset / conversion.lumaScale
+            cMul = 1 / conversion.chromaScale; cAdd = -128 / conversion.chromaScale
+            cb = .allocate(capacity: w); cr = .allocate(capacity: w)
+            cbHalf = .allocate(capacity: cw); crHalf = .allocate(capacity: cw)
+        }
+
+        func deallocate() { cb.deallocate(); cr.deallocate(); cbHalf.deallocate(); crHalf.deallocate() }
+
+        /// Row `y` into `ro`, `go`, `bo` (`w` values each).
+        @inline(__always)
+        func convert(row y: Int, r ro: UnsafeMutablePointer<Float>, g go: UnsafeMutablePointer<Float>, b bo: UnsafeMutablePointer<Float>) {
+            if subsampled {
+                // Vertical: luma row y sits at chroma row (y − ½)/2.
+                let j = y >> 1
+                let other = y & 1 == 0 ? max(j - 1, 0) : min(j + 1, ch - 1)
+                let u0 = uPlane + j &* uStride, u1 = uPlane + other &* uStride
+                let v0 = vPlane + j &* vStride, v1 = vPlane + other &* vStride
+                for i in 0..<cw {
+                    cbHalf[i] = (0.75 * Float(u0[i]) + 0.25 * Float(u1[i])) * cMul + cAdd
+                    crHalf[i] = (0.75 * Float(v0[i]) + 0.25 * Float(v1[i])) * cMul + cAdd
+                }
+                // Horizontal: chroma i sits on luma column 2i.
+                for x in 0..<w {
+                    let i = x >> 1
+                    if x & 1 == 0 {
+                        cb[x] = cbHalf[i]; cr[x] = crHalf[i]
+                    } else {
+                        let k = min(i + 1, cw - 1)
+                        cb[x] = 0.5 * (cbHalf[i] + cbHalf[k]); cr[x] = 0.5 * (crHalf[i] + crHalf[k])
+                    }
+                }
+            } else {
+                let u = uPlane + y &* uStride, v = vPlane + y &* vStride
+                for x in 0..<w { cb[x] = Float(u[x]) * cMul + cAdd; cr[x] = Float(v[x]) * cMul + cAdd }
+            }
+            let luma = yPlane + y &* yStride
+            for x in 0..<w {
+                let yy = Float(luma[x]) * yMul + yAdd
+                let rr = yy + crToR * cr[x]
+                let gg = yy + cbToG * cb[x] + crToG * cr[x]
+                let bb = yy + cbToB * cb[x]
+                ro[x] = clamp01(rr)
+                go[x] = clamp01(gg)
+                bo[x] = clamp01(bb)
             }
         }
     }

@@ -138,8 +138,17 @@ struct Deflicker: ParsableCommand {
             fixed = (index, frame, guideFrame)
         }
         let analysis = try DeflickerAnalysis(width: info.width, height: info.height, fixed: fixed)
-        let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info) }
-        let analysed = AnalysingSource(source: paired ?? analysisSource) { analysis.analyse(input: $0.image, guide: paired?.guide(for: $0.index)?()) }
+        let paired = guideSource.map { GuidedSource(input: analysisSource, guide: $0, guidePath: guide!, size: info, eager: false) }
+        // The analysis reads the frames at its own size: made straight from the decoder's
+        // pictures where the frame pools whole (`VideoFrame.pooledImage`), without the full-size
+        // floats (a fifth of the first pass at 1080p was making and shrinking them).
+        let analysed = AnalysingSource(source: paired ?? analysisSource) { frame in
+            guard analysis.poolsWhole else {
+                return analysis.analyse(input: frame.image, guide: paired?.guide(for: frame.index)?())
+            }
+            return analysis.analyse(pooledInput: frame.pooledImage(analysis.scale),
+                                    guide: paired?.pooledGuide(for: frame.index, factor: analysis.scale))
+        }
         // Three threads: the reader decodes and analyses each frame alone, this thread matches
         // it to its reference, and the fitting sink fits its appearance in order
         // (`DeflickerAnalysis.match`, `fit`); each frame's own part of the fit (`appraise`) runs
@@ -280,6 +289,14 @@ final class GuidedSource: FrameSource {
         guard let frame = guides.take(index) else { return nil }
         let (height, width) = (size.height, size.width)
         return { frame.image.resized(height: height, width: width) }
+    }
+
+    /// The guide of frame `index`, scaled to the input's size and `factor` × `factor`
+    /// average-pooled; straight from the decoder's picture where the guide has the input's size.
+    func pooledGuide(for index: Int, factor: Int) -> PlanarImage? {
+        guard let frame = guides.take(index) else { return nil }
+        if !eager && guide.info.width == size.width && guide.info.height == size.height { return frame.pooledImage(factor) }
+        return frame.image.resized(height: size.height, width: size.width).averagePooled(factor)
     }
 }
 

@@ -30,6 +30,26 @@ import TestSupport
         #expect(quality > floor, "\(name): \(quality) dB")
     }
 
+    /// A decoded frame pooled straight from the decoder's picture (`VideoFrame.pooledImage`,
+    /// what deflicker's analysis reads) has the values of the whole picture converted and then
+    /// pooled, bit for bit: 4:2:0 and 4:4:4, by 2 (its own sum) and 3, at even and odd sizes
+    /// (a partial last block dropped), and 10-bit (the other conversion path, pooled after it).
+    @Test(arguments: [("yuv420p", "162x122"), ("yuv420p", "161x121"), ("yuv444p", "162x122"), ("yuvj420p", "160x120"), ("yuv420p10le", "162x122")])
+    func pooledFromTheDecoderIsTheConvertedPicturePooled(format: String, size: String) throws {
+        let dir = TemporaryDirectory()
+        let clip = dir.file("clip.mkv")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=\(size):duration=0.2:rate=10", "-frames:v", "2",
+                    "-pix_fmt", format, "-c:v", "ffv1", clip])
+        for factor in [2, 3] {
+            let frames = try SyntheticClip.readAll(clip).frames
+            let pooled = frames[0].pooledImage(factor)            // before the picture is converted
+            let expected = frames[0].image.averagePooled(factor)
+            #expect(pooled.width == expected.width && pooled.height == expected.height)
+            let same = pooled.values == expected.values
+            #expect(same, "\(format) \(size), pooled by \(factor)")
+        }
+    }
+
     /// A video coded in RGB (FFV1 bgr0) says "RGB" for its matrix. Written as YUV, the output
     /// takes the matrix and range players assume at its size (BT.601, limited, at 120 lines):
     /// the source's RGB matrix on YUV was invalid, and its colours came out wrong in players

@@ -649,9 +649,27 @@ public final class DeflickerAnalysis {
     /// ahead of `add`, so that a reader thread can do it while the previous frame is matched.
     /// The frame and its guide are full-size; they are downscaled by `scale` here.
     public func analyse(input fullInput: PlanarImage, guide fullGuide: PlanarImage?) -> AnalysedFrame {
-        let input = fullInput.averagePooled(scale), guide = fullGuide?.averagePooled(scale)
+        analyse(pooledInput: fullInput.averagePooled(scale), guide: fullGuide?.averagePooled(scale),
+                luma: Float(FlickerAnalyzer.meanLuma(fullInput)))
+    }
+
+    /// Whether every pixel of a frame falls in one of its pooled picture's (the size is a
+    /// multiple of `scale`): then the pooled picture is all `analyse(pooledInput:guide:)` needs,
+    /// its mean luma being the frame's (up to rounding).
+    public var poolsWhole: Bool { width % scale == 0 && height % scale == 0 }
+
+    /// `analyse` of a frame and its guide already downscaled by `scale` (`averagePooled`), for
+    /// frames that pool whole (`poolsWhole`): a reader can make them without the full-size floats.
+    public func analyse(pooledInput input: PlanarImage, guide: PlanarImage?) -> AnalysedFrame {
+        precondition(poolsWhole && input.width == width / scale && input.height == height / scale)
+        return analyse(pooledInput: input, guide: guide, luma: Float(FlickerAnalyzer.meanLuma(input)))
+    }
+
+    /// `analyse` of a frame and its guide already downscaled by `scale`, with the full-size
+    /// frame's mean luma (its fingerprint, `DeflickerPlan.apply`).
+    func analyse(pooledInput input: PlanarImage, guide: PlanarImage?, luma: Float) -> AnalysedFrame {
         let levels = CrossFrameAttention.Configuration().levels
-        let colour = input.averagePooled2(), luma = Float(FlickerAnalyzer.meanLuma(fullInput))
+        let colour = input.averagePooled2()
         if let guide {
             let features = codec.encode(guide)
             return AnalysedFrame(pyramid: FeaturePyramid(features, levels: levels), thumbnail: Self.thumbnail(features),
