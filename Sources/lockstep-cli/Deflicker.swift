@@ -295,7 +295,7 @@ final class GuidedSource: FrameSource {
     /// average-pooled; straight from the decoder's picture where the guide has the input's size.
     func pooledGuide(for index: Int, factor: Int) -> PlanarImage? {
         guard let frame = guides.take(index) else { return nil }
-        if !eager && guide.info.width == size.width && guide.info.height == size.height { return frame.pooledImage(factor) }
+        if guide.info.width == size.width && guide.info.height == size.height { return frame.pooledImage(factor) }
         return frame.image.resized(height: size.height, width: size.width).averagePooled(factor)
     }
 }
