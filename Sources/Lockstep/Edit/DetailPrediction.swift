@@ -13,10 +13,12 @@ import Tensor
 struct DetailPrediction: Sendable {
     /// Band-pass levels: luma less its 2×2-pooled version spread back, at 1, 2, 4 and 8 px.
     static let levels = 4
-    /// Per pixel: the detail at each level, its absolute value, and 1. (Both also times the
-    /// pixel's luma, as a stroke's darkness might depend on what it is drawn over: 0.02 dB on
-    /// the evaluation's cases, 0.04 on mine, for twice the prediction's work; not kept.)
-    static let features = 2 * levels + 1
+    /// Per pixel: the detail at each level, its absolute value, its square, and 1. A stroke's
+    /// darkness is an even function of the detail it is drawn on (an outline darkens either side
+    /// of an edge) that saturates, which |d| and d² take to second order. (Also times the pixel's
+    /// luma, as a stroke's darkness might depend on what it is drawn over: 0.02 dB on the
+    /// evaluation's cases, 0.04 on mine, for twice the prediction's work; not kept.)
+    static let features = 3 * levels + 1
     /// Per channel, one weight per feature.
     let weights: [Float]
 
@@ -78,20 +80,21 @@ struct DetailPrediction: Sendable {
         }
 
         /// Row `y`'s features into `out` (`features` planes of `width`), from the row's luma: the
-        /// detail at each scale (`forEachDetail`), its absolute value, and 1.
+        /// detail at each scale (`forEachDetail`), its absolute value, its square, and 1.
         func features(row y: Int, luma: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
             let w = width, count = DetailPrediction.levels
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * w) { scratch in
                 forEachDetail(row: y, luma: luma, scratch: scratch.baseAddress!) { l, finer, coarser in
-                    let detail = out + l &* w, size = out + (count &+ l) &* w
+                    let detail = out + l &* w, size = out + (count &+ l) &* w, square = out + (2 &* count &+ l) &* w
                     for x in 0..<w {
                         let d = finer[x] - coarser[x]
                         detail[x] = d
                         size[x] = abs(d)
+                        square[x] = d * d
                     }
                 }
             }
-            let one = out + 2 &* count &* w
+            let one = out + 3 &* count &* w
             for x in 0..<w { one[x] = 1 }
         }
 
@@ -135,7 +138,7 @@ struct DetailPrediction: Sendable {
         var energy = [Double](repeating: 0, count: 2)
         grayscale.withUnsafeBufferPointer { l in unexplained.withUnsafeBufferPointer { u in
             var features = [Float](repeating: 0, count: k * w), v = [Double](repeating: 0, count: k)
-            // Every other row and column: enough samples for nine weights, a quarter of the work.
+            // Every other row and column: enough samples for thirteen weights, a quarter of the work.
             for y in stride(from: 0, to: h, by: 2) {
                 features.withUnsafeMutableBufferPointer { f in
                     pyramid.features(row: y, luma: l.baseAddress! + y * w, into: f.baseAddress!)
@@ -210,17 +213,17 @@ struct DetailPrediction: Sendable {
         for x in 0..<w { grey[x] = 0.2126 * red[x] + 0.7152 * green[x] + 0.0722 * blue[x] }
         weights.withUnsafeBufferPointer { wb in
             let ro = out, go = out + w, bo = out + 2 &* w
-            let (r, g, b) = (wb[2 &* count], wb[k &+ 2 &* count], wb[2 &* k &+ 2 &* count])
+            let (r, g, b) = (wb[3 &* count], wb[k &+ 3 &* count], wb[2 &* k &+ 3 &* count])
             for x in 0..<w { ro[x] = r; go[x] = g; bo[x] = b }
             pyramid.forEachDetail(row: y, luma: grey, scratch: scratch + w) { l, finer, coarser in
-                let (r0, r1) = (wb[l], wb[count &+ l])
-                let (g0, g1) = (wb[k &+ l], wb[k &+ count &+ l])
-                let (b0, b1) = (wb[2 &* k &+ l], wb[2 &* k &+ count &+ l])
+                let (r0, r1, r2) = (wb[l], wb[count &+ l], wb[2 &* count &+ l])
+                let (g0, g1, g2) = (wb[k &+ l], wb[k &+ count &+ l], wb[k &+ 2 &* count &+ l])
+                let (b0, b1, b2) = (wb[2 &* k &+ l], wb[2 &* k &+ count &+ l], wb[2 &* k &+ 2 &* count &+ l])
                 for x in 0..<w {
-                    let d = finer[x] - coarser[x], a = abs(d)
-                    ro[x] += r0 * d + r1 * a
-                    go[x] += g0 * d + g1 * a
-                    bo[x] += b0 * d + b1 * a
+                    let d = finer[x] - coarser[x], a = abs(d), q = d * d
+                    ro[x] += r0 * d + r1 * a + r2 * q
+                    go[x] += g0 * d + g1 * a + g2 * q
+                    bo[x] += b0 * d + b1 * a + b2 * q
                 }
             }
         }
