@@ -507,57 +507,49 @@ struct PooledFeatures: FeatureEncoder {
         #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")
     }
 
+    /// An ink made of a picture's detail (`inked`: a function of a pixel and its twice-smoothed
+    /// value) drawn on one texture as the keyframe, then `edit` on another texture altogether,
+    /// where nothing matches the keyframe: the share of the distance between that frame and its
+    /// own inked truth that the output covers.
+    private func inkedCoverage(_ ink: @escaping (Float, Float) -> Float) throws -> Double {
+        func grey(_ seed: UInt64) -> PlanarImage {
+            let raw = texture(channels: 1, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
+            let v = raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) }
+            return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: v + v + v)
+        }
+        func inked(_ picture: PlanarImage) -> PlanarImage {
+            picture.combined(with: picture.binomialSmoothed().binomialSmoothed()) { a, b in min(max(ink(a, b), 0), 1) }
+        }
+        let key = grey(17)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: inked(key))], encoder: PooledFeatures())
+        let frame = grey(99), truth = inked(frame)
+        let output = try propagator.apply(to: frame, index: 1)
+        var left = 0.0, whole = 0.0
+        for i in output.values.indices {
+            left += Double((output.values[i] - truth.values[i]) * (output.values[i] - truth.values[i]))
+            whole += Double((frame.values[i] - truth.values[i]) * (frame.values[i] - truth.values[i]))
+        }
+        return 1 - left / whole
+    }
+
     /// An edit made of the keyframe's detail (an inking filter: edges sharpened, then darkened
     /// by their size) is made of a new frame's own detail where nothing in the frame matches the
     /// keyframe: another texture altogether. Of the distance between the frame and the same
     /// filter applied to it, the output covers 0.46 (`DetailPrediction`); the colour part and the
     /// synthesis alone covered 0.16.
     @Test func anEditMadeOfTheKeyframesDetailIsMadeOfANewFramesOwn() throws {
-        func grey(_ seed: UInt64) -> PlanarImage {
-            let raw = texture(channels: 1, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
-            let v = raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) }
-            return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: v + v + v)
-        }
-        func inked(_ picture: PlanarImage) -> PlanarImage {
-            picture.combined(with: picture.binomialSmoothed().binomialSmoothed()) { a, b in min(max(a + 3 * (a - b) - 2 * abs(a - b), 0), 1) }
-        }
-        let key = grey(17)
-        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: inked(key))], encoder: PooledFeatures())
-        let frame = grey(99), truth = inked(frame)
-        let output = try propagator.apply(to: frame, index: 1)
-        var left = 0.0, whole = 0.0
-        for i in output.values.indices {
-            left += Double((output.values[i] - truth.values[i]) * (output.values[i] - truth.values[i]))
-            whole += Double((frame.values[i] - truth.values[i]) * (frame.values[i] - truth.values[i]))
-        }
-        #expect(1 - left / whole > 0.35, "the output covers \(1 - left / whole) of the way from the frame to its inked truth")
+        let covered = try inkedCoverage { a, b in a + 3 * (a - b) - 2 * abs(a - b) }
+        #expect(covered > 0.35, "the output covers \(covered) of the way from the frame to its inked truth")
     }
 
     /// A stroke's darkness grows with the detail under it and is the same on either side of an
     /// edge: an even function of the detail, here its square (an ink that darkens each pixel by
-    /// the square of its departure from its surroundings). Made of a new frame's own detail where
-    /// nothing in the frame matches the keyframe, the output covers 0.84 of the way from the
-    /// frame to the same filter applied to it; with the detail and its size alone as the
-    /// prediction's features (before the square was one), 0.73.
+    /// the square of its departure from its surroundings). Made of a new frame's own detail, the
+    /// output covers 0.84 of the way from the frame to its inked truth; with the detail and its
+    /// size alone as the prediction's features (before the square was one), 0.73.
     @Test func aStrokeDarkeningAsTheDetailsSquareIsMadeOfANewFramesOwn() throws {
-        func grey(_ seed: UInt64) -> PlanarImage {
-            let raw = texture(channels: 1, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
-            let v = raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) }
-            return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: v + v + v)
-        }
-        func inked(_ picture: PlanarImage) -> PlanarImage {
-            picture.combined(with: picture.binomialSmoothed().binomialSmoothed()) { a, b in min(max(a - 40 * (a - b) * (a - b), 0), 1) }
-        }
-        let key = grey(17)
-        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: inked(key))], encoder: PooledFeatures())
-        let frame = grey(99), truth = inked(frame)
-        let output = try propagator.apply(to: frame, index: 1)
-        var left = 0.0, whole = 0.0
-        for i in output.values.indices {
-            left += Double((output.values[i] - truth.values[i]) * (output.values[i] - truth.values[i]))
-            whole += Double((frame.values[i] - truth.values[i]) * (frame.values[i] - truth.values[i]))
-        }
-        #expect(1 - left / whole > 0.79, "the output covers \(1 - left / whole) of the way from the frame to its inked truth")
+        let covered = try inkedCoverage { a, b in a - 40 * (a - b) * (a - b) }
+        #expect(covered > 0.79, "the output covers \(covered) of the way from the frame to its inked truth")
     }
 
     /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
