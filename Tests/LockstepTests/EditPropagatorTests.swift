@@ -507,22 +507,21 @@ struct PooledFeatures: FeatureEncoder {
         #expect(farError / Double(farCount) < 0.01, "background away from the discs changed by \(farError / Double(farCount))")
     }
 
-    /// An ink made of a picture's detail (`inked`: a function of a pixel and its twice-smoothed
-    /// value) drawn on one texture as the keyframe, then `edit` on another texture altogether,
-    /// where nothing matches the keyframe: the share of the distance between that frame and its
-    /// own inked truth that the output covers.
-    private func inkedCoverage(_ ink: @escaping (Float, Float) -> Float) throws -> Double {
-        func grey(_ seed: UInt64) -> PlanarImage {
-            let raw = texture(channels: 1, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
-            let v = raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) }
-            return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: v + v + v)
-        }
-        func inked(_ picture: PlanarImage) -> PlanarImage {
-            picture.combined(with: picture.binomialSmoothed().binomialSmoothed()) { a, b in min(max(ink(a, b), 0), 1) }
-        }
-        let key = grey(17)
-        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: inked(key))], encoder: PooledFeatures())
-        let frame = grey(99), truth = inked(frame)
+    /// A grey texture of `seed`, 0.5 ± 0.08 about its mean.
+    private func greyTexture(_ seed: UInt64) -> PlanarImage {
+        let raw = texture(channels: 1, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
+        let v = raw.values.map { min(max(0.5 + 0.08 * $0, 0), 1) }
+        return PlanarImage(channels: 3, height: raw.height, width: raw.width, values: v + v + v)
+    }
+
+    /// `ink` (a picture's edit made of its own detail) drawn on the texture `picture(17)` as the
+    /// keyframe, then `edit` on `picture(99)`, another texture altogether, where nothing matches
+    /// the keyframe: the share of the distance between that frame and its own inked truth that
+    /// the output covers.
+    private func inkedCoverage(picture: (UInt64) -> PlanarImage, _ ink: (PlanarImage) -> PlanarImage) throws -> Double {
+        let key = picture(17)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: ink(key))], encoder: PooledFeatures())
+        let frame = picture(99), truth = ink(frame)
         let output = try propagator.apply(to: frame, index: 1)
         var left = 0.0, whole = 0.0
         for i in output.values.indices {
@@ -532,13 +531,18 @@ struct PooledFeatures: FeatureEncoder {
         return 1 - left / whole
     }
 
+    /// An ink made of each value and its twice-smoothed surroundings, channel by channel.
+    private func inkedChannels(_ ink: @escaping (Float, Float) -> Float) -> (PlanarImage) -> PlanarImage {
+        { picture in picture.combined(with: picture.binomialSmoothed().binomialSmoothed()) { a, b in min(max(ink(a, b), 0), 1) } }
+    }
+
     /// An edit made of the keyframe's detail (an inking filter: edges sharpened, then darkened
     /// by their size) is made of a new frame's own detail where nothing in the frame matches the
     /// keyframe: another texture altogether. Of the distance between the frame and the same
     /// filter applied to it, the output covers 0.46 (`DetailPrediction`); the colour part and the
     /// synthesis alone covered 0.16.
     @Test func anEditMadeOfTheKeyframesDetailIsMadeOfANewFramesOwn() throws {
-        let covered = try inkedCoverage { a, b in a + 3 * (a - b) - 2 * abs(a - b) }
+        let covered = try inkedCoverage(picture: greyTexture, inkedChannels { a, b in a + 3 * (a - b) - 2 * abs(a - b) })
         #expect(covered > 0.35, "the output covers \(covered) of the way from the frame to its inked truth")
     }
 
@@ -548,8 +552,31 @@ struct PooledFeatures: FeatureEncoder {
     /// output covers 0.84 of the way from the frame to its inked truth; with the detail and its
     /// size alone as the prediction's features (before the square was one), 0.73.
     @Test func aStrokeDarkeningAsTheDetailsSquareIsMadeOfANewFramesOwn() throws {
-        let covered = try inkedCoverage { a, b in a - 40 * (a - b) * (a - b) }
+        let covered = try inkedCoverage(picture: greyTexture, inkedChannels { a, b in a - 40 * (a - b) * (a - b) })
         #expect(covered > 0.79, "the output covers \(covered) of the way from the frame to its inked truth")
+    }
+
+    /// A stroke drawn along edges of colour that have no edge of brightness: a texture of red
+    /// against green at one luma, inked darker in every channel by the red's departure from its
+    /// surroundings. The luma's detail is nothing there; the colour differences' detail is the
+    /// stroke's. The output covers 0.60 of the way from the frame to its inked truth; with the
+    /// luma's detail alone (before the colour differences' was a feature), 0.52, most of it the
+    /// synthesis's.
+    @Test func aStrokeAlongEdgesOfColourIsMadeOfANewFramesOwn() throws {
+        func isoluminant(_ seed: UInt64) -> PlanarImage {
+            let raw = texture(channels: 1, width: Self.size.width, height: Self.size.height, dx: 0, dy: 0, seed: seed)
+            let red = raw.values.map { 0.5 + 0.1 * $0 }, green = raw.values.map { 0.5 - 0.1 * $0 * 0.2126 / 0.7152 }
+            return PlanarImage(channels: 3, height: raw.height, width: raw.width,
+                               values: red + green + [Float](repeating: 0.5, count: raw.values.count))
+        }
+        let covered = try inkedCoverage(picture: isoluminant) { picture in
+            let n = picture.planeSize, red = PlanarImage(channels: 1, height: picture.height, width: picture.width,
+                                                         values: Array(picture.values[0..<n]))
+            let departure = red.combined(with: red.binomialSmoothed().binomialSmoothed()) { a, b in 6 * abs(a - b) }
+            return PlanarImage(channels: 3, height: picture.height, width: picture.width,
+                               values: picture.values.indices.map { min(max(picture.values[$0] - departure.values[$0 % n], 0), 1) })
+        }
+        #expect(covered > 0.56, "the output covers \(covered) of the way from the frame to its inked truth")
     }
 
     /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit

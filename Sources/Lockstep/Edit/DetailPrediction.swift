@@ -13,21 +13,31 @@ import Tensor
 struct DetailPrediction: Sendable {
     /// Band-pass levels: luma less its 2×2-pooled version spread back, at 1, 2, 4 and 8 px.
     static let levels = 4
-    /// Per pixel: the detail at each level, its absolute value, its square, and 1. A stroke's
-    /// darkness is an even function of the detail it is drawn on (an outline darkens either side
-    /// of an edge) that saturates, which |d| and d² take to second order. (Also times the pixel's
-    /// luma, as a stroke's darkness might depend on what it is drawn over: 0.02 dB on the
-    /// evaluation's cases, 0.04 on mine, for twice the prediction's work; not kept.)
-    static let features = 3 * levels + 1
+    /// Per pixel: the luma's detail at each level, its absolute value, its square; the finest
+    /// level's detail of the two colour differences (red − luma, blue − luma) and their absolute
+    /// values; and 1. A stroke's darkness is an even function of the detail it is drawn on (an
+    /// outline darkens either side of an edge) that saturates, which |d| and d² take to second
+    /// order; and a stroke lies on an edge of colour as well as one of brightness. (Also times
+    /// the pixel's luma, as a stroke's darkness might depend on what it is drawn over: 0.02 dB
+    /// on the evaluation's cases, 0.04 on mine, for twice the prediction's work; not kept.)
+    static let features = 3 * levels + 2 * colourDifferences + 1
+    /// The colour differences whose finest detail is a feature.
+    static let colourDifferences = 2
+    /// Where each group of features starts: the colour differences' details, then their sizes,
+    /// then the constant.
+    static let colourDetailAt = 3 * levels, constantAt = features - 1
     /// Per channel, one weight per feature.
     let weights: [Float]
 
     /// The luma pyramid of a picture: `pooled[l]` is its 2^(l+1) × 2^(l+1) average pooling, for
-    /// the `levels` levels below full resolution, read back at full resolution row by row
-    /// (`features(row:luma:into:)`).
+    /// the `levels` levels below full resolution, and its colour differences' first level,
+    /// read back at full resolution row by row (`features(row:red:blue:luma:into:)`).
     struct Pyramid {
         let width: Int, height: Int
         let pooled: [PlanarImage]
+        /// The colour differences (red − luma, blue − luma) 2×2-pooled, two planes; nil where the
+        /// picture is too small to pool.
+        let pooledColour: PlanarImage?
         /// Per level, per full-resolution column: the level's column at or before it, and the
         /// next one's weight.
         let columns: [(index: [Int32], weight: [Float])]
@@ -37,6 +47,7 @@ struct DetailPrediction: Sendable {
             height = picture.height
             var levels: [PlanarImage] = []
             var current = luma(picture)
+            pooledColour = picture.width >= 2 && picture.height >= 2 ? Self.colourDifferencePlanes(picture, luma: current).averagePooled2() : nil
             for _ in 0..<DetailPrediction.levels {
                 guard current.width >= 2, current.height >= 2 else { break }
                 current = current.averagePooled2()
@@ -79,9 +90,42 @@ struct DetailPrediction: Sendable {
             }
         }
 
-        /// Row `y`'s features into `out` (`features` planes of `width`), from the row's luma: the
-        /// detail at each scale (`forEachDetail`), its absolute value, its square, and 1.
-        func features(row y: Int, luma: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        /// Red − luma and blue − luma, two planes.
+        static func colourDifferencePlanes(_ picture: PlanarImage, luma: PlanarImage) -> PlanarImage {
+            let n = picture.planeSize
+            var out = PlanarImage(uninitializedChannels: 2, height: picture.height, width: picture.width)
+            picture.withUnsafeBufferPointer { p in luma.withUnsafeBufferPointer { l in out.withUnsafeMutableBufferPointer { o in
+                for i in 0..<n {
+                    o[i] = p[i] - l[i]
+                    o[n &+ i] = p[2 &* n &+ i] - l[i]
+                }
+            } } }
+            return out
+        }
+
+        /// Row `y`'s detail of the colour differences at the finest level (each less its 2×2
+        /// pooling read back, as the luma's), into `out` (two rows of `width`), from the row's
+        /// colours and luma; 0 where the picture is too small to pool.
+        func colourDetail(row y: Int, red: UnsafePointer<Float>, blue: UnsafePointer<Float>, luma: UnsafePointer<Float>,
+                          into out: UnsafeMutablePointer<Float>) {
+            let w = width
+            guard let pooledColour else {
+                out.initialize(repeating: 0, count: DetailPrediction.colourDifferences * w)
+                return
+            }
+            for c in 0..<DetailPrediction.colourDifferences {
+                let row = out + c &* w, colour = c == 0 ? red : blue
+                upsampledRow(pooledColour, channel: c, columns: columns[0], scale: 2, y: y, into: row)
+                for x in 0..<w { row[x] = colour[x] - luma[x] - row[x] }
+            }
+        }
+
+        /// Row `y`'s features into `out` (`features` planes of `width`), from the row's colours
+        /// and luma: the luma's detail at each scale (`forEachDetail`), its absolute value, its
+        /// square, the colour differences' finest detail (`colourDetail`) and its absolute value,
+        /// and 1.
+        func features(row y: Int, red: UnsafePointer<Float>, blue: UnsafePointer<Float>, luma: UnsafePointer<Float>,
+                      into out: UnsafeMutablePointer<Float>) {
             let w = width, count = DetailPrediction.levels
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * w) { scratch in
                 forEachDetail(row: y, luma: luma, scratch: scratch.baseAddress!) { l, finer, coarser in
@@ -94,25 +138,35 @@ struct DetailPrediction: Sendable {
                     }
                 }
             }
-            let one = out + 3 &* count &* w
+            let colour = out + DetailPrediction.colourDetailAt &* w, sizes = colour + DetailPrediction.colourDifferences &* w
+            colourDetail(row: y, red: red, blue: blue, luma: luma, into: colour)
+            for i in 0..<(DetailPrediction.colourDifferences &* w) { sizes[i] = abs(colour[i]) }
+            let one = out + DetailPrediction.constantAt &* w
             for x in 0..<w { one[x] = 1 }
         }
 
         /// Full-resolution row `y` of `pooled[l]`, bilinearly: the level's two rows blended
         /// first (at the level's width), then read across.
         func upsampledRow(_ l: Int, y: Int, into out: UnsafeMutablePointer<Float>) {
-            let level = pooled[l], lw = level.width, lh = level.height
-            let s = Float(1 << (l + 1)), offset = (s - 1) / 2
+            upsampledRow(pooled[l], channel: 0, columns: columns[l], scale: Float(1 << (l + 1)), y: y, into: out)
+        }
+
+        /// Full-resolution row `y` of channel `channel` of `level`, a pooling by `scale` read
+        /// back through `columns` (the level's, as `columns` holds them).
+        func upsampledRow(_ level: PlanarImage, channel: Int, columns: (index: [Int32], weight: [Float]), scale s: Float, y: Int,
+                          into out: UnsafeMutablePointer<Float>) {
+            let lw = level.width, lh = level.height, offset = (s - 1) / 2
             let gy = min(max((Float(y) - offset) / s, 0), Float(lh - 1))
             let y0 = min(Int(gy), lh - 1), y1 = min(y0 + 1, lh - 1), b = gy - Float(y0)
             withUnsafeTemporaryAllocation(of: Float.self, capacity: lw + 1) { rowBuffer in
                 let row = rowBuffer.baseAddress!
                 level.withUnsafeBufferPointer { p in
-                    let top = p.baseAddress! + y0 &* lw, bottom = p.baseAddress! + y1 &* lw
+                    let plane = p.baseAddress! + channel &* lw &* lh
+                    let top = plane + y0 &* lw, bottom = plane + y1 &* lw
                     for x in 0..<lw { row[x] = top[x] + b * (bottom[x] - top[x]) }
                 }
                 row[lw] = row[lw - 1]
-                columns[l].index.withUnsafeBufferPointer { ib in columns[l].weight.withUnsafeBufferPointer { wb in
+                columns.index.withUnsafeBufferPointer { ib in columns.weight.withUnsafeBufferPointer { wb in
                     for x in 0..<width {
                         let i = Int(ib[x]), a = wb[x]
                         out[x] = row[i] + a * (row[i &+ 1] - row[i])
@@ -136,12 +190,13 @@ struct DetailPrediction: Sendable {
         var gram = [[Double]](repeating: [Double](repeating: 0, count: k * k), count: 2)
         var cross = [[Double]](repeating: [Double](repeating: 0, count: k * 3), count: 2)
         var energy = [Double](repeating: 0, count: 2)
-        grayscale.withUnsafeBufferPointer { l in unexplained.withUnsafeBufferPointer { u in
+        grayscale.withUnsafeBufferPointer { l in unexplained.withUnsafeBufferPointer { u in original.withUnsafeBufferPointer { o in
             var features = [Float](repeating: 0, count: k * w), v = [Double](repeating: 0, count: k)
-            // Every other row and column: enough samples for thirteen weights, a quarter of the work.
+            // Every other row and column: enough samples for seventeen weights, a quarter of the work.
             for y in stride(from: 0, to: h, by: 2) {
                 features.withUnsafeMutableBufferPointer { f in
-                    pyramid.features(row: y, luma: l.baseAddress! + y * w, into: f.baseAddress!)
+                    pyramid.features(row: y, red: o.baseAddress! + y * w, blue: o.baseAddress! + 2 * n + y * w,
+                                     luma: l.baseAddress! + y * w, into: f.baseAddress!)
                 }
                 for x in stride(from: 0, to: w, by: 2) {
                     let half = ((x / 32) + (y / 32)) % 2
@@ -154,7 +209,7 @@ struct DetailPrediction: Sendable {
                     }
                 }
             }
-        } }
+        } } }
         /// The weights, k per channel at [i · 3 + c], from one set of sums.
         func solved(_ g: [Double], _ b: [Double]) -> [Double] {
             var a = g
@@ -213,7 +268,8 @@ struct DetailPrediction: Sendable {
         for x in 0..<w { grey[x] = 0.2126 * red[x] + 0.7152 * green[x] + 0.0722 * blue[x] }
         weights.withUnsafeBufferPointer { wb in
             let ro = out, go = out + w, bo = out + 2 &* w
-            let (r, g, b) = (wb[3 &* count], wb[k &+ 3 &* count], wb[2 &* k &+ 3 &* count])
+            let one = Self.constantAt
+            let (r, g, b) = (wb[one], wb[k &+ one], wb[2 &* k &+ one])
             for x in 0..<w { ro[x] = r; go[x] = g; bo[x] = b }
             pyramid.forEachDetail(row: y, luma: grey, scratch: scratch + w) { l, finer, coarser in
                 let (r0, r1, r2) = (wb[l], wb[count &+ l], wb[2 &* count &+ l])
@@ -226,9 +282,22 @@ struct DetailPrediction: Sendable {
                     bo[x] += b0 * d + b1 * a + b2 * q
                 }
             }
+            // The colour differences' finest detail, each into the three channels.
+            let colour = scratch + 3 &* w
+            pyramid.colourDetail(row: y, red: red, blue: blue, luma: grey, into: colour)
+            for c in 0..<Self.colourDifferences {
+                let detail = colour + c &* w, at = Self.colourDetailAt &+ c, size = at &+ Self.colourDifferences
+                let (r0, r1) = (wb[at], wb[size]), (g0, g1) = (wb[k &+ at], wb[k &+ size]), (b0, b1) = (wb[2 &* k &+ at], wb[2 &* k &+ size])
+                for x in 0..<w {
+                    let d = detail[x], a = abs(d)
+                    ro[x] += r0 * d + r1 * a
+                    go[x] += g0 * d + g1 * a
+                    bo[x] += b0 * d + b1 * a
+                }
+            }
         }
     }
 
     /// Rows of scratch `predictRow` needs.
-    static let scratchRows = 3
+    static let scratchRows = 5
 }
