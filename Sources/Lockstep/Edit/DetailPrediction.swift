@@ -298,6 +298,27 @@ struct DetailPrediction: Sendable {
         }
     }
 
+    /// The prediction for a whole picture, three planes.
+    func predicted(_ picture: PlanarImage) -> PlanarImage {
+        let w = picture.width, h = picture.height, n = w * h
+        let pyramid = Pyramid(picture)
+        var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
+        picture.withUnsafeBufferPointer { p in out.withUnsafeMutableBufferPointer { o in
+            let src = p.baseAddress!, dst = o.baseAddress!
+            parallelChunks(h, minimumChunk: 8) { rows in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: (3 + Self.scratchRows) * w) { buffer in
+                    let row = buffer.baseAddress!
+                    for y in rows {
+                        predictRow(y, red: src + y &* w, green: src + (n &+ y &* w), blue: src + (2 &* n &+ y &* w),
+                                   pyramid: pyramid, into: row, scratch: row + 3 &* w)
+                        for c in 0..<3 { (dst + (c &* n &+ y &* w)).update(from: row + c &* w, count: w) }
+                    }
+                }
+            }
+        } }
+        return out
+    }
+
     /// Rows of scratch `predictRow` needs.
     static let scratchRows = 5
 }

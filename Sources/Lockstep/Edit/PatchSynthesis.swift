@@ -65,6 +65,9 @@ struct PatchSynthesis: Sendable {
     /// (`predictability`). The synthesis takes a source's edit only that far. Empty where the
     /// synthesis does not contribute.
     let predictability: [Float]
+    /// Per half-resolution patch of the keyframe: the offset to its lookalike (see
+    /// `predictability`); empty where the synthesis does not contribute.
+    let lookalikes: (dx: [Int32], dy: [Int32])
 
     /// Per pixel column of the frame: the two patch columns its votes come from, and the weight
     /// of the second (the same for every row and frame, so worked out once).
@@ -121,6 +124,7 @@ struct PatchSynthesis: Sendable {
         // work with (and no quarter-resolution grid at all under 4 px).
         guard gridWidth >= 4 * Self.radius + 2, gridHeight >= 4 * Self.radius + 2 else {
             predictability = []
+            lookalikes = ([], [])
             contributes = false
             return
         }
@@ -131,10 +135,11 @@ struct PatchSynthesis: Sendable {
         // grade) cannot contribute however predictable it is: the lookalike search is skipped.
         guard departing.filter({ $0 >= 16 / 255 }).count * 100 >= n else {
             predictability = []
+            lookalikes = ([], [])
             contributes = false
             return
         }
-        predictability = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
+        (predictability, lookalikes) = Self.predictability(key: key, edit: reduced.averagePooled2(), width: gridWidth, height: gridHeight)
         let predictability = self.predictability
         let predictable = (0..<n).map { u in predictability[u] * departing[u] }
         contributes = predictable.filter { $0 >= 16 / 255 }.count * 100 >= n
@@ -147,7 +152,7 @@ struct PatchSynthesis: Sendable {
     /// any), 0 where one carries an edit the other lacks (a sticker or a painted label, which
     /// belongs to its place and must not be copied onto content that merely looks like what
     /// is under it), in between as their edits correlate.
-    static func predictability(key: Padded, edit: PlanarImage, width gw: Int, height gh: Int) -> [Float] {
+    static func predictability(key: Padded, edit: PlanarImage, width gw: Int, height gh: Int) -> ([Float], (dx: [Int32], dy: [Int32])) {
         let count = gw * gh, r = radius, side = Int32(2 * r + 1)
         // Lookalikes are sought a quarter of the picture away or more: an edit confined to a
         // smaller region (a sticker, a label, however large its inside) has no lookalike with
@@ -172,7 +177,7 @@ struct PatchSynthesis: Sendable {
                 out[u] = max(0, 1 - difference / energy)
             }
         }
-        return out
+        return (out, (dx, dy))
     }
 
     /// The full-resolution patch of half-resolution pixel u: 8×8 px, pixels 2u − 3 … 2u + 4 (its
