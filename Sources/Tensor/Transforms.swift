@@ -225,4 +225,14 @@ extension PlanarImage {
         } } }
         return out
     }
+
+    /// The root mean square of the differences between this image and `other` (of the same shape).
+    public func rmsDifference(from other: PlanarImage) -> Float {
+        precondition(channels == other.channels && height == other.height && width == other.width)
+        var sum = 0.0
+        withUnsafeBufferPointer { a in other.withUnsafeBufferPointer { b in
+            for i in 0..<a.count { let d = Double(a[i] - b[i]); sum += d * d }
+        } }
+        return Float((sum / Double(max(count, 1))).squareRoot())
+    }
 }

@@ -581,6 +581,40 @@ struct PooledFeatures: FeatureEncoder {
         #expect(covered > 0.85, "the output covers \(covered) of the way from the frame to its inked truth")
     }
 
+    /// The colour part and the prediction from detail are fitted together. The keyframe: a flat
+    /// blue background, and a textured patch of orange; its edit a pencil-like ink, white paper
+    /// where the picture is flat and strokes as dark as its detail is strong. Orange appears in the
+    /// keyframe only under strokes, so a colour part fitted on its own gives orange their average
+    /// darkness. A frame then shows a flat orange square on the background, whose truth is white
+    /// paper: the output there (mean over its inside, all channels) was 0.81 with the colour part
+    /// fitted first and the prediction on what it left, and is 0.90 with the two fitted in turns
+    /// (0.97 after twelve turns).
+    @Test func aColourTheKeyframeShowedOnlyUnderStrokesIsPaperWhereFlat() throws {
+        let (w, h) = (Self.size.width, Self.size.height), n = w * h
+        let grain = texture(channels: 1, width: w, height: h, seed: 5)
+        let blue: [Float] = [0.25, 0.35, 0.6], orange: [Float] = [0.7, 0.5, 0.2]
+        let patch = (x: 20..<70, y: 20..<100), square = (x: 100..<144, y: 30..<90)
+        func picture(withSquare: Bool) -> PlanarImage {
+            var values = [Float](repeating: 0, count: 3 * n)
+            for y in 0..<h { for x in 0..<w { for c in 0..<3 {
+                let textured = patch.x.contains(x) && patch.y.contains(y)
+                let flat = withSquare && square.x.contains(x) && square.y.contains(y)
+                values[c * n + y * w + x] = textured ? orange[c] + 0.12 * grain.values[y * w + x] : flat ? orange[c] : blue[c]
+            } } }
+            return PlanarImage(channels: 3, height: h, width: w, values: values)
+        }
+        let ink = inkedChannels { a, b in 1 - 6 * abs(a - b) }
+        let key = picture(withSquare: false), frame = picture(withSquare: true)
+        let propagator = EditPropagator(keyframes: [Keyframe(index: 0, original: key, edited: ink(key))], encoder: PooledFeatures())
+        let output = try propagator.apply(to: frame, index: 1)
+        var sum = 0.0, count = 0
+        for y in (square.y.lowerBound + 6)..<(square.y.upperBound - 6) { for x in (square.x.lowerBound + 6)..<(square.x.upperBound - 6) {
+            for c in 0..<3 { sum += Double(output[c, y, x]); count += 1 }
+        } }
+        let level = sum / Double(count)
+        #expect(level > 0.86, "the flat square came out at \(level); its truth is white paper, 1")
+    }
+
     /// A stylised edit made on frame 0 of a slow sub-pixel pan moves as one piece. The edit
     /// posterises the colours to four levels with soft steps: a function of colour, but so
     /// non-linear that applying it to each frame's own colours makes every edge shimmer as its

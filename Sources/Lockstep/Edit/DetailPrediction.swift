@@ -186,30 +186,35 @@ struct DetailPrediction: Sendable {
         guard w >= 16, h >= 16 else { return nil }
         let pyramid = Pyramid(original)
         let grayscale = luma(original)
-        // Normal equations per half of the checkerboard: XᵀX (k × k) and XᵀY (k × 3), Σ y².
+        // Normal equations per half of the checkerboard: XᵀX (k × k) and XᵀY (k × 3), Σ y². Every
+        // other row and column: enough samples for seventeen weights, a quarter of the work. The
+        // rows in a fixed number of bands, each summed on its own (a batch of samples at a time,
+        // by BLAS) and the bands added in order, so the sums do not depend on the number of cores.
+        let rows = Array(stride(from: 0, to: h, by: 2)), bands = min(16, rows.count)
+        var bandSums = [[Double]](repeating: [], count: bands)
+        grayscale.withUnsafeBufferPointer { l in unexplained.withUnsafeBufferPointer { u in original.withUnsafeBufferPointer { o in
+        bandSums.withUnsafeMutableBufferPointer { out in
+            let luma = l.baseAddress!, target = u.baseAddress!, colours = o.baseAddress!
+            parallelChunks(bands) { range in
+                for band in range {
+                    out[band] = Self.normalEquations(rows: rows[(rows.count * band / bands)..<(rows.count * (band + 1) / bands)],
+                                                     pyramid: pyramid, colours: colours, luma: luma, target: target)
+                }
+            }
+        } } } }
+        // Per half: gram (k·k), then cross (k·3), then energy (1).
+        let layout = k * k + k * 3 + 1
         var gram = [[Double]](repeating: [Double](repeating: 0, count: k * k), count: 2)
         var cross = [[Double]](repeating: [Double](repeating: 0, count: k * 3), count: 2)
         var energy = [Double](repeating: 0, count: 2)
-        grayscale.withUnsafeBufferPointer { l in unexplained.withUnsafeBufferPointer { u in original.withUnsafeBufferPointer { o in
-            var features = [Float](repeating: 0, count: k * w), v = [Double](repeating: 0, count: k)
-            // Every other row and column: enough samples for seventeen weights, a quarter of the work.
-            for y in stride(from: 0, to: h, by: 2) {
-                features.withUnsafeMutableBufferPointer { f in
-                    pyramid.features(row: y, red: o.baseAddress! + y * w, blue: o.baseAddress! + 2 * n + y * w,
-                                     luma: l.baseAddress! + y * w, into: f.baseAddress!)
-                }
-                for x in stride(from: 0, to: w, by: 2) {
-                    let half = ((x / 32) + (y / 32)) % 2
-                    for i in 0..<k { v[i] = Double(features[i * w + x]) }
-                    for i in 0..<k { for j in i..<k { gram[half][i * k + j] += v[i] * v[j] } }
-                    for c in 0..<3 {
-                        let target = Double(u[c * n + y * w + x])
-                        for i in 0..<k { cross[half][i * 3 + c] += v[i] * target }
-                        energy[half] += target * target
-                    }
-                }
+        for sums in bandSums {
+            for half in 0..<2 {
+                let base = half * layout
+                for i in 0..<(k * k) { gram[half][i] += sums[base + i] }
+                for i in 0..<(k * 3) { cross[half][i] += sums[base + k * k + i] }
+                energy[half] += sums[base + k * k + k * 3]
             }
-        } } }
+        }
         /// The weights, k per channel at [i · 3 + c], from one set of sums.
         func solved(_ g: [Double], _ b: [Double]) -> [Double] {
             var a = g
@@ -255,6 +260,49 @@ struct DetailPrediction: Sendable {
         let fitted = solved(all, both)
         guard fitted.allSatisfy({ $0.isFinite }) else { return nil }
         weights = (0..<3).flatMap { c in (0..<k).map { i in Float(fitted[i * 3 + c] * scale[c]) } }
+    }
+
+    /// The normal equations' sums over `rows` (every other pixel of each), for each half of the
+    /// checkerboard of 32-pixel cells: XᵀX (k × k, [i · k + j]), XᵀY (k × 3, [i · 3 + c]) and
+    /// Σ y², one half after the other. Samples are gathered a batch at a time and their products
+    /// taken by BLAS in single precision, each batch's added in double.
+    static func normalEquations(rows: ArraySlice<Int>, pyramid: Pyramid, colours: UnsafePointer<Float>,
+                                luma: UnsafePointer<Float>, target: UnsafePointer<Float>) -> [Double] {
+        let w = pyramid.width, n = w * pyramid.height, k = Self.features, layout = k * k + k * 3 + 1
+        var sums = [Double](repeating: 0, count: 2 * layout)
+        let batch = 2048
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: k * w)
+        let samples = UnsafeMutablePointer<Float>.allocate(capacity: 2 * (k + 3) * batch)
+        let products = UnsafeMutablePointer<Float>.allocate(capacity: k * k + k * 3)
+        defer { row.deallocate(); samples.deallocate(); products.deallocate() }
+        var counts = [0, 0]
+        // Half h's batch: k feature rows, then 3 target rows, each `batch` long.
+        func buffer(_ half: Int) -> UnsafeMutablePointer<Float> { samples + half * (k + 3) * batch }
+        func flush(_ half: Int) {
+            let count = counts[half]
+            guard count > 0 else { return }
+            let a = buffer(half), y = a + k * batch
+            gemm(m: k, n: k, k: count, a: a, lda: batch, b: a, ldb: batch, transposeB: true, c: products, ldc: k)
+            gemm(m: k, n: 3, k: count, a: a, lda: batch, b: y, ldb: batch, transposeB: true, c: products + k * k, ldc: 3)
+            let base = half * layout
+            for i in 0..<(k * k + k * 3) { sums[base + i] += Double(products[i]) }
+            var energy = 0.0
+            for c in 0..<3 { for j in 0..<count { energy += Double(y[c * batch + j]) * Double(y[c * batch + j]) } }
+            sums[base + k * k + k * 3] += energy
+            counts[half] = 0
+        }
+        for y in rows {
+            pyramid.features(row: y, red: colours + y * w, blue: colours + (2 * n + y * w), luma: luma + y * w, into: row)
+            for x in stride(from: 0, to: w, by: 2) {
+                let half = ((x / 32) + (y / 32)) % 2, a = buffer(half), j = counts[half]
+                for i in 0..<k { a[i * batch + j] = row[i * w + x] }
+                for c in 0..<3 { a[(k + c) * batch + j] = target[c * n + y * w + x] }
+                counts[half] = j + 1
+                if j + 1 == batch { flush(half) }
+            }
+        }
+        flush(0); flush(1)
+        return sums
     }
 
     /// Row `y`'s prediction into `out` (three planes of the row's width), from the row's colours

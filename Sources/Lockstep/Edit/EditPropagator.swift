@@ -285,7 +285,6 @@ final class KeyframeEdit: @unchecked Sendable {
         width = key.original.width
         height = key.original.height
         self.encoder = encoder
-        colour = ColourTransform(original: key.original, edited: key.edited)
         // Straight into half precision: no full-size Float temporaries (two, 22 MB at 720p).
         ownEdit = key.edited.withUnsafeBufferPointer { e in key.original.withUnsafeBufferPointer { o in
             precondition(e.count == o.count, "a keyframe's edited image must have its original's size")
@@ -294,12 +293,30 @@ final class KeyframeEdit: @unchecked Sendable {
                 count = e.count
             }
         } }
-        let colourPart = colour.delta(for: key.original)
+        // The colour part and the prediction from detail are fitted together, in turns
+        // (backfitting), each on what the other leaves: fitted first alone, the colour part takes
+        // as a colour's edit what strokes on detailed content of that colour did (a blue spring's
+        // dark outlines, darkening all blue), which a flat blue sky in a later frame then gets.
+        var colour = ColourTransform(original: key.original, edited: key.edited)
+        var colourPart = colour.delta(for: key.original)
+        var unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
+        var detail = DetailPrediction(original: key.original, unexplained: unexplained)
+        for _ in 0..<KeyframeEdit.jointRounds {
+            guard let fitted = detail else { break }
+            let nextColour = ColourTransform(original: key.original, edited: key.edited.combined(with: fitted.predicted(key.original), -))
+            let nextPart = nextColour.delta(for: key.original)
+            let nextUnexplained = key.edited.combined(with: key.original, nextPart) { e, o, c in e - o - c }
+            guard let next = DetailPrediction(original: key.original, unexplained: nextUnexplained) else { break }
+            let moved = nextPart.rmsDifference(from: colourPart)
+            (colour, colourPart, unexplained, detail) = (nextColour, nextPart, nextUnexplained, next)
+            // Settled: the colour part moved by less than half an 8-bit level.
+            if moved < 0.5 / 255 { break }
+        }
+        self.colour = colour
+        self.detail = detail
         let carried = EditPropagator.carriedEdit(key, colour: colour, colourPart: colourPart)
         edits = Transport.paddedInterleaved4(carried.bSplineCoefficients())
-        let unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         synthesis = PatchSynthesis(original: key.original, carried: carried, unexplained: unexplained)
-        detail = DetailPrediction(original: key.original, unexplained: unexplained)
         // Where the edit is predicted from detail too, the synthesis carries what that prediction
         // leaves of the keyframe's edit, as far as it tells lookalikes' edits apart, and each
         // frame's own prediction brings the rest: strokes drawn on the frame's own edges, not on
@@ -327,6 +344,11 @@ final class KeyframeEdit: @unchecked Sendable {
         configuration.finestLevel = max(alignment.startingLevel(fieldWidth: features.width, fieldHeight: features.height) - 1, 0)
         attention = CrossFrameAttention(reference: features, configuration: configuration)
     }
+
+    /// At most this many turns of the joint fit of the colour part and the prediction from
+    /// detail after the first (`init`): each costs a colour fit, a prediction and its fit of
+    /// the keyframe, about 0.27 s at 720p.
+    static let jointRounds = 4
 
     /// How far, per channel, the difference between two lookalikes' predictions from detail
     /// explains the difference between their edits: the least-squares α of
