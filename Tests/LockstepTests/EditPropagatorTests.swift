@@ -587,7 +587,7 @@ struct PooledFeatures: FeatureEncoder {
     /// keyframe only under strokes, so a colour part fitted on its own gives orange their average
     /// darkness. A frame then shows a flat orange square on the background, whose truth is white
     /// paper: the output there (mean over its inside, all channels) was 0.81 with the colour part
-    /// fitted first and the prediction on what it left, and is 0.90 with the two fitted in turns
+    /// fitted first and the prediction on what it left, and is 0.92 with the two fitted in turns
     /// (0.97 after twelve turns).
     @Test func aColourTheKeyframeShowedOnlyUnderStrokesIsPaperWhereFlat() throws {
         let (w, h) = (Self.size.width, Self.size.height), n = w * h

@@ -96,7 +96,9 @@ struct LatticeSystem {
     /// stylisation, whose strokes colour explains only on average, one about 250 times
     /// stronger, so that a colour a few strokes reach does not swing to fit them. All zero
     /// where there are no examples.
-    func solved() -> (values: [SIMD4<Double>], membrane: Double) {
+    /// `start`, a solution of a nearby problem (the same keyframe's edit, a little changed), is
+    /// where the membrane's estimate and the fits begin: they then settle in fewer rounds.
+    func solved(start: (values: [SIMD4<Double>], membrane: Double)? = nil) -> (values: [SIMD4<Double>], membrane: Double) {
         let n = points
         var examples: Double = 0, trace: Double = 0
         for p in 0..<n {
@@ -111,8 +113,8 @@ struct LatticeSystem {
         // The membrane is never weaker than 10⁻⁴ of the examples' mean weight per point: an exact
         // fit (σ² = 0) would otherwise leave the points no example reaches undetermined.
         let weakest = 1e-4 * trace / Double(n)
-        var mu = weakest
-        var x = [SIMD4<Double>](repeating: .zero, count: n)
+        var mu = max(start?.membrane ?? weakest, weakest)
+        var x = start?.values.count == n ? start!.values : [SIMD4<Double>](repeating: .zero, count: n)
         for _ in 0..<Self.rounds {
             // The membrane need not be known closely: each round's fit to a residual of 10⁻⁵,
             // the last one's to 10⁻¹².

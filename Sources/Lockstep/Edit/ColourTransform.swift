@@ -37,12 +37,25 @@ public struct ColourTransform: Sendable {
     /// the table's level then swung from frame to frame and the E_warp ratio to the truth went
     /// from 0.42 to 1.22; a stronger membrane did not cure it (0.78 at a hundred times the
     /// weight), since within one colour's cell the examples outweigh any.
-    public init(original: PlanarImage, edited: PlanarImage, weights: [Float]? = nil, size: Int = 17) {
+    /// `start`: another fit's `solution` for a nearby edit (`KeyframeEdit`'s turns), where the
+    /// least-squares fit begins; with `leastSquares` false, the local average is taken without
+    /// trying the least-squares fit (and `start` is kept as the solution).
+    init(original: PlanarImage, edited: PlanarImage, weights: [Float]? = nil, size: Int = 17,
+         start: (values: [SIMD4<Double>], membrane: Double)?, leastSquares: Bool = true) {
         precondition(original.channels == 3 && edited.channels == 3 && original.count == edited.count)
         precondition(weights == nil || weights!.count == original.planeSize)
         self.size = size
+        guard leastSquares else {
+            solution = start ?? ([], 0)
+            isLeastSquares = false
+            lattice = Self.averaged(original: original, edited: edited, weights: weights, size: size)
+            let fit = Self.residuals(of: lattice, size: size, original: original, edited: edited)
+            explained = fit.total > 0 ? Float(min(max(1 - fit.squared / fit.total, 0), 1)) : 1
+            return
+        }
         let system = LatticeSystem(original: original, edited: edited, weights: weights, size: size)
-        let (values, membrane) = system.solved()
+        let (values, membrane) = system.solved(start: start)
+        solution = (values, membrane)
         lattice = [Float](repeating: 0, count: size * size * size * 4)
         for (p, support) in system.support(membrane: membrane).enumerated() {
             for c in 0..<3 { lattice[4 * p + c] = Float(values[p][c]) }
@@ -50,12 +63,25 @@ public struct ColourTransform: Sendable {
         }
         var fit = Self.residuals(of: lattice, size: size, original: original, edited: edited)
         // A function of colour: within `departure` on all but 1% of the keyframe.
-        if fit.departing * 100 >= original.planeSize {
+        isLeastSquares = fit.departing * 100 < original.planeSize
+        if !isLeastSquares {
             lattice = Self.averaged(original: original, edited: edited, weights: weights, size: size)
             fit = Self.residuals(of: lattice, size: size, original: original, edited: edited)
         }
         explained = fit.total > 0 ? Float(min(max(1 - fit.squared / fit.total, 0), 1)) : 1
     }
+
+    public init(original: PlanarImage, edited: PlanarImage, weights: [Float]? = nil, size: Int = 17) {
+        self.init(original: original, edited: edited, weights: weights, size: size, start: nil)
+    }
+
+    /// Whether the lattice is the least-squares fit (the edit a function of colour), not the
+    /// local average.
+    let isLeastSquares: Bool
+
+    /// The least-squares fit's lattice values and membrane weight (kept whichever lattice is
+    /// used), for a later fit of a nearby edit to start from.
+    let solution: (values: [SIMD4<Double>], membrane: Double)
 
     /// How much of the keyframe's edit this function explains: 1 − Σ|δ − f(original)|² / Σ|δ − δ̄|²
     /// over the keyframe, in [0, 1] (a grade about 1, a stylisation much less).

@@ -301,16 +301,25 @@ final class KeyframeEdit: @unchecked Sendable {
         var colourPart = colour.delta(for: key.original)
         var unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
         var detail = DetailPrediction(original: key.original, unexplained: unexplained)
-        for _ in 0..<KeyframeEdit.jointRounds {
-            guard let fitted = detail else { break }
-            let nextColour = ColourTransform(original: key.original, edited: key.edited.combined(with: fitted.predicted(key.original), -))
+        var turn = 0, settled = false
+        let firstIsLeastSquares = colour.isLeastSquares
+        while let fitted = detail, turn < KeyframeEdit.jointRounds {
+            turn += 1
+            // Where the first fit found the edit no function of colour (a stylisation), the turns
+            // take the colour part as a local average, as it did; the last is fitted in full, least
+            // squares where what the prediction leaves is a function of colour (a grade with
+            // sharpening), each from the last least-squares solution.
+            let full = settled || turn == KeyframeEdit.jointRounds || firstIsLeastSquares
+            let nextColour = ColourTransform(original: key.original, edited: key.edited.combined(with: fitted.predicted(key.original), -),
+                                             start: colour.solution, leastSquares: full)
             let nextPart = nextColour.delta(for: key.original)
             let nextUnexplained = key.edited.combined(with: key.original, nextPart) { e, o, c in e - o - c }
             guard let next = DetailPrediction(original: key.original, unexplained: nextUnexplained) else { break }
             let moved = nextPart.rmsDifference(from: colourPart)
             (colour, colourPart, unexplained, detail) = (nextColour, nextPart, nextUnexplained, next)
-            // Settled: the colour part moved by less than half an 8-bit level.
-            if moved < 0.5 / 255 { break }
+            if full { break }
+            // Settled: the colour part moved by less than half an 8-bit level; one full turn more.
+            settled = moved < 0.5 / 255
         }
         self.colour = colour
         self.detail = detail
@@ -347,8 +356,8 @@ final class KeyframeEdit: @unchecked Sendable {
 
     /// At most this many turns of the joint fit of the colour part and the prediction from
     /// detail after the first (`init`): each costs a colour fit, a prediction and its fit of
-    /// the keyframe, about 0.27 s at 720p.
-    static let jointRounds = 4
+    /// the keyframe.
+    static let jointRounds = 5
 
     /// How far, per channel, the difference between two lookalikes' predictions from detail
     /// explains the difference between their edits: the least-squares α of
