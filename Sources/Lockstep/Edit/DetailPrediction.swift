@@ -181,10 +181,11 @@ struct DetailPrediction: Sendable {
     /// prediction holds where it was not fitted, or nil where it predicts too little to be worth
     /// a frame's time. Fitted on half the keyframe's 32-pixel cells (a checkerboard) and read on
     /// the other half, both ways, for the scale; then on the whole keyframe.
-    init?(original: PlanarImage, unexplained: PlanarImage) {
+    /// `pyramid`: `original`'s, where the caller has it already (made here otherwise).
+    init?(original: PlanarImage, unexplained: PlanarImage, pyramid: Pyramid? = nil) {
         let w = original.width, h = original.height, n = w * h, k = Self.features
         guard w >= 16, h >= 16 else { return nil }
-        let pyramid = Pyramid(original)
+        let pyramid = pyramid ?? Pyramid(original)
         let grayscale = luma(original)
         // Normal equations per half of the checkerboard: XᵀX (k × k) and XᵀY (k × 3), Σ y². Every
         // other row and column: enough samples for seventeen weights, a quarter of the work. The
@@ -346,10 +347,11 @@ struct DetailPrediction: Sendable {
         }
     }
 
-    /// The prediction for a whole picture, three planes.
-    func predicted(_ picture: PlanarImage) -> PlanarImage {
+    /// The prediction for a whole picture, three planes; `pyramid` its pyramid, where the caller
+    /// has it already.
+    func predicted(_ picture: PlanarImage, pyramid: Pyramid? = nil) -> PlanarImage {
         let w = picture.width, h = picture.height, n = w * h
-        let pyramid = Pyramid(picture)
+        let pyramid = pyramid ?? Pyramid(picture)
         var out = PlanarImage(uninitializedChannels: 3, height: h, width: w)
         picture.withUnsafeBufferPointer { p in out.withUnsafeMutableBufferPointer { o in
             let src = p.baseAddress!, dst = o.baseAddress!

@@ -300,7 +300,9 @@ final class KeyframeEdit: @unchecked Sendable {
         var colour = ColourTransform(original: key.original, edited: key.edited)
         var colourPart = colour.delta(for: key.original)
         var unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
-        var detail = DetailPrediction(original: key.original, unexplained: unexplained)
+        // The keyframe's pyramid, made once for every turn's fit and prediction.
+        let pyramid = DetailPrediction.Pyramid(key.original)
+        var detail = DetailPrediction(original: key.original, unexplained: unexplained, pyramid: pyramid)
         var turn = 0, settled = false
         let firstIsLeastSquares = colour.isLeastSquares
         while let fitted = detail, turn < KeyframeEdit.jointRounds {
@@ -310,11 +312,11 @@ final class KeyframeEdit: @unchecked Sendable {
             // squares where what the prediction leaves is a function of colour (a grade with
             // sharpening), each from the last least-squares solution.
             let full = settled || turn == KeyframeEdit.jointRounds || firstIsLeastSquares
-            let nextColour = ColourTransform(original: key.original, edited: key.edited.combined(with: fitted.predicted(key.original), -),
+            let nextColour = ColourTransform(original: key.original, edited: key.edited.combined(with: fitted.predicted(key.original, pyramid: pyramid), -),
                                              start: colour.solution, leastSquares: full)
             let nextPart = nextColour.delta(for: key.original)
             let nextUnexplained = key.edited.combined(with: key.original, nextPart) { e, o, c in e - o - c }
-            guard let next = DetailPrediction(original: key.original, unexplained: nextUnexplained) else { break }
+            guard let next = DetailPrediction(original: key.original, unexplained: nextUnexplained, pyramid: pyramid) else { break }
             let moved = nextPart.rmsDifference(from: colourPart)
             (colour, colourPart, unexplained, detail) = (nextColour, nextPart, nextUnexplained, next)
             if full { break }
@@ -332,7 +334,7 @@ final class KeyframeEdit: @unchecked Sendable {
         // its lookalike's.
         var synthesised = carried, share: [Float] = [0, 0, 0]
         if synthesis.contributes, let detail {
-            let own = detail.predicted(key.original)
+            let own = detail.predicted(key.original, pyramid: pyramid)
             share = KeyframeEdit.predictedShare(carried: carried, predicted: own, synthesis: synthesis)
             let n = width * height
             synthesised.withUnsafeMutableBufferPointer { r in own.withUnsafeBufferPointer { o in
