@@ -55,29 +55,26 @@ public struct AppearanceGrid: Sendable, Equatable {
     }
 }
 
-/// How far the fits lean on their neighbours, by how noisy the matches are. With a guide, the
-/// matches are refined on the original's pictures and judged sample by sample, and each frame's
-/// field can follow its data more closely; blind, on the input's own latent, the matches are
-/// noisier, and the field needs more of its neighbours' help. The links between references are
-/// fits too, whose error every frame carried across them shares: how much those frames count
-/// depends on the same noise. (Measured on the eval's cases, local flicker on video: guided,
-/// membrane 0.2 → 0.1 and link share 0.6 → 1, 38.9 → 39.3 dB, pans 43.5 → 43.6, global within
-/// 0.05 dB; blind, the same change lost 0.3–0.6 dB.)
+/// How far the consensus leans on the links between references, by how noisy the matches are.
+/// With a guide, the matches are refined on the original's pictures and judged sample by sample;
+/// blind, on the input's own latent, they are noisier. The links between references are fits,
+/// whose error every frame carried across them shares: how much those frames count depends on
+/// that noise. (Measured on the eval's cases, local flicker on video: guided, link share 0.6 → 1
+/// with the membrane 0.2 → 0.1, 38.9 → 39.3 dB, pans 43.5 → 43.6, global within 0.05 dB; blind,
+/// the same change lost 0.3–0.6 dB.) How closely each frame's gain field follows its matches was
+/// part of this too (a membrane twice as stiff blind); it is now chosen frame by frame on matches
+/// the field was not fitted on (`FrameAppearance.crossValidated`), guided or blind.
 public struct FitRegularisation: Sendable {
-    /// Strength of the gain field's membrane, relative to the mean weight of a node's data
-    /// (`GainFieldFit`).
-    public var membrane: Double
     /// Share of its weight that a neighbouring reference's frames keep per link crossed
     /// (`FieldConsensus.spanningReferences`).
     public var linkShare: Float
 
-    public init(membrane: Double, linkShare: Float) {
-        self.membrane = membrane
+    public init(linkShare: Float) {
         self.linkShare = linkShare
     }
 
-    public static let guided = FitRegularisation(membrane: 0.1, linkShare: 1)
-    public static let blind = FitRegularisation(membrane: 0.2, linkShare: 0.6)
+    public static let guided = FitRegularisation(linkShare: 1)
+    public static let blind = FitRegularisation(linkShare: 0.6)
 }
 
 /// How one frame's colours relate to its reference's, as seen through the correspondence:
@@ -207,7 +204,7 @@ public struct FrameAppearance: Sendable {
 
     /// The coverage a fit on `confidence` (`width` × `height` samples) would find, without the fit.
     static func coverage(confidence: [Float], width: Int, height: Int, samplesPerCell: Int, grid: AppearanceGrid) -> [Float] {
-        let cells = GainFieldFit(grid: grid, width: width, height: height, samplesPerCell: samplesPerCell, membrane: 0)
+        let cells = GainFieldFit(grid: grid, width: width, height: height, samplesPerCell: samplesPerCell)
         return coverage(confidence.withUnsafeBufferPointer { cells.cellSums($0.baseAddress!) }, samplesPerCell: samplesPerCell)
     }
 
@@ -239,13 +236,12 @@ public struct FrameAppearance: Sendable {
     /// 42.3 / 37.4 → 42.7 / 38.2 dB, global 40.6 / 38.8 → 40.4 / 38.9; with the field always
     /// first, the pencil sketch's global jitter kept 1.3 levels of brightness flicker.)
     public static func fit(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
-                           field: CorrespondenceField, grid: AppearanceGrid, regularisation: FitRegularisation,
-                           rounds: Int = 3) -> FrameAppearance {
+                           field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
         let fieldFirst = fitInTurn(frame: frame, reference: reference, confidence: confidence, samplesPerCell: samplesPerCell,
-                                   field: field, grid: grid, membrane: regularisation.membrane, rounds: rounds, fieldFirst: true)
+                                   field: field, grid: grid, rounds: rounds, fieldFirst: true)
         guard fieldFirst.followsBrightness(of: reference, samplesPerCell: samplesPerCell, grid: grid) else { return fieldFirst }
         return fitInTurn(frame: frame, reference: reference, confidence: confidence, samplesPerCell: samplesPerCell,
-                         field: field, grid: grid, membrane: regularisation.membrane, rounds: rounds, fieldFirst: false)
+                         field: field, grid: grid, rounds: rounds, fieldFirst: false)
     }
 
     /// Correlation, over the cells and weighted by their coverage, beyond which a gain field is
@@ -283,7 +279,7 @@ public struct FrameAppearance: Sendable {
 
     /// `fit` with one order: the field fitted first (the curves start as the identity), or the curves.
     static func fitInTurn(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
-                          field: CorrespondenceField, grid: AppearanceGrid, membrane: Double, rounds: Int,
+                          field: CorrespondenceField, grid: AppearanceGrid, rounds: Int,
                           fieldFirst: Bool) -> FrameAppearance {
         let lw = frame.width, lh = frame.height, n = lw * lh
         precondition(reference.width == lw && reference.height == lh && confidence.count == n)
@@ -295,7 +291,8 @@ public struct FrameAppearance: Sendable {
         let a = frame.values, b = reference.values
         var mapped = [Float](repeating: 0, count: 3 * n), target = mapped, residual = [Float](repeating: 0, count: n)
         let cells = grid.count, spc = samplesPerCell
-        let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc, membrane: membrane)
+        let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc)
+        var strength = Self.firstMembrane
         // Each cell's confidence.
         let cellWeight = confidence.withUnsafeBufferPointer { fieldFit.cellSums($0.baseAddress!) }
         // The loops run over every sample, several times a frame: in parallel, on raw buffers.
@@ -329,8 +326,14 @@ public struct FrameAppearance: Sendable {
                     }
                 }
                 curves = fitted
-                // The gain field's nodes (`GainFieldFit`).
-                gain = fieldFit.fit(mapped: mapped, reference: b, weight: weight)
+                // The gain field's nodes (`GainFieldFit`). Once the curves and the weights have
+                // had a round, the membrane's strength is chosen on held-out matches
+                // (`crossValidated`) and kept for the rounds after.
+                if round == min(1, rounds - 1) {
+                    strength = Self.crossValidated(fieldFit, strengths: membraneLadder,
+                                                   mapped: mapped, frame: a, reference: b, weight: weight, flat: nil).strength
+                }
+                gain = fieldFit.solve(fieldFit.binned(mapped: mapped, reference: b, weight: weight), membrane: strength)
                 // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
                 for c in 0..<3 {
                     var logSum: Float = 0, total: Float = 0
@@ -365,7 +368,7 @@ public struct FrameAppearance: Sendable {
                 }
             }
             // The gain field is kept only where it predicts the matches it was not fitted on
-            // better than the curves alone (`fieldPredicts`): where the flicker is global, a field
+            // better than the curves alone (`crossValidated`): where the flicker is global, a field
             // fits noise and content change, cell by cell, and predicts nothing.
             var flat = curves
             flat.withUnsafeMutableBufferPointer { fb in
@@ -374,7 +377,7 @@ public struct FrameAppearance: Sendable {
                     flat[c] = ToneCurve.matching(x: a + c * n, y: b + c * n, weight: weight, count: n).monotone
                 }
             }
-            if !Self.fieldPredicts(fieldFit, mapped: mapped, frame: a, reference: b, weight: weight, confidence: confidence, flat: flat) {
+            if !Self.crossValidated(fieldFit, strengths: [strength], mapped: mapped, frame: a, reference: b, weight: weight, flat: flat).beatsFlat {
                 curves = flat
                 gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
             }
@@ -396,11 +399,19 @@ public struct FrameAppearance: Sendable {
                                clippedBlack: blackShares(of: frame, weight: weight))
     }
 
-    /// Whether a gain field predicts the matches better than the curves alone, by two-fold
-    /// cross-validation over a checkerboard of the grid's cells: the field is fitted on the
-    /// matches of one colour's cells (`fieldFit`, on `mapped`, the frame through its curves) and
-    /// read on the other's, where the membrane carries it from their neighbours; its absolute
-    /// residual there, over both folds, is compared with that of `flat`, the curves fitted alone.
+    /// The membrane's strengths the cross-validation chooses among (`GainFieldFit.solve`: relative
+    /// to the mean weight of a node's data), stiffest last, and the one the fit starts from,
+    /// before the curves have had a round (the strength that was fixed before, guided).
+    static let membraneLadder: [Double] = [0.1 / 16, 0.1 / 4, 0.1, 0.4]
+    static let firstMembrane = 0.1
+
+    /// Which of `strengths` of the membrane lets a gain field predict the matches best, and
+    /// whether it predicts them better than `flat`, the curves fitted alone, by two-fold cross-validation over a
+    /// checkerboard of the grid's cells: the field is fitted on the matches of one colour's cells
+    /// (`fieldFit`, on `mapped`, the frame through its curves) and read on the other's, where the
+    /// membrane carries it from their neighbours; its absolute residual there, over both folds,
+    /// is compared with that of `flat`.
+    ///
     /// A flicker in space is smooth over more than a cell and carries over; a field fitted to
     /// noise or to content change, cell by cell, does not. The test needs no margin: the field
     /// is judged on matches it did not see, so its freedom to fit them earns it nothing. (It
@@ -408,40 +419,62 @@ public struct FrameAppearance: Sendable {
     /// fitted on by 7%. Guided, local flicker: the evaluation's pans 43.93 → 44.49 dB (the hubble
     /// field's pencil sketch 36.91 → 42.65), the birds' two cases +3.0 and +3.4 dB; global
     /// jitter: the cockatoo 39.19 → 39.71, the coffee's grade +0.58; the static cameras the same.)
-    static func fieldPredicts(_ fieldFit: GainFieldFit, mapped: UnsafePointer<Float>, frame a: UnsafePointer<Float>,
-                              reference b: UnsafePointer<Float>, weight: UnsafePointer<Float>, confidence: UnsafePointer<Float>,
-                              flat: [ToneCurve]) -> Bool {
+    ///
+    /// How closely the field may follow its matches is the same question, asked of the same
+    /// held-out matches: clean matches (a static camera, guided) carry a field's detail between
+    /// cells, and a stiff membrane smooths away part of the flicker, differently in every frame,
+    /// which a still picture shows; noisy ones need their neighbours' help. So the strength is
+    /// chosen per frame from `membraneLadder` (the samples are binned once per fold, and each
+    /// strength costs a solve on the grid and a reading of the held-out matches).
+    static func crossValidated(_ fieldFit: GainFieldFit, strengths: [Double], mapped: UnsafePointer<Float>, frame a: UnsafePointer<Float>,
+                               reference b: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                               flat: [ToneCurve]?) -> (strength: Double, beatsFlat: Bool) {
         let w = fieldFit.width, h = fieldFit.height, n = w * h, spc = fieldFit.samplesPerCell, grid = fieldFit.grid
+        let count = strengths.count
         // Each sample's cell, by column and by row (two divisions a sample, four times over, were
         // most of this function's time).
         let columnCell = (0..<w).map { min($0 / spc, grid.width - 1) }, rowCell = (0..<h).map { min($0 / spc, grid.height - 1) }
         func fold(x: Int, y: Int) -> Int { (columnCell[x] + rowCell[y]) & 1 }
-        var sums = [Float](repeating: 0, count: 4)
+        // Per fold: the residual under each strength, then the curves' alone.
+        var sums = [Float](repeating: 0, count: 2 * (count + 1))
         sums.withUnsafeMutableBufferPointer { sb in
             let sums = sb.baseAddress!
             DispatchQueue.concurrentPerform(iterations: 2) { held in
+                let out = sums + held * (count + 1)
                 // Fitted on the other fold's matches only.
                 var seen = [Float](repeating: 0, count: n)
                 for y in 0..<h { for x in 0..<w where fold(x: x, y: y) != held { seen[y &* w &+ x] = weight[y &* w &+ x] } }
-                let gain = seen.withUnsafeBufferPointer { fieldFit.fit(mapped: mapped, reference: b, weight: $0.baseAddress!) }
-                let g = gainAtSamples(gain, grid: grid, width: w, height: h, samplesPerCell: spc)
-                var withField: Float = 0, without: Float = 0
+                let bins = seen.withUnsafeBufferPointer { fieldFit.binned(mapped: mapped, reference: b, weight: $0.baseAddress!) }
+                for (s, strength) in strengths.enumerated() {
+                    let g = gainAtSamples(fieldFit.solve(bins, membrane: strength), grid: grid, width: w, height: h, samplesPerCell: spc)
+                    var withField: Float = 0
+                    g.withUnsafeBufferPointer { gb in
+                        let g = gb.baseAddress!
+                        for y in 0..<h {
+                            for x in 0..<w where fold(x: x, y: y) == held {
+                                let i = y &* w &+ x
+                                guard weight[i] > 0 else { continue }
+                                for c in 0..<3 { withField += weight[i] * abs(b[c &* n &+ i] - g[c &* n &+ i] * mapped[c &* n &+ i]) }
+                            }
+                        }
+                    }
+                    out[s] = withField
+                }
+                guard let flat else { return }
+                var without: Float = 0
                 for y in 0..<h {
                     for x in 0..<w where fold(x: x, y: y) == held {
                         let i = y &* w &+ x
                         guard weight[i] > 0 else { continue }
-                        for c in 0..<3 {
-                            let r = b[c &* n &+ i]
-                            withField += weight[i] * abs(r - g[c &* n &+ i] * mapped[c &* n &+ i])
-                            without += weight[i] * abs(r - flat[c](a[c &* n &+ i]))
-                        }
+                        for c in 0..<3 { without += weight[i] * abs(b[c &* n &+ i] - flat[c](a[c &* n &+ i])) }
                     }
                 }
-                sums[2 * held] = withField
-                sums[2 * held + 1] = without
+                out[count] = without
             }
         }
-        return sums[0] + sums[2] < sums[1] + sums[3]
+        let total = (0...count).map { sums[$0] + sums[count + 1 + $0] }
+        let best = (0..<count).min { total[$0] < total[$1] }!
+        return (strengths[best], flat != nil && total[best] < total[count])
     }
 
     /// The median of `values` (all in [0, 3]) where `mask` exceeds `threshold`, from a histogram
@@ -535,7 +568,7 @@ public struct FrameAppearance: Sendable {
     /// (bilinear between cell centres, constant beyond the outermost ones). Separably: each grid
     /// row across the full width first, then each sample row between two of those, loops the
     /// compiler vectorises (the same sums, in the same order, as the bilinear formula).
-    static func gainAtSamples(_ gain: PlanarImage, grid: AppearanceGrid, width lw: Int, height lh: Int, samplesPerCell: Int) -> [Float] {
+    public static func gainAtSamples(_ gain: PlanarImage, grid: AppearanceGrid, width lw: Int, height lh: Int, samplesPerCell: Int) -> [Float] {
         let gw = grid.width, gh = grid.height, spacing = Float(samplesPerCell)
         // Where a sample lies between two cell centres, along one axis.
         func axis(_ count: Int, cells: Int) -> (lower: [Int], upper: [Int], share: [Float]) {

@@ -284,8 +284,7 @@ public final class DeflickerAnalysis {
         if let comparison = matched.comparison {
             let field = comparison.field, confidence = comparison.confidence, referenceColour = comparison.referenceColour
             appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: confidence,
-                                             samplesPerCell: samplesPerCell, field: field, grid: grid,
-                                             regularisation: frame.guide == nil ? .blind : .guided)
+                                             samplesPerCell: samplesPerCell, field: field, grid: grid)
             // Where the fit found a gain field, it is fitted again with every match trusted as
             // far as it agrees with the matches around it (`raisedConfidence`): a flat
             // surface's matches, unsure of their place one by one, are where a field shows most.
@@ -299,7 +298,7 @@ public final class DeflickerAnalysis {
                                               extent: (pictures.width, pictures.height), stride: stride)
                 let coverage = appearance.coverage
                 appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: raised,
-                                                 samplesPerCell: samplesPerCell, field: field, grid: grid, regularisation: .guided)
+                                                 samplesPerCell: samplesPerCell, field: field, grid: grid)
                 appearance.coverage = coverage
             }
             if matched.newReference == .coverage {
@@ -313,7 +312,7 @@ public final class DeflickerAnalysis {
                     // motion, new content) still begins a shot: compared whole, it would
                     // take the change of content for a change of tone.
                     link = wholeFrameLink(sampledColour, reference: comparison.reference, field: field, stride: stride,
-                                          samplesPerCell: samplesPerCell, guided: frame.guide != nil)
+                                          samplesPerCell: samplesPerCell)
                 }
                 appearance = .identity(grid)
             }
@@ -850,13 +849,13 @@ public final class DeflickerAnalysis {
     /// (evaluation's harness: 28.1 → 33.6 dB, brightness flicker above the truth's 7.7 → 1.3
     /// levels, FFmpeg's `deflicker` 28.8 dB and 2.4); 49 other cases of four sets did not move.
     func wholeFrameLink(_ colour: PlanarImage, reference: Reference, field: CorrespondenceField, stride: Int,
-                        samplesPerCell: Int, guided: Bool) -> FrameAppearance {
+                        samplesPerCell: Int) -> FrameAppearance {
         let w = field.width, n = w * field.height
         let still = CorrespondenceField(width: w, height: field.height, x: (0..<n).map { Float($0 % w) }, y: (0..<n).map { Float($0 / w) },
                                         confidence: [Float](repeating: 1, count: n))
         let carried = carry(reference.pictures, along: still, stride: stride).0.channels(0..<3)
         return FrameAppearance.fit(frame: colour, reference: carried, confidence: [Float](repeating: 1, count: colour.planeSize),
-                                   samplesPerCell: samplesPerCell, field: still, grid: grid, regularisation: guided ? .guided : .blind)
+                                   samplesPerCell: samplesPerCell, field: still, grid: grid)
     }
 
     /// The reference's half-resolution pictures (any number of planes) carried to every

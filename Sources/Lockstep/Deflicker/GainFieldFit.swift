@@ -29,13 +29,8 @@ struct GainFieldFit {
     let byColumns: Bool
     let bandwidth: Int
 
-    /// Strength of the membrane, relative to the mean weight of a node's data
-    /// (`FitRegularisation.membrane`).
-    let membrane: Double
-
-    init(grid: AppearanceGrid, width: Int, height: Int, samplesPerCell: Int, membrane: Double) {
+    init(grid: AppearanceGrid, width: Int, height: Int, samplesPerCell: Int) {
         self.grid = grid
-        self.membrane = membrane
         self.width = width
         self.height = height
         self.samplesPerCell = samplesPerCell
@@ -72,12 +67,20 @@ struct GainFieldFit {
         return cells
     }
 
-    /// The field (3 × grid). `mapped` and `reference` are 3 planes of `width` × `height`;
-    /// `weight` one.
-    func fit(mapped: UnsafePointer<Float>, reference: UnsafePointer<Float>, weight: UnsafePointer<Float>) -> PlanarImage {
+    /// The samples summed by bin, each bin with its four nodes: everything the fit needs of the
+    /// samples, whatever the membrane's strength.
+    struct Bins {
+        /// Per bin: Σ w m_c and Σ w b_c for the three channels, Σ w, Σ w x, Σ w y.
+        var sums: [Float]
+        var corners: [Int]
+        var cornerWeights: [Double]
+        static let perBin = 9
+    }
+
+    /// `mapped` and `reference` are 3 planes of `width` × `height`; `weight` one.
+    func binned(mapped: UnsafePointer<Float>, reference: UnsafePointer<Float>, weight: UnsafePointer<Float>) -> Bins {
         let w = width, h = height, n = w * h, b = bin, bw = binsWide, bh = binsHigh, bins = bw * bh
-        // Per bin: Σ w m_c and Σ w b_c for the three channels, Σ w, Σ w x, Σ w y.
-        let perBin = 9
+        let perBin = Bins.perBin
         var sums = [Float](repeating: 0, count: perBin * bins)
         sums.withUnsafeMutableBufferPointer { sb in
             let s = sb.baseAddress!
@@ -102,7 +105,7 @@ struct GainFieldFit {
                 }
             }
         }
-        let gw = grid.width, gh = grid.height, nodes = grid.count, spacing = Float(samplesPerCell)
+        let gw = grid.width, spacing = Float(samplesPerCell)
         // Each bin's 4 nodes around its weighted centre, with their bilinear weights: the grid's
         // own `corners`, which read a field as `FrameAppearance.gainAtSamples` does.
         var corners = [Int](repeating: 0, count: 4 * bins), cornerWeights = [Double](repeating: 0, count: 4 * bins)
@@ -120,13 +123,22 @@ struct GainFieldFit {
                 }
             }
         }
+        return Bins(sums: sums, corners: corners, cornerWeights: cornerWeights)
+    }
+
+    /// The field (3 × grid) that `bins` call for under a membrane of strength `membrane`
+    /// (relative to the mean weight of a node's data; `FitRegularisation.membrane`).
+    func solve(_ bins: Bins, membrane: Double) -> PlanarImage {
+        let gw = grid.width, gh = grid.height, nodes = grid.count, perBin = Bins.perBin
+        let sums = bins.sums, corners = bins.corners, cornerWeights = bins.cornerWeights
+        let count = sums.count / perBin
         var gain = [Float](repeating: 1, count: 3 * nodes)
         gain.withUnsafeMutableBufferPointer { gb in
             let gain = gb.baseAddress!
             DispatchQueue.concurrentPerform(iterations: 3) { c in
                 var a = SymmetricBandMatrix(size: nodes, bandwidth: bandwidth)
                 var y = [Double](repeating: 0, count: nodes)
-                for k in 0..<bins {
+                for k in 0..<count {
                     let m = Double(sums[perBin * k + c]), r = Double(sums[perBin * k + 3 + c])
                     guard m > 0 else { continue }
                     // The outer product of the corner weights, times m. (Corners clamped at the

@@ -183,7 +183,7 @@ struct DetailPrediction: Sendable {
     /// the other half, both ways, for the scale; then on the whole keyframe.
     /// `pyramid`: `original`'s, where the caller has it already (made here otherwise).
     init?(original: PlanarImage, unexplained: PlanarImage, pyramid: Pyramid? = nil) {
-        let w = original.width, h = original.height, n = w * h, k = Self.features
+        let w = original.width, h = original.height, k = Self.features
         guard w >= 16, h >= 16 else { return nil }
         let pyramid = pyramid ?? Pyramid(original)
         let grayscale = luma(original)
