@@ -219,17 +219,21 @@ import TestSupport
 
     /// The corpus's static camera (`motion.mov`: a hand pushes a coin across a table, most of
     /// the picture flat and still), 48 frames under the evaluation's local flicker, a new random
-    /// gain field every frame, guided by the clean frames. Where the clean frames stand still
-    /// (no value moves by 3 levels from any frame to the next), the output should too: the rms
-    /// change from frame to frame of its difference from the clean frames there, under 2 levels
-    /// (the input's: 9.7). Measured: 1.50; with the table's matches trusted only as far as the
-    /// attention is sure of their place (no second fit with `raisedConfidence`), 2.64.
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"] != nil, "LOCKSTEP_CORPUS is not set: run scripts/test, or scripts/fetch-corpus"))
-    func localFlickerOnAFlatStaticSceneComesBackStill() throws {
+    /// gain field every frame, guided by the clean frames and blind. Where the clean frames stand
+    /// still (no value moves by 3 levels from any frame to the next), the output should too: the
+    /// rms change from frame to frame of its difference from the clean frames there (the input's:
+    /// 9.7). Guided, under 1.2 levels: measured 1.03; 1.38 with each frame's field at a fixed
+    /// stiffness (`FrameAppearance.crossValidated`); 2.64 with the table's matches trusted only as
+    /// far as the attention is sure of their place (no second fit with `raisedConfidence`).
+    /// Blind, under 3.2: measured 2.70; 3.83 at the fixed stiffness blind fits had (twice the
+    /// guided one).
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["LOCKSTEP_CORPUS"] != nil, "LOCKSTEP_CORPUS is not set: run scripts/test, or scripts/fetch-corpus"),
+          arguments: [true, false])
+    func localFlickerOnAFlatStaticSceneComesBackStill(guided: Bool) throws {
         let clean = try Self.staticCameraFrames(Array(0..<48))
         var random = SeededRandom(23)
         let inputs = clean.map { Self.underRandomGainField($0, random: &random) }
-        let (out, _) = try Self.deflicker(inputs, guides: clean)
+        let (out, _) = try Self.deflicker(inputs, guides: guided ? clean : nil)
         let n = clean[0].planeSize
         var still = [Bool](repeating: true, count: n)
         for (a, b) in zip(clean, clean.dropFirst()) {
@@ -248,7 +252,7 @@ import TestSupport
             return (sum / Double(max(count, 1))).squareRoot() * 255
         }
         let output = flicker(out), input = flicker(inputs)
-        #expect(output < 2, "output \(output), input \(input) levels")
+        #expect(output < (guided ? 1.2 : 3.2), "output \(output), input \(input) levels")
     }
 
     /// A flat middle whose matches are unsure (confidence 0.05) but move as the confident ones
