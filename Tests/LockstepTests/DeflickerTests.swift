@@ -601,25 +601,38 @@ import TestSupport
         let frame = PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * n)).map { _ in Float(0.3 + 0.4 * random.uniform()) })
         let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { $1 * exp(logGain(($0 % n) % w)) })
         let confidence = (0..<n).map { ($0 % w) % spc < spc / 4 ? Float(1) : 0 }
-        let identity = CorrespondenceField(width: grid.latentWidth, height: grid.latentHeight,
-                                           x: (0..<(grid.latentWidth * grid.latentHeight)).map { Float($0 % grid.latentWidth) },
-                                           y: (0..<(grid.latentWidth * grid.latentHeight)).map { Float($0 / grid.latentWidth) },
-                                           confidence: [Float](repeating: 1, count: grid.latentWidth * grid.latentHeight))
-        let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc, field: identity, grid: grid)
-        // The field as the correction reads it, at every sample, against the truth there, both
-        // without their mean.
-        let read = FrameAppearance.gainAtSamples(fit.gain, grid: grid, width: w, height: h, samplesPerCell: spc)
+        let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc,
+                                      field: Self.stillField(grid), grid: grid)
         for c in 0..<3 {
-            let fitted = (0..<n).map { log(read[c * n + $0]) }, truth = (0..<n).map { logGain($0 % w) }
-            let fittedMean = fitted.reduce(0, +) / Float(n), truthMean = truth.reduce(0, +) / Float(n)
-            var squaredError: Float = 0
-            for i in 0..<n {
-                let e = fitted[i] - fittedMean - truth[i] + truthMean
-                squaredError += e * e
-            }
-            let rms = (squaredError / Float(n)).squareRoot()
-            #expect(rms < 0.015, "channel \(c): rms error \(rms) of a field of rms 0.07")
+            let (rms, truthRMS) = Self.fieldError(fit.gain, channel: c, grid: grid, samplesPerCell: spc, truth: logGain)
+            #expect(rms < 0.015, "channel \(c): rms error \(rms) of a field of rms \(truthRMS)")
         }
+    }
+
+    /// A correspondence field of `grid`'s latent in which every position lies on itself.
+    static func stillField(_ grid: AppearanceGrid) -> CorrespondenceField {
+        let count = grid.latentWidth * grid.latentHeight
+        return CorrespondenceField(width: grid.latentWidth, height: grid.latentHeight,
+                                   x: (0..<count).map { Float($0 % grid.latentWidth) }, y: (0..<count).map { Float($0 / grid.latentWidth) },
+                                   confidence: [Float](repeating: 1, count: count))
+    }
+
+    /// A fitted gain field (channel `c`) as the correction reads it, at every sample, against the
+    /// truth there (its log, by sample column), both without their mean (the curves take the
+    /// field's mean): the rms error and the truth's own rms.
+    static func fieldError(_ gain: PlanarImage, channel c: Int, grid: AppearanceGrid, samplesPerCell spc: Int,
+                           truth logGain: (Int) -> Float) -> (rms: Float, truthRMS: Float) {
+        let w = grid.width * spc, h = grid.height * spc, n = w * h
+        let read = FrameAppearance.gainAtSamples(gain, grid: grid, width: w, height: h, samplesPerCell: spc)
+        let fitted = (0..<n).map { log(read[c * n + $0]) }, truth = (0..<n).map { logGain($0 % w) }
+        let fittedMean = fitted.reduce(0, +) / Float(n), truthMean = truth.reduce(0, +) / Float(n)
+        var squaredError: Float = 0, squaredTruth: Float = 0
+        for i in 0..<n {
+            let e = fitted[i] - fittedMean - truth[i] + truthMean, t = truth[i] - truthMean
+            squaredError += e * e
+            squaredTruth += t * t
+        }
+        return ((squaredError / Float(n)).squareRoot(), (squaredTruth / Float(n)).squareRoot())
     }
 
     /// Whether a frame keeps its gain field is decided on matches the field was not fitted on
@@ -639,12 +652,8 @@ import TestSupport
             let normal = (-2 * log(max(random.uniform(), 1e-12))).squareRoot() * cos(2 * Double.pi * random.uniform())
             return v * exp(logGain((i % n) % w)) + 0.04 * Float(normal)
         })
-        let count = grid.latentWidth * grid.latentHeight
-        let identity = CorrespondenceField(width: grid.latentWidth, height: grid.latentHeight,
-                                           x: (0..<count).map { Float($0 % grid.latentWidth) }, y: (0..<count).map { Float($0 / grid.latentWidth) },
-                                           confidence: [Float](repeating: 1, count: count))
         let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: [Float](repeating: 1, count: n), samplesPerCell: spc,
-                                      field: identity, grid: grid)
+                                      field: Self.stillField(grid), grid: grid)
         let fitted = (0..<grid.count).map { log(fit.gain.values[$0]) }
         if real {
             let truth = (0..<grid.count).map { logGain(($0 % grid.width) * spc + spc / 2) }
@@ -671,24 +680,9 @@ import TestSupport
         let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { i, v in
             v * exp(logGain((i % n) % w)) + 0.002 * Float(random.uniform() - 0.5)
         })
-        let count = grid.latentWidth * grid.latentHeight
-        let identity = CorrespondenceField(width: grid.latentWidth, height: grid.latentHeight,
-                                           x: (0..<count).map { Float($0 % grid.latentWidth) }, y: (0..<count).map { Float($0 / grid.latentWidth) },
-                                           confidence: [Float](repeating: 1, count: count))
         let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: [Float](repeating: 1, count: n), samplesPerCell: spc,
-                                      field: identity, grid: grid)
-        // The field as the correction reads it, at every sample, against the truth there, both
-        // without their mean (the curves take the field's mean).
-        let read = FrameAppearance.gainAtSamples(fit.gain, grid: grid, width: w, height: h, samplesPerCell: spc)
-        let fitted = (0..<n).map { log(read[$0]) }, truth = (0..<n).map { logGain($0 % w) }
-        let fittedMean = fitted.reduce(0, +) / Float(n), truthMean = truth.reduce(0, +) / Float(n)
-        var squaredError: Float = 0, squaredTruth: Float = 0
-        for i in 0..<n {
-            let e = fitted[i] - fittedMean - truth[i] + truthMean, t = truth[i] - truthMean
-            squaredError += e * e
-            squaredTruth += t * t
-        }
-        let rms = (squaredError / Float(n)).squareRoot(), truthRMS = (squaredTruth / Float(n)).squareRoot()
+                                      field: Self.stillField(grid), grid: grid)
+        let (rms, truthRMS) = Self.fieldError(fit.gain, channel: 0, grid: grid, samplesPerCell: spc, truth: logGain)
         #expect(rms < 0.1 * truthRMS, "rms error \(rms) of a field of rms \(truthRMS)")
     }
 
