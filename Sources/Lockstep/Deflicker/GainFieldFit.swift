@@ -15,7 +15,8 @@ import Tensor
 /// which for a single node is the ratio of weighted means Σ w b / Σ w m: unlike least squares,
 /// it is not pulled towards 0 by noise in m. A membrane term (neighbouring nodes alike)
 /// fills nodes with little or no data from their neighbours and keeps the fit of real video,
-/// whose matches are noisy, from following the noise (`FitRegularisation`).
+/// whose matches are noisy, from following the noise (its strength chosen per frame:
+/// `FrameAppearance.crossValidated`).
 struct GainFieldFit {
     let grid: AppearanceGrid
     /// The sample grid the pairs lie on: `width` × `height`, `samplesPerCell` per cell and axis.
@@ -127,7 +128,7 @@ struct GainFieldFit {
     }
 
     /// The field (3 × grid) that `bins` call for under a membrane of strength `membrane`
-    /// (relative to the mean weight of a node's data; `FitRegularisation.membrane`).
+    /// (relative to the mean weight of a node's data; `FrameAppearance.membraneLadder`).
     func solve(_ bins: Bins, membrane: Double) -> PlanarImage {
         let gw = grid.width, gh = grid.height, nodes = grid.count, perBin = Bins.perBin
         let sums = bins.sums, corners = bins.corners, cornerWeights = bins.cornerWeights
