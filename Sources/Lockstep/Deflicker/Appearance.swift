@@ -406,11 +406,11 @@ public struct FrameAppearance: Sendable {
     static let firstMembrane = 0.1
 
     /// Which of `strengths` of the membrane lets a gain field predict the matches best, and
-    /// whether it predicts them better than `flat`, the curves fitted alone, by two-fold cross-validation over a
-    /// checkerboard of the grid's cells: the field is fitted on the matches of one colour's cells
-    /// (`fieldFit`, on `mapped`, the frame through its curves) and read on the other's, where the
-    /// membrane carries it from their neighbours; its absolute residual there, over both folds,
-    /// is compared with that of `flat`.
+    /// whether it predicts them better than `flat`, the curves fitted alone, by two-fold
+    /// cross-validation over a checkerboard of the grid's cells: the field is fitted on the
+    /// matches of one colour's cells (`fieldFit`, on `mapped`, the frame through its curves) and
+    /// read on the other's, where the membrane carries it from their neighbours; its absolute
+    /// residual there, over both folds, is compared with that of `flat`.
     ///
     /// A flicker in space is smooth over more than a cell and carries over; a field fitted to
     /// noise or to content change, cell by cell, does not. The test needs no margin: the field
@@ -421,11 +421,11 @@ public struct FrameAppearance: Sendable {
     /// jitter: the cockatoo 39.19 → 39.71, the coffee's grade +0.58; the static cameras the same.)
     ///
     /// How closely the field may follow its matches is the same question, asked of the same
-    /// held-out matches: clean matches (a static camera, guided) carry a field's detail between
-    /// cells, and a stiff membrane smooths away part of the flicker, differently in every frame,
-    /// which a still picture shows; noisy ones need their neighbours' help. So the strength is
-    /// chosen per frame from `membraneLadder` (the samples are binned once per fold, and each
-    /// strength costs a solve on the grid and a reading of the held-out matches).
+    /// held-out matches: clean matches (a static camera's, guided or blind) carry a field's
+    /// detail between cells, and a stiff membrane smooths away part of the flicker, differently
+    /// in every frame, which a still picture shows; noisy ones need their neighbours' help. So
+    /// the strength is chosen per frame from `membraneLadder` (the samples are binned once per
+    /// fold, and each strength costs a solve on the grid and a reading of the held-out matches).
     static func crossValidated(_ fieldFit: GainFieldFit, strengths: [Double], mapped: UnsafePointer<Float>, frame a: UnsafePointer<Float>,
                                reference b: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                flat: [ToneCurve]?) -> (strength: Double, beatsFlat: Bool) {
