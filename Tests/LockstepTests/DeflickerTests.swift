@@ -594,11 +594,10 @@ import TestSupport
     @Test func gainFieldIsFittedWhereTheMatchesAre() throws {
         let grid = AppearanceGrid(latentWidth: 48, latentHeight: 24, factor: 8, origin: 3.5)
         let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
-        // The field's log: a wave of 6 cells along x, 0.1 high; samples lie at pixel 2x + 0.5.
-        let period = 2 * 6 * Float(spc)
-        let logGain = { (x: Int) -> Float in 0.1 * sin(2 * Float.pi * (2 * Float(x) + 0.5) / period) }
+        // The field's log: a wave of 6 cells along x, 0.1 high.
+        let logGain = Self.wave(cells: 6, samplesPerCell: spc, height: 0.1)
         var random = SeededRandom(5)
-        let frame = PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * n)).map { _ in Float(0.3 + 0.4 * random.uniform()) })
+        let frame = Self.uniformNoise(width: w, height: h, random: &random)
         let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { $1 * exp(logGain(($0 % n) % w)) })
         let confidence = (0..<n).map { ($0 % w) % spc < spc / 4 ? Float(1) : 0 }
         let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc,
@@ -607,6 +606,19 @@ import TestSupport
             let (rms, truthRMS) = Self.fieldError(fit.gain, channel: c, grid: grid, samplesPerCell: spc, truth: logGain)
             #expect(rms < 0.015, "channel \(c): rms error \(rms) of a field of rms \(truthRMS)")
         }
+    }
+
+    /// A field's log along x: a sine wave `cells` cells long and `height` high, by sample column
+    /// (samples lie at pixel 2x + 0.5).
+    static func wave(cells: Int, samplesPerCell spc: Int, height: Float) -> (Int) -> Float {
+        let period = 2 * Float(cells * spc)
+        return { x in height * sin(2 * Float.pi * (2 * Float(x) + 0.5) / period) }
+    }
+
+    /// A picture of independent values, uniform in [0.3, 0.7]: texture everywhere, so every
+    /// sample is a match a gain field can be fitted on.
+    static func uniformNoise(width w: Int, height h: Int, random: inout SeededRandom) -> PlanarImage {
+        PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * w * h)).map { _ in Float(0.3 + 0.4 * random.uniform()) })
     }
 
     /// A correspondence field of `grid`'s latent in which every position lies on itself.
@@ -644,10 +656,9 @@ import TestSupport
     @Test(arguments: [true, false]) func aGainFieldIsKeptIfItPredictsMatchesItWasNotFittedOn(real: Bool) throws {
         let grid = AppearanceGrid(latentWidth: 64, latentHeight: 32, factor: 8, origin: 3.5)
         let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
-        let period = 2 * 8 * Float(spc)
-        let logGain = { (x: Int) -> Float in real ? 0.03 * sin(2 * Float.pi * (2 * Float(x) + 0.5) / period) : 0 }
+        let logGain = Self.wave(cells: 8, samplesPerCell: spc, height: real ? 0.03 : 0)
         var random = SeededRandom(real ? 41 : 43)
-        let frame = PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * n)).map { _ in Float(0.3 + 0.4 * random.uniform()) })
+        let frame = Self.uniformNoise(width: w, height: h, random: &random)
         let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { i, v in
             let normal = (-2 * log(max(random.uniform(), 1e-12))).squareRoot() * cos(2 * Double.pi * random.uniform())
             return v * exp(logGain((i % n) % w)) + 0.04 * Float(normal)
@@ -673,10 +684,9 @@ import TestSupport
     @Test func aFieldWithDetailAtTheCellsScaleComesBackFromCleanMatches() throws {
         let grid = AppearanceGrid(latentWidth: 64, latentHeight: 32, factor: 8, origin: 3.5)
         let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
-        let period = 2 * 6 * Float(spc)
-        let logGain = { (x: Int) -> Float in 0.05 * sin(2 * Float.pi * (2 * Float(x) + 0.5) / period) }
+        let logGain = Self.wave(cells: 6, samplesPerCell: spc, height: 0.05)
         var random = SeededRandom(47)
-        let frame = PlanarImage(channels: 3, height: h, width: w, values: (0..<(3 * n)).map { _ in Float(0.3 + 0.4 * random.uniform()) })
+        let frame = Self.uniformNoise(width: w, height: h, random: &random)
         let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { i, v in
             v * exp(logGain((i % n) % w)) + 0.002 * Float(random.uniform() - 0.5)
         })

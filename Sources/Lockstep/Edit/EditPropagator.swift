@@ -297,9 +297,10 @@ final class KeyframeEdit: @unchecked Sendable {
         // (backfitting), each on what the other leaves: fitted first alone, the colour part takes
         // as a colour's edit what strokes on detailed content of that colour did (a blue spring's
         // dark outlines, darkening all blue), which a flat blue sky in a later frame then gets.
+        func leftUnexplained(by part: PlanarImage) -> PlanarImage { key.edited.combined(with: key.original, part) { e, o, c in e - o - c } }
         var colour = ColourTransform(original: key.original, edited: key.edited)
         var colourPart = colour.delta(for: key.original)
-        var unexplained = key.edited.combined(with: key.original, colourPart) { e, o, c in e - o - c }
+        var unexplained = leftUnexplained(by: colourPart)
         // The keyframe's pyramid, made once for every turn's fit and prediction.
         let pyramid = DetailPrediction.Pyramid(key.original)
         var detail = DetailPrediction(original: key.original, unexplained: unexplained, pyramid: pyramid)
@@ -315,7 +316,7 @@ final class KeyframeEdit: @unchecked Sendable {
             let nextColour = ColourTransform(original: key.original, edited: key.edited.combined(with: fitted.predicted(key.original, pyramid: pyramid), -),
                                              start: colour.solution, leastSquares: full)
             let nextPart = nextColour.delta(for: key.original)
-            let nextUnexplained = key.edited.combined(with: key.original, nextPart) { e, o, c in e - o - c }
+            let nextUnexplained = leftUnexplained(by: nextPart)
             guard let next = DetailPrediction(original: key.original, unexplained: nextUnexplained, pyramid: pyramid) else { break }
             let moved = nextPart.rmsDifference(from: colourPart)
             (colour, colourPart, unexplained, detail) = (nextColour, nextPart, nextUnexplained, next)
