@@ -369,21 +369,38 @@ public struct ImageAlignment: Sendable {
         ux.withUnsafeMutableBufferPointer { uxb in uy.withUnsafeMutableBufferPointer { uyb in
         inverse.withUnsafeBufferPointer { ib in rx.withUnsafeBufferPointer { rxb in ry.withUnsafeBufferPointer { ryb in
             let ux = uxb.baseAddress!, uy = uyb.baseAddress!, m = ib.baseAddress!, rx = rxb.baseAddress!, ry = ryb.baseAddress!
+            @inline(__always) func relax(_ i: Int, _ j: Int) {
+                let index = j &* fw &+ i
+                var sx: Float = 0, sy: Float = 0
+                if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1] }
+                if i &+ 1 < fw { sx += ux[index &+ 1]; sy += uy[index &+ 1] }
+                if j > 0 { sx += ux[index &- fw]; sy += uy[index &- fw] }
+                if j &+ 1 < fh { sx += ux[index &+ fw]; sy += uy[index &+ fw] }
+                let px = rx[index] + lambda * sx, py = ry[index] + lambda * sy
+                let k = 4 &* index
+                let nx = m[k] * px + m[k &+ 1] * py, ny = m[k &+ 1] * px + m[k &+ 2] * py
+                ux[index] += m[k &+ 3] * (nx - ux[index])
+                uy[index] += m[k &+ 3] * (ny - uy[index])
+            }
+            // Row by row, each sample after its left neighbour, as one chain of dependent
+            // arithmetic a sample. Four rows go at once, each a sample behind the row above:
+            // sample (i, j + 1) needs (i, j) and (i − 1, j + 1) relaxed and (i + 1, j + 1) not
+            // yet, which holds, so the order, and every value, is the row-by-row one; the four
+            // chains overlap in the processor instead of waiting on each other.
             for _ in 0..<sweeps {
-                for j in 0..<fh {
-                    for i in 0..<fw {
-                        let index = j &* fw &+ i
-                        var sx: Float = 0, sy: Float = 0
-                        if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1] }
-                        if i &+ 1 < fw { sx += ux[index &+ 1]; sy += uy[index &+ 1] }
-                        if j > 0 { sx += ux[index &- fw]; sy += uy[index &- fw] }
-                        if j &+ 1 < fh { sx += ux[index &+ fw]; sy += uy[index &+ fw] }
-                        let px = rx[index] + lambda * sx, py = ry[index] + lambda * sy
-                        let k = 4 &* index
-                        let nx = m[k] * px + m[k &+ 1] * py, ny = m[k &+ 1] * px + m[k &+ 2] * py
-                        ux[index] += m[k &+ 3] * (nx - ux[index])
-                        uy[index] += m[k &+ 3] * (ny - uy[index])
+                var j = 0
+                while j &+ 4 <= fh {
+                    for s in 0..<(fw &+ 3) {
+                        if s < fw { relax(s, j) }
+                        if s >= 1 && s &- 1 < fw { relax(s &- 1, j &+ 1) }
+                        if s >= 2 && s &- 2 < fw { relax(s &- 2, j &+ 2) }
+                        if s >= 3 { relax(s &- 3, j &+ 3) }
                     }
+                    j &+= 4
+                }
+                while j < fh {
+                    for i in 0..<fw { relax(i, j) }
+                    j &+= 1
                 }
             }
         } } } } }

@@ -82,8 +82,11 @@ public enum Transport {
 
         /// Scratch for one worker: the field interpolated to a pixel row, per feature-grid column,
         /// then per pixel.
+        /// Room in `withScratch`'s buffer for `carry4`'s eight pixels' weights and taps.
+        static let laneScratch = 72
+
         func withScratch<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * field.width + 2 * width) { body($0.baseAddress!) }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * field.width + 2 * width + Self.laneScratch) { body($0.baseAddress!) }
         }
 
         /// Pixel row `y` of `image(X + D(X))` (`s`: the image's B-spline coefficients, `channels`
@@ -142,6 +145,7 @@ public enum Transport {
             @inline(__always) func load(_ p: UnsafeMutablePointer<Float>) -> SIMD8<Float> {
                 UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
             }
+            let lanes = UnsafeMutableRawPointer(py + w)
             let zero = SIMD8<Float>(), lastX = SIMD8(repeating: Float(sw - 1)), lastY = SIMD8(repeating: Float(sh - 1))
             let paddedWidth = sw &+ Transport.padding, rowStride = paddedWidth &* 16
             var x = 0
@@ -155,19 +159,33 @@ public enum Transport {
                     x &+= 8
                     continue
                 }
-                // Lanes not wanted are sampled too (harmless) and written as 0.
+                // Lanes not wanted are sampled too (harmless) and written as 0. The eight pixels'
+                // weights and first taps are computed as vectors and stored, then read lane by
+                // lane: left to itself, LLVM took each lane's weights apart in scalar arithmetic,
+                // pixel by pixel.
                 let wx = cubicBSplineWeights8(cx - fx), wy = cubicBSplineWeights8(cy - fy)
                 let ix = nearestWholeNumbers(fx), iy = nearestWholeNumbers(fy)
+                // Tap (ix − 1, iy − 1) is padded sample (ix, iy): its index, four values a sample.
+                let first = (iy &* UInt32(truncatingIfNeeded: paddedWidth) &+ ix) &* 4
+                lanes.storeBytes(of: wx.0, toByteOffset: 0, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wx.1, toByteOffset: 32, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wx.2, toByteOffset: 64, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wx.3, toByteOffset: 96, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wy.0, toByteOffset: 128, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wy.1, toByteOffset: 160, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wy.2, toByteOffset: 192, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: wy.3, toByteOffset: 224, as: SIMD8<Float>.self)
+                lanes.storeBytes(of: first, toByteOffset: 256, as: SIMD8<UInt32>.self)
+                let weight = UnsafePointer<Float>(lanes.assumingMemoryBound(to: Float.self))
+                let tap = UnsafePointer<UInt32>((lanes + 256).assumingMemoryBound(to: UInt32.self))
                 for i in 0..<8 {
-                    let left = SIMD8(lowHalf: SIMD4(repeating: wx.0[i]), highHalf: SIMD4(repeating: wx.1[i]))
-                    let right = SIMD8(lowHalf: SIMD4(repeating: wx.2[i]), highHalf: SIMD4(repeating: wx.3[i]))
-                    let down = SIMD4(wy.0[i], wy.1[i], wy.2[i], wy.3[i])
-                    // Tap (ix − 1, iy − 1) is padded sample (ix, iy).
-                    var p = UnsafeRawPointer(s + (Int(iy[i]) &* paddedWidth &+ Int(ix[i])) &* 4)
+                    let left = SIMD8(lowHalf: SIMD4(repeating: weight[i]), highHalf: SIMD4(repeating: weight[8 &+ i]))
+                    let right = SIMD8(lowHalf: SIMD4(repeating: weight[16 &+ i]), highHalf: SIMD4(repeating: weight[24 &+ i]))
+                    var p = UnsafeRawPointer(s + Int(tap[i]))
                     var sum = SIMD8<Float>()
                     for j in 0..<4 {
                         let a = p.loadUnaligned(as: SIMD8<Float>.self), b = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
-                        sum += (a * left + b * right) * down[j]
+                        sum += (a * left + b * right) * weight[32 &+ 8 &* j &+ i]
                         p += rowStride
                     }
                     store(wanted[i] ? sum.lowHalf + sum.highHalf : SIMD4(), x &+ i)
