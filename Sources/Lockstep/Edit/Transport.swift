@@ -80,11 +80,11 @@ public enum Transport {
             self.segmentStart = segmentStart
         }
 
-        /// Scratch for one worker: the field interpolated to a pixel row, per feature-grid column,
-        /// then per pixel.
         /// Room in `withScratch`'s buffer for `carry4`'s eight pixels' weights and taps.
         static let laneScratch = 72
 
+        /// Scratch for one worker: the field interpolated to a pixel row, per feature-grid column,
+        /// then per pixel.
         func withScratch<R>(_ body: (UnsafeMutablePointer<Float>) -> R) -> R {
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 3 * field.width + 2 * width + Self.laneScratch) { body($0.baseAddress!) }
         }
@@ -146,6 +146,9 @@ public enum Transport {
                 UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
             }
             let lanes = UnsafeMutableRawPointer(py + w)
+            // The taps' indices are taken in 32 bits (as the positions' whole parts come): room
+            // for 2³⁰ padded samples, past FFmpeg's largest picture (16 384 a side).
+            precondition((sh &+ Transport.padding) &* (sw &+ Transport.padding) < 1 << 30, "a picture too large to carry")
             let zero = SIMD8<Float>(), lastX = SIMD8(repeating: Float(sw - 1)), lastY = SIMD8(repeating: Float(sh - 1))
             let paddedWidth = sw &+ Transport.padding, rowStride = paddedWidth &* 16
             var x = 0
