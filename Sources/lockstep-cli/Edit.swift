@@ -144,6 +144,8 @@ struct Edit: ParsableCommand {
         // equal the whole run's (each match starts from the frames before). They are
         // decoded anyway, to count the frames before the job's.
         let history = EditPropagator.history(before: segment.range?.start ?? 0)
+        // The first frame's keyframes are set up before any frame is decoded (`prepare`).
+        try propagator.prepare(for: history.first ?? segment.range?.start ?? 0)
         if !history.isEmpty, let ranged = source as? FrameRangeSource {
             ranged.observe(history) { frame in try propagator.follow(frame.image, index: frame.index) }
         }

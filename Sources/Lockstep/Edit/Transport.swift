@@ -292,13 +292,27 @@ public enum Transport {
         }
     }
 
-    /// A four-channel image's values pixel-major, (y·width + x)·4 + channel.
-    static func interleaved4(_ image: PlanarImage) -> [Float] {
-        precondition(image.channels == 4)
+    /// A four-channel image's values pixel-major, (y·width + x)·4 + channel, in half precision;
+    /// less `share[ch]` times `prediction`'s channel ch, for the first three, where given.
+    static func interleavedHalf4(_ image: PlanarImage, less prediction: PlanarImage? = nil, times share: [Float] = [0, 0, 0]) -> [Float16] {
+        precondition(image.channels == 4 && share.count == 3)
+        precondition(prediction.map { $0.channels == 3 && $0.planeSize == image.planeSize } ?? true)
         let n = image.planeSize
-        return [Float](unsafeUninitializedCapacity: 4 * n) { out, count in
+        return [Float16](unsafeUninitializedCapacity: 4 * n) { out, count in
             image.withUnsafeBufferPointer { src in
-                for i in 0..<n { for ch in 0..<4 { out[4 &* i &+ ch] = src[ch &* n &+ i] } }
+                if let prediction {
+                    let (s0, s1, s2) = (share[0], share[1], share[2])
+                    prediction.withUnsafeBufferPointer { p in
+                        for i in 0..<n {
+                            out[4 &* i] = Float16(src[i] - s0 * p[i])
+                            out[4 &* i &+ 1] = Float16(src[n &+ i] - s1 * p[n &+ i])
+                            out[4 &* i &+ 2] = Float16(src[2 &* n &+ i] - s2 * p[2 &* n &+ i])
+                            out[4 &* i &+ 3] = Float16(src[3 &* n &+ i])
+                        }
+                    }
+                } else {
+                    for i in 0..<n { for ch in 0..<4 { out[4 &* i &+ ch] = Float16(src[ch &* n &+ i]) } }
+                }
             }
             count = 4 * n
         }
