@@ -244,6 +244,42 @@ import TestSupport
         #expect(poorest > 0.5, "poorest match quality \(poorest)")
     }
 
+    /// The alignment's relaxation takes four rows at once, each a sample behind the row above,
+    /// for speed: its values must be those of relaxing the samples row by row, each after its
+    /// left neighbour, to the last bit, on grids whose rows are not a multiple of four and
+    /// narrower than the skew. (Taken a sample ahead instead of behind, a row reads its upper
+    /// neighbour before that is relaxed, and the values differ.)
+    @Test(arguments: [(1, 1), (2, 5), (3, 4), (7, 9), (16, 13), (33, 8)])
+    func relaxationTakesTheRowByRowOrder(size: (width: Int, height: Int)) {
+        let (fw, fh) = size, n = fw * fh, lambda: Float = 0.7
+        var random = SeededRandom(UInt64(fw * 100 + fh))
+        func values(_ count: Int, scale: Float = 1) -> [Float] { (0..<count).map { _ in scale * Float(random.uniform() * 2 - 1) } }
+        var inverse = [Float](repeating: 0, count: 4 * n)
+        for i in 0..<n {
+            let a = 1 + Float(random.uniform()), d = 1 + Float(random.uniform()), c = 0.5 * Float(random.uniform() - 0.5)
+            inverse[4 * i] = d / (a * d - c * c); inverse[4 * i + 1] = -c / (a * d - c * c)
+            inverse[4 * i + 2] = a / (a * d - c * c); inverse[4 * i + 3] = 1.8
+        }
+        let rx = values(n, scale: 3), ry = values(n, scale: 3), startX = values(n), startY = values(n)
+        var ux = startX, uy = startY
+        ImageAlignment.relax(&ux, &uy, inverse: inverse, rx: rx, ry: ry, width: fw, height: fh, lambda: lambda, sweeps: 3)
+        var vx = startX, vy = startY
+        for _ in 0..<3 { for j in 0..<fh { for i in 0..<fw {
+            let index = j * fw + i
+            var sx: Float = 0, sy: Float = 0
+            if i > 0 { sx += vx[index - 1]; sy += vy[index - 1] }
+            if i + 1 < fw { sx += vx[index + 1]; sy += vy[index + 1] }
+            if j > 0 { sx += vx[index - fw]; sy += vy[index - fw] }
+            if j + 1 < fh { sx += vx[index + fw]; sy += vy[index + fw] }
+            let px = rx[index] + lambda * sx, py = ry[index] + lambda * sy, k = 4 * index
+            let nx = inverse[k] * px + inverse[k + 1] * py, ny = inverse[k + 1] * px + inverse[k + 2] * py
+            vx[index] += inverse[k + 3] * (nx - vx[index])
+            vy[index] += inverse[k + 3] * (ny - vy[index])
+        } } }
+        #expect(ux == vx && uy == vy, "largest difference \(zip(ux + uy, vx + vy).map { abs($0 - $1) }.max() ?? 0)")
+        #expect(ux != startX, "the relaxation moved nothing")
+    }
+
     /// The match quality is high where the frame shows the reference, moved, and low on a patch
     /// where it shows something else.
     @Test func matchQualityTellsMatchedFromChangedContent() {

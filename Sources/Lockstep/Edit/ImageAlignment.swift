@@ -366,10 +366,29 @@ public struct ImageAlignment: Sendable {
             inverse[4 &* index &+ 3] = omega
         } }
         var ux = dx, uy = dy
+        relax(&ux, &uy, inverse: inverse, rx: rx, ry: ry, width: fw, height: fh, lambda: lambda, sweeps: sweeps)
+        for i in 0..<n {
+            // A step beyond the block's reach is trusted only where the membrane, not the
+            // block's own linearisation, decides it.
+            let b = stride &* i, own = e[b] + e[b &+ 2]
+            let reach = own > 4 * lambda ? limit : .infinity
+            dx[i] += min(max(ux[i] - dx[i], -reach), reach)
+            dy[i] += min(max(uy[i] - dy[i], -reach), reach)
+        }
+    }
+
+    /// `solve`'s sweeps of successive over-relaxation, in place on (ux, uy): sample i's 2×2
+    /// inverse and relaxation factor in `inverse[4i ..< 4i + 4]` (m₀₀, m₀₁, m₁₁, ω), its
+    /// right-hand side (rx, ry), and λ per link to each of its four neighbours. Each sweep relaxes
+    /// the samples row by row, each after its left neighbour.
+    public static func relax(_ ux: inout [Float], _ uy: inout [Float], inverse: [Float], rx: [Float], ry: [Float],
+                             width fw: Int, height fh: Int, lambda: Float, sweeps: Int) {
+        let n = fw &* fh
+        precondition(ux.count == n && uy.count == n && inverse.count == 4 &* n && rx.count == n && ry.count == n)
         ux.withUnsafeMutableBufferPointer { uxb in uy.withUnsafeMutableBufferPointer { uyb in
         inverse.withUnsafeBufferPointer { ib in rx.withUnsafeBufferPointer { rxb in ry.withUnsafeBufferPointer { ryb in
             let ux = uxb.baseAddress!, uy = uyb.baseAddress!, m = ib.baseAddress!, rx = rxb.baseAddress!, ry = ryb.baseAddress!
-            @inline(__always) func relax(_ i: Int, _ j: Int) {
+            @inline(__always) func one(_ i: Int, _ j: Int) {
                 let index = j &* fw &+ i
                 var sx: Float = 0, sy: Float = 0
                 if i > 0 { sx += ux[index &- 1]; sy += uy[index &- 1] }
@@ -391,27 +410,19 @@ public struct ImageAlignment: Sendable {
                 var j = 0
                 while j &+ 4 <= fh {
                     for s in 0..<(fw &+ 3) {
-                        if s < fw { relax(s, j) }
-                        if s >= 1 && s &- 1 < fw { relax(s &- 1, j &+ 1) }
-                        if s >= 2 && s &- 2 < fw { relax(s &- 2, j &+ 2) }
-                        if s >= 3 { relax(s &- 3, j &+ 3) }
+                        if s < fw { one(s, j) }
+                        if s >= 1 && s &- 1 < fw { one(s &- 1, j &+ 1) }
+                        if s >= 2 && s &- 2 < fw { one(s &- 2, j &+ 2) }
+                        if s >= 3 { one(s &- 3, j &+ 3) }
                     }
                     j &+= 4
                 }
                 while j < fh {
-                    for i in 0..<fw { relax(i, j) }
+                    for i in 0..<fw { one(i, j) }
                     j &+= 1
                 }
             }
         } } } } }
-        for i in 0..<n {
-            // A step beyond the block's reach is trusted only where the membrane, not the
-            // block's own linearisation, decides it.
-            let b = stride &* i, own = e[b] + e[b &+ 2]
-            let reach = own > 4 * lambda ? limit : .infinity
-            dx[i] += min(max(ux[i] - dx[i], -reach), reach)
-            dy[i] += min(max(uy[i] - dy[i], -reach), reach)
-        }
     }
 
     /// The displacement field's slope (∂dx/∂x, ∂dx/∂y, ∂dy/∂x, ∂dy/∂y, per pixel) as one affine
