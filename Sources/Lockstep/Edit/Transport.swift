@@ -180,11 +180,10 @@ public enum Transport {
                 lanes.storeBytes(of: wy.3, toByteOffset: 224, as: SIMD8<Float>.self)
                 lanes.storeBytes(of: first, toByteOffset: 256, as: SIMD8<UInt32>.self)
                 let weight = UnsafePointer<Float>(lanes.assumingMemoryBound(to: Float.self))
-                let tap = UnsafePointer<UInt32>((lanes + 256).assumingMemoryBound(to: UInt32.self))
                 for i in 0..<8 {
                     let left = SIMD8(lowHalf: SIMD4(repeating: weight[i]), highHalf: SIMD4(repeating: weight[8 &+ i]))
                     let right = SIMD8(lowHalf: SIMD4(repeating: weight[16 &+ i]), highHalf: SIMD4(repeating: weight[24 &+ i]))
-                    var p = UnsafeRawPointer(s + Int(tap[i]))
+                    var p = UnsafeRawPointer(s + Int(lanes.load(fromByteOffset: 256 &+ 4 &* i, as: UInt32.self)))
                     var sum = SIMD8<Float>()
                     for j in 0..<4 {
                         let a = p.loadUnaligned(as: SIMD8<Float>.self), b = p.loadUnaligned(fromByteOffset: 32, as: SIMD8<Float>.self)
