@@ -72,6 +72,12 @@ public final class VideoWriter: FrameSink {
         // yuv4mpegpipe writes formats past 8 bits (C420p10) only when told that an unofficial
         // extension is fine, as `ffmpeg -strict -1` does; every reader of it in FFmpeg reads them.
         if String(cString: outputFormat.pointee.name) == "yuv4mpegpipe" { oc!.pointee.strict_std_compliance = FF_COMPLIANCE_UNOFFICIAL }
+        // The muxer holds packets back to interleave the streams by time, until every stream has
+        // one later or what it holds spans `max_interleave_delta` (10 s by default). Where a
+        // stream ends early (audio shorter than the video) it held that much video: raw 720p
+        // video out of a 28-second clip whose audio ends at 14 s peaked at 635 MB, its memory
+        // growing with the video. A second interleaves as well for playback (130 MB there).
+        oc!.pointee.max_interleave_delta = 1_000_000
 
         guard let enc = avcodec_alloc_context3(codec) else { throw MediaError(.io, path: path, "out of memory") }
         handles.codec = enc
