@@ -592,13 +592,9 @@ import TestSupport
     /// measured there with the membrane at a fixed strength. Read at every sample, as the
     /// correction reads it: 0.0115 with the strength chosen on held-out matches, 0.0112 fixed.)
     @Test func gainFieldIsFittedWhereTheMatchesAre() throws {
-        let grid = AppearanceGrid(latentWidth: 48, latentHeight: 24, factor: 8, origin: 3.5)
-        let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
         // The field's log: a wave of 6 cells along x, 0.1 high.
-        let logGain = Self.wave(cells: 6, samplesPerCell: spc, height: 0.1)
-        var random = SeededRandom(5)
-        let frame = Self.uniformNoise(width: w, height: h, random: &random)
-        let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { $1 * exp(logGain(($0 % n) % w)) })
+        let (grid, spc, logGain, frame, reference) = Self.waveScene(latentWidth: 48, latentHeight: 24, height: 0.1, seed: 5)
+        let w = grid.width * spc, n = w * grid.height * spc
         let confidence = (0..<n).map { ($0 % w) % spc < spc / 4 ? Float(1) : 0 }
         let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: confidence, samplesPerCell: spc,
                                       field: Self.stillField(grid), grid: grid)
@@ -606,6 +602,22 @@ import TestSupport
             let (rms, truthRMS) = Self.fieldError(fit.gain, channel: c, grid: grid, samplesPerCell: spc, truth: logGain)
             #expect(rms < 0.015, "channel \(c): rms error \(rms) of a field of rms \(truthRMS)")
         }
+    }
+
+    /// A static scene under a gain field: `frame` is `uniformNoise` on `grid` (factor 8, two
+    /// samples a latent pixel), `reference` the same with the field exp(`logGain`), a wave of 6
+    /// cells and `height`, applied, plus uniform noise of `referenceNoise` peak to peak.
+    static func waveScene(latentWidth: Int, latentHeight: Int, height: Float, seed: UInt64, referenceNoise: Float = 0)
+        -> (grid: AppearanceGrid, samplesPerCell: Int, logGain: (Int) -> Float, frame: PlanarImage, reference: PlanarImage) {
+        let grid = AppearanceGrid(latentWidth: latentWidth, latentHeight: latentHeight, factor: 8, origin: 3.5)
+        let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
+        let logGain = wave(cells: 6, samplesPerCell: spc, height: height)
+        var random = SeededRandom(seed)
+        let frame = uniformNoise(width: w, height: h, random: &random)
+        let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { i, v in
+            v * exp(logGain((i % n) % w)) + (referenceNoise == 0 ? 0 : referenceNoise * Float(random.uniform() - 0.5))
+        })
+        return (grid, spc, logGain, frame, reference)
     }
 
     /// A field's log along x: a sine wave `cells` cells long and `height` high, by sample column
@@ -682,14 +694,9 @@ import TestSupport
     /// its rms, read where the correction reads it; the membrane at its fixed strength, within
     /// 12%, a loss that differs with every frame's field and that a still picture shows.
     @Test func aFieldWithDetailAtTheCellsScaleComesBackFromCleanMatches() throws {
-        let grid = AppearanceGrid(latentWidth: 64, latentHeight: 32, factor: 8, origin: 3.5)
-        let spc = AppearanceGrid.cell * grid.factor / 2, w = grid.width * spc, h = grid.height * spc, n = w * h
-        let logGain = Self.wave(cells: 6, samplesPerCell: spc, height: 0.05)
-        var random = SeededRandom(47)
-        let frame = Self.uniformNoise(width: w, height: h, random: &random)
-        let reference = PlanarImage(channels: 3, height: h, width: w, values: frame.values.enumerated().map { i, v in
-            v * exp(logGain((i % n) % w)) + 0.002 * Float(random.uniform() - 0.5)
-        })
+        let (grid, spc, logGain, frame, reference) = Self.waveScene(latentWidth: 64, latentHeight: 32, height: 0.05, seed: 47,
+                                                                    referenceNoise: 0.002)
+        let n = grid.width * spc * grid.height * spc
         let fit = FrameAppearance.fit(frame: frame, reference: reference, confidence: [Float](repeating: 1, count: n), samplesPerCell: spc,
                                       field: Self.stillField(grid), grid: grid)
         let (rms, truthRMS) = Self.fieldError(fit.gain, channel: 0, grid: grid, samplesPerCell: spc, truth: logGain)
