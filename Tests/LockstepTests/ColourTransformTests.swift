@@ -53,6 +53,29 @@ import TestSupport
         #expect(elsewhere > 48, "PSNR on another frame \(elsewhere) dB")
     }
 
+    /// A grade learned on a keyframe of dark colours, applied to a frame of bright ones that the
+    /// keyframe never showed: the lattice's points out there follow the grade's trend in colour
+    /// (`AffineColourTrend`), not the delta of the brightest colours the keyframe had. (Held
+    /// towards those, the blue channel's darkening stopped at half what it is at white.)
+    @Test func colourTheKeyframeNeverShowedFollowsTheGradesTrend() {
+        func scaled(_ image: PlanarImage, _ a: Float, _ b: Float) -> PlanarImage {
+            PlanarImage(channels: 3, height: image.height, width: image.width, values: image.values.map { a + b * min(max($0, 0), 1) })
+        }
+        func graded(_ image: PlanarImage) -> PlanarImage {
+            var out = image
+            out.withUnsafeMutableBufferPointer { p in
+                let n = image.planeSize
+                for i in 0..<n { p[i] = 0.95 * p[i] + 0.04; p[n + i] = 0.9 * p[n + i] + 0.03; p[2 * n + i] *= 0.8 }
+            }
+            return out
+        }
+        let key = scaled(SyntheticClip.movingPattern(t: 0, width: 160, height: 120), 0, 0.5)
+        let other = scaled(SyntheticClip.movingPattern(t: 37, width: 160, height: 120), 0.5, 0.5)
+        let transform = ColourTransform(original: key, edited: graded(key))
+        let quality = psnr(Self.add(other, transform.delta(for: other)), graded(other))
+        #expect(quality > 40, "PSNR on colours the keyframe never showed: \(quality) dB")
+    }
+
     /// The function is evaluated eight pixels at a time (their lattice cells and weights as
     /// vectors) and pixel by pixel for a row's last few: both give the same value, bit for bit,
     /// for any colour, out-of-range ones included.

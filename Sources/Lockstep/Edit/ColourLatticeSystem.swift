@@ -113,7 +113,11 @@ struct LatticeSystem {
         // The membrane is never weaker than 10⁻⁴ of the examples' mean weight per point: an exact
         // fit (σ² = 0) would otherwise leave the points no example reaches undetermined.
         let weakest = 1e-4 * trace / Double(n)
-        var mu = max(start?.membrane ?? weakest, weakest)
+        // Nor stronger than 10⁴ times it: an edit all but absent (a faint sticker on an 8-bit
+        // keyframe, its deltas a fraction of a level) leaves the neighbours' differences near 0
+        // and the estimate without bound, and at 10³⁴ times the examples the solve lost them.
+        let strongest = 1e4 * trace / Double(n)
+        var mu = min(max(start?.membrane ?? weakest, weakest), strongest)
         var x = start?.values.count == n ? start!.values : [SIMD4<Double>](repeating: .zero, count: n)
         for _ in 0..<Self.rounds {
             // The membrane need not be known closely: each round's fit to a residual of 10⁻⁵,
@@ -131,7 +135,7 @@ struct LatticeSystem {
                 rho2 += support[l] * (d * d).sum()
             }
             rho2 /= max(supportTotal, .leastNormalMagnitude)
-            let next = max(sigma2 / rho2, weakest)
+            let next = min(max(sigma2 / rho2, weakest), strongest)
             guard next.isFinite else { break }
             let settled = abs(next - mu) <= 0.05 * mu
             mu = next
