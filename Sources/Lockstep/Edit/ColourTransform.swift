@@ -347,19 +347,18 @@ struct AffineColourTrend {
 
     init(original: PlanarImage, edited: PlanarImage, weights: [Float]?) {
         let n = original.planeSize
-        var xx = [Double](repeating: 0, count: 16), xy = [Double](repeating: 0, count: 12)
+        // Σ w x xᵀ (a row per component of x = (r, g, b, 1)) and Σ w δ_c x per channel.
+        var moments = [SIMD4<Double>](repeating: .zero, count: 4), products = [SIMD4<Double>](repeating: .zero, count: 3)
         original.withUnsafeBufferPointer { o in edited.withUnsafeBufferPointer { e in
             for i in 0..<n {
                 let w = Double(weights?[i] ?? 1)
                 guard w > 0 else { continue }
-                let x = [Double(o[i]), Double(o[n + i]), Double(o[2 * n + i]), 1]
-                for a in 0..<4 { for b in 0..<4 { xx[4 * a + b] += w * x[a] * x[b] } }
-                for c in 0..<3 {
-                    let d = w * Double(e[c * n + i] - o[c * n + i])
-                    for a in 0..<4 { xy[4 * c + a] += d * x[a] }
-                }
+                let x = SIMD4<Double>(Double(o[i]), Double(o[n &+ i]), Double(o[2 &* n &+ i]), 1), wx = w * x
+                for a in 0..<4 { moments[a] += wx[a] * x }
+                for c in 0..<3 { products[c] += Double(e[c &* n &+ i] - o[c &* n &+ i]) * wx }
             }
         } }
+        var xx = (0..<16).map { moments[$0 / 4][$0 % 4] }
         let total = xx[15]
         guard total > 0 else {
             coefficients = [SIMD4<Float>](repeating: .zero, count: 3)
@@ -367,7 +366,7 @@ struct AffineColourTrend {
         }
         for a in 0..<3 { xx[5 * a] += 1e-3 * total }
         coefficients = (0..<3).map { c in
-            let solution = solveSymmetric(xx, Array(xy[(4 * c)..<(4 * c + 4)]), size: 4)
+            let solution = solveSymmetric(xx, (0..<4).map { products[c][$0] }, size: 4)
             return SIMD4<Float>(solution.map { Float($0) })
         }
     }
