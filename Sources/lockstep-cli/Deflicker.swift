@@ -182,7 +182,19 @@ struct Deflicker: ParsableCommand {
         let info = source.info
         let paired = try guide.map {
             GuidedSource(input: source, guide: try Media.openSource($0, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log),
-                         guidePath: $0, size: info, eager: report.json)
+                         guidePath: $0, size: info)
+        }
+        // A part of a split job first reads the frames before it that the whole run's frames
+        // there depend on (`DeflickerPlan.recalled`), so that it makes the whole run's frames.
+        if let guide, let start = segment.range?.start {
+            let earlier = try plan.recalled(before: start)
+            if !earlier.isEmpty {
+                let frames = FrameRange(start: earlier.lowerBound, end: earlier.upperBound)
+                let before = GuidedSource(input: try Media.openSource(input, frameRate: writing.frameRate, frames: frames, damageLog: damage.log),
+                                          guide: try Media.openSource(guide, frameRate: writing.frameRate, frames: frames, damageLog: damage.log),
+                                          guidePath: guide, size: info)
+                while let frame = try before.next() { _ = try plan.apply(to: frame.image, index: frame.index, guide: before.guide(for: frame.index)) }
+            }
         }
         let done: JobProgress
         do {

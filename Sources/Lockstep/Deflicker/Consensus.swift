@@ -324,7 +324,8 @@ public struct ConsensusCorrection: Sendable {
     /// guide value no frame of the window saw unclipped, a value clipped at white takes the
     /// middle of its interval and one clipped at black its bound.
     public func apply(to frame: PlanarImage, appearance: FrameAppearance, consensus: [ToneCurve], offset: [Float] = [0, 0, 0],
-                      grid: AppearanceGrid, guide: PlanarImage? = nil, held: ToneRelation? = nil) -> PlanarImage {
+                      grid: AppearanceGrid, guide: PlanarImage? = nil, held: ToneRelation? = nil,
+                      memory: ClippedMemory.Use? = nil) -> PlanarImage {
         let count = grid.count
         // The consensus gain at each of the frame's cells, read where the cell lies in the
         // reference; cells that matched poorly take it from their neighbours.
@@ -358,7 +359,7 @@ public struct ConsensusCorrection: Sendable {
         }
         let prediction = guide.flatMap { guide in held.map { held in (guide, inverse.indices.map { held.table(channel: $0, through: inverse[$0]) }) } }
         return GridFieldApplier(grid: grid, width: frame.width, height: frame.height)
-            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after, prediction: prediction)
+            .apply(frame, curves: curves, before: appearance.gain, inverse: inverse, after: after, prediction: prediction, memory: memory)
     }
 }
 
@@ -400,8 +401,9 @@ struct GridFieldApplier {
     }
 
     func apply(_ frame: PlanarImage, curves: [LookupTable], before: PlanarImage, inverse: [LookupTable], after: PlanarImage,
-               prediction: (guide: PlanarImage, tables: [LookupTable])? = nil) -> PlanarImage {
+               prediction: (guide: PlanarImage, tables: [LookupTable])? = nil, memory: ClippedMemory.Use? = nil) -> PlanarImage {
         precondition(prediction == nil || (prediction!.guide.count == frame.count && prediction!.tables.count == 3))
+        precondition(memory == nil || (prediction != nil && memory!.memory.count == frame.count))
         let predicted = prediction?.tables
         let w = width, h = height, gw = grid.width, gh = grid.height, plane = w * h
         // Both fields, each grid row interpolated across the full width first: (field, c, gy, x).
@@ -477,20 +479,28 @@ struct GridFieldApplier {
                             }
                         } else {
                             // With a guide, the prediction held within the clipped value's
-                            // interval (looked up only there: few values are clipped).
-                            let g = guideBase + c * plane + y * w, table = predicted![c]
+                            // interval (looked up only there: few values are clipped): what the
+                            // pixel showed when last seen unclipped, where the guide shows the
+                            // same there as then (`ClippedMemory`), else the guide's tone.
+                            let line = c &* plane &+ y &* w
+                            let g = guideBase + line, table = predicted![c]
                             table.values.withUnsafeBufferPointer { pv in
                                 let pp = pv.baseAddress!
+                                @inline(__always) func estimate(_ x: Int) -> Float {
+                                    memory?.recalled(line &+ x, guide: g[x], table: pp, lookup: table, gain: field[x])
+                                        ?? field[x] * pp[table.index(g[x])]
+                                }
                                 @inline(__always) func one(_ x: Int) {
                                     let v = min(max(after[x], 0), 1)
                                     if s[x] >= white && v < 1 {
-                                        let p = field[x] * pp[table.index(g[x])]
+                                        let p = estimate(x)
                                         d[x] = p.isNaN ? 0.5 * (v + 1) : min(max(p, v), 1)
                                     } else if s[x] <= black && v > 0 {
-                                        let p = field[x] * pp[table.index(g[x])]
+                                        let p = estimate(x)
                                         d[x] = p.isNaN ? v : min(max(p, 0), v)
                                     } else {
                                         d[x] = v
+                                        if s[x] < white && s[x] > black { memory?.remember(line &+ x, value: v, guide: g[x]) }
                                     }
                                 }
                                 // Eight at a time where none of them is clipped (or NaN), which
@@ -505,6 +515,8 @@ struct GridFieldApplier {
                                         for i in x..<(x &+ 8) { one(i) }
                                     } else {
                                         UnsafeMutableRawPointer(d + x).storeBytes(of: v, as: SIMD8<Float>.self)
+                                        memory?.remember(line &+ x, values: v, guides: UnsafeRawPointer(g + x).loadUnaligned(as: SIMD8<Float>.self),
+                                                         where: (input .< white) .& (input .> black))
                                     }
                                     x &+= 8
                                 }

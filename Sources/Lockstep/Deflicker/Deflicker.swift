@@ -926,6 +926,8 @@ public final class DeflickerPlan {
     /// Each reference's consensus gain, read when its first frame comes.
     let gains: ReferenceGains
     private var correction: (reference: Int, ConsensusCorrection)?
+    /// With a guide, what each pixel showed when last seen unclipped (`ClippedMemory`).
+    private var clippedMemory: ClippedMemory?
     public let scenes: [DeflickerAnalysis.Scene]
     let shotStarts: [Int]
     public let cuts: [Int]
@@ -1112,8 +1114,10 @@ public final class DeflickerPlan {
     }
 
     /// Frame `index` (counted from 0 over the whole video) made consistent. `guide`, with a
-    /// guided plan: the frame's guide at its size, asked for only where the frame was clipped
-    /// (`ConsensusCorrection.apply` takes what was lost there from it).
+    /// guided plan: the frame's guide at its size (`ConsensusCorrection.apply` takes what clipping
+    /// lost from it, and from what the frames before showed where it shows the same). Frames come
+    /// in order; a run that starts past a shot's first frame gives the frames of
+    /// `recalled(before:)` first.
     public func apply(to frame: PlanarImage, index: Int, guide: (() throws -> PlanarImage)? = nil) throws -> PlanarImage {
         guard index < frameCount else { throw OtherFrame(index: index, frameCount: frameCount, analysed: nil, given: nil) }
         let luma = Float(FlickerAnalyzer.meanLuma(frame))
@@ -1123,15 +1127,27 @@ public final class DeflickerPlan {
         let (current, _, scene) = try appearance(of: index)
         let offset = try drift(at: index)
         let consensus = try consensus(at: index)
-        var guideImage: PlanarImage?, held: ToneRelation?
-        if guided, let guide, GridFieldApplier.hasClippedValues(frame) {
+        var guideImage: PlanarImage?, held: ToneRelation?, memory: ClippedMemory.Use?
+        if guided, let guide {
+            // Every frame's guide: where the frame is not clipped it is remembered
+            // (`ClippedMemory`), for the frames after it that are.
             guideImage = try guide()
             held = try heldTone(at: index)
+            if clippedMemory?.count != frame.count { clippedMemory = ClippedMemory(count: frame.count) }
+            memory = ClippedMemory.Use(memory: clippedMemory!, index: Int32(index), oldest: Int32(try window(around: index).lower))
         }
         toneCache = toneCache.filter { $0.key >= index - Self.window }
         consensusCache = consensusCache.filter { $0.key >= index }
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
         return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: offset, grid: outputGrid,
-                                   guide: guideImage, held: held)
+                                   guide: guideImage, held: held, memory: memory)
+    }
+
+    /// The frames before `start` whose values a guided run starting there must have seen first
+    /// (`ClippedMemory`): those of its window in its shot. Given to `apply` in order, output
+    /// unused, they make the run from `start` the whole run's, frame for frame.
+    public func recalled(before start: Int) throws -> Range<Int> {
+        guard guided, start > 0, start < frameCount else { return 0..<0 }
+        return try window(around: start).lower..<start
     }
 }
