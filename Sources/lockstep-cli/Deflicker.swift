@@ -184,20 +184,20 @@ struct Deflicker: ParsableCommand {
             GuidedSource(input: source, guide: try Media.openSource($0, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log),
                          guidePath: $0, size: info)
         }
-        // A part of a split job first reads the frames before it that the whole run's frames
-        // there depend on (`DeflickerPlan.recalled`), so that it makes the whole run's frames.
-        if let guide, let start = segment.range?.start {
-            let earlier = try plan.recalled(before: start)
-            if !earlier.isEmpty {
-                let frames = FrameRange(start: earlier.lowerBound, end: earlier.upperBound)
-                let before = GuidedSource(input: try Media.openSource(input, frameRate: writing.frameRate, frames: frames, damageLog: damage.log),
-                                          guide: try Media.openSource(guide, frameRate: writing.frameRate, frames: frames, damageLog: damage.log),
-                                          guidePath: guide, size: info)
-                while let frame = try before.next() { _ = try plan.apply(to: frame.image, index: frame.index, guide: before.guide(for: frame.index)) }
-            }
-        }
         let done: JobProgress
         do {
+            // A part of a split job first reads the frames before it that the whole run's frames
+            // there depend on (`DeflickerPlan.recalled`), so that it makes the whole run's frames.
+            if let guide, let start = segment.range?.start {
+                let earlier = try plan.recalled(before: start)
+                if !earlier.isEmpty {
+                    let frames = FrameRange(start: earlier.lowerBound, end: earlier.upperBound)
+                    let before = GuidedSource(input: try Media.openSource(input, frameRate: writing.frameRate, frames: frames, damageLog: damage.log),
+                                              guide: try Media.openSource(guide, frameRate: writing.frameRate, frames: frames, damageLog: damage.log),
+                                              guidePath: guide, size: info)
+                    while let frame = try before.next() { _ = try plan.apply(to: frame.image, index: frame.index, guide: before.guide(for: frame.index)) }
+                }
+            }
             done = try ProgressView(label: "deflicker: writing", report: report, stage: "writing").track { update in
                 try StreamingProcessor.run(source: paired ?? source, sink: sink, process: { frame in
                     let original = frame.image

@@ -3,13 +3,13 @@
 /// (`GridFieldApplier.white`, `black`) only bounds its truth; where the guide shows the same there
 /// as when the pixel was last seen (within its noise, `DeflickerAnalysis.agreementNoise`), the
 /// content is the same, and what the correction made of it then is the estimate that is right
-/// by construction: a still camera's highlights take their own value from the frames either side
-/// of a brighter one, whatever the edit (a pencil sketch's paper and strokes over the same guide
+/// by construction: a still camera's highlights take their own value from the frames before a
+/// brighter one, whatever the edit (a pencil sketch's paper and strokes over the same guide
 /// tone included, which the guide's tone alone averages to grey). Content that moved shows
 /// another guide value there and takes the guide's tone as before (`ConsensusCorrection.apply`).
 ///
 /// Per frame it depends on the frames of the window before it only (`DeflickerPlan.window`, in
-/// the shot), so a part of a split job that reads those first (`DeflickerPlan.recall`) makes
+/// the shot), so a part of a split job that reads those first (`DeflickerPlan.recalled`) makes
 /// the whole run's frames. Half precision for the values (an eighth of an 8-bit level near
 /// white): 8 bytes per value, 50 MB at 1080p.
 public final class ClippedMemory: @unchecked Sendable {

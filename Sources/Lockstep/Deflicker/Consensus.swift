@@ -320,7 +320,10 @@ public struct ConsensusCorrection: Sendable {
     /// middle does (a frame made brighter clips more, and higher), so the clipped parts stay
     /// as still as the rest. (A normal's mean beyond the bound, with the spread of the values at
     /// each guide level, came closer to the truth on pencil sketches but followed the flicker:
-    /// on the evaluation's cases up to 0.5 levels more brightness flicker.) Without a guide, or at a
+    /// on the evaluation's cases up to 0.5 levels more brightness flicker.) With `memory`, a
+    /// clipped value whose pixel a frame of the window saw unclipped, where the guide showed what
+    /// it shows now, takes what that frame's correction made of it instead (`ClippedMemory`),
+    /// and the frame's unclipped values are remembered. Without a guide, or at a
     /// guide value no frame of the window saw unclipped, a value clipped at white takes the
     /// middle of its interval and one clipped at black its bound.
     public func apply(to frame: PlanarImage, appearance: FrameAppearance, consensus: [ToneCurve], offset: [Float] = [0, 0, 0],
