@@ -181,8 +181,10 @@ struct Deflicker: ParsableCommand {
         let warping = report.json ? WarpingErrorMeter(maximumWidth: 640) : nil
         let info = source.info
         let paired = try guide.map {
+            // Converted on this thread, not the reader's: each frame waiting between the two would
+            // hold its guide at full size in floats (25 MB at 1080p) instead of as decoded.
             GuidedSource(input: source, guide: try Media.openSource($0, frameRate: writing.frameRate, frames: segment.range, damageLog: damage.log),
-                         guidePath: $0, size: info)
+                         guidePath: $0, size: info, eager: false)
         }
         let done: JobProgress
         do {

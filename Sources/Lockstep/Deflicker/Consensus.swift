@@ -432,11 +432,19 @@ struct GridFieldApplier {
             parallelChunks(h, minimumChunk: 8) { range in
                 // This row's two gains, interpolated down the grid rows first (a loop the compiler
                 // vectorises), then the per-value lookups.
-                let gains = UnsafeMutablePointer<Float>.allocate(capacity: 3 * w)
+                let gains = UnsafeMutablePointer<Float>.allocate(capacity: 4 * w)
                 defer { gains.deallocate() }
-                let before = gains, after = gains + w, field = gains + 2 * w
+                let before = gains, after = gains + w, field = gains + 2 * w, seen = gains + 3 * w
                 for y in range {
                     let (i, t) = (rows.index[y], rows.weight[y])
+                    // With a memory, the row's pixels none of whose channels is clipped (1, else 0).
+                    if memory != nil {
+                        let r = src + y &* w, g = r + plane, b = g + plane
+                        for x in 0..<w {
+                            let unclipped = r[x] < white && r[x] > black && g[x] < white && g[x] > black && b[x] < white && b[x] > black
+                            seen[x] = unclipped ? 1 : 0
+                        }
+                    }
                     for c in 0..<3 {
                         let m = rowsWide + c * gh * w, n = rowsWide + (3 + c) * gh * w
                         let m0 = m + i[0] * w, m1 = m + i[1] * w, m2 = m + i[2] * w, m3 = m + i[3] * w
@@ -490,7 +498,7 @@ struct GridFieldApplier {
                             table.values.withUnsafeBufferPointer { pv in
                                 let pp = pv.baseAddress!
                                 @inline(__always) func estimate(_ x: Int) -> Float {
-                                    memory?.recalled(line &+ x, guide: g[x], table: pp, lookup: table, gain: field[x])
+                                    memory?.recalled(line &+ x, pixel: y &* w &+ x, guide: g[x], table: pp, lookup: table, gain: field[x])
                                         ?? field[x] * pp[table.index(g[x])]
                                 }
                                 @inline(__always) func one(_ x: Int) {
@@ -503,7 +511,7 @@ struct GridFieldApplier {
                                         d[x] = p.isNaN ? v : min(max(p, 0), v)
                                     } else {
                                         d[x] = v
-                                        if s[x] < white && s[x] > black { memory?.remember(line &+ x, value: v, guide: g[x]) }
+                                        if seen[x] != 0 { memory?.remember(line &+ x, value: v, guide: g[x]) }
                                     }
                                 }
                                 // Eight at a time where none of them is clipped (or NaN), which
@@ -519,7 +527,7 @@ struct GridFieldApplier {
                                     } else {
                                         UnsafeMutableRawPointer(d + x).storeBytes(of: v, as: SIMD8<Float>.self)
                                         memory?.remember(line &+ x, values: v, guides: UnsafeRawPointer(g + x).loadUnaligned(as: SIMD8<Float>.self),
-                                                         where: (input .< white) .& (input .> black))
+                                                         where: UnsafeRawPointer(seen + x).loadUnaligned(as: SIMD8<Float>.self) .!= 0)
                                     }
                                     x &+= 8
                                 }
@@ -530,6 +538,7 @@ struct GridFieldApplier {
                             }
                         }
                     }
+                    memory?.seen(y &* w, count: w, where: seen)
                 }
             }
           }
