@@ -1,5 +1,5 @@
-/// What each pixel showed, per channel, the last time a frame of the shot saw it unclipped: the
-/// corrected value, the guide's value then, and that frame's index. A value the flicker clipped
+/// What each pixel showed, per channel, the last time a frame of the shot saw none of its
+/// channels clipped: the corrected values, the guide's values then, and that frame's index. A value the flicker clipped
 /// (`GridFieldApplier.white`, `black`) only bounds its truth; where the guide shows the same there
 /// as when the pixel was last seen (within its noise, `DeflickerAnalysis.agreementNoise`), the
 /// content is the same, and what the correction made of it then is the estimate that is right

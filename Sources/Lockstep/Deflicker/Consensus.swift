@@ -435,6 +435,7 @@ struct GridFieldApplier {
                 let gains = UnsafeMutablePointer<Float>.allocate(capacity: 4 * w)
                 defer { gains.deallocate() }
                 let before = gains, after = gains + w, field = gains + 2 * w, seen = gains + 3 * w
+                seen.initialize(repeating: 0, count: w)
                 for y in range {
                     let (i, t) = (rows.index[y], rows.weight[y])
                     // With a memory, the row's pixels none of whose channels is clipped (1, else 0).
