@@ -117,6 +117,34 @@ public struct FrameAppearance: Sendable {
     /// and one at or below 1 − this at black.
     static let clippedLevel: Float = 0.995
 
+    /// Per channel and sample (3 planes): `usable` 1 where the pair says what the curve is, 0
+    /// where the frame's value was clipped and the reference's was not; `bound` there, which
+    /// way it bounds the curve (−1: the frame clipped at white, so the curve at its value maps
+    /// to at most the reference's; +1 at black, at least).
+    ///
+    /// The curves map the frame's recorded values to the reference's recorded values (a clipped
+    /// one of the reference's included: its white is a value of the reference's, which other
+    /// frames map to). A clipped value of the frame's stands for a whole range of what it would
+    /// have been, and the second pass estimates it apart (`ConsensusCorrection`, within the
+    /// interval the clip leaves), so its pairs are left out of the fit, unless the fitted curve
+    /// breaks their bound. Taken as values, a frame's clipped highlights (all at white, matched
+    /// to the reference's whole range above the clip) bent the curve's top towards their mean,
+    /// and the curvature carried the bend down to the tones below the clip, which came back too
+    /// bright: on a static camera's grade under global jitter (`tree.avi`), 7 levels at 224–239,
+    /// in the frames that clipped most and not in the others.
+    static func unclipped(_ frame: PlanarImage, _ reference: PlanarImage) -> (usable: [Float], bound: [Int8]) {
+        let high = clippedLevel, low = 1 - clippedLevel
+        var usable = [Float](repeating: 0, count: frame.count), bound = [Int8](repeating: 0, count: frame.count)
+        frame.withUnsafeBufferPointer { f in reference.withUnsafeBufferPointer { r in
+        usable.withUnsafeMutableBufferPointer { u in bound.withUnsafeMutableBufferPointer { b in
+            for i in 0..<u.count {
+                let fc: Int8 = f[i] <= low ? -1 : (f[i] >= high ? 1 : 0), rc: Int8 = r[i] <= low ? -1 : (r[i] >= high ? 1 : 0)
+                if fc == 0 || rc != 0 { u[i] = 1 } else { b[i] = -fc }
+            }
+        } } } }
+        return (usable, bound)
+    }
+
     /// Whether the frame's colours in `channel` were clipped at black in at least one of the
     /// quantile levels its curve is fitted through, as `clipsWhite` at white: the curve's value
     /// at black then maps the clipped level, a bound.
@@ -236,12 +264,13 @@ public struct FrameAppearance: Sendable {
     /// 42.3 / 37.4 → 42.7 / 38.2 dB, global 40.6 / 38.8 → 40.4 / 38.9; with the field always
     /// first, the pencil sketch's global jitter kept 1.3 levels of brightness flicker.)
     public static func fit(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
-                           field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3) -> FrameAppearance {
+                           field: CorrespondenceField, grid: AppearanceGrid, rounds: Int = 3,
+                           clippedAsValues: Bool = false) -> FrameAppearance {
         let fieldFirst = fitInTurn(frame: frame, reference: reference, confidence: confidence, samplesPerCell: samplesPerCell,
-                                   field: field, grid: grid, rounds: rounds, fieldFirst: true)
+                                   field: field, grid: grid, rounds: rounds, fieldFirst: true, clippedAsValues: clippedAsValues)
         guard fieldFirst.followsBrightness(of: reference, samplesPerCell: samplesPerCell, grid: grid) else { return fieldFirst }
         return fitInTurn(frame: frame, reference: reference, confidence: confidence, samplesPerCell: samplesPerCell,
-                         field: field, grid: grid, rounds: rounds, fieldFirst: false)
+                         field: field, grid: grid, rounds: rounds, fieldFirst: false, clippedAsValues: clippedAsValues)
     }
 
     /// Correlation, over the cells and weighted by their coverage, beyond which a gain field is
@@ -280,7 +309,7 @@ public struct FrameAppearance: Sendable {
     /// `fit` with one order: the field fitted first (the curves start as the identity), or the curves.
     static func fitInTurn(frame: PlanarImage, reference: PlanarImage, confidence: [Float], samplesPerCell: Int,
                           field: CorrespondenceField, grid: AppearanceGrid, rounds: Int,
-                          fieldFirst: Bool) -> FrameAppearance {
+                          fieldFirst: Bool, clippedAsValues: Bool) -> FrameAppearance {
         let lw = frame.width, lh = frame.height, n = lw * lh
         precondition(reference.width == lw && reference.height == lh && confidence.count == n)
         let trusted = trust(confidence)
@@ -289,7 +318,10 @@ public struct FrameAppearance: Sendable {
         var gain = PlanarImage(channels: 3, height: grid.height, width: grid.width,
                                values: [Float](repeating: 1, count: 3 * grid.count))
         let a = frame.values, b = reference.values
+        var (usable, bound) = clippedAsValues ? ([Float](repeating: 1, count: 3 * n), [Int8](repeating: 0, count: 3 * n))
+                                              : unclipped(frame, reference)
         var mapped = [Float](repeating: 0, count: 3 * n), target = mapped, residual = [Float](repeating: 0, count: n)
+        var channelWeight = mapped
         let cells = grid.count, spc = samplesPerCell
         let fieldFit = GainFieldFit(grid: grid, width: lw, height: lh, samplesPerCell: spc)
         var strength = Self.firstMembrane
@@ -299,11 +331,20 @@ public struct FrameAppearance: Sendable {
         a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in confidence.withUnsafeBufferPointer { cb in
         trusted.withUnsafeBufferPointer { tb in weight.withUnsafeMutableBufferPointer { wb in
         mapped.withUnsafeMutableBufferPointer { mb in target.withUnsafeMutableBufferPointer { yb in residual.withUnsafeMutableBufferPointer { rb in
+        usable.withUnsafeMutableBufferPointer { ub in channelWeight.withUnsafeMutableBufferPointer { cwb in bound.withUnsafeBufferPointer { boundBuffer in
             let a = ab.baseAddress!, b = bb.baseAddress!, confidence = cb.baseAddress!, trusted = tb.baseAddress!
             let weight = wb.baseAddress!, mapped = mb.baseAddress!, target = yb.baseAddress!, residual = rb.baseAddress!
+            let usable = ub.baseAddress!, channelWeight = cwb.baseAddress!, bound = boundBuffer.baseAddress!
+            // Each channel's weights: the sample's, where the pair is a value (`unclipped`).
+            func weighChannels() {
+                parallelChunks(n, minimumChunk: 4096) { range in
+                    for c in 0..<3 { for i in range { channelWeight[c &* n &+ i] = weight[i] * usable[c &* n &+ i] } }
+                }
+            }
             // The gain field at every sample, kept in step with `gain`.
             var sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
             for round in 0..<rounds {
+                weighChannels()
                 // Each channel's curve, from the reference divided by the gain field.
                 var fitted = curves
                 fitted.withUnsafeMutableBufferPointer { fb in
@@ -318,7 +359,7 @@ public struct FrameAppearance: Sendable {
                                 return
                             }
                             for i in 0..<n { t[i] = bc[i] / max(gc[i], 1e-3) }
-                            let curve = ToneCurve.matching(x: ac, y: t, weight: weight, count: n).monotone
+                            let curve = ToneCurve.matching(x: ac, y: t, weight: channelWeight + c * n, count: n).monotone
                             let m = mapped + c * n
                             for i in 0..<n { m[i] = curve(ac[i]) }
                             fitted[c] = curve
@@ -330,10 +371,10 @@ public struct FrameAppearance: Sendable {
                 // had a round, the membrane's strength is chosen on held-out matches
                 // (`crossValidated`) and kept for the rounds after.
                 if round == min(1, rounds - 1) {
-                    strength = Self.crossValidated(fieldFit, strengths: membraneLadder,
-                                                   mapped: mapped, frame: a, reference: b, weight: weight, flat: nil).strength
+                    strength = Self.crossValidated(fieldFit, strengths: membraneLadder, mapped: mapped, frame: a, reference: b,
+                                                   weight: weight, usable: usable, flat: nil).strength
                 }
-                gain = fieldFit.solve(fieldFit.binned(mapped: mapped, reference: b, weight: weight), membrane: strength)
+                gain = fieldFit.solve(fieldFit.binned(mapped: mapped, reference: b, weight: weight, usable: usable), membrane: strength)
                 // Global scale belongs to the curves: the gain keeps geometric mean 1 where matched.
                 for c in 0..<3 {
                     var logSum: Float = 0, total: Float = 0
@@ -347,14 +388,26 @@ public struct FrameAppearance: Sendable {
                 }
                 sampleGain = Self.gainAtSamples(gain, grid: grid, width: lw, height: lh, samplesPerCell: spc)
                 if round == rounds - 1 { break }
-                // Robust re-weighting (Cauchy) on the residual of all three channels.
                 let now = curves
+                // A clipped pair whose bound the fitted model breaks counts as a value from now on.
+                sampleGain.withUnsafeBufferPointer { gb in
+                    let g = gb.baseAddress!
+                    parallelChunks(n, minimumChunk: 4096) { range in
+                        for c in 0..<3 {
+                            for i in range where bound[c &* n &+ i] != 0 && usable[c &* n &+ i] == 0 {
+                                let j = c &* n &+ i, predicted = g[j] * now[c](a[j])
+                                if bound[j] > 0 ? predicted < b[j] : predicted > b[j] { usable[j] = 1 }
+                            }
+                        }
+                    }
+                }
+                // Robust re-weighting (Cauchy) on the residual of all three channels.
                 sampleGain.withUnsafeBufferPointer { gb in
                     let g = gb.baseAddress!
                     parallelChunks(n, minimumChunk: 4096) { range in
                         for i in range {
                             var e: Float = 0
-                            for c in 0..<3 { e += abs(b[c &* n &+ i] - g[c &* n &+ i] * now[c](a[c &* n &+ i])) }
+                            for c in 0..<3 { e += usable[c &* n &+ i] * abs(b[c &* n &+ i] - g[c &* n &+ i] * now[c](a[c &* n &+ i])) }
                             residual[i] = e
                         }
                     }
@@ -370,18 +423,20 @@ public struct FrameAppearance: Sendable {
             // The gain field is kept only where it predicts the matches it was not fitted on
             // better than the curves alone (`crossValidated`): where the flicker is global, a field
             // fits noise and content change, cell by cell, and predicts nothing.
+            weighChannels()
             var flat = curves
             flat.withUnsafeMutableBufferPointer { fb in
                 let flat = fb.baseAddress!
                 DispatchQueue.concurrentPerform(iterations: 3) { c in
-                    flat[c] = ToneCurve.matching(x: a + c * n, y: b + c * n, weight: weight, count: n).monotone
+                    flat[c] = ToneCurve.matching(x: a + c * n, y: b + c * n, weight: channelWeight + c * n, count: n).monotone
                 }
             }
-            if !Self.crossValidated(fieldFit, strengths: [strength], mapped: mapped, frame: a, reference: b, weight: weight, flat: flat).beatsFlat {
+            if !Self.crossValidated(fieldFit, strengths: [strength], mapped: mapped, frame: a, reference: b, weight: weight,
+                                    usable: usable, flat: flat).beatsFlat {
                 curves = flat
                 gain = PlanarImage(channels: 3, height: grid.height, width: grid.width, values: [Float](repeating: 1, count: 3 * grid.count))
             }
-        } } } } } } } }
+        } } } } } } } } } } }
         // Where each cell lies in the reference: where the cell's centre lands (a last, partial
         // cell's centre lies past the latent's last sample: a clamped position put it up to 1.5
         // samples inwards, and the consensus read its gain partly into the cells before it).
@@ -427,7 +482,7 @@ public struct FrameAppearance: Sendable {
     /// the strength is chosen per frame from `membraneLadder` (the samples are binned once per
     /// fold, and each strength costs a solve on the grid and a reading of the held-out matches).
     static func crossValidated(_ fieldFit: GainFieldFit, strengths: [Double], mapped: UnsafePointer<Float>, frame a: UnsafePointer<Float>,
-                               reference b: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                               reference b: UnsafePointer<Float>, weight: UnsafePointer<Float>, usable: UnsafePointer<Float>,
                                flat: [ToneCurve]?) -> (strength: Double, beatsFlat: Bool) {
         let w = fieldFit.width, h = fieldFit.height, n = w * h, spc = fieldFit.samplesPerCell, grid = fieldFit.grid
         let count = strengths.count
@@ -444,7 +499,7 @@ public struct FrameAppearance: Sendable {
                 // Fitted on the other fold's matches only.
                 var seen = [Float](repeating: 0, count: n)
                 for y in 0..<h { for x in 0..<w where fold(x: x, y: y) != held { seen[y &* w &+ x] = weight[y &* w &+ x] } }
-                let bins = seen.withUnsafeBufferPointer { fieldFit.binned(mapped: mapped, reference: b, weight: $0.baseAddress!) }
+                let bins = seen.withUnsafeBufferPointer { fieldFit.binned(mapped: mapped, reference: b, weight: $0.baseAddress!, usable: usable) }
                 for (s, strength) in strengths.enumerated() {
                     let g = gainAtSamples(fieldFit.solve(bins, membrane: strength), grid: grid, width: w, height: h, samplesPerCell: spc)
                     var withField: Float = 0
@@ -454,7 +509,7 @@ public struct FrameAppearance: Sendable {
                             for x in 0..<w where fold(x: x, y: y) == held {
                                 let i = y &* w &+ x
                                 guard weight[i] > 0 else { continue }
-                                for c in 0..<3 { withField += weight[i] * abs(b[c &* n &+ i] - g[c &* n &+ i] * mapped[c &* n &+ i]) }
+                                for c in 0..<3 { withField += weight[i] * usable[c &* n &+ i] * abs(b[c &* n &+ i] - g[c &* n &+ i] * mapped[c &* n &+ i]) }
                             }
                         }
                     }
@@ -466,7 +521,7 @@ public struct FrameAppearance: Sendable {
                     for x in 0..<w where fold(x: x, y: y) == held {
                         let i = y &* w &+ x
                         guard weight[i] > 0 else { continue }
-                        for c in 0..<3 { without += weight[i] * abs(b[c &* n &+ i] - flat[c](a[c &* n &+ i])) }
+                        for c in 0..<3 { without += weight[i] * usable[c &* n &+ i] * abs(b[c &* n &+ i] - flat[c](a[c &* n &+ i])) }
                     }
                 }
                 out[count] = without

@@ -283,8 +283,18 @@ public final class DeflickerAnalysis {
         var link: FrameAppearance?
         if let comparison = matched.comparison {
             let field = comparison.field, confidence = comparison.confidence, referenceColour = comparison.referenceColour
+            // With a guide, a frame's clipped values are left out of its fit
+            // (`FrameAppearance.unclipped`): the second pass estimates them from what the pixel
+            // showed unclipped or from the guide's tone. Blind it has nothing but the interval the
+            // clip leaves, and the value the fit maps the clip to (the mean of what the reference
+            // shows there) is its best estimate of them: a white sky that one frame clips and the
+            // reference does not stays white (left out, 4 to 5 levels grey in such frames). A
+            // frame that becomes the next reference is fitted as its link, which maps its
+            // recorded values, clipped ones included, either way: the frames matched to it map
+            // onto them.
+            let clippedAsValues = matched.sampledGuide == nil || matched.newReference == .coverage
             appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: confidence,
-                                             samplesPerCell: samplesPerCell, field: field, grid: grid)
+                                             samplesPerCell: samplesPerCell, field: field, grid: grid, clippedAsValues: clippedAsValues)
             // Where the fit found a gain field, it is fitted again with every match trusted as
             // far as it agrees with the matches around it (`raisedConfidence`): a flat
             // surface's matches, unsure of their place one by one, are where a field shows most.
@@ -298,7 +308,8 @@ public final class DeflickerAnalysis {
                                               extent: (pictures.width, pictures.height), stride: stride)
                 let coverage = appearance.coverage
                 appearance = FrameAppearance.fit(frame: sampledColour, reference: referenceColour, confidence: raised,
-                                                 samplesPerCell: samplesPerCell, field: field, grid: grid)
+                                                 samplesPerCell: samplesPerCell, field: field, grid: grid,
+                                                 clippedAsValues: clippedAsValues)
                 appearance.coverage = coverage
             }
             if matched.newReference == .coverage {
@@ -855,7 +866,7 @@ public final class DeflickerAnalysis {
                                         confidence: [Float](repeating: 1, count: n))
         let carried = carry(reference.pictures, along: still, stride: stride).0.channels(0..<3)
         return FrameAppearance.fit(frame: colour, reference: carried, confidence: [Float](repeating: 1, count: colour.planeSize),
-                                   samplesPerCell: samplesPerCell, field: still, grid: grid)
+                                   samplesPerCell: samplesPerCell, field: still, grid: grid, clippedAsValues: true)
     }
 
     /// The reference's half-resolution pictures (any number of planes) carried to every

@@ -78,8 +78,10 @@ struct GainFieldFit {
         static let perBin = 9
     }
 
-    /// `mapped` and `reference` are 3 planes of `width` × `height`; `weight` one.
-    func binned(mapped: UnsafePointer<Float>, reference: UnsafePointer<Float>, weight: UnsafePointer<Float>) -> Bins {
+    /// `mapped` and `reference` are 3 planes of `width` × `height`; `weight` one; `usable` 3
+    /// planes of 1 or 0, whether a sample's channel says anything (`FrameAppearance.unclipped`).
+    func binned(mapped: UnsafePointer<Float>, reference: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                usable: UnsafePointer<Float>) -> Bins {
         let w = width, h = height, n = w * h, b = bin, bw = binsWide, bh = binsHigh, bins = bw * bh
         let perBin = Bins.perBin
         var sums = [Float](repeating: 0, count: perBin * bins)
@@ -95,8 +97,9 @@ struct GainFieldFit {
                             for c in 0..<3 {
                                 // Kept positive, so that the equations stay definite: a
                                 // sample mapped below black says nothing about a gain.
-                                s[k &+ c] += wi * max(mapped[c &* n &+ i], 0)
-                                s[k &+ 3 &+ c] += wi * reference[c &* n &+ i]
+                                let wc = wi * usable[c &* n &+ i]
+                                s[k &+ c] += wc * max(mapped[c &* n &+ i], 0)
+                                s[k &+ 3 &+ c] += wc * reference[c &* n &+ i]
                             }
                             s[k &+ 6] += wi
                             s[k &+ 7] += wi * Float(x - (x / b) * b)
