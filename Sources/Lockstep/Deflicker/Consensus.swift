@@ -387,22 +387,6 @@ struct GridFieldApplier {
     /// Below this an input value was clipped at black; at or above `white`, at white.
     static let black: Float = 0.5 / 255, white: Float = 1 - 0.5 / 255
 
-    /// Whether any of the picture's values was clipped, at white or at black.
-    static func hasClippedValues(_ picture: PlanarImage) -> Bool {
-        picture.withUnsafeBufferPointer { p in
-            // Sixteen values at a time, and done at the first clipped one (most frames that have
-            // any have many).
-            let base = UnsafeRawPointer(p.baseAddress!), vectors = p.count / 16
-            let low = SIMD16<Float>(repeating: black), high = SIMD16<Float>(repeating: white)
-            for k in 0..<vectors {
-                let v = base.loadUnaligned(fromByteOffset: 64 &* k, as: SIMD16<Float>.self)
-                if any((v .<= low) .| (v .>= high)) { return true }
-            }
-            for i in (16 &* vectors)..<p.count where p[i] <= black || p[i] >= white { return true }
-            return false
-        }
-    }
-
     func apply(_ frame: PlanarImage, curves: [LookupTable], before: PlanarImage, inverse: [LookupTable], after: PlanarImage,
                prediction: (guide: PlanarImage, tables: [LookupTable])? = nil, memory: ClippedMemory.Use? = nil) -> PlanarImage {
         precondition(prediction == nil || (prediction!.guide.count == frame.count && prediction!.tables.count == 3))
