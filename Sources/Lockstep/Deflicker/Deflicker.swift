@@ -939,6 +939,8 @@ public final class DeflickerPlan {
     private var correction: (reference: Int, ConsensusCorrection)?
     /// With a guide, what each pixel showed when last seen unclipped (`ClippedMemory`).
     private var clippedMemory: ClippedMemory?
+    /// With a guide, the tones of the frames before against their guides (`ToneWindow`).
+    private var toneWindow = ToneWindow()
     public let scenes: [DeflickerAnalysis.Scene]
     let shotStarts: [Int]
     public let cuts: [Int]
@@ -1150,8 +1152,14 @@ public final class DeflickerPlan {
         toneCache = toneCache.filter { $0.key >= index - Self.window }
         consensusCache = consensusCache.filter { $0.key >= index }
         if correction?.reference != scene { correction = (scene, ConsensusCorrection(gain: try gains.gain(of: scene))) }
-        return correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: offset, grid: outputGrid,
-                                   guide: guideImage, held: held, memory: memory)
+        var output = correction!.1.apply(to: frame, appearance: current, consensus: consensus, offset: offset, grid: outputGrid,
+                                         guide: guideImage, held: held, memory: memory)
+        if let guideImage {
+            // Measured at the analysis's size; the halves are squares of 2 × 2 cells.
+            toneWindow.steady(&output, guide: guideImage, index: index, lower: try window(around: index).lower, stride: scale,
+                              block: 2 * AppearanceGrid.cell * outputGrid.factor)
+        }
+        return output
     }
 
     /// The frames before `start` whose values a guided run starting there must have seen first
