@@ -58,21 +58,41 @@ public struct ToneWindow {
         let w = picture.width, h = picture.height, plane = w * h, levels = ToneRelation.levels, last = levels - 1
         // Per half, channel and level: Σ value, then Σ weight.
         var sums = [Double](repeating: 0, count: 2 * 2 * 3 * levels)
+        // Each column's square, counted along the row (0 or 1).
+        let columns = (0..<w).map { ($0 / block) & 1 }
         picture.withUnsafeBufferPointer { p in guide.withUnsafeBufferPointer { g in sums.withUnsafeMutableBufferPointer { sb in
-            let sums = sb.baseAddress!
+        columns.withUnsafeBufferPointer { cb in
+            let sums = sb.baseAddress!, columns = cb.baseAddress!
             DispatchQueue.concurrentPerform(iterations: 3) { c in
-                for y in Swift.stride(from: 0, to: h, by: stride) {
+                // The channel's own sums (half, then Σ value and Σ weight by level), in two
+                // copies that alternate pixel by pixel: neighbours mostly share a level, and one
+                // copy would make each wait for the other's store.
+                let span = 2 * 2 * levels
+                let local = UnsafeMutablePointer<Double>.allocate(capacity: 2 * span)
+                local.initialize(repeating: 0, count: 2 * span)
+                defer { local.deallocate() }
+                var y = 0, copy = 0
+                while y < h {
                     let row = c &* plane &+ y &* w, band = (y / block) & 1
-                    for x in Swift.stride(from: 0, to: w, by: stride) {
-                        let half = ((x / block) &+ band) & 1, base = (half &* 3 &+ c) &* 2 &* levels
+                    var x = 0
+                    while x < w {
+                        let base = copy &* span &+ ((columns[x] &+ band) & 1) &* 2 &* levels
                         let t = min(max(g[row &+ x], 0), 1) * Float(last)
                         let k = min(Int(t), last &- 1), a = Double(t - Float(k)), v = Double(p[row &+ x])
-                        sums[base &+ k] += (1 - a) * v; sums[base &+ levels &+ k] += 1 - a
-                        sums[base &+ k &+ 1] += a * v; sums[base &+ levels &+ k &+ 1] += a
+                        local[base &+ k] += (1 - a) * v; local[base &+ levels &+ k] += 1 - a
+                        local[base &+ k &+ 1] += a * v; local[base &+ levels &+ k &+ 1] += a
+                        copy ^= 1
+                        x &+= stride
+                    }
+                    y &+= stride
+                }
+                for half in 0..<2 {
+                    for i in 0..<(2 * levels) {
+                        sums[(half * 3 + c) * 2 * levels + i] = local[half * 2 * levels + i] + local[span + half * 2 * levels + i]
                     }
                 }
             }
-        } } }
+        } } } }
         func relation(_ halves: [Int]) -> ToneRelation {
             var values = [Float](repeating: .nan, count: 3 * levels), weights = [Float](repeating: 0, count: 3 * levels)
             for c in 0..<3 {
@@ -102,9 +122,21 @@ public struct ToneWindow {
                 table.values.withUnsafeBufferPointer { tv in
                     let values = tv.baseAddress!
                     parallelChunks(plane, minimumChunk: 1 << 14) { range in
-                        for i in range {
-                            let at = c &* plane &+ i
-                            out[at] = min(max(out[at] + values[table.index(guide[at])], 0), 1)
+                        let o = out + c &* plane, g = guide + c &* plane
+                        // Eight at a time: the indices as vectors, the loads lane by lane.
+                        var i = range.lowerBound
+                        while i &+ 8 <= range.upperBound {
+                            let at = table.indices(UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self))
+                            var added = SIMD8<Float>()
+                            for k in 0..<8 { added[k] = values[Int(at[k])] }
+                            let sum = UnsafeRawPointer(o + i).loadUnaligned(as: SIMD8<Float>.self) + added
+                            let held = sum.replacing(with: 0, where: sum .< 0).replacing(with: 1, where: sum .> 1)
+                            UnsafeMutableRawPointer(o + i).storeBytes(of: held, as: SIMD8<Float>.self)
+                            i &+= 8
+                        }
+                        while i < range.upperBound {
+                            o[i] = min(max(o[i] + values[table.index(g[i])], 0), 1)
+                            i &+= 1
                         }
                     }
                 }
