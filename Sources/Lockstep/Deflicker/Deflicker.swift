@@ -928,6 +928,9 @@ public final class DeflickerAnalysis {
 ///
 /// The level, without a guide: the correction's own slow part is taken back out (`drift(at:)`),
 /// so that the output's slow level follows the input's.
+///
+/// Last, with a guide, each corrected frame's tone against its guide is brought to its window's,
+/// as far as the difference is the correction's error and not the picture's (`ToneWindow`).
 public final class DeflickerPlan {
     /// Frames on each side whose curves make a frame's tone consensus (about a second of video).
     public static let window = 15

@@ -241,8 +241,8 @@ public struct ToneReliability: Sendable {
 
     public init() {}
 
-    /// Adds the next frame of the window: its tones, whole and over its halves (`own`), and
-    /// their window's (`held`).
+    /// Adds the next frame of the window: its tone, whole (`own`) and over its halves
+    /// (`halves`), and the window's (`held`, `heldHalves`).
     public mutating func add(own: ToneRelation, halves: (ToneRelation, ToneRelation), held: ToneRelation,
                              heldHalves: (ToneRelation, ToneRelation)) {
         let n = 3 * ToneRelation.levels

@@ -12,9 +12,9 @@ import Tensor
 /// jitter, the output's mean at a guide level moved by 0.4 to 0.8 levels of 255 from frame to
 /// frame in the mid-tones and 2.8 in the highlights. The guide shows each frame without the
 /// flicker, pixel for pixel, so the output's tone against it (`ToneRelation`: the mean output at
-/// each guide value) says directly how the frame came out. Against the window of frames before
-/// it (±`DeflickerPlan.window` in its shot, this one included), the difference at each guide
-/// value is added to the frame's pixels of that value (`ToneRelation.deviation`), scaled by
+/// each guide value) says directly how the frame came out. Against the window of the frames
+/// before it (up to `DeflickerPlan.window` of them, in its shot) and itself, the difference at
+/// each guide value is added to the frame's pixels of that value (`ToneRelation.deviation`), scaled by
 /// the share of it that is the correction's (`ToneReliability`).
 ///
 /// Only the frames before count, and as the correction made them (before this step): a run
