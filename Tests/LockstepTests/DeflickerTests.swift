@@ -123,6 +123,32 @@ import TestSupport
         }
     }
 
+    /// A part of a guided run that starts inside a shot, read from the same analysis and given
+    /// the frames of `recalled(before:)` first, makes the whole run's frames bit for bit: its
+    /// clipped values take what the frames before saw (`ClippedMemory`), and its tones are
+    /// brought to theirs (`ToneWindow`), whose own clipped values go back a window further.
+    /// (With only the part's own window recalled, several of its first frames came out otherwise.) A still
+    /// picture with a bright ramp that a random gain clips in some frames, guided by itself.
+    @Test func aPartOfAGuidedRunMakesTheWholeRunsFrames() throws {
+        var random = SeededRandom(11)
+        var truth = Self.scene(0)
+        truth.withUnsafeMutableBufferPointer { p in
+            for i in 0..<p.count where i % Self.size.width >= Self.size.width / 2 { p[i] = 0.8 + 0.18 * Float(i % Self.size.width) / Float(Self.size.width) }
+        }
+        let frames = (0..<48).map { _ in Self.flickered(truth, gain: Float(0.9 + 0.25 * random.uniform()), gamma: Float(0.9 + 0.2 * random.uniform())) }
+        #expect(frames.filter { $0.values.contains { $0 >= 1 } }.count >= 10)
+        let (whole, plan) = try Self.deflicker(frames, guides: Array(repeating: truth, count: frames.count))
+        let dir = TemporaryDirectory()
+        try plan.write(to: OutputTarget(path: dir.file("clip.analysis"), inputs: [], overwrite: false))
+        let part = try DeflickerPlan.read(from: dir.file("clip.analysis"), width: Self.size.width, height: Self.size.height)
+        let start = 40
+        #expect(try part.recalled(before: start) == 10..<start)
+        for index in try part.recalled(before: start) { _ = try part.apply(to: frames[index], index: index, guide: { truth }) }
+        for index in start..<frames.count {
+            #expect(try part.apply(to: frames[index], index: index, guide: { truth }).isIdentical(to: whole[index]), "frame \(index)")
+        }
+    }
+
     /// The mean absolute change from frame to frame, in levels of 255.
     static func change(_ frames: [PlanarImage]) -> Double {
         zip(frames, frames.dropFirst()).map { a, b in zip(a.values, b.values).reduce(0.0) { $0 + Double(abs($1.0 - $1.1)) } / Double(a.count) }

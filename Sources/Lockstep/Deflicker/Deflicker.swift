@@ -1165,11 +1165,13 @@ public final class DeflickerPlan {
         return output
     }
 
-    /// The frames before `start` whose values a guided run starting there must have seen first
-    /// (`ClippedMemory`): those of its window in its shot. Given to `apply` in order, output
-    /// unused, they make the run from `start` the whole run's, frame for frame.
+    /// The frames before `start` that a guided run starting there must have seen first: those
+    /// of its window in its shot, whose values its clipped ones may take (`ClippedMemory`) and
+    /// whose tones its own is brought to (`ToneWindow`), and the window's of the first of them,
+    /// whose values theirs may take. Given to `apply` in order, output unused, they make the run
+    /// from `start` the whole run's, frame for frame.
     public func recalled(before start: Int) throws -> Range<Int> {
         guard guided, start > 0, start < frameCount else { return 0..<0 }
-        return try window(around: start).lower..<start
+        return try window(around: window(around: start).lower).lower..<start
     }
 }
