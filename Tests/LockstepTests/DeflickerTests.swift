@@ -125,9 +125,10 @@ import TestSupport
 
     /// A part of a guided run that starts inside a shot, read from the same analysis and given
     /// the frames of `recalled(before:)` first, makes the whole run's frames bit for bit: its
-    /// clipped values take what the frames before saw (`ClippedMemory`), and its tones are
-    /// brought to theirs (`ToneWindow`), whose own clipped values go back a window further.
-    /// (With only the part's own window recalled, several of its first frames came out otherwise.) A still
+    /// clipped values take what the frames before saw (`ClippedMemory`), its tones are brought
+    /// to theirs (`ToneWindow`), whose own clipped values go back a window further, and its still
+    /// pixels to theirs as `ToneWindow` made them (`StillWindow`), a window further again.
+    /// (With one window fewer recalled, several of its first frames came out otherwise.) A still
     /// picture with a bright ramp that a random gain clips in some frames, guided by itself.
     @Test func aPartOfAGuidedRunMakesTheWholeRunsFrames() throws {
         var random = SeededRandom(11)
@@ -135,14 +136,14 @@ import TestSupport
         truth.withUnsafeMutableBufferPointer { p in
             for i in 0..<p.count where i % Self.size.width >= Self.size.width / 2 { p[i] = 0.8 + 0.18 * Float(i % Self.size.width) / Float(Self.size.width) }
         }
-        let frames = (0..<48).map { _ in Self.flickered(truth, gain: Float(0.9 + 0.25 * random.uniform()), gamma: Float(0.9 + 0.2 * random.uniform())) }
+        let frames = (0..<64).map { _ in Self.flickered(truth, gain: Float(0.9 + 0.25 * random.uniform()), gamma: Float(0.9 + 0.2 * random.uniform())) }
         #expect(frames.filter { $0.values.contains { $0 >= 1 } }.count >= 10)
         let (whole, plan) = try Self.deflicker(frames, guides: Array(repeating: truth, count: frames.count))
         let dir = TemporaryDirectory()
         try plan.write(to: OutputTarget(path: dir.file("clip.analysis"), inputs: [], overwrite: false))
         let part = try DeflickerPlan.read(from: dir.file("clip.analysis"), width: Self.size.width, height: Self.size.height)
-        let start = 40
-        #expect(try part.recalled(before: start) == 10..<start)
+        let start = 56
+        #expect(try part.recalled(before: start) == 11..<start)
         for index in try part.recalled(before: start) { _ = try part.apply(to: frames[index], index: index, guide: { truth }) }
         for index in start..<frames.count {
             #expect(try part.apply(to: frames[index], index: index, guide: { truth }).isIdentical(to: whole[index]), "frame \(index)")

@@ -944,6 +944,8 @@ public final class DeflickerPlan {
     private var clippedMemory: ClippedMemory?
     /// With a guide, the tones of the frames before against their guides (`ToneWindow`).
     private var toneWindow = ToneWindow()
+    /// With a guide, the frames before where the guide holds still (`StillWindow`).
+    private var stillWindow = StillWindow()
     public let scenes: [DeflickerAnalysis.Scene]
     let shotStarts: [Int]
     public let cuts: [Int]
@@ -1159,19 +1161,22 @@ public final class DeflickerPlan {
                                          guide: guideImage, held: held, memory: memory)
         if let guideImage {
             // Measured at the analysis's size; the halves are squares of 2 × 2 cells.
-            toneWindow.steady(&output, guide: guideImage, index: index, lower: try window(around: index).lower, stride: scale,
-                              block: 2 * AppearanceGrid.cell * outputGrid.factor)
+            let lower = try window(around: index).lower
+            let tone = toneWindow.steady(&output, guide: guideImage, index: index, lower: lower, stride: scale,
+                                         block: 2 * AppearanceGrid.cell * outputGrid.factor)
+            stillWindow.steady(&output, guide: guideImage, tone: tone, index: index, lower: lower, stride: scale)
         }
         return output
     }
 
     /// The frames before `start` that a guided run starting there must have seen first: those
-    /// of its window in its shot, whose values its clipped ones may take (`ClippedMemory`) and
-    /// whose tones its own is brought to (`ToneWindow`), and the window's of the first of them,
-    /// whose values theirs may take. Given to `apply` in order, output unused, they make the run
-    /// from `start` the whole run's, frame for frame.
+    /// of its window in its shot, which its still pixels are brought to as `ToneWindow` made them
+    /// (`StillWindow`); the window's of the first of them, whose tones theirs were brought to
+    /// (`ToneWindow`); and that one's window's, whose values their clipped ones may take
+    /// (`ClippedMemory`). Given to `apply` in order, output unused, they make the run from
+    /// `start` the whole run's, frame for frame.
     public func recalled(before start: Int) throws -> Range<Int> {
         guard guided, start > 0, start < frameCount else { return 0..<0 }
-        return try window(around: window(around: start).lower).lower..<start
+        return try window(around: window(around: window(around: start).lower).lower).lower..<start
     }
 }

@@ -36,19 +36,22 @@ public struct ToneWindow {
     /// Measures `output`'s tone against `guide` (frame `index`), adds what brings it to its
     /// window's (frames `lower` to `index`), and remembers the measure for the frames after.
     /// `stride`: measured on every `stride`-th pixel along both axes; `block`: the side of the
-    /// squares whose checkerboard makes the two halves, in pixels.
-    public mutating func steady(_ output: inout PlanarImage, guide: PlanarImage, index: Int, lower: Int, stride: Int, block: Int) {
+    /// squares whose checkerboard makes the two halves, in pixels. Returns the tone measured
+    /// (before this step).
+    @discardableResult
+    public mutating func steady(_ output: inout PlanarImage, guide: PlanarImage, index: Int, lower: Int, stride: Int, block: Int) -> ToneRelation {
         tones = tones.filter { $0.key >= lower && $0.key < index }
         let measured = Self.measure(output, against: guide, stride: stride, block: block)
         tones[index] = measured
         let window = tones.keys.sorted().map { tones[$0]! }
-        guard window.count > 1 else { return }
+        guard window.count > 1 else { return measured.whole }
         let held = ToneRelation.robustMean(window.map(\.whole))
         let heldHalves = (ToneRelation.robustMean(window.map(\.halves.0)), ToneRelation.robustMean(window.map(\.halves.1)))
         var reliability = ToneReliability()
         for frame in window { reliability.add(own: frame.whole, halves: frame.halves, held: held, heldHalves: heldHalves) }
         let deviation = held.deviation(of: measured.whole, reliability: reliability.reliability)
         Self.add(deviation, to: &output, by: guide)
+        return measured.whole
     }
 
     /// The tone of `picture` against `guide` over every `stride`-th pixel, whole and over each
