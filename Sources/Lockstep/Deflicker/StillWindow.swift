@@ -16,12 +16,17 @@ import Tensor
 /// - less its mean over the frame: the frame's tone is `ToneWindow`'s, whose own share keeps a
 ///   slow change of the picture's level (a sketch's paper darkening over a second), which a
 ///   window of the frames before would drag behind;
+/// - each frame of the window counted in a cell as far as the cell holds still in it (the share
+///   of its samples that do): where the picture moves, the few samples whose guide shows by
+///   chance what it showed there are another content's (a sketch's stroke beside its paper), and
+///   their difference is the current frame's own detail, not its error;
 /// - scaled, per channel, by the share of it that the two halves of a fine checkerboard (squares
 ///   of `square` sampled pixels) agree on, (S − N) / S as `ToneReliability` has it. The
 ///   correction's error is smooth and shows in both; an edit that answers to what moves
 ///   elsewhere in the frame (a pencil sketch's strokes over still pixels change when a leaf
 ///   nearby moves) changes pixel by pixel, and the halves differ: on the corpus's `tree.avi`'s
-///   sketch the share is about 0.13, on `motion.mov`'s grade 0.98.
+///   sketch the share is about 0.13, on `motion.mov`'s grade 0.98 (measured in Python on the
+///   outputs, before the step was built).
 ///
 /// Only the frames before count (up to `DeflickerPlan.window`, in the shot), as `ToneWindow`
 /// left them: a run that starts inside a shot sees the same once given
@@ -78,7 +83,7 @@ public struct StillWindow {
         guard !frames.isEmpty else { return }
         if slopes.count != count { slopes = [Float](repeating: 0, count: count) }
         Self.slopes(tone, of: guides, into: &slopes)
-        let sums = Self.differences(current: (guides, values), slopes: slopes, window: frames, index: index, width: sw, height: sh)
+        let sums = Self.differences(current: (guides, values), slopes: slopes, window: frames, width: sw, height: sh)
         Self.add(sums.field(frames: frames.count), to: &output, stride: stride)
     }
 
@@ -143,13 +148,13 @@ public struct StillWindow {
         } } }
     }
 
-    /// Per part, channel and cell: the sum of the still samples' differences (a window frame's
-    /// output less the current one's, less the slope times the guide's change), and per part and
-    /// cell, how many samples were still. The parts: the checkerboard's two halves, each over the
-    /// window's frames an even and an odd number of frames back (part = half + 2 · parity).
+    /// Per half of the checkerboard, channel and cell: the sum of the still samples' differences
+    /// (a window frame's output less the current one's, less the slope times the guide's change),
+    /// and per half and cell, how many samples were still; each frame's counted as far as the
+    /// cell holds still in it.
     struct Sums {
         let cellsWide: Int, cellsHigh: Int
-        /// [part][channel][cell], then [part][cell].
+        /// [half][channel][cell], then [half][cell].
         var differences: [Float], counts: [Float]
 
         var cells: Int { cellsWide * cellsHigh }
@@ -160,17 +165,13 @@ public struct StillWindow {
         func field(frames: Int) -> [Float] {
             let n = cells, prior = StillWindow.prior * Float(frames)
             var field = [Float](repeating: 0, count: 3 * n)
-            func counted(_ parts: [Int]) -> [Float] { (0..<n).map { i in parts.reduce(0) { $0 + counts[$1 * n + i] } } }
-            func summed(_ parts: [Int], _ c: Int) -> [Float] {
-                (0..<n).map { i in parts.reduce(0) { $0 + differences[($1 * 3 + c) * n + i] } }
-            }
-            let weights = smoothed(counted([0, 1, 2, 3]))
+            func counted(_ half: Int) -> [Float] { Array(counts[(half * n)..<((half + 1) * n)]) }
+            func summed(_ half: Int, _ c: Int) -> [Float] { Array(differences[((half * 3 + c) * n)..<((half * 3 + c + 1) * n)]) }
+            let weights = smoothed((0..<n).map { counts[$0] + counts[n + $0] })
             for c in 0..<3 {
-                // What the checkerboard's halves share, and what the two sets of frames share.
-                let share = Self.share(summed([0, 2], c), counted([0, 2]), summed([1, 3], c), counted([1, 3]), prior: prior / 2)
-                    * Self.share(summed([0, 1], c), counted([0, 1]), summed([2, 3], c), counted([2, 3]), prior: prior / 2)
+                let share = Self.share(summed(0, c), counted(0), summed(1, c), counted(1), prior: prior / 2)
                 guard share > 0 else { continue }
-                let sums = smoothed(summed([0, 1, 2, 3], c))
+                let sums = smoothed((0..<n).map { differences[c * n + $0] + differences[(3 + c) * n + $0] })
                 let mean = StillWindow.centred((0..<n).map { sums[$0] / (weights[$0] + prior) }, weights: weights)
                 for i in 0..<n { field[c * n + i] = share * mean[i] }
             }
@@ -223,27 +224,25 @@ public struct StillWindow {
     /// The still samples' differences between each frame of `window` and `current`, summed by
     /// cell and half. Each row of cells is one task: it alone writes its cells, in the same order
     /// whatever the threads.
-    static func differences(current: (guide: [Float], value: [Float]), slopes: [Float], window: [Sampled], index: Int,
-                            width: Int, height: Int) -> Sums {
+    static func differences(current: (guide: [Float], value: [Float]), slopes: [Float], window: [Sampled], width: Int, height: Int) -> Sums {
         let cellsWide = (width + cell - 1) / cell, cellsHigh = (height + cell - 1) / cell, n = cellsWide * cellsHigh
-        var differences = [Float](repeating: 0, count: 4 * 3 * n), counts = [Float](repeating: 0, count: 4 * n)
+        var differences = [Float](repeating: 0, count: 2 * 3 * n), counts = [Float](repeating: 0, count: 2 * n)
         let plane = width * height, tolerance = Self.tolerance
         current.guide.withUnsafeBufferPointer { gt in current.value.withUnsafeBufferPointer { vt in slopes.withUnsafeBufferPointer { st in
         differences.withUnsafeMutableBufferPointer { db in counts.withUnsafeMutableBufferPointer { nb in
             let gt = gt.baseAddress!, vt = vt.baseAddress!, st = st.baseAddress!, sums = db.baseAddress!, counts = nb.baseAddress!
             DispatchQueue.concurrentPerform(iterations: cellsHigh) { cy in
                 // One frame's sums over this row of cells, before they are weighted.
-                let frameSums = UnsafeMutablePointer<Float>.allocate(capacity: 4 * 3 * cellsWide)
-                let frameCounts = UnsafeMutablePointer<Float>.allocate(capacity: 4 * cellsWide)
+                let frameSums = UnsafeMutablePointer<Float>.allocate(capacity: 2 * 3 * cellsWide)
+                let frameCounts = UnsafeMutablePointer<Float>.allocate(capacity: 2 * cellsWide)
                 // The vector loop's sums, per band of squares, channel (then count) and cell: lanes
                 // 0–3 lie in one half, 4–7 in the other.
                 let lanes = UnsafeMutablePointer<SIMD8<Float>>.allocate(capacity: 2 * 4 * cellsWide)
                 defer { frameSums.deallocate(); frameCounts.deallocate(); lanes.deallocate() }
                 let rows = (cy * cell)..<min((cy + 1) * cell, height)
                 for frame in window {
-                    let parity = 2 &* ((index &- frame.index) & 1)
-                    frameSums.initialize(repeating: 0, count: 4 * 3 * cellsWide)
-                    frameCounts.initialize(repeating: 0, count: 4 * cellsWide)
+                    frameSums.initialize(repeating: 0, count: 2 * 3 * cellsWide)
+                    frameCounts.initialize(repeating: 0, count: 2 * cellsWide)
                     lanes.initialize(repeating: SIMD8(), count: 2 * 4 * cellsWide)
                     frame.guide.withUnsafeBufferPointer { gj in frame.value.withUnsafeBufferPointer { vj in
                         let gj = gj.baseAddress!, vj = vj.baseAddress!
@@ -280,11 +279,11 @@ public struct StillWindow {
                                 var still = true
                                 for c in 0..<3 where abs(Float(gj[c &* plane &+ i]) - gt[c &* plane &+ i]) > tolerance { still = false }
                                 if still {
-                                    let part = (((x / square) &+ band) & 1) &+ parity, at = x / cell
-                                    frameCounts[part &* cellsWide &+ at] += 1
+                                    let half = ((x / square) &+ band) & 1, at = x / cell
+                                    frameCounts[half &* cellsWide &+ at] += 1
                                     for c in 0..<3 {
                                         let j = c &* plane &+ i
-                                        frameSums[(part &* 3 &+ c) &* cellsWide &+ at] += Float(vj[j]) - vt[j] - st[j] * (Float(gj[j]) - gt[j])
+                                        frameSums[(half &* 3 &+ c) &* cellsWide &+ at] += Float(vj[j]) - vt[j] - st[j] * (Float(gj[j]) - gt[j])
                                     }
                                 }
                                 x &+= 1
@@ -294,7 +293,7 @@ public struct StillWindow {
                     // A cell's first square is even: its lanes 0–3 lie in the band's half.
                     for band in 0..<2 {
                         for at in 0..<cellsWide {
-                            let low = band &+ parity, high = (band ^ 1) &+ parity
+                            let low = band, high = band ^ 1
                             for k in 0..<4 {
                                 let v = lanes[(band &* 4 &+ k) &* cellsWide &+ at]
                                 if k == 3 {
@@ -314,12 +313,12 @@ public struct StillWindow {
                     // the current frame's own detail, not its error.
                     for at in 0..<cellsWide {
                         let samples = Float(rows.count * (min((at + 1) * cell, width) - at * cell))
-                        let still = (0..<4).reduce(Float(0)) { $0 + frameCounts[$1 * cellsWide + at] } / samples
+                        let still = (frameCounts[at] + frameCounts[cellsWide + at]) / samples
                         guard still > 0 else { continue }
                         let g = at &+ cy &* cellsWide
-                        for part in 0..<4 {
-                            counts[part &* n &+ g] += still * frameCounts[part * cellsWide + at]
-                            for c in 0..<3 { sums[(part &* 3 &+ c) &* n &+ g] += still * frameSums[(part * 3 + c) * cellsWide + at] }
+                        for half in 0..<2 {
+                            counts[half &* n &+ g] += still * frameCounts[half * cellsWide + at]
+                            for c in 0..<3 { sums[(half &* 3 &+ c) &* n &+ g] += still * frameSums[(half * 3 + c) * cellsWide + at] }
                         }
                     }
                 }
