@@ -26,7 +26,13 @@ import Tensor
 ///   elsewhere in the frame (a pencil sketch's strokes over still pixels change when a leaf
 ///   nearby moves) changes pixel by pixel, and the halves differ: on the corpus's `tree.avi`'s
 ///   sketch the share is about 0.13, on `motion.mov`'s grade 0.98 (measured in Python on the
-///   outputs, before the step was built).
+///   outputs, before the step was built);
+/// - and by the share of it that is new in every frame (`Sums.newShare`): an edit that answers
+///   to what lies nearby (a stylisation's smoothing spreads a moving subject over the still
+///   background beside it) leaves a trail that changes as smoothly as the picture, smooth in
+///   space too, which the halves cannot tell from the correction's error and the frames before
+///   would hold back (the stylised cockatoo: −0.5 dB without it). As `ToneReliability` does
+///   for the tone.
 ///
 /// Only the frames before count (up to `DeflickerPlan.window`, in the shot), as `ToneWindow`
 /// left them: a run that starts inside a shot sees the same once given
@@ -156,6 +162,8 @@ public struct StillWindow {
         let cellsWide: Int, cellsHigh: Int
         /// [half][channel][cell], then [half][cell].
         var differences: [Float], counts: [Float]
+        /// Each frame's of the window, in order, both halves: [frame][channel, then count][cell].
+        var perFrame: [Float]
 
         var cells: Int { cellsWide * cellsHigh }
 
@@ -169,13 +177,37 @@ public struct StillWindow {
             func summed(_ half: Int, _ c: Int) -> [Float] { Array(differences[((half * 3 + c) * n)..<((half * 3 + c + 1) * n)]) }
             let weights = smoothed((0..<n).map { counts[$0] + counts[n + $0] })
             for c in 0..<3 {
-                let share = Self.share(summed(0, c), counted(0), summed(1, c), counted(1), prior: prior / 2)
+                let share = Self.share(summed(0, c), counted(0), summed(1, c), counted(1), prior: prior / 2) * newShare(c, frames: frames)
                 guard share > 0 else { continue }
                 let sums = smoothed((0..<n).map { differences[c * n + $0] + differences[(3 + c) * n + $0] })
                 let mean = StillWindow.centred((0..<n).map { sums[$0] / (weights[$0] + prior) }, weights: weights)
                 for i in 0..<n { field[c * n + i] = share * mean[i] }
             }
             return field
+        }
+
+        /// The share of channel c's differences that is new in each frame of the window: each
+        /// frame's field (its mean difference per cell, without its mean over the frame) against
+        /// the next one's, 2 (V − C) / V, V their mean square, C their mean product. The
+        /// current frame's error is in every one of them (each is a frame's error less the
+        /// current one's), so errors new in every frame make C half of V, and the share 1; a
+        /// change that moves as smoothly as the picture (a stylisation's halo trailing what
+        /// moves nearby) makes neighbouring frames' fields alike, and the share 0.
+        func newShare(_ c: Int, frames: Int) -> Float {
+            let n = cells
+            var previous: [Float]?, v = 0.0, shared = 0.0
+            for k in 0..<frames {
+                let counts = Array(perFrame[((k * 4 + 3) * n)..<((k * 4 + 4) * n)])
+                let mean = StillWindow.centred((0..<n).map { perFrame[(k * 4 + c) * n + $0] / (counts[$0] + StillWindow.prior) }, weights: counts)
+                if let previous {
+                    for g in 0..<n {
+                        v += Double(mean[g] * mean[g] + previous[g] * previous[g]) / 2
+                        shared += Double(mean[g] * previous[g])
+                    }
+                }
+                previous = mean
+            }
+            return v > 0 ? Float(min(max(2 * (v - shared) / v, 0), 1)) : 1
         }
 
         /// (S − N) / S in [0, 1] between two estimates of the cells' means (each without its mean
@@ -227,10 +259,15 @@ public struct StillWindow {
     static func differences(current: (guide: [Float], value: [Float]), slopes: [Float], window: [Sampled], width: Int, height: Int) -> Sums {
         let cellsWide = (width + cell - 1) / cell, cellsHigh = (height + cell - 1) / cell, n = cellsWide * cellsHigh
         var differences = [Float](repeating: 0, count: 2 * 3 * n), counts = [Float](repeating: 0, count: 2 * n)
+        var perFrame = [Float](repeating: 0, count: window.count * 4 * n)
         let plane = width * height, tolerance = Self.tolerance
         current.guide.withUnsafeBufferPointer { gt in current.value.withUnsafeBufferPointer { vt in slopes.withUnsafeBufferPointer { st in
-        differences.withUnsafeMutableBufferPointer { db in counts.withUnsafeMutableBufferPointer { nb in
+        differences.withUnsafeMutableBufferPointer { db in counts.withUnsafeMutableBufferPointer { nb in perFrame.withUnsafeMutableBufferPointer { fb in
             let gt = gt.baseAddress!, vt = vt.baseAddress!, st = st.baseAddress!, sums = db.baseAddress!, counts = nb.baseAddress!
+            // Each frame's sums per cell before they are weighted: per half and channel, then
+            // per half the count.
+            let raw = UnsafeMutablePointer<Float>.allocate(capacity: window.count * 8 * n)
+            defer { raw.deallocate() }
             DispatchQueue.concurrentPerform(iterations: cellsHigh) { cy in
                 // One frame's sums over this row of cells, before they are weighted.
                 let frameSums = UnsafeMutablePointer<Float>.allocate(capacity: 2 * 3 * cellsWide)
@@ -240,7 +277,7 @@ public struct StillWindow {
                 let lanes = UnsafeMutablePointer<SIMD8<Float>>.allocate(capacity: 2 * 4 * cellsWide)
                 defer { frameSums.deallocate(); frameCounts.deallocate(); lanes.deallocate() }
                 let rows = (cy * cell)..<min((cy + 1) * cell, height)
-                for frame in window {
+                for (k, frame) in window.enumerated() {
                     frameSums.initialize(repeating: 0, count: 2 * 3 * cellsWide)
                     frameCounts.initialize(repeating: 0, count: 2 * cellsWide)
                     lanes.initialize(repeating: SIMD8(), count: 2 * 4 * cellsWide)
@@ -306,25 +343,35 @@ public struct StillWindow {
                             }
                         }
                     }
-                    // Each cell's samples weighted by the share of the cell that holds still in
-                    // this frame: where the picture moves, the few samples whose guide shows by
-                    // chance what it showed here are another content's (a sketch's stroke
-                    // beside its paper), and their difference from the current frame is
-                    // the current frame's own detail, not its error.
                     for at in 0..<cellsWide {
-                        let samples = Float(rows.count * (min((at + 1) * cell, width) - at * cell))
-                        let still = (frameCounts[at] + frameCounts[cellsWide + at]) / samples
-                        guard still > 0 else { continue }
                         let g = at &+ cy &* cellsWide
-                        for half in 0..<2 {
-                            counts[half &* n &+ g] += still * frameCounts[half * cellsWide + at]
-                            for c in 0..<3 { sums[(half &* 3 &+ c) &* n &+ g] += still * frameSums[(half * 3 + c) * cellsWide + at] }
+                        for slot in 0..<6 { raw[(k &* 8 &+ slot) &* n &+ g] = frameSums[slot * cellsWide + at] }
+                        for half in 0..<2 { raw[(k &* 8 &+ 6 &+ half) &* n &+ g] = frameCounts[half * cellsWide + at] }
+                    }
+                }
+            }
+            // Each frame's samples in a cell weighted by the share of them that hold still:
+            // where the picture moves, the few samples whose guide shows by chance what it
+            // showed there are another content's (a sketch's stroke beside its paper), and their
+            // difference is the current frame's own detail, not its error.
+            for k in window.indices {
+                for g in 0..<n {
+                    let x = g % cellsWide, y = g / cellsWide
+                    let samples = Float((min((y + 1) * cell, height) - y * cell) * (min((x + 1) * cell, width) - x * cell))
+                    let still = (raw[(k * 8 + 6) * n + g] + raw[(k * 8 + 7) * n + g]) / samples
+                    guard still > 0 else { continue }
+                    for half in 0..<2 {
+                        counts[half * n + g] += still * raw[(k * 8 + 6 + half) * n + g]
+                        fb[(k * 4 + 3) * n + g] += still * raw[(k * 8 + 6 + half) * n + g]
+                        for c in 0..<3 {
+                            sums[(half * 3 + c) * n + g] += still * raw[(k * 8 + half * 3 + c) * n + g]
+                            fb[(k * 4 + c) * n + g] += still * raw[(k * 8 + half * 3 + c) * n + g]
                         }
                     }
                 }
             }
-        } } } } }
-        return Sums(cellsWide: cellsWide, cellsHigh: cellsHigh, differences: differences, counts: counts)
+        } } } } } }
+        return Sums(cellsWide: cellsWide, cellsHigh: cellsHigh, differences: differences, counts: counts, perFrame: perFrame)
     }
 
     /// Adds the cells' field to every pixel of `output`, linear between the cells' centres
