@@ -36,22 +36,24 @@ import Tensor
 ///
 /// Only the frames before count (up to `DeflickerPlan.window`, in the shot), as `ToneWindow`
 /// left them: a run that starts inside a shot sees the same once given
-/// `DeflickerPlan.recalled(before:)`. Each frame is kept sampled (every `stride`-th pixel, as
-/// the analysis sees it) in half precision: 12 bytes a sample, 41 MB for a window of 1080p.
+/// `DeflickerPlan.recalled(before:)`. Each frame is kept sampled (every `stride`-th pixel: the
+/// plan takes every other pixel of the analysis's size) in half precision: 12 bytes a sample,
+/// 10 MB for a window at 720p or 1080p.
 public struct StillWindow {
     public init() {}
 
     /// Within this of a pixel's guide value in another frame (every channel), it shows the same:
     /// two levels of 255, the guide's own rounding and a little noise.
     public static let tolerance: Float = 2 / 255
-    /// Cells of this many sampled pixels a side: half the appearance grid's (the gain field's), since the
-    /// curves' error changes with the picture's brightness within a gain cell.
-    public static let cell = 16
-    /// The checkerboard's squares, in sampled pixels: four to a cell's side.
-    public static let square = 4
-    /// A cell's mean leans to none as if this many of its samples in each frame had shown no
+    /// Cells of this many samples a side: at every other pixel of the analysis's size, 16 of its
+    /// pixels, half the appearance grid's (the gain field's), since the curves' error changes with
+    /// the picture's brightness within a gain cell. One cell is one vector of eight samples.
+    public static let cell = 8
+    /// The checkerboard's squares, in samples: four to a cell's side.
+    public static let square = 2
+    /// A cell's mean leans to none as if this many of its 64 samples in each frame had shown no
     /// difference: a cell with a handful of still pixels says little.
-    static let prior: Float = 4
+    static let prior: Float = 1
 
     /// A frame as kept: its guide's and its output's samples, three planes each.
     struct Sampled {
@@ -285,7 +287,7 @@ public struct StillWindow {
                         let gj = gj.baseAddress!, vj = vj.baseAddress!
                         for y in rows {
                             let band = (y / square) & 1, line = y &* width
-                            // Eight samples at a time: two squares of one cell, one in each half.
+                            // Eight samples at a time: one cell's row, four squares.
                             var x = 0
                             while x &+ 8 <= width {
                                 let i = line &+ x
@@ -327,18 +329,19 @@ public struct StillWindow {
                             }
                         }
                     } }
-                    // A cell's first square is even: its lanes 0–3 lie in the band's half.
+                    // A cell's first square is even: its lanes 0, 1, 4 and 5 lie in the band's half,
+                    // 2, 3, 6 and 7 in the other.
                     for band in 0..<2 {
                         for at in 0..<cellsWide {
-                            let low = band, high = band ^ 1
+                            let even = band, odd = band ^ 1
                             for k in 0..<4 {
-                                let v = lanes[(band &* 4 &+ k) &* cellsWide &+ at]
+                                let v = lanes[(band &* 4 &+ k) &* cellsWide &+ at], pairs = v.lowHalf + v.highHalf
                                 if k == 3 {
-                                    frameCounts[low &* cellsWide &+ at] += v.lowHalf.sum()
-                                    frameCounts[high &* cellsWide &+ at] += v.highHalf.sum()
+                                    frameCounts[even &* cellsWide &+ at] += pairs.lowHalf.sum()
+                                    frameCounts[odd &* cellsWide &+ at] += pairs.highHalf.sum()
                                 } else {
-                                    frameSums[(low &* 3 &+ k) &* cellsWide &+ at] += v.lowHalf.sum()
-                                    frameSums[(high &* 3 &+ k) &* cellsWide &+ at] += v.highHalf.sum()
+                                    frameSums[(even &* 3 &+ k) &* cellsWide &+ at] += pairs.lowHalf.sum()
+                                    frameSums[(odd &* 3 &+ k) &* cellsWide &+ at] += pairs.highHalf.sum()
                                 }
                             }
                         }
