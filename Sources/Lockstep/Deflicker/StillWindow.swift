@@ -227,23 +227,7 @@ public struct StillWindow {
 
         /// `values` over the cells smoothed by a 3 × 3 binomial, the border's cells repeated.
         func smoothed(_ values: [Float]) -> [Float] {
-            let w = cellsWide, h = cellsHigh, taps: [Float] = [0.25, 0.5, 0.25]
-            var across = [Float](repeating: 0, count: values.count), out = across
-            for y in 0..<h {
-                for x in 0..<w {
-                    var s: Float = 0
-                    for k in 0..<3 { s += taps[k] * values[y * w + min(max(x + k - 1, 0), w - 1)] }
-                    across[y * w + x] = s
-                }
-            }
-            for y in 0..<h {
-                for x in 0..<w {
-                    var s: Float = 0
-                    for k in 0..<3 { s += taps[k] * across[min(max(y + k - 1, 0), h - 1) * w + x] }
-                    out[y * w + x] = s
-                }
-            }
-            return out
+            PlanarImage(channels: 1, height: cellsHigh, width: cellsWide, values: values).binomialSmoothed().values
         }
     }
 
@@ -274,8 +258,8 @@ public struct StillWindow {
                 // One frame's sums over this row of cells, before they are weighted.
                 let frameSums = UnsafeMutablePointer<Float>.allocate(capacity: 2 * 3 * cellsWide)
                 let frameCounts = UnsafeMutablePointer<Float>.allocate(capacity: 2 * cellsWide)
-                // The vector loop's sums, per band of squares, channel (then count) and cell: lanes
-                // 0–3 lie in one half, 4–7 in the other.
+                // The vector loop's sums, per band of squares, channel (then count) and cell: eight
+                // lanes, one cell's row of four squares, two lanes each (folded into halves below).
                 let lanes = UnsafeMutablePointer<SIMD8<Float>>.allocate(capacity: 2 * 4 * cellsWide)
                 defer { frameSums.deallocate(); frameCounts.deallocate(); lanes.deallocate() }
                 let rows = (cy * cell)..<min((cy + 1) * cell, height)
