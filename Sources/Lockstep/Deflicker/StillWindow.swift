@@ -380,13 +380,12 @@ public struct StillWindow {
             DispatchQueue.concurrentPerform(iterations: 3 * h) { task in
                 let c = task / h, y = task % h, (a, b, t) = place(y, cells: cellsHigh)
                 // The row's field at the cells' centres, then each pixel's between two of them.
-                var centres = [Float](repeating: 0, count: cellsWide)
-                for g in 0..<cellsWide {
-                    let top = f[c * n + a * cellsWide + g], bottom = f[c * n + b * cellsWide + g]
-                    centres[g] = top + t * (bottom - top)
-                }
-                centres.withUnsafeBufferPointer { cb in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: cellsWide) { cb in
                     let centres = cb.baseAddress!, row = out + (c &* plane &+ y &* w)
+                    for g in 0..<cellsWide {
+                        let top = f[c &* n &+ a &* cellsWide &+ g], bottom = f[c &* n &+ b &* cellsWide &+ g]
+                        centres[g] = top + t * (bottom - top)
+                    }
                     var x = 0
                     while x &+ 8 <= w {
                         var line = SIMD8<Float>()
