@@ -112,6 +112,19 @@ import TestSupport
         #expect(Self.worstError(field) < 0.06, "worst error \(Self.worstError(field)) px")
     }
 
+    /// The answer does not depend on how much the start is trusted overall, only on how much
+    /// each sample is against the others: with every confidence 10⁻²⁴ (a tracked field whose
+    /// trust has all but vanished), the refinement lands where it does at 1. (Its equations'
+    /// terms then underflowed single precision: the field stayed put or was thrown millions of
+    /// pixels away, and a patch search reading it crashed.)
+    @Test(arguments: [Float(1), 1e-24])
+    func refinesTheSameWhateverTheConfidencesScale(_ scale: Float) {
+        var (reference, frame, field) = Self.shiftedPair { _, _ in (1.5, -1) }
+        field.confidence = field.confidence.map { $0 * scale }
+        ImageAlignment(reference: reference).refine(&field, frame: frame, factor: 8, origin: 3.5)
+        #expect(Self.worstError(field) < 0.06, "worst error \(Self.worstError(field)) px")
+    }
+
     /// Where the attention answered wildly wrong on a patch of samples (its own guess, up to 20 px
     /// away), the refinement replaces it with the motion the rest of the picture shows.
     @Test func mendsAWrongPatchFromItsNeighbours() {

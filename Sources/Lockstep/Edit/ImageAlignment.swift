@@ -113,8 +113,9 @@ public struct ImageAlignment: Sendable {
                 if round == 0 {
                     var trace: Double = 0, count = 0
                     for i in 0..<grid.count { trace += Double(terms[Level.stride &* i] + terms[Level.stride &* i &+ 2]); count += 1 }
-                    guard count > 0, trace > 0 else { break }
-                    lambda = Self.smoothness * Float(trace / Double(count))
+                    lambda = Self.smoothness * Float(trace / Double(max(count, 1)))
+                    // No block with any strength (or too little to be a float): nothing to align.
+                    guard lambda.isNormal else { break }
                 }
                 // Grid samples are `k` of this level's pixels apart at every level.
                 Self.solve(terms, dx: &grid.dx, dy: &grid.dy, width: grid.width, height: grid.height, lambda: lambda, limit: k,
@@ -330,12 +331,18 @@ public struct ImageAlignment: Sendable {
     static func solve(_ e: [Float], dx: inout [Float], dy: inout [Float], width fw: Int, height fh: Int, lambda: Float,
                       limit: Float, spacing: Float, slope: Slope, sweeps: Int) {
         let n = fw &* fh, omega: Float = 1.8, stride = Level.stride
+        // The equations are solved divided by λ (the blocks' terms times 1/λ, each link 1): the
+        // same answer, but a system whose every term is tiny (blocks whose confidence has all but
+        // vanished: terms of 10⁻²³) no longer underflows. In single precision its 2×2
+        // determinants fell below the smallest float, their inverses came out near 10²³, and the
+        // field was thrown millions of pixels away.
+        let toLinks = 1 / lambda
         // Right-hand side r = b + H d, fixed during the sweeps.
         var rx = [Float](repeating: 0, count: n), ry = rx
         for i in 0..<n {
             let b = stride &* i
-            rx[i] = e[b &+ 3] + e[b] * dx[i] + e[b &+ 1] * dy[i]
-            ry[i] = e[b &+ 4] + e[b &+ 1] * dx[i] + e[b &+ 2] * dy[i]
+            rx[i] = toLinks * (e[b &+ 3] + e[b] * dx[i] + e[b &+ 1] * dy[i])
+            ry[i] = toLinks * (e[b &+ 4] + e[b &+ 1] * dx[i] + e[b &+ 2] * dy[i])
         }
         // The membrane holds neighbours' differences to the field's overall `slope` rather than
         // to zero. Inside the grid the two are the same (a sample's links in opposite directions
@@ -346,8 +353,8 @@ public struct ImageAlignment: Sendable {
             let ex = spacing * Float((i &+ 1 == fw ? 1 : 0) - (i == 0 ? 1 : 0))
             let ey = spacing * Float((j &+ 1 == fh ? 1 : 0) - (j == 0 ? 1 : 0))
             if ex == 0 && ey == 0 { continue }
-            rx[j &* fw &+ i] += lambda * (slope.xx * ex + slope.xy * ey)
-            ry[j &* fw &+ i] += lambda * (slope.yx * ex + slope.yy * ey)
+            rx[j &* fw &+ i] += slope.xx * ex + slope.xy * ey
+            ry[j &* fw &+ i] += slope.yx * ex + slope.yy * ey
         } }
         // Each sample's 2×2 system (its block's H plus λ per link) is the same in every sweep:
         // its inverse is taken once, so that a sweep multiplies where it divided (the divisions,
@@ -357,21 +364,21 @@ public struct ImageAlignment: Sendable {
         for j in 0..<fh { for i in 0..<fw {
             let index = j &* fw &+ i, b = stride &* index
             let links = Float((i > 0 ? 1 : 0) + (i &+ 1 < fw ? 1 : 0) + (j > 0 ? 1 : 0) + (j &+ 1 < fh ? 1 : 0))
-            let a = e[b] + lambda * links, c = e[b &+ 1], d = e[b &+ 2] + lambda * links
+            let a = toLinks * e[b] + links, c = toLinks * e[b &+ 1], d = toLinks * e[b &+ 2] + links
             let det = a * d - c * c
-            guard det > 0 else { continue }
+            guard det > 0, det.isFinite else { continue }
             inverse[4 &* index] = d / det
             inverse[4 &* index &+ 1] = -c / det
             inverse[4 &* index &+ 2] = a / det
             inverse[4 &* index &+ 3] = omega
         } }
         var ux = dx, uy = dy
-        relax(&ux, &uy, inverse: inverse, rx: rx, ry: ry, width: fw, height: fh, lambda: lambda, sweeps: sweeps)
+        relax(&ux, &uy, inverse: inverse, rx: rx, ry: ry, width: fw, height: fh, lambda: 1, sweeps: sweeps)
         for i in 0..<n {
             // A step beyond the block's reach is trusted only where the membrane, not the
             // block's own linearisation, decides it.
-            let b = stride &* i, own = e[b] + e[b &+ 2]
-            let reach = own > 4 * lambda ? limit : .infinity
+            let b = stride &* i, own = toLinks * (e[b] + e[b &+ 2])
+            let reach = own > 4 ? limit : .infinity
             dx[i] += min(max(ux[i] - dx[i], -reach), reach)
             dy[i] += min(max(uy[i] - dy[i], -reach), reach)
         }

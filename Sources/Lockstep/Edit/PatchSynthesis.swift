@@ -523,13 +523,20 @@ struct PatchSynthesis: Sendable {
                     (1 - ay) * ((1 - ax) * (values[y0 * fw + x0] - minus(x0, y0)) + ax * (values[y0 * fw + x1] - minus(x1, y0)))
                         + ay * ((1 - ax) * (values[y1 * fw + x0] - minus(x0, y1)) + ax * (values[y1 * fw + x1] - minus(x1, y1)))
                 }
-                // Displacement in the search's pixels, to the nearest.
-                dx[v * gw + u] = Int32((k * at(field.x) { x, _ in Float(x) } / s).rounded())
-                dy[v * gw + u] = Int32((k * at(field.y) { _, y in Float(y) } / s).rounded())
+                // Displacement in the search's pixels, to the nearest (held within the picture's
+                // extent, which the search clamps to anyway, so that no field can overflow it).
+                dx[v * gw + u] = Self.wholeOffset(k * at(field.x) { x, _ in Float(x) } / s, within: gw)
+                dy[v * gw + u] = Self.wholeOffset(k * at(field.y) { _, y in Float(y) } / s, within: gh)
                 trust[v * gw + u] = at(field.confidence) { _, _ in 0 }
             }
         }
         return (dx, dy, trust)
+    }
+
+    /// `offset` rounded to a whole number of pixels and held within ±`extent` (0 if not finite).
+    static func wholeOffset(_ offset: Float, within extent: Int) -> Int32 {
+        guard offset.isFinite else { return 0 }
+        return Int32(min(max(offset.rounded(), -Float(extent)), Float(extent)))
     }
 
     /// PatchMatch over the `active` pixels of a `width` × `height` picture (`dx`, `dy`: the
