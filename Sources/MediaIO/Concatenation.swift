@@ -33,7 +33,7 @@ public enum Concatenation {
         for part in inputs.dropFirst() { try part.check(against: first) }
         try checkOrder(inputs)
 
-        let outputFormat = try VideoWriter.chooseContainer(format, target: target)
+        let outputFormat = try VideoWriter.chooseContainer(format, target: target, framesAllowed: false)
         let handles = CodecHandles()
         var oc: UnsafeMutablePointer<AVFormatContext>?
         try checkOutput(avformat_alloc_output_context2(&oc, outputFormat, nil, target.temporaryPath), "create output", path: target.shownName)

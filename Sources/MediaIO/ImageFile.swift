@@ -26,7 +26,7 @@ public enum ImageFile {
     /// that channel itself with `keepingAlpha`.
     static func decode(_ path: String, keepingAlpha: Bool = false) throws -> (image: PlanarImage, bits: Int, hasAlpha: Bool, alpha: PlanarImage?) {
         FFmpegLog.install()
-        try VideoReader.checkReadableFile(path)
+        try VideoReader.checkReadableFile(path, kind: "an image")
         let handles = CodecHandles()
         var options: OpaquePointer?
         av_dict_set(&options, "pattern_type", "none", 0)  // a '%' in a file name is not a pattern

@@ -13,6 +13,10 @@ public struct OutputTarget: Sendable {
     /// Where it is written until it is complete.
     public let temporaryPath: String
     public let overwrite: Bool
+    /// True for "-" and for an existing FIFO or character device (`/dev/null`, a named pipe):
+    /// written to as it goes, with no temporary name. They hold nothing that writing could lose,
+    /// and renaming a file over one would replace the device or pipe itself.
+    public let writesInPlace: Bool
 
     /// True for "-": standard output, written as it goes (a pipe has no final name to protect).
     public var isStandardOutput: Bool { StandardStream.isStandard(finalPath) }
@@ -25,16 +29,31 @@ public struct OutputTarget: Sendable {
     /// kind is refused, even with `overwrite` (before, `flicker --csv frames --overwrite` replaced
     /// a directory of frames with its CSV).
     public init(path: String, inputs: [String], overwrite: Bool, directory: Bool = false) throws {
+        self.overwrite = overwrite
         if StandardStream.isStandard(path) {
             finalPath = path
             temporaryPath = path
-            self.overwrite = overwrite
+            writesInPlace = true
             return
         }
         let url = URL(fileURLWithPath: path)
         let fm = FileManager.default
         for input in inputs where Self.isSameFile(input, path) {
             throw MediaError(.sameAsInput, path: path, "the output is the input \(input); choose another output")
+        }
+        var status = stat()
+        if stat(path, &status) == 0 {
+            switch status.st_mode & S_IFMT {
+            case S_IFREG, S_IFDIR:
+                break
+            case S_IFIFO, S_IFCHR where !directory:
+                finalPath = path
+                temporaryPath = path
+                writesInPlace = true
+                return
+            default:
+                throw MediaError(.unwritable, path: path, "is a \(Self.kindName(status.st_mode)), not a file or a directory: choose another output")
+            }
         }
         var isDirectory: ObjCBool = false
         let exists = fm.fileExists(atPath: path, isDirectory: &isDirectory)
@@ -64,17 +83,28 @@ public struct OutputTarget: Sendable {
         let partial = name.utf8.count + suffix.utf8.count + 2 > 255 ? ".\(suffix)" : ".\(stem).\(suffix)"
         finalPath = path
         temporaryPath = url.deletingLastPathComponent().appendingPathComponent(partial).path
-        self.overwrite = overwrite
+        writesInPlace = false
     }
 
-    /// Registers the temporary path for removal on SIGINT/SIGTERM.
+    /// A file type as messages name it.
+    static func kindName(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFIFO: return "named pipe"
+        case S_IFCHR: return "character device"
+        case S_IFBLK: return "block device"
+        case S_IFSOCK: return "socket"
+        default: return "special file"
+        }
+    }
+
+    /// Registers the temporary path for removal on an ending signal or a crash.
     public func begin() {
-        if !isStandardOutput { TemporaryFiles.shared.add(temporaryPath) }
+        if !writesInPlace { TemporaryFiles.shared.add(temporaryPath) }
     }
 
     /// Moves the finished temporary file or directory to the final name.
     public func commit() throws {
-        if isStandardOutput { return }
+        if writesInPlace { return }
         try TemporaryFiles.shared.unlessInterrupted(moveIntoPlace)
         TemporaryFiles.shared.remove(temporaryPath)
     }
@@ -112,9 +142,15 @@ public struct OutputTarget: Sendable {
 
     /// Writes a whole small file (an image, a report) under the temporary name, then commits it.
     public func write(_ data: Data) throws {
-        if isStandardOutput {
+        if writesInPlace {
             do {
-                try FileHandle.standardOutput.write(contentsOf: data)
+                guard let handle = isStandardOutput ? FileHandle.standardOutput : FileHandle(forWritingAtPath: finalPath) else {
+                    throw MediaError(.unwritable, path: shownName, "cannot open it: \(String(cString: strerror(errno)))")
+                }
+                try handle.write(contentsOf: data)
+                if !isStandardOutput { try handle.close() }
+            } catch let error as MediaError {
+                throw error
             } catch {
                 throw MediaError(.io, path: shownName, "cannot write: \(error.localizedDescription)")
             }
@@ -136,7 +172,7 @@ public struct OutputTarget: Sendable {
 
     /// Removes whatever was written.
     public func discard() {
-        if isStandardOutput { return }
+        if writesInPlace { return }
         TemporaryFiles.delete(temporaryPath)
         TemporaryFiles.shared.remove(temporaryPath)
     }
@@ -184,7 +220,7 @@ public final class TemporaryFiles: @unchecked Sendable {
     private let lock = NSLock()
     private var paths = Set<String>()
     private var sources: [DispatchSourceSignal] = []
-    /// Set once SIGINT or SIGTERM came: the job is being ended, and its outputs removed.
+    /// Set once an ending signal came: the job is being ended, and its outputs removed.
     private var interrupted = false
 
     func add(_ path: String) {
@@ -274,14 +310,26 @@ public final class TemporaryFiles: @unchecked Sendable {
         }
     }
 
-    /// On SIGINT or SIGTERM: remove the temporary outputs, print `message`, exit 130 / 143.
+    /// The signals that end a job by default and that another process or the terminal sends:
+    /// Ctrl-C and Ctrl-\, `kill`, a closed terminal or ssh session (SIGHUP), a scheduler's
+    /// limits (SIGXCPU, timers).
+    public static let endingSignals: [Int32] = [SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGXCPU]
+
+    /// On any of `endingSignals`: remove the temporary outputs, print `message`, exit 128 plus
+    /// the signal's number (130 for Ctrl-C, 143 for SIGTERM); one that was ignored when the job
+    /// started stays ignored. A file grown past the size limit
+    /// (SIGXFSZ) is not a signal to end by but a write that fails, reported as such.
     ///
     /// The exit is `_exit`, not `exit`: the other threads are still at work, and `exit` runs the
     /// libraries' destructors under them (OpenBLAS freed its buffers under a matrix product on
     /// the main thread: signal 11 and a crash report after the one-line message).
     public func removeOnSignals(message: @escaping @Sendable (Int32) -> String) {
-        for signalNumber in [SIGINT, SIGTERM] {
-            signal(signalNumber, SIG_IGN)
+        signal(SIGXFSZ, SIG_IGN)
+        for signalNumber in Self.endingSignals {
+            // A signal ignored when the job started stays ignored: `nohup` ignores SIGHUP so
+            // that the job outlives its terminal, a script's background job ignores SIGINT.
+            let before = signal(signalNumber, SIG_IGN)
+            if unsafeBitCast(before, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) { continue }
             let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
             source.setEventHandler { [weak self] in
                 if let self {

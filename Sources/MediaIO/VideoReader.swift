@@ -306,12 +306,13 @@ public final class VideoReader: FrameSource {
         }
     }
 
-    static func checkReadableFile(_ path: String) throws {
+    /// `kind`: what the file should be, as messages name it.
+    static func checkReadableFile(_ path: String, kind: String = "a video file") throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
             throw MediaError(.missing, path: path, "no such file or directory")
         }
-        if isDirectory.boolValue { throw MediaError(.notMedia, path: path, "is a directory, not a video file") }
+        if isDirectory.boolValue { throw MediaError(.notMedia, path: path, "is a directory, not \(kind)") }
         guard FileManager.default.isReadableFile(atPath: path) else {
             throw MediaError(.missing, path: path, "permission denied")
         }

@@ -273,7 +273,8 @@ public final class VideoWriter: FrameSink {
     // MARK: - Choices
 
     /// The muxer: by name when given (FFmpeg's, as `ffmpeg -f`), otherwise from the file name.
-    static func chooseContainer(_ name: String?, target: OutputTarget) throws -> UnsafePointer<AVOutputFormat> {
+    /// `framesAllowed`: the command can write a frame directory instead (not `concat`).
+    static func chooseContainer(_ name: String?, target: OutputTarget, framesAllowed: Bool = true) throws -> UnsafePointer<AVOutputFormat> {
         let path = target.shownName
         let format: UnsafePointer<AVOutputFormat>
         if let name {
@@ -282,13 +283,17 @@ public final class VideoWriter: FrameSink {
             }
             format = named
         } else {
+            let needsFormat = "needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4"
             if target.isStandardOutput {
-                throw MediaError(.badOption, path: path, "writing to stdout needs --format: nut or yuv4mpegpipe (raw video, for a pipe into ffmpeg), matroska, mpegts, mp4")
+                throw MediaError(.badOption, path: path, "writing to stdout \(needsFormat)")
             }
             guard let guessed = av_guess_format(nil, target.finalPath, nil) else {
+                if target.writesInPlace {
+                    throw MediaError(.badOption, path: path, "is a pipe or a device: writing to it \(needsFormat)")
+                }
                 let ext = URL(fileURLWithPath: path).pathExtension
                 throw MediaError(.invalidArgument, path: path, ext.isEmpty
-                    ? "no container: give the output a file extension such as .mp4 or .mkv, or write to a directory that does not exist yet"
+                    ? "no container: give the output a file extension such as .mp4 or .mkv" + (framesAllowed ? ", or write to a directory that does not exist yet" : "")
                     : "unknown container '.\(ext)' (try .mp4, .mkv, .mov or .webm)")
             }
             format = guessed
@@ -312,14 +317,15 @@ public final class VideoWriter: FrameSink {
         target.begin()
         let format = oc.pointee.oformat!
         if format.pointee.flags & AVFMT_NOFILE == 0 {
-            let opened = avio_open(&oc.pointee.pb, target.isStandardOutput ? "pipe:1" : target.temporaryPath, AVIO_FLAG_WRITE)
+            let url = target.isStandardOutput ? "pipe:1" : (target.writesInPlace ? "file:" : "") + target.temporaryPath
+            let opened = avio_open(&oc.pointee.pb, url, AVIO_FLAG_WRITE)
             if opened < 0 {
                 throw MediaError(.unwritable, path: target.shownName, "cannot create the output: \(FFmpegError(code: opened, operation: "open").message)")
             }
         }
         var muxerOptions: OpaquePointer?
         defer { av_dict_free(&muxerOptions) }
-        if target.isStandardOutput, isMP4Family(format) {
+        if target.writesInPlace, isMP4Family(format) {
             // A pipe cannot be seeked back to write the index at the start: fragmented MP4.
             av_dict_set(&muxerOptions, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0)
         }

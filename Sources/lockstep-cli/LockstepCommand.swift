@@ -11,8 +11,9 @@ struct LockstepCommand: ParsableCommand {
         abstract: "Temporally consistent video editing, and flicker measurement.",
         discussion: """
         Exit status: 0 done; 1 error, nothing written; 2 or 64 usage error; 3 done from a damaged \
-        input (FFmpeg reported errors decoding it; what decoded was used, see --strict); 130 or \
-        143 interrupted, partial output removed.
+        input (FFmpeg reported errors decoding it; what decoded was used, see --strict); 128 + \
+        the signal's number (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) interrupted, partial output \
+        removed.
         """,
         version: LockstepVersion.string,
         subcommands: [Edit.self, Deflicker.self, Flicker.self, Convert.self, Concat.self, Equivariance.self])
@@ -22,7 +23,7 @@ struct LockstepCommand: ParsableCommand {
     static func main() {
         TemporaryFiles.shared.removeOnCrash()
         TemporaryFiles.shared.removeOnSignals { signal in
-            "lockstep: interrupted (\(signal == SIGINT ? "Ctrl-C" : "SIGTERM")); partial output removed"
+            "lockstep: interrupted (\(signal == SIGINT ? "Ctrl-C" : signalName(signal))); partial output removed"
         }
         // A reader of stdout that goes away (| head) gives a write error, reported as one; not
         // a silent death by SIGPIPE.
@@ -72,6 +73,14 @@ struct LockstepCommand: ParsableCommand {
 }
 
 enum Diagnostic: String { case error, warning }
+
+/// A signal's name as `kill -l` gives it ("SIGHUP").
+func signalName(_ signal: Int32) -> String {
+    let names: [Int32: String] = [SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGTERM: "SIGTERM",
+                                  SIGUSR1: "SIGUSR1", SIGUSR2: "SIGUSR2", SIGALRM: "SIGALRM",
+                                  SIGVTALRM: "SIGVTALRM", SIGXCPU: "SIGXCPU"]
+    return names[signal] ?? "signal \(signal)"
+}
 
 /// One line on stderr, "lockstep: error: …": a line break in it (a file name may hold one) is
 /// written as \n, so that every message stays one line.

@@ -25,17 +25,21 @@ import TestSupport
 
     /// Runs `lockstep` with `arguments`. A run still going after `killAfter` seconds is killed
     /// and recorded as hung (a guard against a hang, not a speed check: it is minutes).
-    static func run(_ arguments: [String], interruptAfter seconds: Double? = nil, killAfter limit: Double = 600) throws -> Result {
+    /// `signal`, sent after `interruptAfter` seconds, is set to its default action when the job
+    /// starts (whatever this process inherited), or ignored with `ignoredAtStart` (as `nohup`
+    /// does with SIGHUP).
+    static func run(_ arguments: [String], interruptAfter seconds: Double? = nil, signal: Int32 = SIGINT,
+                    ignoredAtStart: Bool = false, killAfter limit: Double = 600) throws -> Result {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
+        process.executableURL = URL(fileURLWithPath: seconds == nil ? binary : "/usr/bin/env")
+        process.arguments = seconds == nil ? arguments : ["--\(ignoredAtStart ? "ignore" : "default")-signal=\(signal)", binary] + arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
         try process.run()
         if let seconds {
             Thread.sleep(forTimeInterval: seconds)
-            process.interrupt()
+            kill(process.processIdentifier, signal)
         }
         let guardTimer = DispatchWorkItem { [process] in if process.isRunning { process.terminate() } }
         DispatchQueue.global().asyncAfter(deadline: .now() + limit, execute: guardTimer)
@@ -535,15 +539,64 @@ import TestSupport
         #expect(progressive.status == 0 && progressive.stderr.isEmpty, "\(progressive.stderr)")
     }
 
-    /// Ctrl-C in the middle of a job: exit 130, and neither the output nor its temporary file remains.
-    @Test func interruptRemovesPartialOutput() throws {
+    /// Ctrl-C in the middle of a job, or a closed terminal (SIGHUP), or a scheduler's CPU limit
+    /// (SIGXCPU): exit 128 plus the signal, and neither the output nor its temporary file remains.
+    /// (Before, only SIGINT and SIGTERM removed it: a job whose ssh session dropped left its
+    /// partial file beside the output.)
+    @Test(arguments: [SIGINT, SIGHUP, SIGXCPU]) func interruptRemovesPartialOutput(signal: Int32) throws {
         let dir = TemporaryDirectory()
         let input = dir.file("long.mp4")
         try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=30", "-c:v", "libx264", "-preset", "ultrafast", input])
-        let r = try Self.run(["convert", input, "-o", dir.file("out.mp4"), "--preset", "veryslow"], interruptAfter: 1.5)
-        #expect(r.status == 130, "\(r.stderr)")
+        let r = try Self.run(["convert", input, "-o", dir.file("out.mp4"), "--preset", "veryslow"], interruptAfter: 1.5, signal: signal)
+        #expect(r.status == 128 + signal, "\(r.stderr)")
         #expect(r.stderr.contains("interrupted"))
         #expect(dir.contents == ["long.mp4"])
+    }
+
+    /// A job started with SIGHUP ignored (`nohup lockstep …`) outlives its terminal: the hangup
+    /// leaves it at work, and its output is written whole.
+    @Test func aJobUnderNohupOutlivesItsTerminal() throws {
+        let dir = TemporaryDirectory()
+        let input = dir.file("in.mp4")
+        try ffmpeg(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=3", "-c:v", "libx264", "-preset", "ultrafast", input])
+        let r = try Self.run(["convert", input, "-o", dir.file("out.mp4"), "--preset", "veryslow", "--quiet"],
+                             interruptAfter: 1, signal: SIGHUP, ignoredAtStart: true)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try SyntheticClip.readAll(dir.file("out.mp4")).frames.count == 75)
+    }
+
+    /// A named pipe as OUTPUT is written into as it goes, as stdout is (a device such as
+    /// /dev/null too): no temporary file beside it, and nothing renamed over it. Before, with
+    /// --overwrite, the finished temporary file replaced the pipe itself (and, run as root,
+    /// `-o /dev/null --overwrite` replaced /dev/null with a regular file), and without it the
+    /// pipe was refused as a file that exists. A socket is refused.
+    @Test func aNamedPipeIsWrittenIntoNotReplaced() throws {
+        let dir = TemporaryDirectory()
+        let input = try Self.clip(in: dir)
+        let pipe = dir.file("pipe")
+        #expect(mkfifo(pipe, 0o600) == 0)
+        let reader = Process()
+        reader.executableURL = URL(fileURLWithPath: "/bin/sh")
+        reader.arguments = ["-c", "exec cat \"$0\" > \"$1\"", pipe, dir.file("got.nut")]
+        try reader.run()
+        let r = try Self.run(["convert", input, "-o", pipe, "--format", "nut", "--overwrite", "--quiet"])
+        for _ in 0..<100 where reader.isRunning { Thread.sleep(forTimeInterval: 0.1) }
+        if reader.isRunning { reader.terminate() }
+        var status = stat()
+        #expect(r.status == 0 && lstat(pipe, &status) == 0 && status.st_mode & S_IFMT == S_IFIFO, "\(r.stderr)")
+        #expect(try SyntheticClip.readAll(dir.file("got.nut")).frames.count == 10)
+        #expect(dir.contents == ["got.nut", "in.mkv", "pipe"])
+
+        let socketPath = dir.file("socket")
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in _ = socketPath.utf8CString.withUnsafeBytes { raw.copyMemory(from: $0) } }
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0)
+        let refused = try Self.run(["convert", input, "-o", socketPath, "--format", "nut", "--overwrite", "--quiet"])
+        #expect(refused.status == 1 && refused.stderr == "lockstep: error: \(socketPath): is a socket, not a file or a directory: choose another output\n", "\(refused.stderr)")
     }
 
     /// Ctrl-C while frames are written to a directory: the writer goes on adding frames while

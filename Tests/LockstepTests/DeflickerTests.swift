@@ -123,6 +123,57 @@ import TestSupport
         }
     }
 
+    /// An analysis whose header or records were damaged (or edited by hand) is refused with an
+    /// error naming it, never trusted as an index: a cut or a reference past the video, a frame
+    /// count whose size overflows, a record that names no reference. (Before, each of these
+    /// crashed the second pass with a failed precondition or an overflow.)
+    @Test func aDamagedAnalysisIsRefusedNotTrusted() throws {
+        let frames = (0..<6).map { Self.flickered(Self.scene($0), gain: $0 % 2 == 0 ? 1.1 : 0.9) }
+        let (_, plan) = try Self.deflicker(frames, guides: nil)
+        let dir = TemporaryDirectory()
+        try plan.write(to: OutputTarget(path: dir.file("a.analysis"), inputs: [], overwrite: false))
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: dir.file("a.analysis")))
+        let magic = bytes.firstIndex(of: 0x0A)! + 1  // the line naming the format and its version
+        let length = bytes[magic..<(magic + 4)].withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
+        let header = try JSONSerialization.jsonObject(with: bytes[(magic + 4)..<(magic + 4 + length)]) as! [String: Any]
+        let records = Data(bytes[(magic + 4 + length)...])
+        func damaged(_ name: String, body: Data? = nil, _ change: (inout [String: Any]) -> Void) throws -> String {
+            var edited = header
+            change(&edited)
+            let json = try JSONSerialization.data(withJSONObject: edited, options: .sortedKeys)
+            var count = UInt32(json.count).littleEndian
+            try (bytes.prefix(magic) + Data(bytes: &count, count: 4) + json + (body ?? records))
+                .write(to: URL(fileURLWithPath: dir.file(name)))
+            return dir.file(name)
+        }
+        var files = [
+            try damaged("cut.analysis") { $0["cuts"] = [99] },
+            try damaged("shot.analysis") { $0["shotStarts"] = [0, 99] },
+            try damaged("reference.analysis") { h in
+                var scenes = h["scenes"] as! [[String: Any]]
+                scenes[0]["reference"] = 999
+                h["scenes"] = scenes
+            },
+            try damaged("frames.analysis") { $0["frames"] = 1 << 62 },
+            try damaged("grid.analysis") { h in
+                var grid = h["grid"] as! [String: Any]
+                grid["factor"] = 0
+                h["grid"] = grid
+            },
+        ]
+        // The first frame's record names reference NaN.
+        var record = records
+        let last = (header["recordLength"] as! Int - 1) * MemoryLayout<Float>.size
+        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { record.replaceSubrange(last..<(last + 4), with: $0) }
+        files.append(try damaged("record.analysis", body: record) { _ in })
+        for file in files {
+            #expect(throws: MediaError.self, "\(file)") {
+                let read = try DeflickerPlan.read(from: file, width: Self.size.width, height: Self.size.height)
+                for (index, frame) in frames.enumerated() { _ = try read.apply(to: frame, index: index) }
+            }
+        }
+    }
+
     /// A part of a guided run that starts inside a shot, read from the same analysis and given
     /// the frames of `recalled(before:)` first, makes the whole run's frames bit for bit: its
     /// clipped values take what the frames before saw (`ClippedMemory`), its tones are brought

@@ -23,6 +23,25 @@ extension DeflickerPlan {
         var editTones: [[Float?]]
         /// `--reference`'s frame; absent for references found as the video goes.
         var fixedReference: Int?
+
+        /// Whether the header describes a plan this code could have written for frames of
+        /// `width` × `height`: the grid that size makes, frame numbers within the video and in
+        /// order, one consensus gain per reference. (A header edited by hand, or damaged, is
+        /// refused here rather than trusted as an index later.)
+        func isConsistent(width: Int, height: Int) -> Bool {
+            func increasing(_ values: [Int]) -> Bool { zip(values, values.dropFirst()).allSatisfy { $0 < $1 } }
+            let frameNumbers = 0..<max(frames, 0)
+            guard frames > 0, (1...max(width, height, 1)).contains(scale), (1...64).contains(grid.factor), grid.origin.isFinite,
+                  grid.latentWidth == (width / scale + grid.factor - 1) / grid.factor,
+                  grid.latentHeight == (height / scale + grid.factor - 1) / grid.factor
+            else { return false }
+            let starts = scenes.map(\.start)
+            return starts.first == 0 && increasing(starts) && starts.allSatisfy(frameNumbers.contains)
+                && scenes.allSatisfy { frameNumbers.contains($0.reference) } && gains == scenes.count
+                && shotStarts.first == 0 && increasing(shotStarts) && shotStarts.allSatisfy(frameNumbers.contains)
+                && increasing(cuts) && cuts.allSatisfy { $0 > 0 && frameNumbers.contains($0) }
+                && fixedReference.map(frameNumbers.contains) ?? true
+        }
     }
 
     /// Writes the plan to `target` (under its temporary name, then renamed into place).
@@ -73,6 +92,7 @@ extension DeflickerPlan {
         }
         defer { try? file.close() }
         let notAnalysis = MediaError(.invalidArgument, path: path, "is not a Lockstep deflicker analysis (lockstep deflicker --analysis writes one)")
+        func damaged(_ problem: String) -> MediaError { MediaError(.invalidArgument, path: path, "is cut short or damaged (\(problem))") }
         let start = (try file.read(upToCount: fileMagic.count + 4)) ?? Data()
         guard start.count == fileMagic.count + 4 else { throw notAnalysis }
         guard start.prefix(fileMagic.count) == fileMagic else {
@@ -89,18 +109,23 @@ extension DeflickerPlan {
         }
         let grid = AppearanceGrid(latentWidth: header.grid.latentWidth, latentHeight: header.grid.latentHeight,
                                   factor: header.grid.factor, origin: header.grid.origin)
-        guard header.recordLength == recordLength(grid), header.gainLength == 3 * grid.count,
-              header.frames > 0, header.shotStarts.first == 0,
+        guard header.isConsistent(width: width, height: height),
+              header.recordLength == recordLength(grid), header.gainLength == 3 * grid.count,
               header.editTones.isEmpty || (header.editTones.count == header.cuts.count + 1
                   && header.editTones.allSatisfy { $0.count == 6 * ToneRelation.levels })
-        else { throw notAnalysis }
+        else { throw damaged("its header is not one Lockstep writes for a \(width)×\(height) video") }
         let float = MemoryLayout<Float>.size
         let recordsAt = fileMagic.count + 4 + length
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        // Counts are checked against the file's size before they are multiplied, so that a
+        // damaged count cannot overflow.
+        guard header.frames <= size / (header.recordLength * float), header.gains <= size / (header.gainLength * float) else {
+            throw damaged("\(size) bytes, too few for the \(header.frames) frames its header names")
+        }
         let gainsAt = recordsAt + header.frames * header.recordLength * float
         let lumasAt = gainsAt + header.gains * header.gainLength * float
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         guard size == lumasAt + header.frames * float else {
-            throw MediaError(.invalidArgument, path: path, "is cut short or damaged (\(size) bytes where \(lumasAt + header.frames * float) were written)")
+            throw damaged("\(size) bytes where \(lumasAt + header.frames * float) were written")
         }
         try file.seek(toOffset: UInt64(lumasAt))
         let lumas = ((try file.read(upToCount: header.frames * float)) ?? Data()).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }

@@ -1,4 +1,5 @@
 import Foundation
+import MediaIO
 import Tensor
 
 /// Removes flicker in two passes (DESIGN.md, "Editors: deflicker").
@@ -1055,7 +1056,11 @@ public final class DeflickerPlan {
         let record = try store.read(index)
         let tone = FrameAppearance.recordLength(grid), n = 3 * ToneRelation.levels
         let shotTone = ToneRelation(values: Array(record[tone..<(tone + n)]), weights: Array(record[(tone + n)..<(tone + 2 * n)]))
-        return (FrameAppearance(record: Array(record[..<tone]), grid: grid), shotTone, Int(record.last!))
+        // Written as a whole number below the scenes' count; anything else is a damaged file.
+        guard let scene = Int(exactly: record.last!), scenes.indices.contains(scene) else {
+            throw MediaError(.invalidArgument, path: store.place, "is cut short or damaged (frame \(index)'s record names no reference)")
+        }
+        return (FrameAppearance(record: Array(record[..<tone]), grid: grid), shotTone, scene)
     }
 
     /// Frame i's consensus curves (`CurveConsensus.consensus` over its window within its shot).

@@ -11,7 +11,7 @@ final class RecordStore {
     /// Where the records start in the file, in bytes.
     private let base: Int
     /// The file or directory named in messages.
-    private let place: String
+    let place: String
     private let writable: Bool
     private(set) var count = 0
 
