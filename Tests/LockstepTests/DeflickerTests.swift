@@ -937,6 +937,40 @@ import TestSupport
         #expect(after * 25 < before, "rms error \((after / Double(referenceEdit.count)).squareRoot()) against \((before / Double(referenceEdit.count)).squareRoot()) unmoved")
     }
 
+    /// The guide's own noise, new in every frame, is no change of content: where two guides of
+    /// the same still picture differ by noise alone (σ = 0.05 in each, as a night clip's), the
+    /// reference's colours stay within a fifth of that noise of where they were (before, they
+    /// took all of it: moved by noise, the pair of a night clip's frame and its reference held
+    /// noise the flicker's fit read as tone, and over a chain of references the tone collapsed).
+    /// In clean footage the fine change is mostly kept: the picture 0.6 px on (a change finer
+    /// than the slope's window, which smoothing the change would lose) is followed to within a
+    /// fifth of its error. (Not whole: a texture's change that fine reads partly as noise.)
+    @Test func noiseInTheGuideIsNoChangeOfContent() {
+        let w = 128, h = 96
+        var random = SeededRandom(3)
+        func noisy(_ image: PlanarImage) -> PlanarImage {
+            PlanarImage(channels: 3, height: h, width: w, values: image.values.map { v in
+                // Box–Muller: a normal of σ = 0.05.
+                let u = max(random.uniform(), 1e-12), a = random.uniform()
+                return v + Float(0.05 * (-2 * log(u)).squareRoot() * cos(2 * .pi * a))
+            })
+        }
+        let picture = { (dx: Double) in
+            PlanarImage(channels: 3, height: h, width: w, values: texture(channels: 3, width: w, height: h, dx: dx, seed: 8).values.map { 0.4 + 0.05 * $0 })
+        }
+        let slope = PlanarImage(channels: 3, height: h, width: w, values: [Float](repeating: 1, count: 3 * w * h))
+        let still = picture(0), referenceGuide = noisy(still)
+        let moved = DeflickerAnalysis.followingContent(still, slope: slope, from: referenceGuide, to: noisy(still))
+        let noise = referenceGuide.sumOfSquaredDifferences(still)
+        #expect(moved.sumOfSquaredDifferences(still) * 25 < noise,
+                "moved by \((moved.sumOfSquaredDifferences(still) / noise).squareRoot()) of the noise")
+
+        let on = picture(0.6)
+        let followed = DeflickerAnalysis.followingContent(still, slope: slope, from: still, to: on)
+        let before = still.sumOfSquaredDifferences(on), after = followed.sumOfSquaredDifferences(on)
+        #expect(after * 25 < before, "rms error \((after / Double(on.count)).squareRoot()) against \((before / Double(on.count)).squareRoot()) unmoved")
+    }
+
     /// A hard cut between a dark and a bright scene: found, and each scene keeps its own level.
     /// The light really changes (2% brighter every frame, as the guide shows) under a ±5% flicker:
     /// each frame keeps its own light, to 3%, even at the shot's ends, where the window of frames
