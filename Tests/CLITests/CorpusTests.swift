@@ -132,6 +132,35 @@ import TestSupport
         let upright = try Media.openSource(output)
         #expect(upright.info.width == 320 && upright.info.height == 568)
     }
+
+    /// A picture that stops, edited: a screen recording's portrait crop (`movie-hello.mp4`, its
+    /// frame 10, then its frame 50 held for twelve frames, as a recording that pauses), the
+    /// keyframe its frame 10 stylised by FFmpeg's `edgedetect`. Once the held picture has been
+    /// followed for a few frames, the output stands still: the last frames change by under
+    /// 0.01 levels on average. (Before, the correspondence's weights were the last frame's match
+    /// quality alone, and the field alternated between two answers for as long as the picture
+    /// held: 0.14 levels from every frame to the next.)
+    @Test(.enabled(if: directory != nil, "LOCKSTEP_CORPUS is not set: run scripts/test, or scripts/fetch-corpus"))
+    func aPictureThatStopsGivesAnEditThatStops() throws {
+        let dir = TemporaryDirectory()
+        try FileManager.default.createDirectory(atPath: dir.file("frames"), withIntermediateDirectories: false)
+        try ffmpeg(["-i", Self.path("forensics-samples-files__movie-hello.mp4"), "-vf", "select='eq(n\\,10)+eq(n\\,50)',crop=405:720:437:0,scale=360:640",
+                    "-vsync", "0", dir.file("picture%d.png")])
+        try FileManager.default.copyItem(atPath: dir.file("picture1.png"), toPath: dir.file("frames/00000.png"))
+        for t in 1...12 {
+            try FileManager.default.copyItem(atPath: dir.file("picture2.png"), toPath: dir.file(String(format: "frames/%05d.png", t)))
+        }
+        try ffmpeg(["-i", dir.file("picture1.png"), "-vf", "edgedetect=mode=colormix:high=0.2:low=0.05,eq=saturation=1.5", dir.file("key.png")])
+        let r = try CLITests.run(["edit", dir.file("frames"), "--keyframe", "0=" + dir.file("key.png"), "-o", dir.file("out.mkv"), "--codec", "ffv1", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try SyntheticClip.readAll(dir.file("out.mkv")).frames.map(\.image)
+        #expect(out.count == 13)
+        guard out.count == 13 else { return }
+        for t in 10...12 {
+            let change = zip(out[t].values, out[t - 1].values).reduce(0.0) { $0 + Double(abs($1.0 - $1.1)) } / Double(out[t].count) * 255
+            #expect(change < 0.01, "frame \(t) changed by \(change) levels on average")
+        }
+    }
 }
 
 /// FFmpeg's own view of a file: the timestamps of the frames `ffprobe` decodes from its first
