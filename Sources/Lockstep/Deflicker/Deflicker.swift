@@ -603,19 +603,24 @@ public final class DeflickerAnalysis {
 
     /// The guide's change `from` the reference's to the frame's, with its noise taken out: its
     /// mean over the slope's window (`slopeRadius`), plus its fine part (the change less that
-    /// mean) as far as the fine part stands above the change's noise there, by a Wiener gain
-    /// max(0, 1 − σ² / E), E the fine part's mean square over the window. σ, per channel, is the
-    /// change's noise as Donoho's estimator reads it: the median absolute finest diagonal
-    /// (Haar) detail over 0.6745, which edges and texture barely move. In clean footage σ is a
-    /// fraction of a level and the fine part, where the carry misplaces texture by a fraction
-    /// of a pixel, is kept; in footage shot in the dark the change is mostly the guide's noise
-    /// (new in every frame, 20 levels of 255 on a night clip), and the reference's colours moved
-    /// by it paired the frame's with colours noisier or quieter than its own. Where every frame
-    /// becomes a reference (noise leaves the matches little confidence), each link's curves
-    /// came out flatter by a few percent, and over 47 links the night clip's tone collapsed to
-    /// a third of its range, green (24.9 dB against the truth, FFmpeg's `deflicker` 32.7).
-    /// (The change smoothed whole, with no fine part, cost the clean pans up to 4 dB under a
-    /// local gain field.)
+    /// mean) where the fine part is more content than noise, its mean square over the window
+    /// above twice the noise's variance σ² (a signal-to-noise ratio above 1), and none of it
+    /// elsewhere. σ, per channel, is the change's noise as Donoho's estimator reads it: the
+    /// median absolute finest diagonal (Haar) detail over 0.6745, which edges and texture barely
+    /// move. In clean footage σ is a level or so and the fine part, where the carry misplaces
+    /// texture by a fraction of a pixel, is kept; in footage shot in the dark the change is
+    /// mostly the guide's noise (new in every frame, 20 levels of 255 on a night clip).
+    ///
+    /// Why all or nothing: the pair's difference should be the flicker, and the flicker's curves
+    /// are fitted by matching the two sides' distributions, which is exact only where both carry
+    /// as much noise. Moved by all of the guide's change with the right slope, the reference
+    /// carries the frame's noise; moved by none of it, its own, as much. Moved by a share a of it
+    /// (a slope that misreads how the edit mixes the channels' noise, or a partial, Wiener-like
+    /// gain), it carries (1 − a)² + a² of it, less: the frame's values, noisier, were fitted
+    /// onto a narrower spread, and each link's curves came out flatter. Where every frame becomes
+    /// a reference (noise leaves the matches little confidence), a night clip's 47 links
+    /// flattened its tone to a third of its range, green (24.9 dB against the truth, FFmpeg's
+    /// `deflicker` 32.7).
     static func contentChange(from: PlanarImage, to: PlanarImage) -> PlanarImage {
         var change = to
         let n = change.count, plane = change.planeSize, w = change.width, h = change.height
@@ -645,8 +650,7 @@ public final class DeflickerAnalysis {
         change.withUnsafeMutableBufferPointer { d in mean.withUnsafeBufferPointer { m in
             fine.withUnsafeBufferPointer { f in energy.withUnsafeBufferPointer { e in
                 for i in 0..<n {
-                    let keep = e[i] > 0 ? min(max(1 - noise[i / plane] / e[i], 0), 1) : 1
-                    d[i] = m[i] + keep * f[i]
+                    d[i] = e[i] > 2 * noise[i / plane] ? m[i] + f[i] : m[i]
                 }
             } }
         } }
