@@ -12,6 +12,7 @@
 #include <libavutil/pixdesc.h>
 #include <libavutil/display.h>
 #include <libavutil/error.h>
+#include <libavutil/crc.h>
 // Not FFmpeg's, but C glue all the same: mallopt, which Swift's Glibc module leaves out.
 #include <malloc.h>
 

@@ -125,8 +125,10 @@ import TestSupport
 
     /// An analysis whose header or records were damaged (or edited by hand) is refused with an
     /// error naming it, never trusted as an index: a cut or a reference past the video, a frame
-    /// count whose size overflows, a record that names no reference. (Before, each of these
-    /// crashed the second pass with a failed precondition or an overflow.)
+    /// count whose size overflows, a record that names no reference (each written with its
+    /// checksum made again, as a careful hand would; before, each crashed the second pass with a
+    /// failed precondition or an overflow); and any byte changed without that, by its checksum.
+    /// (A changed value in a record passed every other check, and was applied as it read.)
     @Test func aDamagedAnalysisIsRefusedNotTrusted() throws {
         let frames = (0..<6).map { Self.flickered(Self.scene($0), gain: $0 % 2 == 0 ? 1.1 : 0.9) }
         let (_, plan) = try Self.deflicker(frames, guides: nil)
@@ -136,14 +138,16 @@ import TestSupport
         let magic = bytes.firstIndex(of: 0x0A)! + 1  // the line naming the format and its version
         let length = bytes[magic..<(magic + 4)].withUnsafeBytes { Int(UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self))) }
         let header = try JSONSerialization.jsonObject(with: bytes[(magic + 4)..<(magic + 4 + length)]) as! [String: Any]
-        let records = Data(bytes[(magic + 4 + length)...])
+        let records = Data(bytes[(magic + 4 + length)..<(bytes.count - 4)])
+        #expect(Checksum.crc32(bytes.prefix(bytes.count - 4)) == bytes.suffix(4).withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) })
         func damaged(_ name: String, body: Data? = nil, _ change: (inout [String: Any]) -> Void) throws -> String {
             var edited = header
             change(&edited)
             let json = try JSONSerialization.data(withJSONObject: edited, options: .sortedKeys)
             var count = UInt32(json.count).littleEndian
-            try (bytes.prefix(magic) + Data(bytes: &count, count: 4) + json + (body ?? records))
-                .write(to: URL(fileURLWithPath: dir.file(name)))
+            let file = bytes.prefix(magic) + Data(bytes: &count, count: 4) + json + (body ?? records)
+            var crc = Checksum.crc32(file).littleEndian
+            try (file + Data(bytes: &crc, count: 4)).write(to: URL(fileURLWithPath: dir.file(name)))
             return dir.file(name)
         }
         var files = [
@@ -166,6 +170,14 @@ import TestSupport
         let last = (header["recordLength"] as! Int - 1) * MemoryLayout<Float>.size
         withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { record.replaceSubrange(last..<(last + 4), with: $0) }
         files.append(try damaged("record.analysis", body: record) { _ in })
+        // One bit of a record's value flipped, the file otherwise as written.
+        var flipped = bytes
+        flipped[magic + 4 + length + 8] ^= 0x10
+        try flipped.write(to: URL(fileURLWithPath: dir.file("flipped.analysis")))
+        #expect(throws: MediaError(.invalidArgument, path: dir.file("flipped.analysis"),
+                                   "is cut short or damaged (its checksum does not match: a byte was changed after it was written)")) {
+            try DeflickerPlan.read(from: dir.file("flipped.analysis"), width: Self.size.width, height: Self.size.height)
+        }
         for file in files {
             #expect(throws: MediaError.self, "\(file)") {
                 let read = try DeflickerPlan.read(from: file, width: Self.size.width, height: Self.size.height)

@@ -5,10 +5,11 @@ import MediaIO
 /// split job, or a second run, share one first pass. The file is a line naming the format and
 /// its version, a little-endian UInt32 with the length of a JSON header (sizes, the grid, the
 /// references, the cuts), then the Float32 records: every frame's, every reference's consensus
-/// gain, and every frame's mean luma. Floats are stored as the machine holds them: little-endian
-/// on every machine Lockstep builds for (x86-64, ARM64).
+/// gain, and every frame's mean luma, and last a little-endian UInt32, the CRC-32 of everything
+/// before it. Floats are stored as the machine holds them: little-endian on every machine
+/// Lockstep builds for (x86-64, ARM64).
 extension DeflickerPlan {
-    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 5\n".utf8)
+    static let fileMagic = Data("LOCKSTEP DEFLICKER ANALYSIS 6\n".utf8)
 
     struct FileHeader: Codable {
         struct Grid: Codable { var latentWidth, latentHeight, factor: Int; var origin: Float }
@@ -70,6 +71,14 @@ extension DeflickerPlan {
             try gains.records.copyAll(to: file)
             try file.write(contentsOf: lumas.withUnsafeBytes { Data($0) })
             try file.synchronize()
+            // The checksum of what reached the file, read back from it.
+            guard let written = FileHandle(forReadingAtPath: target.temporaryPath) else {
+                throw MediaError(.io, path: target.shownName, "cannot read back the analysis: \(String(cString: strerror(errno)))")
+            }
+            defer { try? written.close() }
+            var crc = try Checksum.crc32(of: written, length: Int(try file.offset())).littleEndian
+            try file.write(contentsOf: Data(bytes: &crc, count: 4))
+            try file.synchronize()
         } catch let error as MediaError {
             target.discard()
             throw error
@@ -124,8 +133,16 @@ extension DeflickerPlan {
         }
         let gainsAt = recordsAt + header.frames * header.recordLength * float
         let lumasAt = gainsAt + header.gains * header.gainLength * float
-        guard size == lumasAt + header.frames * float else {
-            throw damaged("\(size) bytes where \(lumasAt + header.frames * float) were written")
+        let checksumAt = lumasAt + header.frames * float
+        guard size == checksumAt + 4 else {
+            throw damaged("\(size) bytes where \(checksumAt + 4) were written")
+        }
+        // Every byte, header and records alike, against the checksum written last: a changed
+        // value in a record passes every other check and would be applied as it reads.
+        try file.seek(toOffset: UInt64(checksumAt))
+        let stored = ((try file.read(upToCount: 4)) ?? Data()).withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
+        guard try Checksum.crc32(of: file, length: checksumAt) == stored else {
+            throw damaged("its checksum does not match: a byte was changed after it was written")
         }
         try file.seek(toOffset: UInt64(lumasAt))
         let lumas = ((try file.read(upToCount: header.frames * float)) ?? Data()).withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
