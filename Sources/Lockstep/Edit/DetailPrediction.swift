@@ -23,10 +23,11 @@ struct DetailPrediction: Sendable {
     /// there, whatever the edge's direction, and that is where outlines and strokes are drawn.
     /// (Measured in Python first, a linear model of the truth fitted on frame 0 and read on
     /// frames 8–47 of six stylised and pencil cases: 23.35 → 26.40 dB with the gradient's size
-    /// at 1, 2 and 4 px, 26.36 at 1 and 2 px, 25.92 at 2 px alone.)
-    /// (Also times the pixel's luma, as a stroke's darkness might depend on what it is drawn
-    /// over: 0.02 dB on the evaluation's cases, 0.04 on mine, for twice the prediction's work;
-    /// not kept.)
+    /// at 1, 2 and 4 px, 26.36 at 1 and 2 px, 25.92 at 2 px alone.) Not kept: the detail times
+    /// the pixel's luma, as a stroke's darkness might depend on what it is drawn over (0.02 dB
+    /// on the evaluation's cases, 0.04 on mine, for twice the prediction's work); the gradient's
+    /// size times it (+0.1 to +0.2 dB, but half a sticker's outline drawn on a lookalike: in
+    /// docs/edit.md).
     static let features = 3 * levels + 2 * colourDifferences + 2 * gradientScales + 1
     /// The scales of the gradient's size: full resolution and the 2×2 pooling.
     static let gradientScales = 2
