@@ -141,7 +141,9 @@ extension DeflickerPlan {
         // value in a record passes every other check and would be applied as it reads.
         try file.seek(toOffset: UInt64(checksumAt))
         let stored = ((try file.read(upToCount: 4)) ?? Data()).withUnsafeBytes { UInt32(littleEndian: $0.loadUnaligned(as: UInt32.self)) }
-        guard try Checksum.crc32(of: file, length: checksumAt) == stored else {
+        // A file that shrinks while it is read is damaged too, said as such (not as the read's error).
+        guard let computed = try? Checksum.crc32(of: file, length: checksumAt) else { throw damaged("it could not be read whole") }
+        guard computed == stored else {
             throw damaged("its checksum does not match: a byte was changed after it was written")
         }
         try file.seek(toOffset: UInt64(lumasAt))
